@@ -1,0 +1,68 @@
+# seva — build every tool into bin/, one static library from common/.
+# Flags come from pkg-config; `make deps` installs what Debian 12 lacks.
+
+PREFIX  ?= /usr/local
+BINDIR   = $(PREFIX)/bin
+MANDIR   = $(PREFIX)/share/man
+DESTDIR ?=
+
+PKGS     = libarchive msgpack openblas libcjson libpcre2-8 libutf8proc
+CC      ?= cc
+OPT     ?= -O2 -march=x86-64-v2 -mtune=native
+CFLAGS  ?= $(OPT) -g
+SEVA_CFLAGS = -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -Icommon \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstb -lm -lpthread -fopenmp
+
+
+LIB_SRC  = $(sort $(wildcard common/*.c))
+LIB_OBJ  = $(LIB_SRC:.c=.o)
+CMD_SRC  = $(sort $(wildcard cmd/seva-*.c))
+TOOLS    = $(patsubst cmd/%.c,bin/%,$(CMD_SRC))
+UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
+UNITS    = $(patsubst tests/unit/%.c,tests/bin/%,$(UNIT_SRC))
+MANS     = $(sort $(wildcard man/*.[1-9]))
+
+all: $(TOOLS) $(UNITS)
+
+common/%.o: common/%.c $(wildcard common/*.h)
+	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -c -o $@ $<
+
+common/libseva.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+bin/%: cmd/%.c common/libseva.a
+	@mkdir -p bin
+	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -o $@ $< common/libseva.a $(LDLIBS)
+
+tests/bin/%: tests/unit/%.c tests/unit/tap.h common/libseva.a
+	@mkdir -p tests/bin
+	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -Itests/unit -o $@ $< common/libseva.a $(LDLIBS)
+
+# The test command of the README: every unit test and shell test, TAP, one summary line.
+test: all
+	@tests/run.sh
+
+bench: all
+	@tests/bench.sh
+
+lint:
+	mandoc -Tlint -Wwarning $(MANS)
+
+fuzz:
+	$(MAKE) -C tests/fuzz
+
+deps:
+	@tests/deps.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)
+	for m in $(MANS); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s; done
+
+clean:
+	rm -rf bin tests/bin common/*.o common/libseva.a
+	-$(MAKE) -C tests/fuzz clean 2>/dev/null
+
+.PHONY: all test bench lint fuzz deps install clean
+.SECONDARY: $(LIB_OBJ)

@@ -1,0 +1,32 @@
+/* chat — chat templates: how a question (and an answer) become the token
+ * ids the model sees. llava_v1 / vicuna_v1: "SYSTEM USER: <image>\n{q}
+ * ASSISTANT:" with answers ended by "</s>"; "seva": the embedded model's.
+ * The image placeholder becomes cfg.image_token_index (spliced in when the
+ * tokenizer has no "<image>" token, as original LLaVA does). */
+#ifndef SEVA_CHAT_H
+#define SEVA_CHAT_H
+
+#include "tokenizer.h"
+
+struct chat {
+	const char *name;        /* template name */
+	const struct tokenizer *tok;
+	int image_token;         /* id that marks the image position */
+	int eos;                 /* end-of-turn id appended to answers */
+};
+
+/* -1 with a message if NAME is unknown. */
+int chat_init(struct chat *c, const char *name, const struct tokenizer *tok, int image_token);
+/* The rendered prompt text for QUESTION (with the image placeholder when
+ * WITH_IMAGE), malloc'd: what seva-tok --template shows. */
+char *chat_render(const struct chat *c, const char *question, int with_image);
+/* Prompt ids (BOS, template, image token, question, assistant tag), malloc'd
+ * in *ids; returns the count or -1. */
+int chat_encode_prompt(const struct chat *c, const char *question, int with_image, int **ids);
+/* Answer ids as they follow the prompt (leading space handling as the
+ * template needs) plus the end-of-turn token; returns the count or -1. */
+int chat_encode_answer(const struct chat *c, const char *answer, int **ids);
+/* Strips template end markers ("</s>") and surrounding space from generated text, in place. */
+void chat_clean_answer(const struct chat *c, char *text);
+
+#endif

@@ -1,0 +1,112 @@
+/* tensor — the numeric kernels of the model, llm.c style: every layer is a
+ * _forward/_backward pair on flat float arrays; backward ACCUMULATES (+=)
+ * into every d-array it is given, and any d-array may be NULL (not needed).
+ * Kernels never allocate. Each fast kernel has a _naive twin (plain loops,
+ * the reference the tests compare against). The only module that calls BLAS.
+ *
+ * Dimension letters, used in every shape comment of the project:
+ *   B batch, T time (sequence slots), C channels, OC output channels,
+ *   N rows (= B*T when flattened), NH heads, NKV key/value heads,
+ *   HS head size, L layers, V vocab, NP patches per image, P patch side. */
+#ifndef SEVA_TENSOR_H
+#define SEVA_TENSOR_H
+
+#include <stdint.h>
+
+/* Selects OpenBLAS's kernel set for this CPU before any BLAS call: if
+ * OPENBLAS_CORETYPE is unset and openblas_get_corename() reports a generic
+ * or older core while the CPU has AVX-512 (or AVX2+FMA), re-executes the
+ * program (argv) with OPENBLAS_CORETYPE set. Never overrides a value the
+ * user set. Call first thing in main() of tools that compute. */
+void tensor_blas_setup(char **argv);
+/* "OpenBLAS 0.3.21 core SkylakeX (selected by seva: cpu has avx512f)" */
+const char *tensor_blas_info(void);
+/* Threads for our own OpenMP loops and OpenBLAS (0: all cores). */
+void tensor_set_threads(int n);
+
+/* Linear: out (N,OC) = inp (N,C) . w^T + bias, w (OC,C) torch layout,
+ * bias (OC) or NULL. */
+void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+		    int N, int C, int OC);
+/* dinp (N,C) += dout . w;  dw (OC,C) += dout^T . inp;  dbias (OC) += sum_n dout. */
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+		     const float *inp, const float *w, int N, int C, int OC);
+void matmul_forward_naive(float *out, const float *inp, const float *w, const float *bias,
+			  int N, int C, int OC);
+void matmul_backward_naive(float *dinp, float *dw, float *dbias, const float *dout,
+			   const float *inp, const float *w, int N, int C, int OC);
+
+/* LayerNorm over C: saves mean, rstd (N) for backward. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+		       const float *w, const float *b, int N, int C, float eps);
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+			const float *inp, const float *w, const float *mean,
+			const float *rstd, int N, int C);
+
+/* RMSNorm (LLaMA): out = inp * rstd * w; saves rstd (N). */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
+		     int N, int C, float eps);
+void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+		      const float *w, const float *rstd, int N, int C);
+
+/* RoPE with Hugging Face's half-split rotation, in place on x (N, NH, HS);
+ * row n sits at position pos[n]. inv_freq_i = theta^(-2i/HS). */
+void rope_forward(float *x, const int *pos, int N, int NH, int HS, float theta);
+/* The transpose rotation applied in place to the gradient dx (N, NH, HS). */
+void rope_backward(float *dx, const int *pos, int N, int NH, int HS, float theta);
+
+/* Scaled dot-product attention on B sequences of T slots; sequence b uses
+ * its first len[b] slots (the rest is padding: output 0, no gradient).
+ * q, out (B,T,NH,HS); k, v (B,T,NKV,HS) with NH % NKV == 0 (grouped-query:
+ * head h reads kv head h / (NH/NKV)). att (B,NH,T,T) keeps the softmax
+ * probabilities for backward. causal: slot t sees slots <= t. */
+void attention_forward(float *out, float *att, const float *q, const float *k,
+		       const float *v, const int *len, int B, int T, int NH, int NKV,
+		       int HS, int causal);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+			const float *att, const float *q, const float *k, const float *v,
+			const int *len, int B, int T, int NH, int NKV, int HS, int causal);
+void attention_forward_naive(float *out, float *att, const float *q, const float *k,
+			     const float *v, const int *len, int B, int T, int NH, int NKV,
+			     int HS, int causal);
+
+/* One new query per sequence against a KV cache (decoding): q, out (B,NH,HS);
+ * kc, vc (B,S,NKV,HS) with the first n[b] slots valid (the new token's own
+ * k/v already written at slot n[b]-1). scratch: B*NH*S floats. */
+void attention_decode(float *out, float *scratch, const float *q, const float *kc,
+		      const float *vc, const int *n, int B, int S, int NH, int NKV, int HS);
+
+/* GELU (exact, erf), quick GELU (x*sigmoid(1.702x)), elementwise over N. */
+void gelu_forward(float *out, const float *inp, long N);
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N);
+void quick_gelu_forward(float *out, const float *inp, long N);
+void quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N);
+/* SwiGLU: out = silu(gate) * up. */
+void swiglu_forward(float *out, const float *gate, const float *up, long N);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+		     const float *up, long N);
+/* out = a + b (out may alias a). */
+void residual_forward(float *out, const float *a, const float *b, long N);
+
+/* Rows of table (V,C) by ids (N). */
+void embedding_forward(float *out, const int *ids, const float *table, int N, int C);
+void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
+
+/* Log-probability of each row's target: lp[n] = log_softmax(logits[n])[target[n]];
+ * rows with target < 0 get lp 0. */
+void logprob_forward(float *lp, const float *logits, const int *target, int N, int V);
+/* dlogits (N,V) += dlp[n] * (onehot(target) - softmax(logits[n])). */
+void logprob_backward(float *dlogits, const float *logits, const int *target,
+		      const float *dlp, int N, int V);
+
+/* AdamW step t (1-based) with bias correction, decoupled weight decay. */
+void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr,
+		  float beta1, float beta2, float eps, float weight_decay, int t);
+
+/* bf16/f16 <-> f32 (round to nearest even). */
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+#endif

@@ -1,0 +1,364 @@
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *progname = "seva";
+
+void util_init(const char *argv0)
+{
+	const char *slash = argv0 ? strrchr(argv0, '/') : NULL;
+	if (argv0)
+		progname = slash ? slash + 1 : argv0;
+}
+
+static void vmessage(const char *fmt, va_list ap)
+{
+	int saved = errno;
+	size_t n = strlen(fmt);
+	fprintf(stderr, "%s: ", progname);
+	vfprintf(stderr, fmt, ap);
+	if (n && fmt[n - 1] == ':')
+		fprintf(stderr, " %s", strerror(saved));
+	fputc('\n', stderr);
+}
+
+void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage(fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage(fmt, ap);
+	va_end(ap);
+}
+
+int error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage(fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+void usage_die(const char *usage)
+{
+	fprintf(stderr, "usage: %s\n", usage);
+	exit(2);
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		die("out of memory (%zu bytes)", n);
+	return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		die("out of memory (%zu x %zu bytes)", n, size);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		die("out of memory (%zu bytes)", n);
+	return p;
+}
+
+char *xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+	memcpy(p, s, n);
+	p[n] = 0;
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		die("out of memory");
+	va_end(ap);
+	return s;
+}
+
+void buf_init(struct buf *b)
+{
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+void buf_release(struct buf *b)
+{
+	free(b->data);
+	buf_init(b);
+}
+
+static void buf_grow(struct buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 64;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+void buf_add(struct buf *b, const void *p, size_t n)
+{
+	buf_grow(b, n);
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = 0;
+}
+
+void buf_addstr(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	buf_grow(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+unsigned char *buf_detach(struct buf *b, size_t *len)
+{
+	unsigned char *p = b->data;
+	if (!p) {
+		p = xmalloc(1);
+		p[0] = 0;
+	}
+	if (len)
+		*len = b->len;
+	buf_init(b);
+	return p;
+}
+
+int parse_long(const char *opt, const char *s, long min, long max, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || errno || v < min || v > max) {
+		warn("%s: not an integer in [%ld, %ld]: '%s'", opt, min, max, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int parse_double(const char *opt, const char *s, double min, double max, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (!*s || *end || errno || !(v >= min && v <= max)) {
+		warn("%s: not a number in [%g, %g]: '%s'", opt, min, max, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+long arg_long(const char *opt, const char *s, long min, long max)
+{
+	long v;
+	if (parse_long(opt, s, min, max, &v))
+		exit(2);
+	return v;
+}
+
+double arg_double(const char *opt, const char *s, double min, double max)
+{
+	double v;
+	if (parse_double(opt, s, min, max, &v))
+		exit(2);
+	return v;
+}
+
+unsigned char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct buf b;
+	char chunk[65536];
+	size_t n;
+	if (!f) {
+		error("open '%s':", path);
+		return NULL;
+	}
+	buf_init(&b);
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		buf_add(&b, chunk, n);
+	if (ferror(f)) {
+		error("read '%s':", path);
+		fclose(f);
+		buf_release(&b);
+		return NULL;
+	}
+	fclose(f);
+	return buf_detach(&b, len);
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len)
+{
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	const unsigned char *p = data;
+	if (fd < 0) {
+		error("create '%s':", tmp);
+		free(tmp);
+		return -1;
+	}
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			error("write '%s':", tmp);
+			goto fail;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (fsync(fd) < 0 && errno != EINVAL) {
+		error("fsync '%s':", tmp);
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		error("close '%s':", tmp);
+		goto fail;
+	}
+	if (rename(tmp, path) < 0) {
+		error("rename '%s' to '%s':", tmp, path);
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	free(tmp);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	return -1;
+}
+
+int mkdir_p(const char *dir)
+{
+	char *p = xstrdup(dir);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+			error("mkdir '%s':", p);
+			free(p);
+			return -1;
+		}
+		*s = '/';
+	}
+	if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+		error("mkdir '%s':", p);
+		free(p);
+		return -1;
+	}
+	free(p);
+	return 0;
+}
+
+double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void progress_init(struct progress *p, const char *what, long total, int quiet)
+{
+	p->what = what;
+	p->total = total;
+	p->done = 0;
+	p->start = p->last = now_seconds();
+	p->enabled = !quiet && isatty(2);
+}
+
+void progress_update(struct progress *p, long done, const char *extra)
+{
+	double t = now_seconds();
+	p->done = done;
+	if (!p->enabled || t - p->last < 0.25)
+		return;
+	p->last = t;
+	double rate = done / (t - p->start > 1e-9 ? t - p->start : 1e-9);
+	fprintf(stderr, "\r\033[K%s: %ld", progname, done);
+	if (p->total > 0) {
+		double eta = rate > 0 ? (p->total - done) / rate : 0;
+		fprintf(stderr, "/%ld", p->total);
+		fprintf(stderr, " %s, %.1f/s, ETA %.0fs", p->what, rate, eta);
+	} else {
+		fprintf(stderr, " %s, %.1f/s", p->what, rate);
+	}
+	if (extra && *extra)
+		fprintf(stderr, ", %s", extra);
+}
+
+void progress_done(struct progress *p)
+{
+	if (p->enabled)
+		fprintf(stderr, "\r\033[K");
+}
+
+static void close_stdout(void)
+{
+	/* A write error here must not be lost: it is the only place it shows. */
+	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
+		int saved = errno;
+		fprintf(stderr, "%s: write error: %s\n", progname, strerror(saved));
+		_exit(1);
+	}
+}
+
+void check_stdout_at_exit(void)
+{
+	atexit(close_stdout);
+}

@@ -1,0 +1,81 @@
+/* util — error reporting, checked allocation, argv numbers, atomic files,
+ * progress lines. The bottom of the dependency graph: uses libc only. */
+#ifndef SEVA_UTIL_H
+#define SEVA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The program name used as the prefix of every message ("seva-cat"). */
+extern const char *progname;
+void util_init(const char *argv0);
+
+/* Messages go to stderr as "PROGNAME: MESSAGE". A message ending in ':'
+ * gets ": strerror(errno)" appended (sbase's convention). */
+_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints like warn() and returns -1, so library code can `return error(...)`. */
+int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Exit 2 with "usage: ..." for bad command lines. */
+_Noreturn void usage_die(const char *usage);
+
+/* Allocation that dies on failure ("out of memory" is not recoverable here). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Growable byte buffer; `data` is always NUL-terminated for text use. */
+struct buf {
+	unsigned char *data;
+	size_t len, cap;
+};
+void buf_init(struct buf *b);
+void buf_release(struct buf *b);
+void buf_add(struct buf *b, const void *p, size_t n);
+void buf_addstr(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands the bytes to the caller (who frees them) and resets the buffer. */
+unsigned char *buf_detach(struct buf *b, size_t *len);
+
+/* Numbers from argv: range-checked, whole string consumed; on failure print
+ * "OPTION: not a number in [min, max]: TEXT" and return -1. */
+int parse_long(const char *opt, const char *s, long min, long max, long *out);
+int parse_double(const char *opt, const char *s, double min, double max, double *out);
+/* Shorthands for cmd/: the same checks, exit 2 on failure. */
+long arg_long(const char *opt, const char *s, long min, long max);
+double arg_double(const char *opt, const char *s, double min, double max);
+
+/* Whole file into memory (NUL-terminated). NULL and error printed on failure. */
+unsigned char *read_file(const char *path, size_t *len);
+/* Writes PATH.tmp.PID, fsyncs, renames over PATH: readers never see half a file. */
+int write_file_atomic(const char *path, const void *data, size_t len);
+/* Makes DIR and its parents (mkdir -p). */
+int mkdir_p(const char *dir);
+
+/* Seconds on a monotonic clock. */
+double now_seconds(void);
+
+/* Progress on stderr, redrawn in place, only when stderr is a terminal and
+ * not quiet. `what` names the unit ("samples"); extra text is optional. */
+struct progress {
+	const char *what;
+	long total; /* 0 if unknown */
+	long done;
+	double start, last;
+	int enabled;
+};
+void progress_init(struct progress *p, const char *what, long total, int quiet);
+void progress_update(struct progress *p, long done, const char *extra);
+void progress_done(struct progress *p);
+
+/* Checks stdout at exit: flush and close errors become "write error" and
+ * exit 1 (so `tool > /dev/full` fails). Call once from main. */
+void check_stdout_at_exit(void);
+
+#endif

@@ -1,0 +1,191 @@
+/* vlm — the LLaVA-architecture model: CLIP-style ViT → two-layer projector
+ * → LLaMA decoder (DESIGN sec. 4). Parameters, gradients, optimizer state
+ * and activations each live in one allocation with named views (llm.c).
+ *
+ * Files: vlm.c (layout, forward, backward, LoRA), decode.c (generation with
+ * a KV cache), config.c (config.json / preprocessor_config.json with HF
+ * defaults), checkpoint.c (load/save HF directories, PEFT adapters, random
+ * init), safetensors.c (the file format). Depends on tensor, image, util. */
+#ifndef SEVA_VLM_H
+#define SEVA_VLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+
+enum act { ACT_GELU, ACT_QUICK_GELU, ACT_SILU };
+
+struct vlm_config {
+	/* vision tower (CLIPVisionConfig) */
+	int image_size, patch_size, num_channels;
+	int v_hidden, v_inter, v_layers, v_heads; /* VC, VI, VL, VNH */
+	enum act v_act;
+	float v_eps;
+	int feature_layer;     /* HF vision_feature_layer: index into hidden states, negative from the end */
+	int drop_cls;          /* vision_feature_select_strategy "default" (1) or "full" (0) */
+	/* projector */
+	enum act proj_act;
+	/* text decoder (LlamaConfig) */
+	int hidden, inter, layers, heads, kv_heads, vocab, max_pos; /* C, FF, L, NH, NKV, V */
+	float rms_eps, rope_theta;
+	int tie_embeddings;
+	int image_token_index;
+	int bos_id, eos_id, pad_id;   /* -1 where unknown */
+	char chat_template[32];       /* "llava_v1" (default), "vicuna_v1", "seva" */
+	/* derived */
+	int np;        /* patches per image (NP) = (image_size/patch_size)^2 */
+	int v_used;    /* vision layers actually run for the chosen feature layer */
+	int img_tokens;/* embeddings per image in the decoder: np (+1 if !drop_cls) */
+};
+
+/* Parts that can train independently (bit mask). */
+enum {
+	VLM_PART_VISION = 1,
+	VLM_PART_PROJECTOR = 2,
+	VLM_PART_DECODER = 4, /* embeddings, layers, final norm, lm head */
+	VLM_PART_LORA = 8,
+};
+
+/* LoRA targets (bit mask), PEFT module names q_proj ... down_proj. */
+enum {
+	LORA_Q = 1, LORA_K = 2, LORA_V = 4, LORA_O = 8,
+	LORA_GATE = 16, LORA_UP = 32, LORA_DOWN = 64,
+	LORA_ALL = 127,
+};
+
+/* One named tensor of the model: its Hugging Face name in the
+ * `language_model.model.*` layout, a view into the flat parameter buffer
+ * and (when training) the matching view of the gradient buffer. */
+struct vlm_tensor {
+	char name[128];
+	float *data, *grad;
+	int ndim;
+	long shape[4];
+	long numel;
+	int part;        /* VLM_PART_* */
+	int optional;    /* may be absent from a checkpoint (e.g. post_layernorm) */
+};
+
+struct vlm_lora {
+	int rank;
+	float alpha;     /* scale = alpha / rank */
+	unsigned targets;
+	int enabled;     /* 0: the model computes as the base (the DPO reference) */
+};
+
+struct vlm {
+	struct vlm_config cfg;
+	struct preprocess pre;
+	char *dir;                 /* directory it was loaded from, or NULL */
+	/* parameters: one allocation, views in `tensors` (order: vision,
+	 * projector, decoder, lora) */
+	float *params;
+	long nparams;
+	float *grads;              /* same layout, NULL until vlm_train_init */
+	struct vlm_tensor *tensors;
+	int ntensors;
+	struct vlm_lora lora;
+	unsigned trainable;        /* VLM_PART_* mask */
+	void *impl;                /* activations, caches: private to vlm.c/decode.c */
+};
+
+/* --- config.c --- */
+/* Reads config.json (LlavaConfig), filling missing fields with the HF class
+ * defaults (CLIPVisionConfig, LlamaConfig). -1 with a message naming the
+ * file and key on bad input. */
+int vlm_config_load(struct vlm_config *cfg, const char *path);
+/* Reads preprocessor_config.json; absent file → CLIP defaults for cfg's
+ * image size. */
+int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct vlm_config *cfg);
+/* Fills derived fields; -1 with a message if the shapes are inconsistent. */
+int vlm_config_finish(struct vlm_config *cfg);
+
+/* --- vlm.c: layout and lifetime --- */
+/* Allocates a model with zeroed parameters for CFG. */
+struct vlm *vlm_new(const struct vlm_config *cfg);
+void vlm_free(struct vlm *m);
+struct vlm_tensor *vlm_tensor_find(struct vlm *m, const char *name);
+/* HF-style init: normal(0, 0.02) weights, zero biases, unit norms. */
+void vlm_init_random(struct vlm *m, uint64_t seed);
+
+/* --- checkpoint.c --- */
+/* Loads a Hugging Face model directory: config.json, model.safetensors (or
+ * shards via model.safetensors.index.json; f32/f16/bf16; both name
+ * layouts), preprocessor_config.json. The tokenizer is loaded separately
+ * (tokenizer.h). NULL with a message on failure. */
+struct vlm *vlm_load(const char *dir);
+/* Writes DIR atomically (DIR.tmp.PID renamed into place): config.json,
+ * model.safetensors (dtype "F32" or "BF16"), and copies tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json, preprocessor_config.json
+ * from m->dir when present. LoRA, if any, is not merged: call
+ * vlm_lora_merge first, or vlm_lora_save for the adapter. */
+int vlm_save(struct vlm *m, const char *dir, const char *dtype);
+/* PEFT files: DIR/adapter_config.json + DIR/adapter_model.safetensors. */
+int vlm_lora_save(struct vlm *m, const char *dir);
+int vlm_lora_load(struct vlm *m, const char *dir);
+
+/* --- vlm.c: training --- */
+/* Adds LoRA (A ~ kaiming-uniform as PEFT, B = 0) on TARGETS of every decoder
+ * layer. The base weights are untouched; enabled = 1. */
+void vlm_lora_add(struct vlm *m, int rank, float alpha, unsigned targets, uint64_t seed);
+/* W += scale * B A for every adapter, then drops the adapters. */
+void vlm_lora_merge(struct vlm *m);
+/* Allocates gradients for the TRAINABLE parts (VLM_PART_* mask). */
+void vlm_train_init(struct vlm *m, unsigned trainable);
+void vlm_zero_grad(struct vlm *m);
+
+/* A batch of token sequences, each with at most one image. */
+struct vlm_batch {
+	int B;
+	const int *const *ids;       /* ids[b][0..len[b]): token ids; the image goes where
+					cfg.image_token_index appears (once at most) */
+	const int *len;
+	const float *const *weight;  /* weight[b][t]: weight of predicting ids[b][t] from
+					everything before it; [b][0] ignored; NULL: no loss */
+	int n_images;
+	const float *images;         /* (n_images, 3, S, S) normalized CHW, S = image_size */
+	const int *image_of;         /* image_of[b] in [0, n_images), or -1 */
+};
+
+/* logp[b] = sum_t weight[b][t] * log p(ids[b][t] | ids[b][<t], image).
+ * Each image's vision features are computed once per call however many
+ * sequences share it. With KEEP, saves what vlm_backward needs. -1 with a
+ * message if a sequence is too long for the context or malformed. */
+int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int keep);
+/* Backpropagates dlogp (B) through the last kept forward; accumulates into
+ * the gradients of the trainable parts only. */
+void vlm_backward(struct vlm *m, const float *dlogp);
+
+/* Global L2 norm of the trainable gradients. */
+double vlm_grad_norm(struct vlm *m);
+
+/* --- decode.c: generation --- */
+struct gen_settings {
+	int max_new_tokens;
+	float temperature;        /* 0: greedy */
+	int top_k;                /* 0: off */
+	float top_p;              /* 1: off */
+	const int *stop_ids;      /* end-of-turn / eos token ids */
+	int n_stop_ids;
+	/* Optional: called after each new token; nonzero stops sequence b
+	 * (stop strings). ids are the generated tokens so far. */
+	int (*stop)(void *ctx, int b, const int *ids, int n);
+	void *stop_ctx;
+};
+struct gen_out {
+	int *ids;        /* generated tokens (malloc'd), stop token excluded */
+	int n;
+	float *logp;     /* log-prob of each generated token (n), malloc'd */
+	float stop_logp; /* log-prob of the stop token if stopped by one */
+	int stopped;     /* 1 stop token, 2 stop callback, 0 max_new_tokens */
+};
+/* Generates for every sequence of PROMPTS (weights ignored) with a KV
+ * cache; image + prompt prefilled in one pass. seeds[b] drives sequence b's
+ * sampling, so results do not depend on the batch. out[b] is filled; free
+ * with gen_out_release. -1 with a message on error. */
+int vlm_generate(struct vlm *m, const struct vlm_batch *prompts, const uint64_t *seeds,
+		 const struct gen_settings *gs, struct gen_out *out);
+void gen_out_release(struct gen_out *o);
+
+#endif

@@ -1,0 +1,17 @@
+#!/bin/sh
+# deps.sh — installs the Debian 12 packages that the build, the tests and the
+# benchmarks need (make deps). Only missing packages are installed.
+set -e
+PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
+libstb-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
+python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil
+gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && { echo "deps: all installed"; exit 0; }
+echo "deps: installing$missing"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,46 @@
+# lib.sh — sourced by the shell tests (tests/t*.sh): TAP output, helpers.
+# Assertions never pipe our binaries' output: the exit status would be lost.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+PATH="$TOP/bin:$PATH"
+export LC_ALL=C
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/seva-test.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP"
+_n=0
+_failed=0
+
+ok() { _n=$((_n + 1)); echo "ok $_n - $1"; }
+not_ok() { _n=$((_n + 1)); _failed=$((_failed + 1)); echo "not ok $_n - $1"; }
+diag() { sed 's/^/# /'; }
+
+# expect NAME CMD...: passes if CMD exits 0.
+expect() {
+	local name=$1; shift
+	if "$@" >"$TMP/.out" 2>"$TMP/.err"; then ok "$name"
+	else not_ok "$name (exit $?)"; diag <"$TMP/.err"; fi
+}
+# expect_fail NAME STATUS CMD...: passes if CMD exits with STATUS.
+expect_fail() {
+	local name=$1 want=$2; shift 2
+	"$@" >"$TMP/.out" 2>"$TMP/.err"
+	local got=$?
+	if [ "$got" = "$want" ]; then ok "$name"
+	else not_ok "$name (exit $got, want $want)"; diag <"$TMP/.err"; fi
+}
+# stderr_has NAME PATTERN: the last expect*'s stderr matches grep -E PATTERN.
+stderr_has() {
+	if grep -Eq -- "$2" "$TMP/.err"; then ok "$1"
+	else not_ok "$1"; echo "stderr does not match '$2':" | diag; diag <"$TMP/.err"; fi
+}
+# same NAME FILE1 FILE2: byte-identical files.
+same() {
+	if cmp -s "$2" "$3"; then ok "$1"
+	else not_ok "$1"; cmp "$2" "$3" 2>&1 | diag; fi
+}
+# check NAME TEST-EXPRESSION...: passes if `test ...` holds.
+check() {
+	local name=$1; shift
+	if test "$@"; then ok "$name"; else not_ok "$name: test $*"; fi
+}
+done_testing() { echo "1..$_n"; [ "$_failed" = 0 ]; }

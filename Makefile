@@ -39,9 +39,20 @@ tests/bin/%: tests/unit/%.c tests/unit/tap.h common/libseva.a
 	@mkdir -p tests/bin
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -Itests/unit -o $@ $< common/libseva.a $(LDLIBS)
 
-# The test command of the README: every unit test and shell test, TAP, one summary line.
-test: all
+# The README's two commands. Both install missing Debian packages first
+# (tests/deps.sh: a no-op when everything is there), then build.
+# The main job: SeVa end to end on the embedded world, a before/after table.
+seva: deps-ok
+	@$(MAKE) --no-print-directory all
+	pipelines/seva.sh -o runs/seva
+
+# Every unit test and shell test, TAP, one summary line "N passed, N failed".
+test: deps-ok
+	@$(MAKE) --no-print-directory all
 	@tests/run.sh
+
+deps-ok:
+	@tests/deps.sh -q
 
 bench: all
 	@tests/bench.sh
@@ -64,5 +75,6 @@ clean:
 	rm -rf bin tests/bin common/*.o common/libseva.a
 	-$(MAKE) -C tests/fuzz clean 2>/dev/null
 
-.PHONY: all test bench lint fuzz deps install clean
+PHONY_EXTRA = seva deps-ok
+.PHONY: $(PHONY_EXTRA) all test bench lint fuzz deps install clean
 .SECONDARY: $(LIB_OBJ)

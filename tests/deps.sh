@@ -10,7 +10,7 @@ missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && { echo "deps: all installed"; exit 0; }
+[ -z "$missing" ] && { [ "${1:-}" = -q ] || echo "deps: all installed"; exit 0; }
 echo "deps: installing$missing"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 $SUDO apt-get update -qq

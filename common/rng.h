@@ -1,6 +1,9 @@
 /* rng — seeded randomness whose draws for a sample depend only on
  * (run seed, key, purpose), never on stream order or sharding (DESIGN sec. 2).
- * xoshiro256** seeded through splitmix64 over a hash of the three. */
+ * xoshiro256** seeded through splitmix64 over a hash of the three:
+ * h = FNV-1a 64 of (seed as 8 little-endian bytes, key, 0x00, purpose);
+ * the state is four successive splitmix64(h) outputs. Fixed forever: recipes
+ * in aug.json name (seed, key, purpose) and must replay anywhere. */
 #ifndef SEVA_RNG_H
 #define SEVA_RNG_H
 

@@ -21,6 +21,11 @@
 void tensor_blas_setup(char **argv);
 /* "OpenBLAS 0.3.21 core SkylakeX (selected by seva: cpu has avx512f)" */
 const char *tensor_blas_info(void);
+/* The decision of tensor_blas_setup, apart so tests can check it: the
+ * OPENBLAS_CORETYPE to select ("SkylakeX", "Haswell") when OpenBLAS's core
+ * `corename` uses less of the CPU than it has, else NULL (also for a core
+ * name this table does not know, which may be newer than it). */
+const char *tensor_blas_choose(const char *corename, int avx512f, int avx2_fma);
 /* Threads for our own OpenMP loops and OpenBLAS (0: all cores). */
 void tensor_set_threads(int n);
 

@@ -1,0 +1,846 @@
+/* tensor — the numeric kernels (see tensor.h for the contract).
+ *
+ * Matrix products go to cblas_sgemm; everything else is our own loops,
+ * threaded with OpenMP over rows or heads (never from inside a BLAS call,
+ * and BLAS is never called from inside an OpenMP region). Backward kernels
+ * accumulate. Nothing here allocates: per-row scratch lives on the stack. */
+#include "tensor.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384L
+
+/* ---------------------------------------------------------------------- */
+/* OpenBLAS set-up */
+
+static char blas_info[256];
+
+/* How much of the x86 vector hardware a kernel set of OpenBLAS uses:
+ * 3 AVX-512, 2 AVX2+FMA, 1 AVX, 0 SSE only; -1 a name we do not know
+ * (possibly newer than this table: left alone). */
+static int core_rank(const char *name)
+{
+	static const char *avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+	static const char *avx2[] = {"Haswell", "Zen"};
+	static const char *avx[] = {"Sandybridge", "Bulldozer", "Piledriver", "Steamroller",
+				    "Excavator"};
+	static const char *sse[] = {"Generic", "Prescott", "Core2", "Penryn", "Dunnington",
+				    "Nehalem", "Atom", "Opteron", "Opteron_SSE3", "Barcelona",
+				    "Bobcat", "Katmai", "Coppermine", "Northwood", "Banias",
+				    "Athlon", "Nano"};
+	size_t i;
+
+	if (!name)
+		return -1;
+	for (i = 0; i < sizeof(avx512) / sizeof(*avx512); i++)
+		if (!strcasecmp(name, avx512[i]))
+			return 3;
+	for (i = 0; i < sizeof(avx2) / sizeof(*avx2); i++)
+		if (!strcasecmp(name, avx2[i]))
+			return 2;
+	for (i = 0; i < sizeof(avx) / sizeof(*avx); i++)
+		if (!strcasecmp(name, avx[i]))
+			return 1;
+	for (i = 0; i < sizeof(sse) / sizeof(*sse); i++)
+		if (!strcasecmp(name, sse[i]))
+			return 0;
+	return -1;
+}
+
+const char *tensor_blas_choose(const char *corename, int avx512f, int avx2_fma)
+{
+	int have = core_rank(corename);
+	int cpu = avx512f ? 3 : avx2_fma ? 2 : 0;
+
+	if (have < 0 || have >= cpu)
+		return NULL;
+	return cpu == 3 ? "SkylakeX" : "Haswell";
+}
+
+static void cpu_features(int *avx512f, int *avx2_fma)
+{
+	__builtin_cpu_init();
+	*avx512f = __builtin_cpu_supports("avx512f") != 0;
+	*avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* "OpenBLAS 0.3.21" out of openblas_get_config()'s "OpenBLAS 0.3.21 NO_LAPACKE ..." */
+static void blas_version(char *out, size_t n)
+{
+	const char *cfg = openblas_get_config();
+	const char *sp = cfg ? strchr(cfg, ' ') : NULL;
+	size_t len;
+
+	if (!cfg) {
+		snprintf(out, n, "OpenBLAS");
+		return;
+	}
+	if (sp)
+		sp = strchr(sp + 1, ' ');
+	len = sp ? (size_t)(sp - cfg) : strlen(cfg);
+	snprintf(out, n, "%.*s", (int)len, cfg);
+}
+
+void tensor_blas_setup(char **argv)
+{
+	const char *user = getenv("OPENBLAS_CORETYPE");
+	const char *guard = getenv("SEVA_BLAS_SELECTED");
+	const char *core = openblas_get_corename();
+	const char *want;
+	char ver[64];
+	int avx512f, avx2_fma;
+
+	blas_version(ver, sizeof(ver));
+	cpu_features(&avx512f, &avx2_fma);
+	if (user && *user) {
+		if (guard && !strcmp(guard, user))
+			snprintf(blas_info, sizeof(blas_info),
+				 "%s core %s (selected by seva: cpu has %s)", ver, core,
+				 avx512f ? "avx512f" : "avx2+fma");
+		else
+			snprintf(blas_info, sizeof(blas_info),
+				 "%s core %s (OPENBLAS_CORETYPE=%s from the environment)", ver,
+				 core, user);
+		return;
+	}
+	want = tensor_blas_choose(core, avx512f, avx2_fma);
+	if (!want || (guard && *guard) || !argv || !argv[0]) {
+		snprintf(blas_info, sizeof(blas_info), "%s core %s (detected by OpenBLAS)", ver,
+			 core);
+		return;
+	}
+	/* OpenBLAS picks its kernels when the library is loaded, so the only
+	 * way to change them is to start again with the variable set. The
+	 * guard makes sure that happens at most once. */
+	setenv("OPENBLAS_CORETYPE", want, 1);
+	setenv("SEVA_BLAS_SELECTED", want, 1);
+	fflush(NULL);
+	execv("/proc/self/exe", argv);
+	snprintf(blas_info, sizeof(blas_info),
+		 "%s core %s (detected by OpenBLAS; restarting with %s failed: %s)", ver, core,
+		 want, strerror(errno));
+	unsetenv("OPENBLAS_CORETYPE");
+	unsetenv("SEVA_BLAS_SELECTED");
+}
+
+const char *tensor_blas_info(void)
+{
+	if (!blas_info[0]) {
+		char ver[64];
+		blas_version(ver, sizeof(ver));
+		snprintf(blas_info, sizeof(blas_info), "%s core %s", ver,
+			 openblas_get_corename());
+	}
+	return blas_info;
+}
+
+void tensor_set_threads(int n)
+{
+	if (n <= 0)
+		n = omp_get_num_procs();
+	omp_set_num_threads(n);
+	openblas_set_num_threads(n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Linear */
+
+void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+		    int N, int C, int OC)
+{
+	if (N <= 0 || OC <= 0)
+		return;
+	if (bias) {
+		#pragma omp parallel for if ((long)N * OC > PAR_MIN)
+		for (int n = 0; n < N; n++)
+			memcpy(out + (long)n * OC, bias, sizeof(float) * OC);
+	}
+	if (C <= 0) {
+		if (!bias)
+			memset(out, 0, sizeof(float) * N * (size_t)OC);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C,
+		    bias ? 1.0f : 0.0f, out, OC);
+}
+
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+		     const float *inp, const float *w, int N, int C, int OC)
+{
+	if (N <= 0 || OC <= 0)
+		return;
+	if (dinp && C > 0)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC,
+			    w, C, 1.0f, dinp, C);
+	if (dw && C > 0)
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC,
+			    inp, C, 1.0f, dw, C);
+	if (dbias) {
+		/* Each thread owns a slice of columns and walks every row. */
+		#pragma omp parallel if ((long)N * OC > PAR_MIN)
+		{
+			int nt = omp_get_num_threads(), id = omp_get_thread_num();
+			int o0 = (int)((long)OC * id / nt), o1 = (int)((long)OC * (id + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *d = dout + (long)n * OC;
+				for (int o = o0; o < o1; o++)
+					dbias[o] += d[o];
+			}
+		}
+	}
+}
+
+void matmul_forward_naive(float *out, const float *inp, const float *w, const float *bias,
+			  int N, int C, int OC)
+{
+	for (int n = 0; n < N; n++)
+		for (int o = 0; o < OC; o++) {
+			double s = bias ? bias[o] : 0.0;
+			for (int c = 0; c < C; c++)
+				s += (double)inp[(long)n * C + c] * w[(long)o * C + c];
+			out[(long)n * OC + o] = (float)s;
+		}
+}
+
+void matmul_backward_naive(float *dinp, float *dw, float *dbias, const float *dout,
+			   const float *inp, const float *w, int N, int C, int OC)
+{
+	for (int n = 0; n < N; n++)
+		for (int o = 0; o < OC; o++) {
+			float d = dout[(long)n * OC + o];
+			for (int c = 0; c < C; c++) {
+				if (dinp)
+					dinp[(long)n * C + c] += d * w[(long)o * C + c];
+				if (dw)
+					dw[(long)o * C + c] += d * inp[(long)n * C + c];
+			}
+			if (dbias)
+				dbias[o] += d;
+		}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Normalisation */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+		       const float *w, const float *b, int N, int C, float eps)
+{
+	#pragma omp parallel for if ((long)N * C > PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *x = inp + (long)n * C;
+		float *y = out + (long)n * C;
+		double m = 0, v = 0;
+		for (int c = 0; c < C; c++)
+			m += x[c];
+		m /= C;
+		for (int c = 0; c < C; c++) {
+			double d = x[c] - m;
+			v += d * d;
+		}
+		v /= C;
+		float fm = (float)m, rs = (float)(1.0 / sqrt(v + eps));
+		for (int c = 0; c < C; c++) {
+			float nrm = (x[c] - fm) * rs;
+			y[c] = nrm * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
+		}
+		if (mean)
+			mean[n] = fm;
+		if (rstd)
+			rstd[n] = rs;
+	}
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+			const float *inp, const float *w, const float *mean,
+			const float *rstd, int N, int C)
+{
+	int par = (long)N * C > PAR_MIN;
+
+	if (dinp) {
+		#pragma omp parallel for if (par)
+		for (int n = 0; n < N; n++) {
+			const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+			float *dx = dinp + (long)n * C;
+			float m = mean[n], rs = rstd[n];
+			double sd = 0, sdn = 0;
+			for (int c = 0; c < C; c++) {
+				float dn = d[c] * (w ? w[c] : 1.0f);
+				sd += dn;
+				sdn += dn * ((x[c] - m) * rs);
+			}
+			float md = (float)(sd / C), mdn = (float)(sdn / C);
+			for (int c = 0; c < C; c++) {
+				float dn = d[c] * (w ? w[c] : 1.0f);
+				float nrm = (x[c] - m) * rs;
+				dx[c] += (dn - md - nrm * mdn) * rs;
+			}
+		}
+	}
+	if (dw || db) {
+		#pragma omp parallel if (par)
+		{
+			int nt = omp_get_num_threads(), id = omp_get_thread_num();
+			int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+				float m = mean[n], rs = rstd[n];
+				for (int c = c0; c < c1; c++) {
+					if (dw)
+						dw[c] += d[c] * ((x[c] - m) * rs);
+					if (db)
+						db[c] += d[c];
+				}
+			}
+		}
+	}
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
+		     int N, int C, float eps)
+{
+	#pragma omp parallel for if ((long)N * C > PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *x = inp + (long)n * C;
+		float *y = out + (long)n * C;
+		double ss = 0;
+		for (int c = 0; c < C; c++)
+			ss += (double)x[c] * x[c];
+		float rs = (float)(1.0 / sqrt(ss / C + eps));
+		for (int c = 0; c < C; c++)
+			y[c] = x[c] * rs * (w ? w[c] : 1.0f);
+		if (rstd)
+			rstd[n] = rs;
+	}
+}
+
+void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+		      const float *w, const float *rstd, int N, int C)
+{
+	int par = (long)N * C > PAR_MIN;
+
+	if (dinp) {
+		#pragma omp parallel for if (par)
+		for (int n = 0; n < N; n++) {
+			const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+			float *dx = dinp + (long)n * C;
+			float rs = rstd[n];
+			double s = 0;
+			for (int c = 0; c < C; c++)
+				s += (double)d[c] * (w ? w[c] : 1.0f) * x[c];
+			/* d/dx_j of x_i r w_i: r (dn_j - x_j r^2 mean(dn . x)) */
+			float k = (float)(s / C) * rs * rs;
+			for (int c = 0; c < C; c++)
+				dx[c] += rs * (d[c] * (w ? w[c] : 1.0f) - x[c] * k);
+		}
+	}
+	if (dw) {
+		#pragma omp parallel if (par)
+		{
+			int nt = omp_get_num_threads(), id = omp_get_thread_num();
+			int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+				float rs = rstd[n];
+				for (int c = c0; c < c1; c++)
+					dw[c] += d[c] * x[c] * rs;
+			}
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* RoPE */
+
+/* cos/sin of pos * inv_freq_i for i < HS/2, computed in float the way
+ * Hugging Face's LlamaRotaryEmbedding does, so angles round alike. */
+static void rope_angles(float *cs, float *sn, int pos, int HS, float theta)
+{
+	for (int i = 0; i < HS / 2; i++) {
+		float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HS);
+		float a = (float)pos * inv;
+		cs[i] = cosf(a);
+		sn[i] = sinf(a);
+	}
+}
+
+/* sign +1: forward rotation; -1: its transpose (the inverse). */
+static void rope_apply(float *x, const int *pos, int N, int NH, int HS, float theta,
+		       float sign)
+{
+	int half = HS / 2;
+
+	#pragma omp parallel for if ((long)N * NH * HS > PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
+		rope_angles(cs, sn, pos[n], HS, theta);
+		for (int h = 0; h < NH; h++) {
+			float *r = x + ((long)n * NH + h) * HS;
+			for (int i = 0; i < half; i++) {
+				float x1 = r[i], x2 = r[i + half], s = sign * sn[i];
+				r[i] = x1 * cs[i] - x2 * s;
+				r[i + half] = x2 * cs[i] + x1 * s;
+			}
+		}
+	}
+}
+
+void rope_forward(float *x, const int *pos, int N, int NH, int HS, float theta)
+{
+	rope_apply(x, pos, N, NH, HS, theta, 1.0f);
+}
+
+void rope_backward(float *dx, const int *pos, int N, int NH, int HS, float theta)
+{
+	rope_apply(dx, pos, N, NH, HS, theta, -1.0f);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Attention */
+
+static inline float dotf(const float *a, const float *b, int n)
+{
+	float s = 0;
+	#pragma omp simd reduction(+ : s)
+	for (int i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+static inline void axpyf(float *y, float a, const float *x, int n)
+{
+	#pragma omp simd
+	for (int i = 0; i < n; i++)
+		y[i] += a * x[i];
+}
+
+/* One query row against keys 0..nk-1: p (nk) the softmax of the scaled
+ * scores, o (HS) = sum_j p_j v_j. kstride/vstride: floats between the
+ * keys (values) of consecutive slots. */
+static void attend_row(float *o, float *p, const float *q, const float *k, const float *v,
+		       int nk, long kstride, int HS, float scale)
+{
+	float mx = -INFINITY, sum = 0;
+
+	for (int j = 0; j < nk; j++) {
+		float s = dotf(q, k + j * kstride, HS) * scale;
+		p[j] = s;
+		if (s > mx)
+			mx = s;
+	}
+	for (int j = 0; j < nk; j++) {
+		p[j] = expf(p[j] - mx);
+		sum += p[j];
+	}
+	float inv = 1.0f / sum;
+	memset(o, 0, sizeof(float) * HS);
+	for (int j = 0; j < nk; j++) {
+		p[j] *= inv;
+		axpyf(o, p[j], v + j * kstride, HS);
+	}
+}
+
+void attention_forward(float *out, float *att, const float *q, const float *k,
+		       const float *v, const int *len, int B, int T, int NH, int NKV,
+		       int HS, int causal)
+{
+	float scale = 1.0f / sqrtf((float)HS);
+	int grp = NH / NKV;
+	long kstride = (long)NKV * HS;
+
+	#pragma omp parallel for collapse(3) schedule(dynamic, 4) \
+		if ((long)B * NH * T * T * HS > PAR_MIN)
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++)
+			for (int t = 0; t < T; t++) {
+				float *o = out + (((long)b * T + t) * NH + h) * HS;
+				int L = len ? len[b] : T;
+				float rowbuf[att ? 1 : T];
+				float *p = att ? att + (((long)b * NH + h) * T + t) * T : rowbuf;
+				if (t >= L) {
+					memset(o, 0, sizeof(float) * HS);
+					if (att)
+						memset(p, 0, sizeof(float) * T);
+					continue;
+				}
+				int nk = causal ? t + 1 : L;
+				const float *qr = q + (((long)b * T + t) * NH + h) * HS;
+				long kv0 = (long)b * T * NKV * HS + (long)(h / grp) * HS;
+				attend_row(o, p, qr, k + kv0, v + kv0, nk, kstride, HS, scale);
+				if (att && nk < T)
+					memset(p + nk, 0, sizeof(float) * (T - nk));
+			}
+}
+
+void attention_forward_naive(float *out, float *att, const float *q, const float *k,
+			     const float *v, const int *len, int B, int T, int NH, int NKV,
+			     int HS, int causal)
+{
+	double scale = 1.0 / sqrt((double)HS);
+
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++) {
+			int kh = h / (NH / NKV), L = len ? len[b] : T;
+			for (int t = 0; t < T; t++) {
+				float *o = out + (((long)b * T + t) * NH + h) * HS;
+				float *p = att + (((long)b * NH + h) * T + t) * T;
+				const float *qr = q + (((long)b * T + t) * NH + h) * HS;
+				for (int j = 0; j < T; j++)
+					p[j] = 0;
+				for (int i = 0; i < HS; i++)
+					o[i] = 0;
+				if (t >= L)
+					continue;
+				double mx = -INFINITY, sum = 0;
+				for (int j = 0; j < L; j++) {
+					if (causal && j > t)
+						break;
+					const float *kr = k + (((long)b * T + j) * NKV + kh) * HS;
+					double s = 0;
+					for (int i = 0; i < HS; i++)
+						s += (double)qr[i] * kr[i];
+					s *= scale;
+					p[j] = (float)s;
+					if (s > mx)
+						mx = s;
+				}
+				int nk = causal ? t + 1 : L;
+				for (int j = 0; j < nk; j++) {
+					double e = exp((double)p[j] - mx);
+					p[j] = (float)e;
+					sum += e;
+				}
+				for (int j = 0; j < nk; j++)
+					p[j] = (float)(p[j] / sum);
+				for (int i = 0; i < HS; i++) {
+					double s = 0;
+					for (int j = 0; j < nk; j++)
+						s += (double)p[j] *
+						     v[(((long)b * T + j) * NKV + kh) * HS + i];
+					o[i] = (float)s;
+				}
+			}
+		}
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+			const float *att, const float *q, const float *k, const float *v,
+			const int *len, int B, int T, int NH, int NKV, int HS, int causal)
+{
+	float scale = 1.0f / sqrtf((float)HS);
+	int grp = NH / NKV;
+	long kstride = (long)NKV * HS;
+
+	/* A (b, kv head) pair owns its dk, dv and the dq of its query heads,
+	 * so threads never write the same float. */
+	#pragma omp parallel for collapse(2) schedule(dynamic, 1) \
+		if ((long)B * NH * T * T * HS > PAR_MIN)
+	for (int b = 0; b < B; b++)
+		for (int kh = 0; kh < NKV; kh++) {
+			int L = len ? len[b] : T;
+			long kv0 = (long)b * T * NKV * HS + (long)kh * HS;
+			float dp[T > 0 ? T : 1];
+			for (int h = kh * grp; h < (kh + 1) * grp; h++)
+				for (int t = 0; t < L; t++) {
+					int nk = causal ? t + 1 : L;
+					long qi = (((long)b * T + t) * NH + h) * HS;
+					const float *p = att + (((long)b * NH + h) * T + t) * T;
+					const float *d = dout + qi;
+					float dot = 0;
+					for (int j = 0; j < nk; j++) {
+						dp[j] = dotf(d, v + kv0 + j * kstride, HS);
+						dot += p[j] * dp[j];
+						if (dv)
+							axpyf(dv + kv0 + j * kstride, p[j], d, HS);
+					}
+					for (int j = 0; j < nk; j++) {
+						float ds = p[j] * (dp[j] - dot) * scale;
+						if (dq)
+							axpyf(dq + qi, ds, k + kv0 + j * kstride, HS);
+						if (dk)
+							axpyf(dk + kv0 + j * kstride, ds, q + qi, HS);
+					}
+				}
+		}
+}
+
+void attention_decode(float *out, float *scratch, const float *q, const float *kc,
+		      const float *vc, const int *n, int B, int S, int NH, int NKV, int HS)
+{
+	float scale = 1.0f / sqrtf((float)HS);
+	int grp = NH / NKV;
+	long kstride = (long)NKV * HS;
+
+	#pragma omp parallel for collapse(2) if ((long)B * NH * S * HS > PAR_MIN)
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < NH; h++) {
+			float *o = out + ((long)b * NH + h) * HS;
+			float *p = scratch + ((long)b * NH + h) * S;
+			long kv0 = (long)b * S * NKV * HS + (long)(h / grp) * HS;
+			if (n[b] <= 0) {
+				memset(o, 0, sizeof(float) * HS);
+				continue;
+			}
+			attend_row(o, p, q + ((long)b * NH + h) * HS, kc + kv0, vc + kv0, n[b],
+				   kstride, HS, scale);
+		}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Element-wise */
+
+#define SQRT_HALF 0.70710678118654752440f
+#define INV_SQRT_2PI 0.39894228040143267794f
+
+void gelu_forward(float *out, const float *inp, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++) {
+		float x = inp[i];
+		out[i] = 0.5f * x * (1.0f + erff(x * SQRT_HALF));
+	}
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++) {
+		float x = inp[i];
+		float cdf = 0.5f * (1.0f + erff(x * SQRT_HALF));
+		float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+		dinp[i] += dout[i] * (cdf + x * pdf);
+	}
+}
+
+static inline float sigmoidf(float x)
+{
+	return 1.0f / (1.0f + expf(-x));
+}
+
+void quick_gelu_forward(float *out, const float *inp, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++)
+		out[i] = inp[i] * sigmoidf(1.702f * inp[i]);
+}
+
+void quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++) {
+		float x = inp[i], s = sigmoidf(1.702f * x);
+		dinp[i] += dout[i] * (s + 1.702f * x * s * (1.0f - s));
+	}
+}
+
+void swiglu_forward(float *out, const float *gate, const float *up, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++) {
+		float g = gate[i];
+		out[i] = g * sigmoidf(g) * up[i];
+	}
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+		     const float *up, long N)
+{
+	#pragma omp parallel for if (N > PAR_MIN)
+	for (long i = 0; i < N; i++) {
+		float g = gate[i], s = sigmoidf(g);
+		if (dgate)
+			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+		if (dup)
+			dup[i] += dout[i] * g * s;
+	}
+}
+
+void residual_forward(float *out, const float *a, const float *b, long N)
+{
+	#pragma omp parallel for if (N > 4 * PAR_MIN)
+	for (long i = 0; i < N; i++)
+		out[i] = a[i] + b[i];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Embedding */
+
+void embedding_forward(float *out, const int *ids, const float *table, int N, int C)
+{
+	#pragma omp parallel for if ((long)N * C > 4 * PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		if (ids[n] < 0)
+			memset(out + (long)n * C, 0, sizeof(float) * C);
+		else
+			memcpy(out + (long)n * C, table + (long)ids[n] * C, sizeof(float) * C);
+	}
+}
+
+void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C)
+{
+	/* Ids repeat, so threads split the columns, not the rows. */
+	#pragma omp parallel if ((long)N * C > PAR_MIN)
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num();
+		int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
+		for (int n = 0; n < N; n++) {
+			if (ids[n] < 0)
+				continue;
+			float *dt = dtable + (long)ids[n] * C;
+			const float *d = dout + (long)n * C;
+			for (int c = c0; c < c1; c++)
+				dt[c] += d[c];
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Log-probabilities */
+
+/* max and log(sum(exp(x - max))) of one row */
+static void row_lse(const float *x, int V, float *mx_out, float *lse_out)
+{
+	float mx = -INFINITY;
+	double s = 0;
+
+	for (int i = 0; i < V; i++)
+		if (x[i] > mx)
+			mx = x[i];
+	for (int i = 0; i < V; i++)
+		s += expf(x[i] - mx);
+	*mx_out = mx;
+	*lse_out = (float)log(s);
+}
+
+void logprob_forward(float *lp, const float *logits, const int *target, int N, int V)
+{
+	#pragma omp parallel for if ((long)N * V > PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *x = logits + (long)n * V;
+		float mx, lse;
+		if (target[n] < 0) {
+			lp[n] = 0;
+			continue;
+		}
+		row_lse(x, V, &mx, &lse);
+		lp[n] = x[target[n]] - mx - lse;
+	}
+}
+
+void logprob_backward(float *dlogits, const float *logits, const int *target,
+		      const float *dlp, int N, int V)
+{
+	#pragma omp parallel for if ((long)N * V > PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *x = logits + (long)n * V;
+		float *dx = dlogits + (long)n * V;
+		float mx, lse, g = dlp[n];
+		if (target[n] < 0 || g == 0.0f)
+			continue;
+		row_lse(x, V, &mx, &lse);
+		float off = mx + lse;
+		for (int i = 0; i < V; i++)
+			dx[i] -= g * expf(x[i] - off);
+		dx[target[n]] += g;
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Optimiser */
+
+void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr,
+		  float beta1, float beta2, float eps, float weight_decay, int t)
+{
+	/* torch.optim.AdamW: decay first, then the Adam step with
+	 * denom = sqrt(v) / sqrt(1 - beta2^t) + eps. */
+	float bc1 = 1.0f - powf(beta1, (float)t);
+	float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
+	float step = lr / bc1, decay = 1.0f - lr * weight_decay;
+
+	#pragma omp parallel for if (n > PAR_MIN)
+	for (long i = 0; i < n; i++) {
+		float gi = g[i];
+		float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+		float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2_sqrt + eps);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Half-precision conversions */
+
+static inline uint32_t f32_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+static inline float bits_f32(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+float bf16_to_f32(uint16_t h)
+{
+	return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t f32_to_bf16(float f)
+{
+	uint32_t u = f32_bits(f);
+
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign, make it quiet */
+		return (uint16_t)((u >> 16) | 0x0040u);
+	/* Round to nearest even; overflow carries into the exponent (-> inf). */
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+float f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+
+	if (exp == 0x1f) /* inf, NaN (payload kept) */
+		return bits_f32(sign | 0x7f800000u | (mant << 13));
+	if (exp == 0) { /* zero or subnormal: mant * 2^-24 */
+		float f = (float)mant * 0x1p-24f;
+		return sign ? -f : f;
+	}
+	return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+uint16_t f32_to_f16(float f)
+{
+	uint32_t u = f32_bits(f);
+	uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+	uint32_t a = u & 0x7fffffffu;
+
+	if (a > 0x7f800000u) /* NaN */
+		return sign | 0x7e00u | (uint16_t)((a >> 13) & 0x3ffu);
+	if (a >= 0x477ff000u) /* >= 65520 rounds to inf (or is inf) */
+		return sign | 0x7c00u;
+	if (a < 0x38800000u) {
+		/* Below the smallest normal: adding 0.5 makes the float unit in
+		 * the last place 2^-24, the f16 subnormal step, so the FPU's
+		 * round-to-nearest-even does the rounding. */
+		float r = bits_f32(a) + 0.5f;
+		return sign | (uint16_t)(f32_bits(r) - 0x3f000000u);
+	}
+	/* Rebias the exponent (127 -> 15) and round the 13 dropped bits. */
+	a += ((uint32_t)(15 - 127) << 23) + 0xfffu + ((a >> 13) & 1u);
+	return sign | (uint16_t)(a >> 13);
+}

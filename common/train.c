@@ -1,0 +1,550 @@
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "tensor.h"
+#include "util.h"
+
+/* --- schedules --- */
+
+static const char *const schedule_names[] = { "constant", "linear", "cosine" };
+
+int lr_schedule_parse(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(schedule_names); i++)
+		if (!strcmp(name, schedule_names[i]))
+			return (int)i;
+	return -1;
+}
+
+const char *lr_schedule_name(enum lr_schedule s)
+{
+	return schedule_names[s];
+}
+
+long lr_warmup_steps(long total, double ratio)
+{
+	return (long)ceil((double)total * ratio);
+}
+
+double lr_at(enum lr_schedule s, double base, long step, long total, long warmup)
+{
+	if (step < warmup)
+		return base * (double)step / (double)(warmup > 1 ? warmup : 1);
+	long rest = total - warmup > 1 ? total - warmup : 1;
+	double progress = (double)(step - warmup) / (double)rest;
+	double f;
+	switch (s) {
+	case LR_LINEAR:
+		f = (double)(total - step) / (double)rest;
+		break;
+	case LR_COSINE:
+		f = 0.5 * (1.0 + cos(M_PI * progress));
+		break;
+	default:
+		f = 1.0;
+	}
+	return base * (f > 0 ? f : 0);
+}
+
+/* --- AdamW --- */
+
+int train_tensor_trains(const struct vlm *m, const struct vlm_tensor *t)
+{
+	return t->grad && (t->part & (int)m->trainable);
+}
+
+/* The offset of T's parameters in the flat buffer: the moments use it. LoRA
+ * tensors may live in their own allocation, so fall back to the tensor's
+ * rank in the table when the pointer is outside m->params. */
+static long tensor_offset(const struct vlm *m, const struct vlm_tensor *t, long *next)
+{
+	if (t->data >= m->params && t->data + t->numel <= m->params + m->nparams)
+		return (long)(t->data - m->params);
+	long off = *next;
+	*next += t->numel;
+	return off;
+}
+
+/* Moments for tensors outside m->params (LoRA in its own buffer) are laid
+ * out after m->nparams in table order; this is how many floats they need. */
+static long extra_floats(const struct vlm *m)
+{
+	long n = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (!(t->data >= m->params && t->data + t->numel <= m->params + m->nparams))
+			n += t->numel;
+	}
+	return n;
+}
+
+void train_opt_init(struct train_opt *o, const struct vlm *m, float beta1, float beta2,
+		    float eps, float weight_decay)
+{
+	o->beta1 = beta1;
+	o->beta2 = beta2;
+	o->eps = eps;
+	o->weight_decay = weight_decay;
+	o->t = 0;
+	o->n = m->nparams + extra_floats(m);
+	o->mem = xcalloc((size_t)(2 * o->n), sizeof(float));
+	o->m = o->mem;
+	o->v = o->mem + o->n;
+}
+
+void train_opt_release(struct train_opt *o)
+{
+	free(o->mem);
+	memset(o, 0, sizeof *o);
+}
+
+void train_opt_step(struct train_opt *o, struct vlm *m, float lr)
+{
+	long next = m->nparams;
+	o->t++;
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		long off = tensor_offset(m, t, &next);
+		if (!train_tensor_trains(m, t))
+			continue;
+		float wd = t->ndim >= 2 ? o->weight_decay : 0.0f;
+		adamw_update(t->data, t->grad, o->m + off, o->v + off, t->numel, lr, o->beta1,
+			     o->beta2, o->eps, wd, (int)o->t);
+	}
+}
+
+double train_clip_grad(struct vlm *m, double max_norm)
+{
+	double ss = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (!train_tensor_trains(m, t))
+			continue;
+		for (long j = 0; j < t->numel; j++)
+			ss += (double)t->grad[j] * t->grad[j];
+	}
+	double norm = sqrt(ss);
+	if (max_norm > 0 && isfinite(norm) && norm > max_norm)
+		train_scale_grad(m, (float)(max_norm / (norm + 1e-6)));
+	return norm;
+}
+
+void train_scale_grad(struct vlm *m, float s)
+{
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		if (!train_tensor_trains(m, t))
+			continue;
+		for (long j = 0; j < t->numel; j++)
+			t->grad[j] *= s;
+	}
+}
+
+/* --- data order --- */
+
+void train_order(uint32_t *order, long n, uint64_t seed, int epoch)
+{
+	struct rng r;
+	char key[32];
+	snprintf(key, sizeof key, "epoch %d", epoch);
+	rng_seed(&r, seed, key, "shuffle");
+	for (long i = 0; i < n; i++)
+		order[i] = (uint32_t)i;
+	for (long i = n - 1; i > 0; i--) {
+		long j = (long)rng_below(&r, (uint64_t)i + 1);
+		uint32_t tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+}
+
+void train_state_init(struct train_state *st, long n, long total, uint64_t seed)
+{
+	memset(st, 0, sizeof *st);
+	st->n = n;
+	st->total = total;
+	st->seed = seed;
+	st->order = xcalloc((size_t)(n > 0 ? n : 1), sizeof *st->order);
+	train_order(st->order, n, seed, 0);
+	rng_seed(&st->rng, seed, "train", "run");
+}
+
+void train_state_release(struct train_state *st)
+{
+	free(st->order);
+	st->order = NULL;
+}
+
+int train_next_batch(struct train_state *st, int want, uint32_t *idx)
+{
+	if (st->n <= 0)
+		return 0;
+	if (st->pos >= st->n) {
+		st->epoch++;
+		st->pos = 0;
+		train_order(st->order, st->n, st->seed, st->epoch);
+	}
+	int k = 0;
+	while (k < want && st->pos < st->n)
+		idx[k++] = st->order[st->pos++];
+	return k;
+}
+
+double train_epoch_f(const struct train_state *st)
+{
+	return st->n > 0 ? st->epoch + (double)st->pos / (double)st->n : 0;
+}
+
+/* --- checkpoint --- */
+
+#define CKPT_MAGIC "SEVACKP1"
+#define CKPT_END "SEVAEND1"
+
+/* Fixed-size binary header: this machine's byte order (checkpoints are for
+ * resuming here, not for exchange; the model directory is the exchange). */
+struct ckpt_header {
+	char magic[8];
+	uint64_t layout;       /* hash of tensor names, sizes, parts */
+	int64_t nparams, opt_n, n, settings_len;
+	int64_t step, total, pos, tokens, opt_t;
+	int64_t epoch;
+	uint64_t seed;
+	uint64_t rng_s[4];
+	int64_t rng_have_normal;
+	double rng_normal;
+	float beta1, beta2, eps, weight_decay;
+};
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++) {
+		h ^= c[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static uint64_t layout_hash(const struct vlm *m)
+{
+	uint64_t h = 14695981039346656037ULL;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		h = fnv(h, t->name, strlen(t->name) + 1);
+		h = fnv(h, &t->numel, sizeof t->numel);
+		h = fnv(h, &t->part, sizeof t->part);
+	}
+	return h;
+}
+
+static int write_all(FILE *f, const void *p, size_t n)
+{
+	return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -1;
+}
+
+/* Every parameter in table order (covers tensors in other allocations). */
+static int write_params(FILE *f, const struct vlm *m)
+{
+	for (int i = 0; i < m->ntensors; i++)
+		if (write_all(f, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
+			return -1;
+	return 0;
+}
+
+static char *state_json(const struct train_state *st, const struct train_opt *o,
+			const char *settings)
+{
+	cJSON *j = cJSON_CreateObject();
+	char seed[32];
+	cJSON_AddNumberToObject(j, "step", (double)st->step);
+	cJSON_AddNumberToObject(j, "total_steps", (double)st->total);
+	cJSON_AddNumberToObject(j, "epoch", st->epoch);
+	cJSON_AddNumberToObject(j, "pos", (double)st->pos);
+	cJSON_AddNumberToObject(j, "examples", (double)st->n);
+	snprintf(seed, sizeof seed, "%llu", (unsigned long long)st->seed);
+	cJSON_AddStringToObject(j, "seed", seed);
+	cJSON_AddNumberToObject(j, "adamw_t", (double)o->t);
+	cJSON *s = cJSON_Parse(settings ? settings : "{}");
+	if (s)
+		cJSON_AddItemToObject(j, "settings", s);
+	char *text = cJSON_Print(j);
+	cJSON_Delete(j);
+	return text;
+}
+
+int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt *o,
+		    const struct train_state *st, const char *settings)
+{
+	struct ckpt_header h;
+	if (!settings)
+		settings = "{}";
+	if (mkdir_p(dir) < 0)
+		return -1;
+	memset(&h, 0, sizeof h);
+	memcpy(h.magic, CKPT_MAGIC, 8);
+	h.layout = layout_hash(m);
+	h.nparams = m->nparams;
+	h.opt_n = o->n;
+	h.n = st->n;
+	h.settings_len = (int64_t)strlen(settings);
+	h.step = st->step;
+	h.total = st->total;
+	h.pos = st->pos;
+	h.tokens = st->tokens;
+	h.opt_t = o->t;
+	h.epoch = st->epoch;
+	h.seed = st->seed;
+	memcpy(h.rng_s, st->rng.s, sizeof h.rng_s);
+	h.rng_have_normal = st->rng.have_normal;
+	h.rng_normal = st->rng.normal;
+	h.beta1 = o->beta1;
+	h.beta2 = o->beta2;
+	h.eps = o->eps;
+	h.weight_decay = o->weight_decay;
+
+	char *path = xasprintf("%s/trainer.bin", dir);
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	FILE *f = fopen(tmp, "wb");
+	int rc = -1;
+	if (!f) {
+		error("create '%s':", tmp);
+		goto out;
+	}
+	if (write_all(f, &h, sizeof h) || write_all(f, settings, strlen(settings)) ||
+	    write_all(f, st->order, (size_t)st->n * sizeof *st->order) || write_params(f, m) ||
+	    write_all(f, o->mem, (size_t)(2 * o->n) * sizeof(float)) ||
+	    write_all(f, CKPT_END, 8) || fflush(f) != 0 ||
+	    (fsync(fileno(f)) < 0 && errno != EINVAL)) {
+		error("write '%s':", tmp);
+		fclose(f);
+		unlink(tmp);
+		goto out;
+	}
+	if (fclose(f) != 0) {
+		error("close '%s':", tmp);
+		unlink(tmp);
+		goto out;
+	}
+	if (rename(tmp, path) < 0) {
+		error("rename '%s' to '%s':", tmp, path);
+		unlink(tmp);
+		goto out;
+	}
+	/* For people only; trainer.bin is the authority. */
+	char *js = state_json(st, o, settings);
+	char *jpath = xasprintf("%s/state.json", dir);
+	rc = write_file_atomic(jpath, js, strlen(js));
+	free(jpath);
+	free(js);
+out:
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int read_all(FILE *f, void *p, size_t n)
+{
+	return n == 0 || fread(p, 1, n, f) == n ? 0 : -1;
+}
+
+int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
+		    struct train_state *st, const char *settings)
+{
+	struct ckpt_header h;
+	char *path = xasprintf("%s/trainer.bin", dir);
+	char *saved = NULL;
+	int rc = -1;
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		rc = errno == ENOENT ? 1 : error("open '%s':", path);
+		free(path);
+		return rc;
+	}
+	if (!settings)
+		settings = "{}";
+	if (read_all(f, &h, sizeof h) || memcmp(h.magic, CKPT_MAGIC, 8)) {
+		error("%s: not a seva trainer checkpoint", path);
+		goto out;
+	}
+	if (h.layout != layout_hash(m) || h.nparams != m->nparams || h.opt_n != o->n) {
+		error("%s: checkpoint of another model layout (%lld parameters, this run has %ld)",
+		      path, (long long)h.nparams, m->nparams);
+		goto out;
+	}
+	if (h.n != st->n) {
+		error("%s: checkpoint of a data set of %lld examples, this run has %ld", path,
+		      (long long)h.n, st->n);
+		goto out;
+	}
+	if (h.settings_len < 0 || h.settings_len > (1 << 24)) {
+		error("%s: corrupt header", path);
+		goto out;
+	}
+	saved = xmalloc((size_t)h.settings_len + 1);
+	if (read_all(f, saved, (size_t)h.settings_len))
+		goto truncated;
+	saved[h.settings_len] = 0;
+	if (strcmp(saved, settings)) {
+		error("%s: checkpoint was made with other settings: %s (this run: %s)", path, saved,
+		      settings);
+		goto out;
+	}
+	if (read_all(f, st->order, (size_t)st->n * sizeof *st->order))
+		goto truncated;
+	for (int i = 0; i < m->ntensors; i++)
+		if (read_all(f, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
+			goto truncated;
+	if (read_all(f, o->mem, (size_t)(2 * o->n) * sizeof(float)))
+		goto truncated;
+	char end[8];
+	if (read_all(f, end, 8) || memcmp(end, CKPT_END, 8))
+		goto truncated;
+	st->step = h.step;
+	st->total = h.total;
+	st->pos = h.pos;
+	st->tokens = h.tokens;
+	st->epoch = (int)h.epoch;
+	st->seed = h.seed;
+	memcpy(st->rng.s, h.rng_s, sizeof h.rng_s);
+	st->rng.have_normal = (int)h.rng_have_normal;
+	st->rng.normal = h.rng_normal;
+	o->t = h.opt_t;
+	o->beta1 = h.beta1;
+	o->beta2 = h.beta2;
+	o->eps = h.eps;
+	o->weight_decay = h.weight_decay;
+	rc = 0;
+	goto out;
+truncated:
+	error("%s: truncated checkpoint", path);
+out:
+	fclose(f);
+	free(saved);
+	free(path);
+	return rc;
+}
+
+/* --- DPO --- */
+
+static const char *const dpo_names[] = { "sigmoid", "ipo", "hinge" };
+
+int dpo_loss_parse(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(dpo_names); i++)
+		if (!strcmp(name, dpo_names[i]))
+			return (int)i;
+	return -1;
+}
+
+const char *dpo_loss_name(enum dpo_loss_type t)
+{
+	return dpo_names[t];
+}
+
+/* log σ(x) without overflow; log σ(0) = -log 2 exactly (log1p(1)). */
+static double log_sigmoid(double x)
+{
+	return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
+}
+
+static double sigmoid(double x)
+{
+	return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+void dpo_pair_loss(const struct dpo_opts *o, double pc, double pr, double rc, double rr,
+		   double nc, double nr, struct dpo_pair *out)
+{
+	double beta = o->beta, sc = 1, sr = 1; /* d(used logp)/d(summed logp) */
+	if (o->type == DPO_IPO) {
+		sc = 1.0 / (nc > 0 ? nc : 1);
+		sr = 1.0 / (nr > 0 ? nr : 1);
+	}
+	double z = (pc * sc - pr * sr) - (rc * sc - rr * sr);
+	double dz;
+	switch (o->type) {
+	case DPO_IPO: {
+		double d = z - 1.0 / (2.0 * beta);
+		out->loss = d * d;
+		dz = 2.0 * d;
+		break;
+	}
+	case DPO_HINGE:
+		out->loss = 1.0 - beta * z > 0 ? 1.0 - beta * z : 0;
+		dz = 1.0 - beta * z > 0 ? -beta : 0;
+		break;
+	default: {
+		double ls = o->label_smoothing;
+		out->loss = -(1 - ls) * log_sigmoid(beta * z) - ls * log_sigmoid(-beta * z);
+		dz = -(1 - ls) * beta * sigmoid(-beta * z) + ls * beta * sigmoid(beta * z);
+	}
+	}
+	out->dpc = dz * sc;
+	out->dpr = -dz * sr;
+	out->reward_c = beta * (pc - rc) * sc;
+	out->reward_r = beta * (pr - rr) * sr;
+	if (o->sft_weight != 0) {
+		double n = nc > 0 ? nc : 1;
+		out->loss += o->sft_weight * (-pc / n);
+		out->dpc += -o->sft_weight / n;
+	}
+}
+
+/* --- run control --- */
+
+volatile sig_atomic_t train_stop_signal;
+
+static void on_signal(int sig)
+{
+	train_stop_signal = sig;
+}
+
+void train_signals_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+FILE *train_metrics_open(const char *path, long resume_step)
+{
+	if (resume_step >= 0) {
+		size_t len;
+		FILE *old = fopen(path, "r");
+		if (old) {
+			struct buf keep;
+			char *line = NULL;
+			size_t cap = 0;
+			buf_init(&keep);
+			while (getline(&line, &cap, old) > 0) {
+				cJSON *j = cJSON_Parse(line);
+				cJSON *s = j ? cJSON_GetObjectItem(j, "step") : NULL;
+				if (cJSON_IsNumber(s) && s->valuedouble <= (double)resume_step)
+					buf_addstr(&keep, line);
+				cJSON_Delete(j);
+			}
+			free(line);
+			fclose(old);
+			unsigned char *data = buf_detach(&keep, &len);
+			int rc = write_file_atomic(path, data, len);
+			free(data);
+			if (rc < 0)
+				return NULL;
+		}
+	}
+	FILE *f = fopen(path, resume_step >= 0 ? "a" : "w");
+	if (!f)
+		error("open '%s':", path);
+	return f;
+}

@@ -1,0 +1,581 @@
+/* Hugging Face model directories and PEFT adapters: load and atomic save.
+ * Names in the model's table use llava-hf's old layout (names.md); files in
+ * the newer layout are mapped on load. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safetensors.h"
+#include "util.h"
+#include "vlm.h"
+
+static const struct {
+	const char *from, *to;
+} layouts[] = {
+	{"model.vision_tower.", "vision_tower."},
+	{"model.multi_modal_projector.", "multi_modal_projector."},
+	{"model.language_model.", "language_model.model."},
+	{"lm_head.", "language_model.lm_head."},
+};
+
+/* NAME in the table's layout; "" when it cannot be one of ours. */
+static void canonical_name(char *out, size_t n, const char *name)
+{
+	const char *from = "", *to = "";
+	for (size_t i = 0; i < ARRAY_LEN(layouts); i++)
+		if (!strncmp(name, layouts[i].from, strlen(layouts[i].from))) {
+			from = layouts[i].from;
+			to = layouts[i].to;
+			break;
+		}
+	if ((size_t)snprintf(out, n, "%s%s", to, name + strlen(from)) >= n)
+		out[0] = 0;
+}
+
+#define PEFT_PREFIX "base_model.model."
+
+/* Reads the tensors of ST whose names map into the table entries of PART
+ * (VLM_PART_LORA or the base parts). LORA: the file is an adapter (PEFT
+ * prefix, nothing else allowed); else unknown tensors are counted and
+ * reported once. Every non-optional table tensor must be found. */
+static int load_tensors(struct vlm *m, const struct safetensors *st, const char *where, int lora)
+{
+	char *loaded = xcalloc(m->ntensors, 1);
+	int unknown = 0, ret = -1;
+	const char *first_unknown = NULL;
+
+	for (int i = 0; i < st->ntensors; i++) {
+		const struct safetensors_tensor *ft = &st->tensors[i];
+		const char *name = ft->name;
+		char cname[sizeof m->tensors[0].name];
+		if (lora) {
+			if (strncmp(name, PEFT_PREFIX, strlen(PEFT_PREFIX))) {
+				error("%s: tensor '%s': not a PEFT adapter name (%s...)", ft->file, name,
+				      PEFT_PREFIX);
+				goto out;
+			}
+			name += strlen(PEFT_PREFIX);
+		}
+		canonical_name(cname, sizeof cname, name);
+		struct vlm_tensor *t = cname[0] ? vlm_tensor_find(m, cname) : NULL;
+		if (t && (t->part == VLM_PART_LORA) != lora)
+			t = NULL;
+		if (!t) {
+			if (lora) {
+				error("%s: tensor '%s' is not a LoRA tensor of this model (rank %d, decoder q/k/v/o/gate/up/down only)",
+				      ft->file, ft->name, m->lora.rank);
+				goto out;
+			}
+			if (!unknown++)
+				first_unknown = ft->name;
+			continue;
+		}
+		long k = t - m->tensors;
+		if (loaded[k]) {
+			error("%s: tensor '%s' appears twice (both name layouts?)", ft->file, cname);
+			goto out;
+		}
+		if (safetensors_read_f32(ft, t->data, t->shape, t->ndim))
+			goto out;
+		loaded[k] = 1;
+	}
+
+	const struct vlm_tensor *embed = vlm_tensor_find(m, "language_model.model.embed_tokens.weight");
+	for (int k = 0; k < m->ntensors; k++) {
+		struct vlm_tensor *t = &m->tensors[k];
+		if (loaded[k] || (t->part == VLM_PART_LORA) != lora || t->optional)
+			continue;
+		if (!lora && m->cfg.tie_embeddings && !strcmp(t->name, "language_model.lm_head.weight") &&
+		    embed && loaded[embed - m->tensors] && embed->numel == t->numel) {
+			memcpy(t->data, embed->data, (size_t)t->numel * sizeof(float));
+			continue;
+		}
+		error("%s: tensor '%s' is missing", where, t->name);
+		goto out;
+	}
+	if (unknown)
+		warn("%s: %d tensor%s not used by the model (first: '%s')", where, unknown,
+		     unknown == 1 ? "" : "s", first_unknown);
+	ret = 0;
+out:
+	free(loaded);
+	return ret;
+}
+
+struct vlm *vlm_load(const char *dir)
+{
+	struct vlm_config cfg;
+	struct safetensors st;
+	char *path = xasprintf("%s/config.json", dir);
+	struct vlm *m = NULL;
+
+	if (vlm_config_load(&cfg, path) || vlm_config_finish(&cfg))
+		goto fail;
+	free(path);
+	path = NULL;
+	if (safetensors_open_dir(&st, dir, "model")) {
+		path = xasprintf("%s/pytorch_model.bin", dir);
+		if (access(path, F_OK) == 0)
+			error("%s: only safetensors weights are read; convert pytorch_model.bin", dir);
+		goto fail;
+	}
+	m = vlm_new(&cfg);
+	int r = load_tensors(m, &st, dir, 0);
+	safetensors_release(&st);
+	if (r)
+		goto fail;
+	path = xasprintf("%s/preprocessor_config.json", dir);
+	if (vlm_preprocess_load(&m->pre, path, &m->cfg))
+		goto fail;
+	free(path);
+	free(m->dir);
+	m->dir = xstrdup(dir);
+	return m;
+fail:
+	free(path);
+	if (m)
+		vlm_free(m);
+	return NULL;
+}
+
+/* --- writing --- */
+
+/* A float as the shortest decimal that reads back as the same float, so
+ * that config.json says 1e-05, not 9.99999974737875e-06. */
+static cJSON *float_json(float f)
+{
+	char s[32];
+	for (int p = 1; p <= 9; p++) {
+		snprintf(s, sizeof s, "%.*g", p, (double)f);
+		if (strtof(s, NULL) == f)
+			break;
+	}
+	if (!strpbrk(s, ".eEn")) /* keep it a float for Python readers: 10000.0 */
+		strcat(s, ".0");
+	return cJSON_CreateRaw(s);
+}
+
+static const char *act_name(enum act a)
+{
+	return a == ACT_GELU ? "gelu" : a == ACT_QUICK_GELU ? "quick_gelu" : "silu";
+}
+
+static void add_int(cJSON *o, const char *k, long v)
+{
+	cJSON_AddNumberToObject(o, k, (double)v);
+}
+
+/* config.json: every field we read, so that the file alone defines the model
+ * for us and for transformers' LlavaConfig. */
+static char *config_json(const struct vlm_config *c, const char *dtype)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+	cJSON_AddItemToArray(arch, cJSON_CreateString("LlavaForConditionalGeneration"));
+	cJSON_AddStringToObject(j, "model_type", "llava");
+	add_int(j, "image_token_index", c->image_token_index);
+	cJSON_AddStringToObject(j, "projector_hidden_act", act_name(c->proj_act));
+	add_int(j, "vision_feature_layer", c->feature_layer);
+	cJSON_AddStringToObject(j, "vision_feature_select_strategy", c->drop_cls ? "default" : "full");
+	cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+	if (c->pad_id >= 0)
+		add_int(j, "pad_token_id", c->pad_id);
+	cJSON_AddStringToObject(j, "seva_chat_template", c->chat_template[0] ? c->chat_template : "llava_v1");
+	cJSON_AddStringToObject(j, "torch_dtype", !strcmp(dtype, "BF16") ? "bfloat16"
+						  : !strcmp(dtype, "F16")  ? "float16"
+									   : "float32");
+
+	cJSON *v = cJSON_AddObjectToObject(j, "vision_config");
+	cJSON_AddStringToObject(v, "model_type", "clip_vision_model");
+	add_int(v, "hidden_size", c->v_hidden);
+	add_int(v, "intermediate_size", c->v_inter);
+	add_int(v, "num_hidden_layers", c->v_layers);
+	add_int(v, "num_attention_heads", c->v_heads);
+	add_int(v, "image_size", c->image_size);
+	add_int(v, "patch_size", c->patch_size);
+	add_int(v, "num_channels", c->num_channels ? c->num_channels : 3);
+	cJSON_AddStringToObject(v, "hidden_act", act_name(c->v_act));
+	cJSON_AddItemToObject(v, "layer_norm_eps", float_json(c->v_eps));
+
+	cJSON *t = cJSON_AddObjectToObject(j, "text_config");
+	cJSON_AddStringToObject(t, "model_type", "llama");
+	add_int(t, "vocab_size", c->vocab);
+	add_int(t, "hidden_size", c->hidden);
+	add_int(t, "intermediate_size", c->inter);
+	add_int(t, "num_hidden_layers", c->layers);
+	add_int(t, "num_attention_heads", c->heads);
+	add_int(t, "num_key_value_heads", c->kv_heads);
+	add_int(t, "max_position_embeddings", c->max_pos);
+	cJSON_AddItemToObject(t, "rms_norm_eps", float_json(c->rms_eps));
+	cJSON_AddItemToObject(t, "rope_theta", float_json(c->rope_theta));
+	cJSON_AddStringToObject(t, "hidden_act", "silu");
+	cJSON_AddBoolToObject(t, "tie_word_embeddings", c->tie_embeddings);
+	if (c->bos_id >= 0)
+		add_int(t, "bos_token_id", c->bos_id);
+	if (c->eos_id >= 0)
+		add_int(t, "eos_token_id", c->eos_id);
+	if (c->pad_id >= 0)
+		add_int(t, "pad_token_id", c->pad_id);
+
+	char *s = cJSON_Print(j);
+	cJSON_Delete(j);
+	return s;
+}
+
+static char *preprocess_json(const struct preprocess *p)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "image_processor_type", "CLIPImageProcessor");
+	cJSON_AddBoolToObject(j, "do_resize", 1);
+	cJSON *size = cJSON_AddObjectToObject(j, "size");
+	cJSON *crop = cJSON_AddObjectToObject(j, "crop_size");
+	if (p->mode == PREPROCESS_SHORTEST_CROP) {
+		add_int(size, "shortest_edge", p->size);
+		add_int(crop, "height", p->crop_size);
+		add_int(crop, "width", p->crop_size);
+		cJSON_AddBoolToObject(j, "do_center_crop", 1);
+	} else {
+		add_int(size, "height", p->size);
+		add_int(size, "width", p->size);
+		add_int(crop, "height", p->size);
+		add_int(crop, "width", p->size);
+		cJSON_AddBoolToObject(j, "do_center_crop", 0);
+	}
+	cJSON_AddBoolToObject(j, "seva_pad_to_square", p->mode == PREPROCESS_PAD_RESIZE);
+	add_int(j, "resample", p->resample == RESAMPLE_BICUBIC ? 3 : 2);
+	cJSON_AddBoolToObject(j, "do_rescale", 1);
+	cJSON_AddItemToObject(j, "rescale_factor", float_json(p->rescale));
+	cJSON_AddBoolToObject(j, "do_normalize", 1);
+	cJSON *mean = cJSON_AddArrayToObject(j, "image_mean");
+	cJSON *std = cJSON_AddArrayToObject(j, "image_std");
+	for (int i = 0; i < 3; i++) {
+		cJSON_AddItemToArray(mean, float_json(p->mean[i]));
+		cJSON_AddItemToArray(std, float_json(p->std[i]));
+	}
+	char *s = cJSON_Print(j);
+	cJSON_Delete(j);
+	return s;
+}
+
+static int write_text(const char *dir, const char *name, char *text)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	int r = write_file_atomic(path, text, strlen(text));
+	free(path);
+	free(text);
+	return r;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)type;
+	(void)ftw;
+	return remove(path) ? error("remove '%s':", path) : 0;
+}
+
+static int remove_tree(const char *dir)
+{
+	return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Starts writing DIR: refuses to replace anything that is not a model or
+ * adapter directory (a typo must not wipe a home directory), makes the
+ * parent and a fresh DIR.tmp.PID, returned malloc'd. NULL on failure. */
+static char *dir_begin(const char *dir, const char *marker)
+{
+	struct stat sb;
+	if (stat(dir, &sb) == 0) {
+		if (!S_ISDIR(sb.st_mode)) {
+			error("%s: exists and is not a directory", dir);
+			return NULL;
+		}
+		char *mark = xasprintf("%s/%s", dir, marker);
+		int has = access(mark, F_OK) == 0;
+		free(mark);
+		int empty = 1;
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		while (d && (e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				empty = 0;
+		if (d)
+			closedir(d);
+		if (!has && !empty) {
+			error("%s: exists and has no %s: not replacing it", dir, marker);
+			return NULL;
+		}
+	}
+	char *parent = xstrdup(dir);
+	char *slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		*slash = 0;
+		if (mkdir_p(parent)) {
+			free(parent);
+			return NULL;
+		}
+	}
+	free(parent);
+	char *tmp = xasprintf("%s.tmp.%ld", dir, (long)getpid());
+	if (access(tmp, F_OK) == 0)
+		remove_tree(tmp);
+	if (mkdir(tmp, 0755)) {
+		error("mkdir '%s':", tmp);
+		free(tmp);
+		return NULL;
+	}
+	return tmp;
+}
+
+/* Puts TMP in DIR's place: an atomic exchange when DIR exists, so a reader
+ * sees the old or the new directory, never a mix; then the old one goes. */
+static int dir_commit(char *tmp, const char *dir, int ok)
+{
+	int ret = -1;
+	if (!ok)
+		goto out;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+		ret = 0; /* tmp now holds the old directory */
+		goto out;
+	}
+	if (errno == ENOENT && rename(tmp, dir) == 0) {
+		free(tmp);
+		return 0;
+	}
+	if (errno == EINVAL || errno == ENOSYS) { /* no exchange on this file system */
+		char *old = xasprintf("%s.old.%ld", dir, (long)getpid());
+		if (rename(dir, old) == 0 && rename(tmp, dir) == 0) {
+			remove_tree(old);
+			free(old);
+			free(tmp);
+			return 0;
+		}
+		free(old);
+	}
+	error("rename '%s' to '%s':", tmp, dir);
+out:
+	remove_tree(tmp);
+	free(tmp);
+	return ret;
+}
+
+static int copy_file(const char *from_dir, const char *to_dir, const char *name)
+{
+	char *src = xasprintf("%s/%s", from_dir, name);
+	int r = 0;
+	if (access(src, F_OK) == 0) {
+		size_t len;
+		unsigned char *data = read_file(src, &len);
+		char *dst = xasprintf("%s/%s", to_dir, name);
+		r = data ? write_file_atomic(dst, data, len) : -1;
+		free(data);
+		free(dst);
+	}
+	free(src);
+	return r;
+}
+
+int vlm_save(struct vlm *m, const char *dir, const char *dtype)
+{
+	static const char *const copied[] = {
+		"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+		"tokenizer.model", "added_tokens.json", "preprocessor_config.json",
+	};
+	if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
+		return error("%s: cannot save as '%s' (F32, BF16 or F16)", dir, dtype);
+	char *tmp = dir_begin(dir, "config.json");
+	if (!tmp)
+		return -1;
+	int ok = write_text(tmp, "config.json", config_json(&m->cfg, dtype)) == 0;
+
+	struct safetensors_entry *e = xcalloc(m->ntensors, sizeof *e);
+	int n = 0;
+	for (int k = 0; k < m->ntensors; k++) {
+		const struct vlm_tensor *t = &m->tensors[k];
+		if (t->part == VLM_PART_LORA ||
+		    (m->cfg.tie_embeddings && !strcmp(t->name, "language_model.lm_head.weight")))
+			continue;
+		e[n++] = (struct safetensors_entry){t->name, t->data, t->ndim, t->shape};
+	}
+	if (ok) {
+		char *path = xasprintf("%s/model.safetensors", tmp);
+		ok = safetensors_write(path, e, n, dtype) == 0;
+		free(path);
+	}
+	free(e);
+	for (size_t i = 0; ok && m->dir && i < ARRAY_LEN(copied); i++)
+		ok = copy_file(m->dir, tmp, copied[i]) == 0;
+	char *pp = xasprintf("%s/preprocessor_config.json", tmp);
+	if (ok && access(pp, F_OK) != 0)
+		ok = write_text(tmp, "preprocessor_config.json", preprocess_json(&m->pre)) == 0;
+	free(pp);
+	return dir_commit(tmp, dir, ok);
+}
+
+/* --- PEFT adapters --- */
+
+static const char *const lora_modules[] = {
+	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+};
+
+int vlm_lora_save(struct vlm *m, const char *dir)
+{
+	if (m->lora.rank <= 0)
+		return error("%s: the model has no LoRA adapters to save", dir);
+	char *tmp = dir_begin(dir, "adapter_config.json");
+	if (!tmp)
+		return -1;
+
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "peft_type", "LORA");
+	cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
+	add_int(j, "r", m->lora.rank);
+	cJSON_AddItemToObject(j, "lora_alpha", float_json(m->lora.alpha));
+	cJSON_AddItemToObject(j, "lora_dropout", float_json(0));
+	cJSON_AddStringToObject(j, "bias", "none");
+	cJSON_AddBoolToObject(j, "fan_in_fan_out", 0);
+	cJSON_AddBoolToObject(j, "inference_mode", 1);
+	cJSON *tm = cJSON_AddArrayToObject(j, "target_modules");
+	for (size_t i = 0; i < ARRAY_LEN(lora_modules); i++)
+		if (m->lora.targets & (1u << i))
+			cJSON_AddItemToArray(tm, cJSON_CreateString(lora_modules[i]));
+	cJSON_AddStringToObject(j, "base_model_name_or_path", m->dir ? m->dir : "");
+	char *text = cJSON_Print(j);
+	cJSON_Delete(j);
+	int ok = write_text(tmp, "adapter_config.json", text) == 0;
+
+	struct safetensors_entry *e = xcalloc(m->ntensors, sizeof *e);
+	char **names = xcalloc(m->ntensors, sizeof *names);
+	int n = 0;
+	for (int k = 0; k < m->ntensors; k++) {
+		const struct vlm_tensor *t = &m->tensors[k];
+		if (t->part != VLM_PART_LORA)
+			continue;
+		names[n] = xasprintf(PEFT_PREFIX "%s", t->name);
+		e[n] = (struct safetensors_entry){names[n], t->data, t->ndim, t->shape};
+		n++;
+	}
+	if (ok) {
+		char *path = xasprintf("%s/adapter_model.safetensors", tmp);
+		ok = safetensors_write(path, e, n, "F32") == 0;
+		free(path);
+	}
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(e);
+	return dir_commit(tmp, dir, ok);
+}
+
+/* adapter_config.json → rank, alpha, target mask; refuses what we would
+ * silently compute differently (DoRA, rsLoRA, per-layer patterns, biases). */
+static int lora_config(const char *path, int *rank, float *alpha, unsigned *targets)
+{
+	unsigned char *text = read_file(path, NULL);
+	if (!text)
+		return -1;
+	cJSON *j = cJSON_Parse((const char *)text);
+	free(text);
+	int ret = -1;
+	const cJSON *v;
+	if (!cJSON_IsObject(j)) {
+		error("%s: not a JSON object", path);
+		goto out;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
+	if (!cJSON_IsString(v) || strcmp(v->valuestring, "LORA")) {
+		error("%s: peft_type: not \"LORA\"", path);
+		goto out;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "r");
+	if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 65536 ||
+	    v->valuedouble != (int)v->valuedouble) {
+		error("%s: r: not a rank in [1, 65536]", path);
+		goto out;
+	}
+	*rank = (int)v->valuedouble;
+	v = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
+	*alpha = (float)*rank; /* PEFT's default alpha is 8 with r 8: scale 1 */
+	if (v && !cJSON_IsNumber(v)) {
+		error("%s: lora_alpha: not a number", path);
+		goto out;
+	}
+	if (v)
+		*alpha = (float)v->valuedouble;
+	v = cJSON_GetObjectItemCaseSensitive(j, "bias");
+	if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || strcmp(v->valuestring, "none"))) {
+		error("%s: bias: only \"none\" is supported", path);
+		goto out;
+	}
+	static const char *const refused[] = {"use_dora", "use_rslora", "layers_to_transform",
+					      "rank_pattern", "alpha_pattern", "modules_to_save"};
+	for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
+		v = cJSON_GetObjectItemCaseSensitive(j, refused[i]);
+		if (v && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
+		    !((cJSON_IsObject(v) || cJSON_IsArray(v)) && !cJSON_GetArraySize(v))) {
+			error("%s: %s: not supported", path, refused[i]);
+			goto out;
+		}
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "target_modules");
+	*targets = 0;
+	if (cJSON_IsString(v)) {
+		/* a regex: the modules it names */
+		for (size_t i = 0; i < ARRAY_LEN(lora_modules); i++)
+			if (strstr(v->valuestring, lora_modules[i]))
+				*targets |= 1u << i;
+	} else if (cJSON_IsArray(v)) {
+		const cJSON *s;
+		cJSON_ArrayForEach(s, v) {
+			size_t i = 0;
+			while (i < ARRAY_LEN(lora_modules) &&
+			       !(cJSON_IsString(s) && !strcmp(s->valuestring, lora_modules[i])))
+				i++;
+			if (i == ARRAY_LEN(lora_modules)) {
+				error("%s: target_modules: '%s' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+				      path, cJSON_IsString(s) ? s->valuestring : "?");
+				goto out;
+			}
+			*targets |= 1u << i;
+		}
+	}
+	if (!*targets) {
+		error("%s: target_modules: no decoder module named", path);
+		goto out;
+	}
+	ret = 0;
+out:
+	cJSON_Delete(j);
+	return ret;
+}
+
+int vlm_lora_load(struct vlm *m, const char *dir)
+{
+	int rank;
+	float alpha;
+	unsigned targets;
+	char *path = xasprintf("%s/adapter_config.json", dir);
+	int r = lora_config(path, &rank, &alpha, &targets);
+	free(path);
+	if (r)
+		return -1;
+	if (m->lora.rank > 0 && (m->lora.rank != rank || m->lora.targets != targets))
+		return error("%s: adapter has rank %d and targets 0x%x; the model's LoRA has rank %d and targets 0x%x",
+			     dir, rank, targets, m->lora.rank, m->lora.targets);
+	struct safetensors st;
+	if (safetensors_open_dir(&st, dir, "adapter_model"))
+		return -1;
+	if (m->lora.rank <= 0)
+		vlm_lora_add(m, rank, alpha, targets, 0);
+	m->lora.alpha = alpha;
+	r = load_tensors(m, &st, dir, 1);
+	safetensors_release(&st);
+	return r;
+}

@@ -1,0 +1,53 @@
+/* prompt — what the model tools (seva-generate, seva-sft, seva-dpo) share
+ * between a record and the engine: the model bundle (weights, tokenizer,
+ * chat template, stop ids), a sample's question or conversation turns, and
+ * an image field as the model's input tensor. Depends on vlm, tokenizer,
+ * chat, image, sample, util. */
+#ifndef SEVA_PROMPT_H
+#define SEVA_PROMPT_H
+
+#include "chat.h"
+#include "sample.h"
+#include "tokenizer.h"
+#include "vlm.h"
+
+struct lm {
+	struct vlm *m;
+	struct tokenizer *tok;
+	struct chat chat;
+	int stop_ids[4];   /* end of turn and eos, deduplicated */
+	int n_stop;
+};
+
+/* Loads the model directory DIR and its tokenizer.json; sets up the chat
+ * template named by config.json (seva_chat_template, default llava_v1).
+ * -1 with a message naming DIR on failure. */
+int lm_load(struct lm *lm, const char *dir);
+/* The same for a model made in memory (seva-sft from a config): takes
+ * ownership of M and TOK. -1 with a message. */
+int lm_attach(struct lm *lm, struct vlm *m, struct tokenizer *tok);
+void lm_release(struct lm *lm);
+
+/* The question of a sample: json.prompt, or else the first human turn of
+ * json.conversations with "<image>" and its newline removed. Malloc'd; NULL
+ * with a reason in *WHY (static text) if there is none. */
+char *prompt_question(const struct sample *s, const char **why);
+
+/* The turns of a sample for supervised training, alternating human,
+ * assistant: json.prompt + json.answer (2 turns), or json.conversations
+ * (LLaVA: {"from": "human"|"gpt", "value": ...}; "<image>" removed).
+ * *TURNS is a malloc'd array of malloc'd strings (prompt_turns_free).
+ * Returns the count (even, >= 2), or -1 with a reason in *WHY. */
+int prompt_turns(const struct sample *s, char ***turns, const char **why);
+void prompt_turns_free(char **turns, int n);
+
+/* Decodes the image field F and writes the model's input tensor CHW
+ * (3 * S * S floats, S = preprocess_side(&m->pre)) as m->pre says. -1 with a
+ * reason in *WHY (static text). */
+int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, const char **why);
+
+/* Every token of a sequence fits the context: prompt ids with at most one
+ * image token (which expands to cfg.img_tokens rows). */
+int prompt_decoder_len(const struct vlm *m, const int *ids, int n);
+
+#endif

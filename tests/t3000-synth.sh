@@ -1,0 +1,108 @@
+#!/bin/bash
+# seva-synth: splits, determinism, sharding, formats, the tokenizer, bad usage.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+
+expect "sft -n 20" seva-synth --split sft -n 20 -s 3
+cp .out sft.mp
+cat >check.py <<'EOF'
+import io, json, re, sys
+import msgpack
+from PIL import Image
+split, path, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+recs = list(msgpack.Unpacker(open(path, 'rb'), raw=False))
+bad = []
+for r in recs:
+    j = r['json']
+    im = Image.open(io.BytesIO(r['png']))
+    if im.size != (size, size): bad.append('%s: size %s' % (r['__key__'], im.size))
+    if not j.get('prompt') or j.get('task') not in ('describe', 'exist', 'color', 'count'):
+        bad.append('%s: prompt/task' % r['__key__'])
+    if split == 'sft' and ('answer' not in j or 'objects' not in j): bad.append('%s: sft fields' % r['__key__'])
+    if split == 'unlabeled' and set(j) != {'prompt', 'task', 'image_id'}: bad.append('%s: unlabeled fields %s' % (r['__key__'], sorted(j)))
+    if split == 'bench' and 'truth' not in j: bad.append('%s: no truth' % r['__key__'])
+    for o in j.get('objects', []):
+        if set(o) != {'shape', 'color', 'size', 'position', 'x', 'y'}: bad.append('%s: object %s' % (r['__key__'], o))
+if split == 'bench':
+    # POPE balance per image and split
+    from collections import Counter
+    c = Counter((r['json']['image_id'], r['json']['truth']['split'], r['json']['truth']['label'])
+                for r in recs if r['json']['truth']['task'] == 'pope')
+    for (img, sp, lab), k in c.items():
+        if c[(img, sp, 'yes')] != c[(img, sp, 'no')]: bad.append('%s %s unbalanced' % (img, sp))
+    tasks = Counter(r['json']['truth']['task'] for r in recs)
+    if set(tasks) != {'pope', 'describe', 'color', 'count'}: bad.append('tasks %s' % tasks)
+print(len(recs))
+for b in bad[:5]: print(b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+EOF
+expect "python msgpack reads sft; fields and 64x64 PNGs" $PY check.py sft sft.mp 64
+check "20 sft records" "$(cat .out)" = 20
+
+expect "unlabeled -n 30" seva-synth --split unlabeled -n 30
+cp .out unl.mp
+expect "unlabeled carries only prompt, task, image_id" $PY check.py unlabeled unl.mp 64
+
+expect "bench -n 5 --size 96" seva-synth --split bench -n 5 --size 96
+cp .out bench.mp
+expect "bench: truth, all tasks, POPE balanced per image and split" $PY check.py bench bench.mp 96
+
+# Same seed, same bytes; shards concatenate to the whole.
+seva-synth --split sft -n 20 -s 3 >again.mp
+same "same seed gives identical bytes" sft.mp again.mp
+seva-synth --split sft -n 20 -s 4 >other.mp
+check "another seed differs" "$(cmp -s sft.mp other.mp && echo same)" = ""
+seva-synth --split sft -n 10 -s 3 >a.mp
+seva-synth --split sft -n 10 --start 10 -s 3 >b.mp
+cat a.mp b.mp >ab.mp
+same "--start shards concatenate to the whole stream" sft.mp ab.mp
+
+expect "tar output" seva-synth --split sft -n 2 -t
+cp .out s.tar
+tar -tf s.tar >members 2>&1
+printf '000000.png\n000000.json\n000001.png\n000001.json\n' >want
+same "tar members KEY.png, KEY.json, adjacent" members want
+
+# The tokenizer covers every word the world says.
+expect "--tokenizer" seva-synth --tokenizer
+cp .out tokenizer.json
+expect "tokenizer.json is JSON" jq -e '.model.type == "WordLevel" and .model.vocab["<image>"] == 4 and .pre_tokenizer.type == "Whitespace"' tokenizer.json
+seva-synth --split sft -n 300 -s 9 >big.mp
+cat >vocab.py <<'EOF'
+import json, re, sys
+import msgpack
+vocab = json.load(open(sys.argv[1]))['model']['vocab']
+miss = set()
+n = 0
+for path in sys.argv[2:]:
+    for r in msgpack.Unpacker(open(path, 'rb'), raw=False):
+        for t in (r['json']['prompt'], r['json'].get('answer', '')):
+            for w in re.findall(r'\w+|[^\w\s]+', t):
+                n += 1
+                if w not in vocab: miss.add(w)
+print(n, sorted(miss))
+sys.exit(1 if miss or n == 0 else 0)
+EOF
+expect "every word of sft, unlabeled and bench texts is in the vocabulary" $PY vocab.py tokenizer.json big.mp unl.mp bench.mp
+expect "--tokenizer -o FILE" seva-synth --tokenizer -o tok2.json
+same "-o writes the same tokenizer" tokenizer.json tok2.json
+
+# Bad usage: exit 2 with a message.
+expect_fail "unknown split" 2 seva-synth --split nope -n 1
+stderr_has "unknown split is named" "split.*nope"
+expect_fail "negative count" 2 seva-synth --split sft -n -1
+expect_fail "count not a number" 2 seva-synth --split sft -n 3x
+stderr_has "bad number is named" "3x"
+expect_fail "no count" 2 seva-synth --split sft
+expect_fail "stray argument" 2 seva-synth --split sft -n 1 extra
+expect_fail "size too small" 2 seva-synth --split sft -n 1 --size 2
+
+# Empty, full disk, closed pipe.
+expect "-n 0" seva-synth --split bench -n 0
+check "-n 0 writes nothing" "$(wc -c <.out)" = 0
+expect_fail "/dev/full" 1 sh -c 'seva-synth --split sft -n 50 >/dev/full'
+stderr_has "/dev/full says write error" "write error"
+(seva-synth --split sft -n 2000 -f jsonl 2>head.err | head -1 >/dev/null)
+check "| head -1 ends quietly" "$(cat head.err)" = ""
+
+done_testing

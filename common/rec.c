@@ -865,8 +865,10 @@ static int tar_member(struct rec_reader *r)
 		if (rc == ARCHIVE_WARN) {
 			warn("%s: %s", r->name, archive_error_string(r->ar));
 		} else if (rc != ARCHIVE_OK) {
-			r->nrec++;
-			return error("%s: %s", rec_where(r), archive_error_string(r->ar));
+			/* The sample in progress, if any, is lost with the archive. */
+			if (r->key)
+				return error("%s: %s", rec_where(r), archive_error_string(r->ar));
+			return error("%s: record %ld: %s", r->name, r->nrec + 1, archive_error_string(r->ar));
 		}
 		/* Directories and links carry no field. */
 		if (archive_entry_filetype(e) != AE_IFREG)
@@ -891,10 +893,9 @@ static int tar_member(struct rec_reader *r)
 			if (n == 0)
 				break;
 			if (n < 0) {
-				r->nrec++;
-				set_key(r, r->next_key, strlen(r->next_key));
-				return error("%s: member '%s': %s", rec_where(r), path,
-					     archive_error_string(r->ar));
+				int same = r->key && !strcmp(r->key, r->next_key);
+				return error("%s: record %ld (key %s): member '%s': %s", r->name,
+					     r->nrec + !same, r->next_key, path, archive_error_string(r->ar));
 			}
 			buf_add(&r->next_data, chunk, (size_t)n);
 		}
@@ -1391,6 +1392,11 @@ int rec_writer_close(struct rec_writer *w)
 	}
 	writer_free(w);
 	return rc;
+}
+
+int rec_writer_failed(const struct rec_writer *w)
+{
+	return w->failed;
 }
 
 void rec_writer_abort(struct rec_writer *w)

@@ -43,6 +43,10 @@ int rec_write(struct rec_writer *w, const struct sample *s);
 int rec_writer_close(struct rec_writer *w);
 /* Abandons a writer: removes its temp file, frees it. */
 void rec_writer_abort(struct rec_writer *w);
+/* True once the output itself failed (write error, broken tar): no further
+ * record can be written. A record refused for its content (a key unfit for
+ * tar, invalid JSON text) leaves the writer usable. */
+int rec_writer_failed(const struct rec_writer *w);
 
 /* Parses "msgpack"/"tar"/"jsonl" (or "json"). -1 if unknown. */
 int rec_format_parse(const char *name);

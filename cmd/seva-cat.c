@@ -1,0 +1,350 @@
+/* seva-cat — converts record streams (tar, msgpack, JSON lines), splits them
+ * into shards, selects fields, and imports LLaVA-format JSON. */
+#include <ctype.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "rec.h"
+#include "util.h"
+
+static const char usage[] =
+	"seva-cat [-t|-j|-M] [--base64] [-o FILE] [--split PREFIX --per N] [-f FIELDS] [-x FIELDS]\n"
+	"       [--llava JSON --images DIR] [-k] [-q] [FILE...]";
+
+static struct {
+	enum rec_format fmt;
+	int flags;
+	const char *out, *split, *llava, *images;
+	long per;
+	char **keep, **drop; /* NULL-terminated field lists */
+	int keep_going, quiet;
+} opt = { .fmt = REC_MSGPACK, .per = 1000 };
+
+static long nread, nwritten, nskipped, nunread;
+static struct rec_writer *w;
+static struct sample cur;
+static long shard;
+static long in_shard;
+
+static char **split_list(const char *s)
+{
+	size_t n = 1;
+	for (const char *p = s; *p; p++)
+		n += *p == ',';
+	char **v = xcalloc(n + 1, sizeof *v);
+	char *copy = xstrdup(s), *save = NULL;
+	n = 0;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		v[n++] = xstrdup(t);
+	free(copy);
+	return v;
+}
+
+static void free_list(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int in_list(char **v, const char *name)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (!strcmp(v[i], name))
+			return 1;
+	return 0;
+}
+
+static void select_fields(struct sample *s)
+{
+	for (size_t i = 0; i < s->nfields;) {
+		const char *name = s->fields[i].name;
+		if ((opt.keep && !in_list(opt.keep, name)) || in_list(opt.drop, name))
+			sample_remove(s, name);
+		else
+			i++;
+	}
+}
+
+static const char *extension(enum rec_format f)
+{
+	return f == REC_TAR ? "tar" : f == REC_JSONL ? "jsonl" : "msgpack";
+}
+
+/* Ends the run: the open output is finished (or abandoned on failure). */
+static _Noreturn void finish(int failed)
+{
+	/* A failed output has said so: stdout's own check at exit would
+	 * repeat it. */
+	int out_failed = w && rec_writer_failed(w);
+	if (w && failed) {
+		rec_writer_abort(w);
+		w = NULL;
+	}
+	if (w && rec_writer_close(w))
+		failed = out_failed = 1;
+	free_list(opt.keep);
+	free_list(opt.drop);
+	sample_release(&cur);
+	if (nskipped)
+		warn("%ld of %ld samples skipped", nskipped, nread);
+	if (nunread)
+		warn("%ld inputs could not be read", nunread);
+	if (out_failed)
+		_exit(1);
+	exit(failed || nskipped || nunread ? 1 : 0);
+}
+
+/* A sample that could not be read or made: skipped and counted with -k,
+ * the end of the run without. */
+static void bad_sample(void)
+{
+	nskipped++;
+	if (!opt.keep_going)
+		finish(1);
+}
+
+static void emit(struct sample *s)
+{
+	select_fields(s);
+	if (opt.split && !w) {
+		char *path = xasprintf("%s-%06ld.%s", opt.split, shard++, extension(opt.fmt));
+		w = rec_writer_open(path, opt.fmt, opt.flags);
+		free(path);
+		if (!w)
+			finish(1);
+	}
+	if (rec_write(w, s)) {
+		if (rec_writer_failed(w))
+			finish(1);
+		bad_sample();
+		return;
+	}
+	nwritten++;
+	if (opt.split && ++in_shard == opt.per) {
+		in_shard = 0;
+		int rc = rec_writer_close(w);
+		w = NULL;
+		if (rc)
+			finish(1);
+	}
+}
+
+static void cat_file(const char *path, struct sample *smp, struct progress *p)
+{
+	struct rec_reader *r = rec_open(path);
+	int rc;
+	if (!r) {
+		nunread++;
+		if (!opt.keep_going)
+			finish(1);
+		return;
+	}
+	while ((rc = rec_read(r, smp)) != 0) {
+		nread++;
+		if (rc < 0) {
+			if (!opt.keep_going)
+				rec_close(r);
+			bad_sample();
+			continue;
+		}
+		emit(smp);
+		progress_update(p, nread, NULL);
+	}
+	rec_close(r);
+}
+
+/* LLaVA's id as a WebDataset key: no '.', '/' or whitespace. */
+static char *llava_key(const cJSON *id)
+{
+	char *k = cJSON_IsString(id) ? xstrdup(id->valuestring)
+		: cJSON_IsNumber(id) ? xasprintf("%.0f", id->valuedouble) : NULL;
+	for (char *c = k; c && *c; c++)
+		if (*c == '.' || *c == '/' || *c == ' ' || *c == '\t' || *c == '\n')
+			*c = '_';
+	return k;
+}
+
+/* The first human turn without the "<image>" placeholder and its newline. */
+static char *llava_prompt(const cJSON *conv)
+{
+	const cJSON *turn;
+	cJSON_ArrayForEach(turn, conv) {
+		const cJSON *from = cJSON_GetObjectItemCaseSensitive(turn, "from");
+		const cJSON *value = cJSON_GetObjectItemCaseSensitive(turn, "value");
+		if (!cJSON_IsString(from) || strcmp(from->valuestring, "human") || !cJSON_IsString(value))
+			continue;
+		struct buf b;
+		buf_init(&b);
+		const char *v = value->valuestring, *img;
+		while ((img = strstr(v, "<image>"))) {
+			buf_add(&b, v, (size_t)(img - v));
+			v = img + 7;
+			if (*v == '\n')
+				v++;
+		}
+		buf_addstr(&b, v);
+		/* "Q\n<image>" leaves a trailing newline. */
+		while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
+			b.data[--b.len] = 0;
+		return (char *)buf_detach(&b, NULL);
+	}
+	return NULL;
+}
+
+/* Builds sample S from LLaVA item IT; -1 (message printed) if it cannot. */
+static int llava_sample(const cJSON *it, long n, struct sample *s)
+{
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+	const cJSON *image = cJSON_GetObjectItemCaseSensitive(it, "image");
+	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(it, "conversations");
+	char *key = llava_key(id);
+	char *prompt = cJSON_IsArray(conv) ? llava_prompt(conv) : NULL;
+	int rc = -1;
+	sample_clear(s);
+	if (!key || !*key) {
+		error("%s: record %ld: no \"id\" (string or number)", opt.llava, n);
+		goto out;
+	}
+	if (!prompt) {
+		error("%s: record %ld (id %s): no human turn in \"conversations\"", opt.llava, n, key);
+		goto out;
+	}
+	sample_set_key(s, key);
+	if (image && !cJSON_IsString(image)) {
+		error("%s: record %ld (id %s): \"image\" is not a string", opt.llava, n, key);
+		goto out;
+	}
+	if (image) {
+		const char *dot = strrchr(image->valuestring, '.');
+		if (!dot || strchr(dot, '/') || !dot[1]) {
+			error("%s: record %ld (id %s): image '%s' has no extension", opt.llava, n, key,
+			      image->valuestring);
+			goto out;
+		}
+		char *path = xasprintf("%s/%s", opt.images ? opt.images : ".", image->valuestring);
+		size_t len;
+		unsigned char *data = read_file(path, &len);
+		free(path);
+		if (!data) {
+			error("%s: record %ld (id %s): image missing", opt.llava, n, key);
+			goto out;
+		}
+		char *ext = xstrdup(dot + 1);
+		for (char *c = ext; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		sample_take(s, ext, FIELD_BYTES, data, len);
+		free(ext);
+	}
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddItemToObject(j, "id", cJSON_IsString(id) || cJSON_IsNumber(id) ? cJSON_Duplicate(id, 1)
+										 : cJSON_CreateNull());
+	if (image)
+		cJSON_AddStringToObject(j, "image_id", image->valuestring);
+	cJSON_AddStringToObject(j, "prompt", prompt);
+	cJSON_AddItemToObject(j, "conversations", cJSON_Duplicate(conv, 1));
+	sample_set_json(s, "json", j);
+	cJSON_Delete(j);
+	rc = 0;
+out:
+	free(key);
+	free(prompt);
+	return rc;
+}
+
+static void import_llava(struct sample *smp, struct progress *p)
+{
+	size_t len;
+	unsigned char *text = read_file(opt.llava, &len);
+	if (!text)
+		finish(1);
+	cJSON *root = cJSON_ParseWithLength((const char *)text, len);
+	free(text);
+	if (!cJSON_IsArray(root)) {
+		cJSON_Delete(root);
+		error("%s: not a JSON list of LLaVA records", opt.llava);
+		finish(1);
+	}
+	const cJSON *it;
+	cJSON_ArrayForEach(it, root) {
+		nread++;
+		if (llava_sample(it, nread, smp)) {
+			if (!opt.keep_going)
+				cJSON_Delete(root);
+			bad_sample();
+			continue;
+		}
+		emit(smp);
+		progress_update(p, nread, NULL);
+	}
+	cJSON_Delete(root);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_SPLIT = 256, O_PER, O_LLAVA, O_IMAGES, O_BASE64 };
+	static const struct option longs[] = {
+		{ "tar", no_argument, NULL, 't' },
+		{ "jsonl", no_argument, NULL, 'j' },
+		{ "msgpack", no_argument, NULL, 'M' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "fields", required_argument, NULL, 'f' },
+		{ "exclude", required_argument, NULL, 'x' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "split", required_argument, NULL, O_SPLIT },
+		{ "per", required_argument, NULL, O_PER },
+		{ "llava", required_argument, NULL, O_LLAVA },
+		{ "images", required_argument, NULL, O_IMAGES },
+		{ "base64", no_argument, NULL, O_BASE64 },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c, fmt_set = 0;
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "tjMo:f:x:kqh", longs, NULL)) != -1) {
+		switch (c) {
+		case 't': opt.fmt = REC_TAR, fmt_set = 1; break;
+		case 'j': opt.fmt = REC_JSONL, fmt_set = 1; break;
+		case 'M': opt.fmt = REC_MSGPACK, fmt_set = 1; break;
+		case 'o': opt.out = optarg; break;
+		case 'f': free_list(opt.keep), opt.keep = split_list(optarg); break;
+		case 'x': free_list(opt.drop), opt.drop = split_list(optarg); break;
+		case 'k': opt.keep_going = 1; break;
+		case 'q': opt.quiet = 1; break;
+		case O_SPLIT: opt.split = optarg; break;
+		case O_PER: opt.per = arg_long("--per", optarg, 1, 1000000000L); break;
+		case O_LLAVA: opt.llava = optarg; break;
+		case O_IMAGES: opt.images = optarg; break;
+		case O_BASE64: opt.flags |= REC_BASE64; break;
+		default: usage_die(usage);
+		}
+	}
+	if ((opt.split && opt.out) || (opt.images && !opt.llava) || (opt.llava && optind < argc))
+		usage_die(usage);
+	if (opt.split && !fmt_set)
+		opt.fmt = REC_TAR;
+	if (!opt.split) {
+		w = rec_writer_open(opt.out, opt.fmt, opt.flags);
+		if (!w)
+			finish(1);
+	}
+
+	struct progress p;
+	sample_init(&cur);
+	progress_init(&p, "samples", 0, opt.quiet);
+	if (opt.llava)
+		import_llava(&cur, &p);
+	else if (optind == argc)
+		cat_file(NULL, &cur, &p);
+	for (int i = optind; i < argc; i++)
+		cat_file(argv[i], &cur, &p);
+	progress_done(&p);
+	finish(0);
+}

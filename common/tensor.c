@@ -95,6 +95,8 @@ void tensor_blas_setup(char **argv)
 	const char *user = getenv("OPENBLAS_CORETYPE");
 	const char *guard = getenv("SEVA_BLAS_SELECTED");
 	const char *core = openblas_get_corename();
+	/* Tests pretend to be on a CPU that OpenBLAS does not know. */
+	const char *pretend = getenv("SEVA_BLAS_TEST_CORENAME");
 	const char *want;
 	char ver[64];
 	int avx512f, avx2_fma;
@@ -112,7 +114,7 @@ void tensor_blas_setup(char **argv)
 				 core, user);
 		return;
 	}
-	want = tensor_blas_choose(core, avx512f, avx2_fma);
+	want = tensor_blas_choose(pretend && *pretend ? pretend : core, avx512f, avx2_fma);
 	if (!want || (guard && *guard) || !argv || !argv[0]) {
 		snprintf(blas_info, sizeof(blas_info), "%s core %s (detected by OpenBLAS)", ver,
 			 core);

@@ -1,0 +1,297 @@
+/* test_rec — sample operations, the three record encodings, JSON <-> msgpack
+ * conversion, tar grouping, truncation errors, sha256 vectors. */
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rec.h"
+#include "sha256.h"
+#include "tap.h"
+#include "util.h"
+
+static char dir[] = "/tmp/test_rec.XXXXXX";
+
+static char *tmp_path(const char *name)
+{
+	return xasprintf("%s/%s", dir, name);
+}
+
+/* Writes N samples to PATH in FMT; returns 0 on success. */
+static int write_all(const char *path, enum rec_format fmt, int flags, struct sample *s, int n)
+{
+	struct rec_writer *w = rec_writer_open(path, fmt, flags);
+	if (!w)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (rec_write(w, &s[i])) {
+			rec_writer_abort(w);
+			return -1;
+		}
+	return rec_writer_close(w);
+}
+
+/* Compares two samples; prints the first difference. */
+static int same_sample(const struct sample *a, const struct sample *b, const char *what)
+{
+	if (strcmp(a->key, b->key) || a->nfields != b->nfields) {
+		tap_ok(0, "%s", what);
+		tap_diag("key '%s' vs '%s', %zu vs %zu fields", a->key, b->key, a->nfields, b->nfields);
+		return 0;
+	}
+	for (size_t i = 0; i < a->nfields; i++) {
+		const struct field *f = &a->fields[i], *g = &b->fields[i];
+		if (strcmp(f->name, g->name) || f->type != g->type || f->len != g->len ||
+		    memcmp(f->data, g->data, f->len)) {
+			tap_ok(0, "%s", what);
+			tap_diag("field %zu: '%s' type %d len %zu vs '%s' type %d len %zu", i, f->name,
+				 f->type, f->len, g->name, g->type, g->len);
+			if (f->len < 200 && g->len < 200)
+				tap_diag("'%s' vs '%s'", (char *)f->data, (char *)g->data);
+			return 0;
+		}
+	}
+	return tap_ok(1, "%s", what);
+}
+
+static void test_sample_ops(void)
+{
+	struct sample s;
+	sample_init(&s);
+	sample_set_key(&s, "k1");
+	sample_set_text(&s, "a.txt", "one");
+	sample_set(&s, "jpg", FIELD_BYTES, "\0\1\2", 3);
+	sample_set_text(&s, "b.txt", "two");
+	sample_set_text(&s, "a.txt", "uno");
+	tap_ok(s.nfields == 3 && !strcmp(s.fields[0].name, "a.txt") && !strcmp(sample_text(&s, "a.txt"), "uno"),
+	       "replacing a field keeps its position");
+	tap_ok(sample_get(&s, "jpg")->len == 3 && sample_get(&s, "jpg")->data[3] == 0,
+	       "bytes field keeps length and is NUL-terminated");
+	tap_ok(sample_remove(&s, "jpg") == 1 && sample_remove(&s, "jpg") == 0 && s.nfields == 2 &&
+		       !strcmp(s.fields[1].name, "b.txt"),
+	       "remove drops one field and keeps the order");
+	tap_ok(field_type_for("json") == FIELD_JSON && field_type_for("aug.json") == FIELD_JSON &&
+		       field_type_for("chosen.txt") == FIELD_TEXT && field_type_for("png") == FIELD_BYTES,
+	       "field_type_for by name");
+	tap_ok(field_is_image("jpg") && field_is_image("aug.PNG") && !field_is_image("json") &&
+		       !field_is_image("webp"),
+	       "field_is_image");
+	sample_set(&s, "aug.png", FIELD_BYTES, "x", 1);
+	tap_ok(sample_image(&s) == NULL, "aug.png is not the clean image");
+	sample_set(&s, "jpeg", FIELD_BYTES, "y", 1);
+	tap_ok(sample_image(&s) && !strcmp(sample_image(&s)->name, "jpeg"), "sample_image finds jpeg");
+	sample_clear(&s);
+	tap_ok(s.nfields == 0 && s.key == NULL, "clear empties the sample");
+	sample_release(&s);
+}
+
+static void make_samples(struct sample *s, int n, size_t big)
+{
+	for (int i = 0; i < n; i++) {
+		char key[16], text[64];
+		sample_init(&s[i]);
+		snprintf(key, sizeof key, "%06d", i);
+		sample_set_key(&s[i], key);
+		size_t len = i == 0 ? big : (size_t)(10 + i);
+		unsigned char *img = xmalloc(len + 1);
+		for (size_t j = 0; j < len; j++)
+			img[j] = (unsigned char)(j * 2654435761u >> 13);
+		sample_take(&s[i], "jpg", FIELD_BYTES, img, len);
+		snprintf(text, sizeof text, "answer %d with \"quotes\"\n\tand é", i);
+		sample_set_text(&s[i], "response.txt", text);
+		const char *json = "{\"prompt\":\"Is there a red circle?\",\"n\":3,\"big\":18446744073709551615,"
+				   "\"neg\":-9223372036854775808,\"f\":0.1,\"g\":1e+300,\"h\":2.0,\"l\":[1,[],{}],"
+				   "\"t\":true,\"z\":null,\"u\":\"\\u0001x\"}";
+		sample_set(&s[i], "json", FIELD_JSON, json, strlen(json));
+	}
+}
+
+static void test_roundtrip(enum rec_format fmt, int flags, const char *what)
+{
+	enum { N = 3 };
+	struct sample in[N], out;
+	char *path = tmp_path("rt");
+	make_samples(in, N, fmt == REC_JSONL ? 300000 : 5 << 20);
+	tap_ok(write_all(path, fmt, flags, in, N) == 0, "%s: write", what);
+	struct rec_reader *r = rec_open(path);
+	sample_init(&out);
+	int i = 0, rc;
+	while (r && (rc = rec_read(r, &out)) == 1 && i < N) {
+		char name[80];
+		snprintf(name, sizeof name, "%s: sample %d reads back the same", what, i);
+		same_sample(&in[i++], &out, name);
+	}
+	tap_ok(i == N && r && rec_read(r, &out) == 0, "%s: %d samples then end", what, N);
+	rec_close(r);
+	sample_release(&out);
+	for (i = 0; i < N; i++)
+		sample_release(&in[i]);
+	unlink(path);
+	free(path);
+}
+
+/* The msgpack bytes of a JSON field: types as the contract says. */
+static void test_json_types(void)
+{
+	struct sample s;
+	char *path = tmp_path("types.mp");
+	const char *json = "{\"i\":3,\"u\":18446744073709551615,\"n\":-4,\"f\":2.5,\"e\":1e3,\"s\":\"\\u00e9\","
+			   "\"a\":[true,null],\"k\":{\"z\":1,\"a\":2}}";
+	sample_init(&s);
+	sample_set_key(&s, "t");
+	sample_set(&s, "json", FIELD_JSON, json, strlen(json));
+	write_all(path, REC_MSGPACK, 0, &s, 1);
+	size_t len;
+	unsigned char *data = read_file(path, &len);
+	msgpack_unpacked up;
+	msgpack_unpacked_init(&up);
+	int ok = data && msgpack_unpack_next(&up, (const char *)data, len, NULL) == MSGPACK_UNPACK_SUCCESS;
+	tap_ok(ok && up.data.type == MSGPACK_OBJECT_MAP && up.data.via.map.size == 2, "record is a map of 2");
+	if (ok && up.data.via.map.size == 2) {
+		msgpack_object_kv *kv = up.data.via.map.ptr;
+		tap_ok(kv[0].key.via.str.size == 7 && !memcmp(kv[0].key.via.str.ptr, "__key__", 7),
+		       "__key__ comes first");
+		msgpack_object *m = &kv[1].val;
+		tap_ok(m->type == MSGPACK_OBJECT_MAP && m->via.map.size == 8, "json field is a map of 8");
+		if (m->type == MSGPACK_OBJECT_MAP && m->via.map.size == 8) {
+			msgpack_object_kv *f = m->via.map.ptr;
+			tap_ok(f[0].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[0].val.via.u64 == 3, "int stays int");
+			tap_ok(f[1].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[1].val.via.u64 == UINT64_MAX,
+			       "uint64 max exact");
+			tap_ok(f[2].val.type == MSGPACK_OBJECT_NEGATIVE_INTEGER && f[2].val.via.i64 == -4, "negative int");
+			tap_ok(f[3].val.type == MSGPACK_OBJECT_FLOAT64 && f[3].val.via.f64 == 2.5, "float is float64");
+			tap_ok(f[4].val.type == MSGPACK_OBJECT_FLOAT64 && f[4].val.via.f64 == 1000, "1e3 is a float");
+			tap_ok(f[5].val.type == MSGPACK_OBJECT_STR && f[5].val.via.str.size == 2 &&
+				       !memcmp(f[5].val.via.str.ptr, "\xc3\xa9", 2),
+			       "\\u00e9 decodes to UTF-8");
+			tap_ok(f[7].val.type == MSGPACK_OBJECT_MAP && f[7].val.via.map.ptr[0].key.via.str.ptr[0] == 'z',
+			       "key order kept");
+		}
+	}
+	msgpack_unpacked_destroy(&up);
+	free(data);
+	/* and back to text: compact, escapes resolved */
+	struct rec_reader *r = rec_open(path);
+	struct sample back;
+	sample_init(&back);
+	int rc = r ? rec_read(r, &back) : -1;
+	const char *want = "{\"i\":3,\"u\":18446744073709551615,\"n\":-4,\"f\":2.5,\"e\":1000.0,\"s\":\"\xc3\xa9\","
+			   "\"a\":[true,null],\"k\":{\"z\":1,\"a\":2}}";
+	const char *got = rc == 1 && sample_get(&back, "json") ? (char *)sample_get(&back, "json")->data : "";
+	if (!tap_ok(!strcmp(got, want), "msgpack map back to compact JSON text"))
+		tap_diag("got  %s\n# want %s", got, want);
+	rec_close(r);
+	sample_release(&back);
+	sample_release(&s);
+
+	/* invalid JSON text is refused and nothing is written */
+	sample_init(&s);
+	sample_set_key(&s, "bad");
+	sample_set(&s, "json", FIELD_JSON, "{\"a\":", 5);
+	struct rec_writer *w = rec_writer_open(path, REC_MSGPACK, 0);
+	tap_ok(rec_write(w, &s) == -1 && !rec_writer_failed(w), "invalid JSON field refused, writer usable");
+	rec_writer_close(w);
+	data = read_file(path, &len);
+	tap_ok(data && len == 0, "nothing of the refused record written (%zu bytes)", len);
+	free(data);
+	sample_release(&s);
+	unlink(path);
+	free(path);
+}
+
+static void test_tar_grouping(void)
+{
+	struct sample s[3], out;
+	char *path = tmp_path("g.tar");
+	for (int i = 0; i < 3; i++) {
+		sample_init(&s[i]);
+		sample_set_key(&s[i], i == 2 ? "a" : i == 1 ? "b" : "a");
+		sample_set_text(&s[i], i == 2 ? "y.txt" : "x.txt", "v");
+	}
+	write_all(path, REC_TAR, 0, s, 3);
+	struct rec_reader *r = rec_open(path);
+	sample_init(&out);
+	int r1 = rec_read(r, &out), r2 = rec_read(r, &out), r3 = rec_read(r, &out), r4 = rec_read(r, &out);
+	tap_ok(r1 == 1 && r2 == 1 && r3 == -1 && r4 == 0, "a key reappearing after another is an error (%d %d %d %d)",
+	       r1, r2, r3, r4);
+	rec_close(r);
+
+	/* keys with a dot cannot be tar keys */
+	sample_set_key(&s[0], "a.b");
+	struct rec_writer *w = rec_writer_open(path, REC_TAR, 0);
+	tap_ok(rec_write(w, &s[0]) == -1 && !rec_writer_failed(w), "key with '.' refused for tar");
+	rec_writer_close(w);
+	for (int i = 0; i < 3; i++)
+		sample_release(&s[i]);
+	sample_release(&out);
+	unlink(path);
+	free(path);
+}
+
+static void test_truncated(enum rec_format fmt, const char *what)
+{
+	struct sample s[2], out;
+	char *path = tmp_path("tr");
+	make_samples(s, 2, 5000);
+	write_all(path, fmt, 0, s, 2);
+	size_t len;
+	unsigned char *data = read_file(path, &len);
+	/* cut inside the second sample */
+	size_t cut = fmt == REC_TAR ? len - 1024 - 300 : len - 40;
+	write_file_atomic(path, data, cut);
+	struct rec_reader *r = rec_open(path);
+	sample_init(&out);
+	int r1 = rec_read(r, &out), r2 = rec_read(r, &out), r3 = rec_read(r, &out);
+	tap_ok(r1 == 1 && r2 == -1 && r3 == 0, "%s truncated: 1 sample, an error, then end (%d %d %d)", what, r1,
+	       r2, r3);
+	rec_close(r);
+	free(data);
+	for (int i = 0; i < 2; i++)
+		sample_release(&s[i]);
+	sample_release(&out);
+	unlink(path);
+	free(path);
+}
+
+static void test_sha256(void)
+{
+	char hex[65];
+	sha256_hex("abc", 3, hex);
+	tap_ok(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "sha256 abc");
+	sha256_hex("", 0, hex);
+	tap_ok(!strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "sha256 empty");
+	const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	sha256_hex(m, strlen(m), hex);
+	tap_ok(!strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"), "sha256 448 bits");
+	/* streaming in odd pieces equals one call */
+	struct sha256 c;
+	unsigned char d[32];
+	char *big = xmalloc(1000001);
+	memset(big, 'a', 1000000);
+	sha256_init(&c);
+	for (size_t i = 0; i < 1000000; i += 777)
+		sha256_update(&c, big + i, i + 777 > 1000000 ? 1000000 - i : 777);
+	sha256_final(&c, d);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	tap_ok(!strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+	       "sha256 million a, streamed");
+	free(big);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir))
+		die("mkdtemp:");
+	test_sample_ops();
+	test_roundtrip(REC_MSGPACK, 0, "msgpack (5 MB field)");
+	test_roundtrip(REC_TAR, 0, "tar (5 MB field)");
+	test_roundtrip(REC_JSONL, REC_BASE64, "jsonl --base64");
+	test_json_types();
+	test_tar_grouping();
+	test_truncated(REC_MSGPACK, "msgpack");
+	test_truncated(REC_TAR, "tar");
+	test_sha256();
+	rmdir(dir);
+	return tap_done();
+}

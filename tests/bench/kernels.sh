@@ -1,0 +1,28 @@
+#!/bin/bash
+# kernels.sh — the machine's sgemm ceiling (2048^3, 2 threads) with the
+# OpenBLAS core it picks by itself and with the one tensor_blas_setup
+# selects (ISSUE 7: Debian's 0.3.21 may not know a new CPU and fall back to
+# slow generic kernels). Builds tests/bin/bench-sgemm, which the other
+# benchmark scripts reuse: `tests/bin/bench-sgemm --value` prints the ceiling.
+cd "$(dirname "$0")/../.." || exit 1
+make -s common/libseva.a || exit 1
+SEVA_CFLAGS="-std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -Icommon $(pkg-config --cflags openblas)"
+LIBS="$(pkg-config --libs libarchive msgpack openblas libcjson libpcre2-8 libutf8proc 2>/dev/null) -lstb -lm -lpthread -fopenmp"
+mkdir -p tests/bin
+if [ ! tests/bin/bench-sgemm -nt tests/bench/sgemm.c ] || [ ! tests/bin/bench-sgemm -nt common/libseva.a ]; then
+	cc -O2 -g $SEVA_CFLAGS -o tests/bin/bench-sgemm tests/bench/sgemm.c common/libseva.a $LIBS || exit 1
+fi
+n=${SGEMM_N:-2048}
+echo "default: $(tests/bin/bench-sgemm --default -n "$n" -j 2)"
+echo "seva:    $(tests/bin/bench-sgemm -n "$n" -j 2)"
+# The kernel sets this CPU can run, for the record (each a fresh process);
+# Prescott is what OpenBLAS falls back to on a CPU it does not know.
+for core in Prescott Haswell SkylakeX; do
+	case $core in
+	SkylakeX) grep -qw avx512f /proc/cpuinfo || continue ;;
+	Haswell) grep -qw avx2 /proc/cpuinfo || continue ;;
+	esac
+	echo "forced:  $(OPENBLAS_CORETYPE=$core tests/bin/bench-sgemm -n "$n" -j 2)"
+done
+# The restart itself, on a pretended unknown CPU (OpenBLAS would say Prescott).
+echo "restart: $(SEVA_BLAS_TEST_CORENAME=Prescott tests/bin/bench-sgemm -n "$n" -j 2)"

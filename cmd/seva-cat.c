@@ -229,12 +229,14 @@ static int llava_sample(const cJSON *it, long n, struct sample *s)
 		}
 		char *path = xasprintf("%s/%s", opt.images ? opt.images : ".", image->valuestring);
 		size_t len;
-		unsigned char *data = read_file(path, &len);
+		unsigned char *data = NULL;
+		if (access(path, R_OK) < 0)
+			error("%s: record %ld (id %s): image '%s':", opt.llava, n, key, path);
+		else
+			data = read_file(path, &len);
 		free(path);
-		if (!data) {
-			error("%s: record %ld (id %s): image missing", opt.llava, n, key);
+		if (!data)
 			goto out;
-		}
 		char *ext = xstrdup(dot + 1);
 		for (char *c = ext; *c; c++)
 			*c = (char)tolower((unsigned char)*c);

@@ -1,0 +1,163 @@
+#!/bin/bash
+# seva-cat: conversions tar <-> msgpack <-> JSON lines, split/join, field
+# selection, LLaVA import, bad input.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+FIX=$TOP/tests/fixtures
+
+# A WebDataset shard made by GNU tar, members under a directory, compact JSON.
+mkdir -p src/shard
+printf 'What is red?' >src/shard/000001.prompt.txt
+printf '{"prompt":"Is there a red circle?","n":3,"f":0.25,"l":[1,{"a":null}],"u":"é"}' >src/shard/000001.json
+head -c 3000 /dev/urandom >src/shard/000001.jpg
+printf '{"op":"diffusion","t":500}' >src/shard/000001.aug.json
+printf 'second' >src/shard/000002.txt
+head -c 10 /dev/urandom >src/shard/000002.png
+tar -C src -cf in.tar shard/000001.prompt.txt shard/000001.json shard/000001.jpg shard/000001.aug.json \
+	shard/000002.txt shard/000002.png
+
+expect "tar to msgpack" seva-cat -o a.mp in.tar
+expect "msgpack to tar" seva-cat -t -o a.tar a.mp
+expect "tar -t lists the shard" tar -tf a.tar
+tar -tf a.tar >list
+printf '%s\n' 000001.prompt.txt 000001.json 000001.jpg 000001.aug.json 000002.txt 000002.png >want
+same "members in order, directory part dropped" list want
+mkdir x
+tar -C x -xf a.tar
+ok_all=1
+for f in src/shard/*; do cmp -s "$f" "x/${f##*/}" || { ok_all=0; echo "differs: ${f##*/}" | diag; }; done
+check "tar -> msgpack -> tar: same member bytes" $ok_all = 1
+expect "tar to tar" seva-cat -t -o b.tar a.tar
+same "tar output is deterministic" a.tar b.tar
+expect "stdin reads msgpack" sh -c 'seva-cat -t < a.mp > c.tar'
+same "stdin and file give the same tar" a.tar c.tar
+gzip -c a.tar >a.tar.gz
+zstd -q -c a.tar >a.tar.zst
+expect "reads .tar.gz" seva-cat -o gz.mp a.tar.gz
+same ".tar.gz reads as the tar" a.mp gz.mp
+expect "reads .tar.zst" seva-cat -o zst.mp a.tar.zst
+same ".tar.zst reads as the tar" a.mp zst.mp
+
+# Python's msgpack decodes what we write, with the documented types.
+expect "python msgpack decodes the stream" $PY -c '
+import msgpack, sys
+recs = list(msgpack.Unpacker(open("a.mp", "rb"), raw=False))
+assert [r["__key__"] for r in recs] == ["000001", "000002"], recs
+r = recs[0]
+assert list(r)[0] == "__key__"
+assert r["prompt.txt"] == "What is red?"
+assert r["json"] == {"prompt": "Is there a red circle?", "n": 3, "f": 0.25, "l": [1, {"a": None}], "u": "\u00e9"}, r["json"]
+assert isinstance(r["json"]["n"], int) and isinstance(r["json"]["f"], float)
+assert isinstance(r["jpg"], bytes) and len(r["jpg"]) == 3000
+assert r["aug.json"] == {"op": "diffusion", "t": 500}
+'
+
+# JSON lines through jq
+expect "to JSON lines" seva-cat -j -o a.jsonl a.mp
+expect "jq reads the lines" jq -e -s 'length == 2 and .[0].json.n == 3 and .[0].jpg.bytes == 3000
+	and (.[0].jpg.sha256 | length) == 64 and .[1].txt == "second"' a.jsonl
+sha=$(sha256sum src/shard/000001.jpg | cut -d" " -f1)
+expect "sha256 of the bytes field" jq -e --arg s "$sha" '.jpg.sha256 == $s or .__key__ == "000002"' a.jsonl
+expect "JSON lines with --base64" seva-cat -j --base64 -o b.jsonl a.mp
+expect "edit with jq, read back" sh -c 'jq -c ".\"prompt.txt\" |= (. // \"\" | ascii_upcase)" b.jsonl > e.jsonl'
+expect "base64 JSON lines to tar" seva-cat -t -o e.tar e.jsonl
+mkdir y
+tar -C y -xf e.tar
+same "bytes survive JSON lines" src/shard/000001.jpg y/000001.jpg
+check "jq edit arrived" "$(cat y/000001.prompt.txt)" = "WHAT IS RED?"
+expect_fail "digest-only JSON lines cannot become bytes" 1 seva-cat -t -o f.tar a.jsonl
+stderr_has "says to use --base64" "record 1 \(key 000001\).*field 'jpg'.*--base64"
+
+# split and join
+$PY -c '
+import msgpack, sys
+with open("five.mp", "wb") as f:
+    for i in range(5):
+        f.write(msgpack.packb({"__key__": "%03d" % i, "txt": "t%d" % i, "png": bytes([i]) * 7}, use_bin_type=True))
+'
+expect "split into shards of 2" seva-cat --split part --per 2 five.mp
+check "three shards" "$(ls part-*.tar | tr '\n' ' ')" = "part-000000.tar part-000001.tar part-000002.tar "
+check "no temp files left" "$(ls | grep -c tmp)" = 0
+expect "join the shards" seva-cat -o joined.mp part-000000.tar part-000001.tar part-000002.tar
+same "split then join gives the stream back" five.mp joined.mp
+expect "select fields" seva-cat -j -f txt -o sel.jsonl five.mp
+expect "only __key__ and txt" jq -e -s 'all(.[]; keys == ["__key__", "txt"])' sel.jsonl
+expect "drop fields" seva-cat -j -x txt -o drop.jsonl five.mp
+expect "txt dropped" jq -e -s 'all(.[]; keys == ["__key__", "png"])' drop.jsonl
+
+# LLaVA import
+expect_fail "LLaVA: missing image fails" 1 seva-cat --llava "$FIX/llava/data.json" --images "$FIX/llava/images" -o l.mp
+stderr_has "names the record and the file" "^seva-cat: .*data.json: record 3 \(id 3\): image '.*missing.jpg': No such file"
+check "failed run leaves no output" ! -e l.mp
+expect_fail "LLaVA with -k: skips, counts, exit 1" 1 seva-cat -k --llava "$FIX/llava/data.json" \
+	--images "$FIX/llava/images" -o l.mp
+stderr_has "skip counted" "1 of 3 samples skipped"
+expect "LLaVA import to tar" seva-cat -t -o l.tar l.mp
+tar -tf l.tar >llist
+printf '%s\n' 000000000001.jpg 000000000001.json coco_2_v1.png coco_2_v1.json >lwant
+same "keys sanitised, image under its extension" llist lwant
+mkdir z
+tar -C z -xf l.tar
+same "image bytes kept" "$FIX/llava/images/coco/000000000001.jpg" z/000000000001.jpg
+expect "LLaVA json fields" jq -e '.prompt == "What colour is the image?" and .image_id == "coco/000000000001.jpg"
+	and .id == "000000000001" and (.conversations | length) == 4' z/000000000001.json
+expect "trailing <image> removed" jq -e '.prompt == "Describe the image."' z/coco_2_v1.json
+
+# bad input
+head -c 2000 a.tar >trunc.tar
+expect_fail "truncated tar" 1 seva-cat -o t.mp trunc.tar
+stderr_has "names file, record, key, member" "^seva-cat: trunc.tar: record 1 \(key 000001\): member '000001\\."
+check "no output file on failure" ! -e t.mp
+head -c 3100 a.mp >trunc.mp
+expect_fail "truncated msgpack" 1 seva-cat -o t.mp trunc.mp
+stderr_has "says truncated" "^seva-cat: trunc.mp: record 1: truncated msgpack"
+expect_fail "truncated msgpack with -k" 1 seva-cat -k -o t.mp trunc.mp
+stderr_has "counts the skip" "1 of 1 samples skipped"
+cat a.mp trunc.mp >half.mp
+expect_fail "-k keeps what came before" 1 seva-cat -k -o t.mp half.mp
+check "two samples kept" "$(seva-cat -j t.mp | wc -l)" = 2
+$PY -c '
+import msgpack
+with open("types.mp", "wb") as f:
+    f.write(msgpack.packb({"__key__": "a", "txt": "ok"}))
+    f.write(msgpack.packb({"__key__": 7, "txt": "bad key"}))
+    f.write(msgpack.packb([1, 2]))
+    f.write(msgpack.packb({"__key__": "d", "json": "{not json"}))
+    f.write(msgpack.packb({"__key__": "e", "txt": "fine"}))
+'
+expect_fail "wrong types" 1 seva-cat -o t.mp types.mp
+stderr_has "key not a string" "types.mp: record 2: __key__ is not a string"
+expect_fail "wrong types with -k" 1 seva-cat -k -j -o t.jsonl types.mp
+stderr_has "not a map" "types.mp: record 3: not a map"
+stderr_has "bad JSON text" "types.mp: record 4 \(key d\): field 'json': not valid JSON"
+stderr_has "three skipped" "3 of 5 samples skipped"
+check "good samples kept" "$(jq -r .__key__ t.jsonl | tr '\n' ' ')" = "a e "
+printf 'hello world\n' >garbage
+expect_fail "garbage" 1 seva-cat garbage
+stderr_has "unknown format" "garbage: not a tar shard, a msgpack stream or JSON lines"
+expect_fail "missing file" 1 seva-cat nosuchfile
+stderr_has "names the file" "nosuchfile"
+mkdir -p dup
+printf a >dup/1.txt; printf b >dup/2.txt; printf c >dup/1.json
+tar -C dup -cf dup.tar 1.txt 2.txt 1.json
+expect_fail "key not adjacent" 1 seva-cat -o t.mp dup.tar
+stderr_has "says not adjacent" "record 3 \(key 1\): .*not adjacent"
+: >empty
+expect "empty input" seva-cat -o empty.out empty
+check "empty input, empty output" "$(stat -c %s empty.out)" = 0
+expect "empty stdin to tar" sh -c 'seva-cat -t < /dev/null > empty.tar'
+check "no bytes for no samples" "$(stat -c %s empty.tar)" = 0
+expect_fail "writing to /dev/full fails" 1 sh -c 'seva-cat a.mp > /dev/full'
+stderr_has "write error" "write error"
+$PY -c '
+import msgpack
+with open("big.mp", "wb") as f:
+    for i in range(3000):
+        f.write(msgpack.packb({"__key__": "%06d" % i, "png": b"x" * 1000, "txt": "t"}, use_bin_type=True))
+'
+(seva-cat -t big.mp 2>head.err; echo $? >head.rc) | head -c 100 >/dev/null
+check "| head ends quietly" "$(cat head.err)" = ""
+check "| head: killed by SIGPIPE or clean" "$(cat head.rc)" -eq 141 -o "$(cat head.rc)" -eq 0
+expect_fail "usage error" 2 seva-cat --per 0 a.mp
+expect_fail "unknown option" 2 seva-cat --bogus
+done_testing

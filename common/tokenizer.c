@@ -419,6 +419,8 @@ struct tokenizer {
 		int id, special, lstrip, rstrip, single_word, normalized;
 	} *added;
 	int nadded;
+	int *added_by_byte;          /* added indices grouped by first byte, */
+	int added_first[257];        /* group b at [added_first[b], added_first[b + 1]) */
 	int *added_of_id;            /* id → index in added, -1; [0, nid) */
 	struct smap added_map;
 	int nid;                     /* 1 + the largest id */
@@ -1089,10 +1091,11 @@ static void split_added(const struct tokenizer *t, const char *s, size_t n, int 
 	size_t prev = 0, i = 0;
 	while (i < n) {
 		int best = -1;
-		for (int k = 0; k < t->nadded; k++) {
+		unsigned char c0 = (unsigned char)s[i];
+		for (int q = t->added_first[c0]; q < t->added_first[c0 + 1]; q++) {
+			int k = t->added_by_byte[q];
 			const struct added *a = &t->added[k];
-			if (a->normalized != normalized || a->len > n - i || !a->len ||
-			    a->content[0] != s[i] || memcmp(a->content, s + i, a->len))
+			if (a->normalized != normalized || a->len > n - i || memcmp(a->content, s + i, a->len))
 				continue;
 			if (best < 0 || a->len > t->added[best].len)
 				best = k;
@@ -1510,6 +1513,7 @@ void tokenizer_free(struct tokenizer *t)
 		free(t->added[i].content);
 	free(t->added);
 	free(t->added_of_id);
+	free(t->added_by_byte);
 	smap_release(&t->added_map);
 	if (t->norm)
 		step_release(t->norm);
@@ -1824,6 +1828,19 @@ struct tokenizer *tokenizer_load(const char *path)
 		t->added_of_id[i] = -1;
 	for (int i = 0; i < t->nadded; i++)
 		t->added_of_id[t->added[i].id] = i;
+	t->added_by_byte = xmalloc((size_t)(t->nadded + 1) * sizeof(int));
+	for (int i = 0; i < t->nadded; i++)
+		if (t->added[i].len)
+			t->added_first[(unsigned char)t->added[i].content[0] + 1]++;
+	for (int b = 0; b < 256; b++)
+		t->added_first[b + 1] += t->added_first[b];
+	{
+		int fill[256];
+		memcpy(fill, t->added_first, sizeof(fill));
+		for (int i = 0; i < t->nadded; i++)
+			if (t->added[i].len)
+				t->added_by_byte[fill[(unsigned char)t->added[i].content[0]]++] = i;
+	}
 	if (pattern_regex(&t->ws_re, WHITESPACE_RE, file) < 0 ||
 	    pattern_regex(&t->gpt2_re, GPT2_RE, file) < 0)
 		goto fail;

@@ -1,0 +1,1131 @@
+/* vlm.c — the model's layout (the tensor table of names.md over one flat
+ * buffer), LoRA, and the training passes: a batched forward that keeps what
+ * backward needs, and a backward that skips what is frozen.
+ *
+ * Shapes use tensor.h's letters; the vision tower's are VC (hidden), VI
+ * (intermediate), VNH heads of VHS, VT = NP+1 tokens per image, NI distinct
+ * images, VN = NI*VT rows, IT image tokens in the decoder. QD = NH*HS and
+ * KVD = NKV*HS. The decoder runs B sequences padded to T slots (N = B*T
+ * rows); only the NR rows that carry a loss weight reach the lm head. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "tensor.h"
+#include "util.h"
+#include "vlm.h"
+#include "vlm_impl.h"
+
+/* --- the tensor table --- */
+
+static int tensor_add(struct vlm *m, int *cap, int part, int optional, int ndim,
+		      const long *shape, const char *fmt, ...)
+	__attribute__((format(printf, 7, 8)));
+
+static int tensor_add(struct vlm *m, int *cap, int part, int optional, int ndim,
+		      const long *shape, const char *fmt, ...)
+{
+	if (m->ntensors == *cap) {
+		*cap = *cap ? 2 * *cap : 64;
+		m->tensors = xrealloc(m->tensors, *cap * sizeof *m->tensors);
+	}
+	struct vlm_tensor *t = &m->tensors[m->ntensors];
+	memset(t, 0, sizeof *t);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(t->name, sizeof t->name, fmt, ap);
+	va_end(ap);
+	t->ndim = ndim;
+	t->numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		t->shape[i] = shape[i];
+		t->numel *= shape[i];
+	}
+	t->part = part;
+	t->optional = optional;
+	return m->ntensors++;
+}
+
+#define ADD(part, opt, shape, ...) tensor_add(m, &cap, part, opt, shape, __VA_ARGS__)
+/* tensor_add's ndim/shape argument order, flipped for the macro */
+#define T1(a) 1, (const long[]){a}
+#define T2(a, b) 2, (const long[]){a, b}
+
+/* Points every tensor's data (and grad, for the trainable) into the flat
+ * buffers, in table order. */
+static void bind_views(struct vlm *m)
+{
+	long off = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		t->data = m->params + off;
+		t->grad = m->grads && (m->trainable & t->part) ? m->grads + off : NULL;
+		off += t->numel;
+	}
+	struct vlm_impl *im = m->impl;
+	if (m->cfg.tie_embeddings)
+		im->lm_head = im->embed;
+}
+
+struct vlm *vlm_new(const struct vlm_config *cfg)
+{
+	struct vlm *m = xcalloc(1, sizeof *m);
+	struct vlm_impl *im = xcalloc(1, sizeof *im);
+	m->cfg = *cfg;
+	m->impl = im;
+	const struct vlm_config *c = &m->cfg;
+	long VC = c->v_hidden, VI = c->v_inter, P = c->patch_size;
+	long NC = c->num_channels > 0 ? c->num_channels : 3;
+	long C = c->hidden, FF = c->inter, V = c->vocab, HS = c->hidden / c->heads;
+	long QD = c->heads * HS, KVD = c->kv_heads * HS;
+	int cap = 0;
+	const int VIS = VLM_PART_VISION, PRJ = VLM_PART_PROJECTOR, DEC = VLM_PART_DECODER;
+	const char *vp = "vision_tower.vision_model.";
+
+	im->patch = tensor_add(m, &cap, VIS, 0, 4, (const long[]){VC, NC, P, P},
+			       "%sembeddings.patch_embedding.weight", vp);
+	im->cls = ADD(VIS, 0, T1(VC), "%sembeddings.class_embedding", vp);
+	im->pos = ADD(VIS, 0, T2(c->np + 1, VC), "%sembeddings.position_embedding.weight", vp);
+	im->pre_w = ADD(VIS, 0, T1(VC), "%spre_layrnorm.weight", vp);
+	im->pre_b = ADD(VIS, 0, T1(VC), "%spre_layrnorm.bias", vp);
+	im->vl = xcalloc((size_t)c->v_layers * VL_N + 1, sizeof(int));
+	for (int l = 0; l < c->v_layers; l++) {
+		int *x = im->vl + l * VL_N;
+		const char *lp = "vision_tower.vision_model.encoder.layers";
+		x[VL_LN1_W] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm1.weight", lp, l);
+		x[VL_LN1_B] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm1.bias", lp, l);
+		x[VL_Q_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.q_proj.weight", lp, l);
+		x[VL_Q_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.q_proj.bias", lp, l);
+		x[VL_K_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.k_proj.weight", lp, l);
+		x[VL_K_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.k_proj.bias", lp, l);
+		x[VL_V_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.v_proj.weight", lp, l);
+		x[VL_V_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.v_proj.bias", lp, l);
+		x[VL_O_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.out_proj.weight", lp, l);
+		x[VL_O_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.out_proj.bias", lp, l);
+		x[VL_LN2_W] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm2.weight", lp, l);
+		x[VL_LN2_B] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm2.bias", lp, l);
+		x[VL_FC1_W] = ADD(VIS, 0, T2(VI, VC), "%s.%d.mlp.fc1.weight", lp, l);
+		x[VL_FC1_B] = ADD(VIS, 0, T1(VI), "%s.%d.mlp.fc1.bias", lp, l);
+		x[VL_FC2_W] = ADD(VIS, 0, T2(VC, VI), "%s.%d.mlp.fc2.weight", lp, l);
+		x[VL_FC2_B] = ADD(VIS, 0, T1(VC), "%s.%d.mlp.fc2.bias", lp, l);
+	}
+	im->post_w = ADD(VIS, 1, T1(VC), "%spost_layernorm.weight", vp);
+	im->post_b = ADD(VIS, 1, T1(VC), "%spost_layernorm.bias", vp);
+
+	im->p1_w = ADD(PRJ, 0, T2(C, VC), "multi_modal_projector.linear_1.weight");
+	im->p1_b = ADD(PRJ, 0, T1(C), "multi_modal_projector.linear_1.bias");
+	im->p2_w = ADD(PRJ, 0, T2(C, C), "multi_modal_projector.linear_2.weight");
+	im->p2_b = ADD(PRJ, 0, T1(C), "multi_modal_projector.linear_2.bias");
+
+	im->embed = ADD(DEC, 0, T2(V, C), "language_model.model.embed_tokens.weight");
+	im->dl = xcalloc((size_t)c->layers * DL_N + 1, sizeof(int));
+	for (int l = 0; l < c->layers; l++) {
+		int *x = im->dl + l * DL_N;
+		const char *lp = "language_model.model.layers";
+		x[DL_LN1] = ADD(DEC, 0, T1(C), "%s.%d.input_layernorm.weight", lp, l);
+		x[DL_Q] = ADD(DEC, 0, T2(QD, C), "%s.%d.self_attn.q_proj.weight", lp, l);
+		x[DL_K] = ADD(DEC, 0, T2(KVD, C), "%s.%d.self_attn.k_proj.weight", lp, l);
+		x[DL_V] = ADD(DEC, 0, T2(KVD, C), "%s.%d.self_attn.v_proj.weight", lp, l);
+		x[DL_O] = ADD(DEC, 0, T2(C, QD), "%s.%d.self_attn.o_proj.weight", lp, l);
+		x[DL_LN2] = ADD(DEC, 0, T1(C), "%s.%d.post_attention_layernorm.weight", lp, l);
+		x[DL_GATE] = ADD(DEC, 0, T2(FF, C), "%s.%d.mlp.gate_proj.weight", lp, l);
+		x[DL_UP] = ADD(DEC, 0, T2(FF, C), "%s.%d.mlp.up_proj.weight", lp, l);
+		x[DL_DOWN] = ADD(DEC, 0, T2(C, FF), "%s.%d.mlp.down_proj.weight", lp, l);
+	}
+	im->norm = ADD(DEC, 0, T1(C), "language_model.model.norm.weight");
+	if (!c->tie_embeddings)
+		im->lm_head = ADD(DEC, 0, T2(V, C), "language_model.lm_head.weight");
+
+	im->nbase = m->ntensors;
+	for (int i = 0; i < m->ntensors; i++)
+		m->nparams += m->tensors[i].numel;
+	im->nbase_params = m->nparams;
+	im->la = xmalloc(((size_t)c->layers * LT_N + 1) * sizeof(int));
+	for (int i = 0; i < c->layers * LT_N; i++)
+		im->la[i] = -1;
+	m->params = xcalloc(m->nparams, sizeof(float));
+	bind_views(m);
+	preprocess_defaults(&m->pre, c->image_size);
+	return m;
+}
+
+void vlm_free(struct vlm *m)
+{
+	if (!m)
+		return;
+	struct vlm_impl *im = m->impl;
+	if (im) {
+		free(im->vl);
+		free(im->dl);
+		free(im->la);
+		for (int i = 0; i < 2; i++) {
+			free(im->acts[i]);
+			free(im->iacts[i]);
+		}
+		free(im->dacts);
+		free(im->kv);
+		free(im->dec);
+		free(im);
+	}
+	free(m->dir);
+	free(m->params);
+	free(m->grads);
+	free(m->tensors);
+	free(m);
+}
+
+struct vlm_tensor *vlm_tensor_find(struct vlm *m, const char *name)
+{
+	for (int i = 0; i < m->ntensors; i++)
+		if (!strcmp(m->tensors[i].name, name))
+			return &m->tensors[i];
+	return NULL;
+}
+
+void vlm_init_random(struct vlm *m, uint64_t seed)
+{
+	struct vlm_impl *im = m->impl;
+#pragma omp parallel for schedule(dynamic)
+	for (int i = 0; i < im->nbase; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		size_t n = strlen(t->name);
+		int bias = n > 5 && !strcmp(t->name + n - 5, ".bias");
+		if (bias) {
+			memset(t->data, 0, t->numel * sizeof(float));
+		} else if (strstr(t->name, "norm")) {
+			for (long j = 0; j < t->numel; j++)
+				t->data[j] = 1;
+		} else {
+			/* a stream per tensor: the values do not depend on the table order */
+			struct rng r;
+			rng_seed(&r, seed, t->name, "init");
+			for (long j = 0; j < t->numel; j++)
+				t->data[j] = (float)(0.02 * rng_normal(&r));
+		}
+	}
+}
+
+/* --- LoRA --- */
+
+static void lora_dims(const struct vlm_config *c, int lt, long *in, long *out)
+{
+	long HS = c->hidden / c->heads, QD = c->heads * HS, KVD = c->kv_heads * HS;
+	switch (lt) {
+	case LT_Q: *in = c->hidden; *out = QD; break;
+	case LT_K:
+	case LT_V: *in = c->hidden; *out = KVD; break;
+	case LT_O: *in = QD; *out = c->hidden; break;
+	case LT_GATE:
+	case LT_UP: *in = c->hidden; *out = c->inter; break;
+	default: *in = c->inter; *out = c->hidden; break;
+	}
+}
+
+/* The decoder weight each LoRA slot adapts. */
+static const int lt_dl[LT_N] = { DL_Q, DL_K, DL_V, DL_O, DL_GATE, DL_UP, DL_DOWN };
+
+static const char *const lora_module[LT_N] = {
+	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+};
+
+/* Resizes the flat buffers to NPARAMS floats, keeping each tensor's values
+ * (the first NKEEP tensors: their offsets do not move). */
+static void resize_params(struct vlm *m, long nparams)
+{
+	m->params = xrealloc(m->params, nparams * sizeof(float));
+	if (nparams > m->nparams)
+		memset(m->params + m->nparams, 0, (nparams - m->nparams) * sizeof(float));
+	if (m->grads) {
+		m->grads = xrealloc(m->grads, nparams * sizeof(float));
+		if (nparams > m->nparams)
+			memset(m->grads + m->nparams, 0, (nparams - m->nparams) * sizeof(float));
+	}
+	m->nparams = nparams;
+	bind_views(m);
+}
+
+static void lora_drop(struct vlm *m)
+{
+	struct vlm_impl *im = m->impl;
+	m->ntensors = im->nbase;
+	for (int i = 0; i < m->cfg.layers * LT_N; i++)
+		im->la[i] = -1;
+	resize_params(m, im->nbase_params);
+	memset(&m->lora, 0, sizeof m->lora);
+}
+
+void vlm_lora_add(struct vlm *m, int rank, float alpha, unsigned targets, uint64_t seed)
+{
+	struct vlm_impl *im = m->impl;
+	if (m->lora.rank > 0)
+		lora_drop(m);
+	int cap = m->ntensors;
+	long n = m->nparams;
+	for (int l = 0; l < m->cfg.layers; l++)
+		for (int lt = 0; lt < LT_N; lt++) {
+			if (!(targets & (1u << lt)))
+				continue;
+			long in, out;
+			lora_dims(&m->cfg, lt, &in, &out);
+			const char *lp = "language_model.model.layers";
+			im->la[l * LT_N + lt] = tensor_add(m, &cap, VLM_PART_LORA, 0, T2(rank, in),
+							   "%s.%d.%s.lora_A.weight", lp, l, lora_module[lt]);
+			tensor_add(m, &cap, VLM_PART_LORA, 0, T2(out, rank),
+				   "%s.%d.%s.lora_B.weight", lp, l, lora_module[lt]);
+			n += rank * in + out * rank;
+		}
+	resize_params(m, n);
+	m->lora.rank = rank;
+	m->lora.alpha = alpha;
+	m->lora.targets = targets & LORA_ALL;
+	m->lora.enabled = 1;
+	/* A ~ U(-1/sqrt(in), 1/sqrt(in)): kaiming_uniform(a=sqrt(5)) as PEFT; B = 0 */
+	for (int i = im->nbase; i < m->ntensors; i += 2) {
+		struct vlm_tensor *a = &m->tensors[i];
+		struct rng r;
+		rng_seed(&r, seed, a->name, "init");
+		double bound = 1 / sqrt((double)a->shape[1]);
+		for (long j = 0; j < a->numel; j++)
+			a->data[j] = (float)rng_range(&r, -bound, bound);
+	}
+}
+
+void vlm_lora_merge(struct vlm *m)
+{
+	struct vlm_impl *im = m->impl;
+	if (m->lora.rank <= 0)
+		return;
+	float s = m->lora.alpha / m->lora.rank;
+	for (int l = 0; l < m->cfg.layers; l++)
+		for (int lt = 0; lt < LT_N; lt++) {
+			int ia = im->la[l * LT_N + lt];
+			if (ia < 0)
+				continue;
+			const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
+			struct vlm_tensor *W = &m->tensors[im->dl[l * DL_N + lt_dl[lt]]];
+			long r = A->shape[0], in = A->shape[1], out = B->shape[0];
+			float *at = xmalloc(in * r * sizeof(float));   /* (in, r) = Aᵀ */
+			float *ba = xmalloc(out * in * sizeof(float)); /* (out, in) = B·A */
+			for (long i = 0; i < r; i++)
+				for (long j = 0; j < in; j++)
+					at[j * r + i] = A->data[i * in + j];
+			matmul_forward(ba, B->data, at, NULL, out, r, in);
+			for (long j = 0; j < out * in; j++)
+				W->data[j] += s * ba[j];
+			free(at);
+			free(ba);
+		}
+	lora_drop(m);
+}
+
+/* --- training state --- */
+
+void vlm_train_init(struct vlm *m, unsigned trainable)
+{
+	m->trainable = trainable;
+	if (!m->grads)
+		m->grads = xcalloc(m->nparams, sizeof(float));
+	bind_views(m);
+}
+
+void vlm_zero_grad(struct vlm *m)
+{
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		if (t->grad)
+			memset(t->grad, 0, t->numel * sizeof(float));
+	}
+}
+
+double vlm_grad_norm(struct vlm *m)
+{
+	double s = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (!t->grad)
+			continue;
+		double ts = 0;
+#pragma omp parallel for reduction(+ : ts) if (t->numel > 65536)
+		for (long j = 0; j < t->numel; j++)
+			ts += (double)t->grad[j] * t->grad[j];
+		s += ts;
+	}
+	return sqrt(s);
+}
+
+/* --- activations --- */
+
+
+/* One CLIP layer's saved activations. */
+struct vlay {
+	float *ln1, *m1, *r1, *q, *k, *v, *att, *atty, *mid, *ln2, *m2, *r2, *fc1, *act;
+};
+/* One LLaMA layer's saved activations. */
+struct dlay {
+	float *ln1, *r1, *q, *k, *v, *att, *atty, *mid, *ln2, *r2, *gate, *up, *swi;
+	float *xa[LT_N];
+};
+/* Everything else of a forward, and the layer blocks' bases. */
+struct fwd {
+	float *patches, *pe, *vemb, *vpm, *vpr, *vres, *feat, *p1, *p1a, *img;
+	float *res, *tmp, *xg, *xn, *hr, *logits, *lp, *gw;
+	float *vbase, *dbase;
+	size_t vstride, dstride;
+	int *pos, *len2, *rowid, *imgrow, *grow, *gtgt, *gb, *vlen, *ilist;
+};
+
+/* Bump allocation over BASE (NULL: only count). Each view starts on a
+ * 64-byte boundary. */
+struct bump {
+	float *base;
+	size_t off;
+};
+static float *take(struct bump *b, size_t n)
+{
+	float *p = b->base ? b->base + b->off : NULL;
+	b->off += (n + 15) & ~(size_t)15;
+	return p;
+}
+static int *takei(struct bump *b, size_t n)
+{
+	int *p = b->base ? (int *)b->base + b->off : NULL;
+	b->off += (n + 15) & ~(size_t)15;
+	return p;
+}
+
+static size_t vlay_bind(struct vlay *v, float *base, const struct vlm_config *c, const struct vlm_shape *s)
+{
+	struct bump b = {base, 0};
+	size_t VN = s->VN, VC = c->v_hidden;
+	v->ln1 = take(&b, VN * VC);
+	v->m1 = take(&b, VN);
+	v->r1 = take(&b, VN);
+	v->q = take(&b, VN * VC);
+	v->k = take(&b, VN * VC);
+	v->v = take(&b, VN * VC);
+	v->att = take(&b, (size_t)s->NI * c->v_heads * s->VT * s->VT);
+	v->atty = take(&b, VN * VC);
+	v->mid = take(&b, VN * VC);
+	v->ln2 = take(&b, VN * VC);
+	v->m2 = take(&b, VN);
+	v->r2 = take(&b, VN);
+	v->fc1 = take(&b, VN * c->v_inter);
+	v->act = take(&b, VN * c->v_inter);
+	return b.off;
+}
+
+static size_t dlay_bind(struct dlay *d, float *base, const struct vlm *m, const struct vlm_shape *s)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	struct bump b = {base, 0};
+	size_t N = s->N, C = c->hidden, HS = c->hidden / c->heads;
+	size_t QD = c->heads * HS, KVD = c->kv_heads * HS;
+	d->ln1 = take(&b, N * C);
+	d->r1 = take(&b, N);
+	d->q = take(&b, N * QD);
+	d->k = take(&b, N * KVD);
+	d->v = take(&b, N * KVD);
+	d->att = take(&b, (size_t)s->B * c->heads * s->T * s->T);
+	d->atty = take(&b, N * QD);
+	d->mid = take(&b, N * C);
+	d->ln2 = take(&b, N * C);
+	d->r2 = take(&b, N);
+	d->gate = take(&b, N * c->inter);
+	d->up = take(&b, N * c->inter);
+	d->swi = take(&b, N * c->inter);
+	for (int lt = 0; lt < LT_N; lt++)
+		d->xa[lt] = s->r && (m->lora.targets & (1u << lt)) ? take(&b, N * s->r) : NULL;
+	(void)im;
+	return b.off;
+}
+
+/* Lays out the whole forward arena; returns floats needed. */
+static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm *m,
+		       const struct vlm_shape *s, size_t *ints)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct bump b = {base, 0};
+	size_t VC = c->v_hidden, C = c->hidden, NC = c->num_channels > 0 ? c->num_channels : 3;
+	size_t NP = c->np, PP = (size_t)c->patch_size * c->patch_size;
+	size_t HS = c->hidden / c->heads, QD = c->heads * HS;
+	size_t NIT = (size_t)s->NI * s->IT;
+	f->patches = take(&b, s->NI * NP * NC * PP);
+	f->pe = take(&b, s->NI * NP * VC);
+	f->vemb = take(&b, s->VN * VC);
+	f->vpm = take(&b, s->VN);
+	f->vpr = take(&b, s->VN);
+	f->vres = take(&b, (size_t)s->nvres * s->VN * VC);
+	f->feat = take(&b, NIT * VC);
+	f->p1 = take(&b, NIT * C);
+	f->p1a = take(&b, NIT * C);
+	f->img = take(&b, NIT * C);
+	f->res = take(&b, (size_t)s->ndres * s->N * C);
+	size_t wide = C > QD ? C : QD;
+	if ((size_t)c->inter > wide)
+		wide = c->inter;
+	f->tmp = take(&b, s->N * wide);
+	f->xg = take(&b, (size_t)s->NR * C);
+	f->xn = take(&b, (size_t)s->NR * C);
+	f->hr = take(&b, s->NR);
+	f->logits = take(&b, (size_t)s->NR * c->vocab);
+	f->lp = take(&b, s->NR);
+	f->gw = take(&b, s->NR);
+	struct vlay vl;
+	struct dlay dl;
+	f->vstride = (vlay_bind(&vl, NULL, c, s) + 15) & ~(size_t)15;
+	f->dstride = (dlay_bind(&dl, NULL, m, s) + 15) & ~(size_t)15;
+	f->vbase = take(&b, f->vstride * s->nv);
+	f->dbase = take(&b, f->dstride * s->nd);
+
+	struct bump bi = {(float *)ibase, 0};
+	f->pos = takei(&bi, s->N);
+	f->len2 = takei(&bi, s->B);
+	f->rowid = takei(&bi, s->N);
+	f->imgrow = takei(&bi, s->N);
+	f->grow = takei(&bi, s->NR);
+	f->gtgt = takei(&bi, s->NR);
+	f->gb = takei(&bi, s->NR);
+	f->vlen = takei(&bi, s->NI);
+	f->ilist = takei(&bi, s->NI);
+	*ints = bi.off;
+	return b.off;
+}
+
+static struct vlay vlay_at(const struct fwd *f, const struct vlm *m, const struct vlm_shape *s, int l)
+{
+	struct vlay v;
+	vlay_bind(&v, f->vbase + (s->nv > 1 ? (size_t)l : 0) * f->vstride, &m->cfg, s);
+	return v;
+}
+static struct dlay dlay_at(const struct fwd *f, const struct vlm *m, const struct vlm_shape *s, int l)
+{
+	struct dlay d;
+	dlay_bind(&d, f->dbase + (s->nd > 1 ? (size_t)l : 0) * f->dstride, m, s);
+	return d;
+}
+static float *vres_at(const struct fwd *f, const struct vlm *m, const struct vlm_shape *s, int i)
+{
+	return f->vres + (size_t)(s->nvres > 2 ? i : (i & 1)) * s->VN * m->cfg.v_hidden;
+}
+static float *res_at(const struct fwd *f, const struct vlm *m, const struct vlm_shape *s, int i)
+{
+	return f->res + (size_t)(s->ndres > 2 ? i : (i & 1)) * s->N * m->cfg.hidden;
+}
+
+/* --- activations of the MLPs --- */
+
+static void act_forward(enum act a, float *out, const float *inp, long n)
+{
+	switch (a) {
+	case ACT_GELU: gelu_forward(out, inp, n); break;
+	case ACT_QUICK_GELU: quick_gelu_forward(out, inp, n); break;
+	case ACT_SILU:
+#pragma omp parallel for if (n > 65536)
+		for (long i = 0; i < n; i++)
+			out[i] = inp[i] / (1 + expf(-inp[i]));
+		break;
+	}
+}
+
+static void act_backward(enum act a, float *dinp, const float *inp, const float *dout, long n)
+{
+	switch (a) {
+	case ACT_GELU: gelu_backward(dinp, inp, dout, n); break;
+	case ACT_QUICK_GELU: quick_gelu_backward(dinp, inp, dout, n); break;
+	case ACT_SILU:
+#pragma omp parallel for if (n > 65536)
+		for (long i = 0; i < n; i++) {
+			float sg = 1 / (1 + expf(-inp[i]));
+			dinp[i] += dout[i] * sg * (1 + inp[i] * (1 - sg));
+		}
+		break;
+	}
+}
+
+/* --- forward --- */
+
+#define P(i) (m->tensors[i].data)
+#define G(i) (m->tensors[i].grad)
+
+void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, float *xa,
+		    float *tmp, int N)
+{
+	struct vlm_impl *im = m->impl;
+	int ia = im->la[l * LT_N + lt];
+	if (ia < 0 || !m->lora.enabled || !xa)
+		return;
+	const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
+	int r = A->shape[0], in = A->shape[1], out = B->shape[0];
+	float s = m->lora.alpha / m->lora.rank;
+	matmul_forward(xa, x, A->data, NULL, N, in, r);
+	for (long i = 0; i < (long)N * r; i++)
+		xa[i] *= s;
+	matmul_forward(tmp, xa, B->data, NULL, N, r, out);
+	residual_forward(y, y, tmp, (long)N * out);
+}
+
+/* The CLIP tower over NI images (NI, NC, S, S) → f->feat (NI*IT, VC). */
+static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
+			   const float *images)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int VC = c->v_hidden, VI = c->v_inter, VNH = c->v_heads, VHS = VC / VNH;
+	int P = c->patch_size, S = c->image_size, GW = S / P, NP = c->np;
+	int NC = c->num_channels > 0 ? c->num_channels : 3, CPP = NC * P * P;
+	int NI = s->NI, VT = s->VT, VN = s->VN;
+
+	/* patches (NI*NP, NC*P*P) in (c, py, px) order: the conv weight's layout */
+#pragma omp parallel for collapse(2)
+	for (int i = 0; i < NI; i++)
+		for (int p = 0; p < NP; p++) {
+			const float *img = images + (size_t)f->ilist[i] * NC * S * S;
+			float *dst = f->patches + ((size_t)i * NP + p) * CPP;
+			int gy = p / GW, gx = p % GW;
+			for (int ch = 0; ch < NC; ch++)
+				for (int y = 0; y < P; y++)
+					memcpy(dst + (ch * P + y) * P,
+					       img + ((size_t)ch * S + gy * P + y) * S + gx * P,
+					       P * sizeof(float));
+		}
+	matmul_forward(f->pe, f->patches, P(im->patch), NULL, NI * NP, CPP, VC);
+	const float *pos = P(im->pos), *cls = P(im->cls);
+#pragma omp parallel for collapse(2)
+	for (int i = 0; i < NI; i++)
+		for (int t = 0; t < VT; t++) {
+			float *dst = f->vemb + ((size_t)i * VT + t) * VC;
+			const float *src = t ? f->pe + ((size_t)i * NP + t - 1) * VC : cls;
+			for (int j = 0; j < VC; j++)
+				dst[j] = src[j] + pos[(size_t)t * VC + j];
+		}
+	layernorm_forward(vres_at(f, m, s, 0), f->vpm, f->vpr, f->vemb, P(im->pre_w), P(im->pre_b),
+			  VN, VC, c->v_eps);
+	for (int i = 0; i < NI; i++)
+		f->vlen[i] = VT;
+	for (int l = 0; l < c->v_used; l++) {
+		const int *w = im->vl + l * VL_N;
+		struct vlay a = vlay_at(f, m, s, l);
+		float *x = vres_at(f, m, s, l), *out = vres_at(f, m, s, l + 1);
+		layernorm_forward(a.ln1, a.m1, a.r1, x, P(w[VL_LN1_W]), P(w[VL_LN1_B]), VN, VC, c->v_eps);
+		matmul_forward(a.q, a.ln1, P(w[VL_Q_W]), P(w[VL_Q_B]), VN, VC, VC);
+		matmul_forward(a.k, a.ln1, P(w[VL_K_W]), P(w[VL_K_B]), VN, VC, VC);
+		matmul_forward(a.v, a.ln1, P(w[VL_V_W]), P(w[VL_V_B]), VN, VC, VC);
+		attention_forward(a.atty, a.att, a.q, a.k, a.v, f->vlen, NI, VT, VNH, VNH, VHS, 0);
+		matmul_forward(a.mid, a.atty, P(w[VL_O_W]), P(w[VL_O_B]), VN, VC, VC);
+		residual_forward(a.mid, a.mid, x, (long)VN * VC);
+		layernorm_forward(a.ln2, a.m2, a.r2, a.mid, P(w[VL_LN2_W]), P(w[VL_LN2_B]), VN, VC, c->v_eps);
+		matmul_forward(a.fc1, a.ln2, P(w[VL_FC1_W]), P(w[VL_FC1_B]), VN, VC, VI);
+		act_forward(c->v_act, a.act, a.fc1, (long)VN * VI);
+		matmul_forward(out, a.act, P(w[VL_FC2_W]), P(w[VL_FC2_B]), VN, VI, VC);
+		residual_forward(out, out, a.mid, (long)VN * VC);
+	}
+	const float *hid = vres_at(f, m, s, c->v_used);
+	int skip = c->drop_cls ? 1 : 0;
+#pragma omp parallel for
+	for (int i = 0; i < NI; i++)
+		memcpy(f->feat + (size_t)i * s->IT * VC, hid + ((size_t)i * VT + skip) * VC,
+		       (size_t)s->IT * VC * sizeof(float));
+}
+
+static size_t grow_arena(float **p, size_t *cap, size_t n)
+{
+	if (n > *cap) {
+		free(*p);
+		*p = xmalloc(n * sizeof(float));
+		*cap = n;
+	}
+	return n;
+}
+
+int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
+		   const struct vlm_fwd_opts *o)
+{
+	struct vlm_impl *im = m->impl;
+	const struct vlm_config *c = &m->cfg;
+	int B = batch->B, C = c->hidden, V = c->vocab, L = c->layers;
+	int NH = c->heads, NKV = c->kv_heads, HS = C / NH, QD = NH * HS, KVD = NKV * HS, FF = c->inter;
+	int keep = o->keep, gen = o->last_logits != NULL;
+	if (keep)
+		im->kept = 0;
+	if (B <= 0)
+		return 0;
+
+	/* which images are used, and each sequence's expanded length */
+	struct vlm_shape s = {0};
+	s.IT = c->img_tokens;
+	s.VT = c->np + 1;
+	int *imap = xmalloc((batch->n_images + 1) * sizeof(int));
+	int *ipos = xmalloc(B * sizeof(int));
+	for (int i = 0; i < batch->n_images; i++)
+		imap[i] = -1;
+	int rc = -1, T = 0;
+	long NR = 0;
+	for (int b = 0; b < B; b++) {
+		int io = batch->image_of ? batch->image_of[b] : -1;
+		int n = batch->len[b];
+		ipos[b] = -1;
+		if (n < 1) {
+			error("sequence %d: empty", b);
+			goto out;
+		}
+		for (int t = 0; t < n; t++) {
+			int id = batch->ids[b][t];
+			if (id == c->image_token_index) {
+				if (ipos[b] >= 0) {
+					error("sequence %d: more than one image token (at %d and %d)",
+					      b, ipos[b], t);
+					goto out;
+				}
+				ipos[b] = t;
+			} else if (id < 0 || id >= V) {
+				error("sequence %d: token %d: id %d outside the vocabulary [0, %d)",
+				      b, t, id, V);
+				goto out;
+			}
+		}
+		if (io >= batch->n_images || io < -1) {
+			error("sequence %d: image %d of %d", b, io, batch->n_images);
+			goto out;
+		}
+		if ((io >= 0) != (ipos[b] >= 0)) {
+			error("sequence %d: %s", b, io >= 0 ? "an image but no image token"
+							      : "an image token but no image");
+			goto out;
+		}
+		if (io >= 0 && imap[io] < 0)
+			imap[io] = s.NI++;
+		int n2 = n + (io >= 0 ? s.IT - 1 : 0);
+		if (n2 > c->max_pos) {
+			error("sequence %d: %d positions (image included) exceed the context of %d",
+			      b, n2, c->max_pos);
+			goto out;
+		}
+		if (n2 > T)
+			T = n2;
+		if (!gen && batch->weight)
+			for (int t = 1; t < n; t++)
+				NR += batch->weight[b][t] != 0 && t != ipos[b];
+	}
+	if (gen)
+		NR = B;
+	s.B = B;
+	s.T = T;
+	s.N = B * T;
+	s.NR = NR;
+	s.VN = s.NI * s.VT;
+	s.gen = gen;
+	s.r = m->lora.rank > 0 && m->lora.enabled ? m->lora.rank : 0;
+	s.vkeep = keep && (m->trainable & VLM_PART_VISION);
+	s.nv = s.vkeep ? c->v_used : 1;
+	s.nvres = s.vkeep ? c->v_used + 1 : 2;
+	s.nd = keep ? L : 1;
+	s.ndres = keep ? L + 1 : 2;
+
+	struct fwd f;
+	size_t ni, nf = fwd_bind(&f, NULL, NULL, m, &s, &ni);
+	int ar = keep ? 1 : 0;
+	grow_arena(&im->acts[ar], &im->acts_cap[ar], nf);
+	grow_arena((float **)&im->iacts[ar], &im->iacts_cap[ar], ni);
+	fwd_bind(&f, im->acts[ar], im->iacts[ar], m, &s, &ni);
+
+	/* rows: token ids, image rows, positions; the loss rows gathered */
+	for (int i = 0; i < batch->n_images; i++)
+		if (imap[i] >= 0)
+			f.ilist[imap[i]] = i;
+	int r = 0;
+	for (int b = 0; b < B; b++) {
+		int n = batch->len[b], io = batch->image_of ? batch->image_of[b] : -1;
+		int shift = io >= 0 ? s.IT - 1 : 0;
+		f.len2[b] = n + shift;
+		for (int t = 0; t < T; t++) {
+			int row = b * T + t;
+			f.pos[row] = t;
+			f.rowid[row] = -1;
+			f.imgrow[row] = -1;
+			if (ipos[b] >= 0 && t >= ipos[b] && t < ipos[b] + s.IT)
+				f.imgrow[row] = imap[io] * s.IT + t - ipos[b];
+			else if (t < f.len2[b])
+				f.rowid[row] = batch->ids[b][ipos[b] >= 0 && t > ipos[b] ? t - shift : t];
+		}
+		if (gen) {
+			f.grow[b] = b * T + f.len2[b] - 1;
+			f.gtgt[b] = -1;
+			f.gb[b] = b;
+			f.gw[b] = 0;
+			continue;
+		}
+		if (!batch->weight)
+			continue;
+		for (int t = 1; t < n; t++) {
+			float w = batch->weight[b][t];
+			if (w == 0 || t == ipos[b])
+				continue;
+			int p = ipos[b] >= 0 && t > ipos[b] ? t + shift : t;
+			f.grow[r] = b * T + p - 1;
+			f.gtgt[r] = batch->ids[b][t];
+			f.gb[r] = b;
+			f.gw[r] = w;
+			r++;
+		}
+	}
+	if (o->out_len)
+		memcpy(o->out_len, f.len2, B * sizeof(int));
+
+	/* vision tower and projector, once per distinct image */
+	if (s.NI > 0) {
+		int NIT = s.NI * s.IT;
+		vision_forward(m, &f, &s, batch->images);
+		matmul_forward(f.p1, f.feat, P(im->p1_w), P(im->p1_b), NIT, c->v_hidden, C);
+		act_forward(c->proj_act, f.p1a, f.p1, (long)NIT * C);
+		matmul_forward(f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
+	}
+
+	/* decoder input: token embeddings, the image's rows, zeros for padding */
+	float *x0 = res_at(&f, m, &s, 0);
+	const float *emb = P(im->embed);
+#pragma omp parallel for
+	for (int row = 0; row < s.N; row++) {
+		float *dst = x0 + (size_t)row * C;
+		if (f.rowid[row] >= 0)
+			memcpy(dst, emb + (size_t)f.rowid[row] * C, C * sizeof(float));
+		else if (f.imgrow[row] >= 0)
+			memcpy(dst, f.img + (size_t)f.imgrow[row] * C, C * sizeof(float));
+		else
+			memset(dst, 0, C * sizeof(float));
+	}
+	int N = s.N;
+	for (int l = 0; l < L; l++) {
+		const int *w = im->dl + l * DL_N;
+		struct dlay a = dlay_at(&f, m, &s, l);
+		float *x = res_at(&f, m, &s, l), *out = res_at(&f, m, &s, l + 1);
+		rmsnorm_forward(a.ln1, a.r1, x, P(w[DL_LN1]), N, C, c->rms_eps);
+		matmul_forward(a.q, a.ln1, P(w[DL_Q]), NULL, N, C, QD);
+		vlm_lora_apply(m, l, LT_Q, a.q, a.ln1, a.xa[LT_Q], f.tmp, N);
+		matmul_forward(a.k, a.ln1, P(w[DL_K]), NULL, N, C, KVD);
+		vlm_lora_apply(m, l, LT_K, a.k, a.ln1, a.xa[LT_K], f.tmp, N);
+		matmul_forward(a.v, a.ln1, P(w[DL_V]), NULL, N, C, KVD);
+		vlm_lora_apply(m, l, LT_V, a.v, a.ln1, a.xa[LT_V], f.tmp, N);
+		rope_forward(a.q, f.pos, N, NH, HS, c->rope_theta);
+		rope_forward(a.k, f.pos, N, NKV, HS, c->rope_theta);
+		if (o->kc) {
+			size_t lo = (size_t)l * B * o->S * KVD;
+#pragma omp parallel for
+			for (int b = 0; b < B; b++)
+				for (int t = 0; t < f.len2[b]; t++) {
+					size_t dst = lo + ((size_t)b * o->S + t) * KVD;
+					size_t src = ((size_t)b * T + t) * KVD;
+					memcpy(o->kc + dst, a.k + src, KVD * sizeof(float));
+					memcpy(o->vc + dst, a.v + src, KVD * sizeof(float));
+				}
+		}
+		attention_forward(a.atty, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
+		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, N, QD, C);
+		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, N);
+		residual_forward(a.mid, a.mid, x, (long)N * C);
+		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), N, C, c->rms_eps);
+		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, N, C, FF);
+		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, N);
+		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, N, C, FF);
+		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, N);
+		swiglu_forward(a.swi, a.gate, a.up, (long)N * FF);
+		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, N, FF, C);
+		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, N);
+		residual_forward(out, out, a.mid, (long)N * C);
+	}
+
+	/* the head, only on the rows that are scored */
+	if (logp)
+		memset(logp, 0, B * sizeof(float));
+	if (s.NR > 0) {
+		const float *xl = res_at(&f, m, &s, L);
+#pragma omp parallel for
+		for (int i = 0; i < s.NR; i++)
+			memcpy(f.xg + (size_t)i * C, xl + (size_t)f.grow[i] * C, C * sizeof(float));
+		rmsnorm_forward(f.xn, f.hr, f.xg, P(im->norm), s.NR, C, c->rms_eps);
+		matmul_forward(f.logits, f.xn, P(im->lm_head), NULL, s.NR, C, V);
+		if (gen) {
+			memcpy(o->last_logits, f.logits, (size_t)B * V * sizeof(float));
+		} else {
+			logprob_forward(f.lp, f.logits, f.gtgt, s.NR, V);
+			/* in row order, so a sequence's sum does not depend on threads */
+			for (int i = 0; i < s.NR; i++)
+				logp[f.gb[i]] += f.gw[i] * f.lp[i];
+		}
+	}
+	if (keep && !gen) {
+		im->ks = s;
+		im->kept = 1;
+	}
+	rc = 0;
+out:
+	free(imap);
+	free(ipos);
+	return rc;
+}
+
+int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int keep)
+{
+	struct vlm_fwd_opts o = {.keep = keep};
+	return vlm_forward_ex(m, batch, logp, &o);
+}
+
+/* --- backward --- */
+
+struct bwd {
+	float *dlp, *dlogits, *dxn, *dxg, *dres, *dln, *dq, *dk, *dv, *datty;
+	float *dswi, *dgate, *dup, *dxa;
+	float *dimg, *dp1a, *dp1, *dfeat;
+	float *dvres, *dvln, *dvq, *dvk, *dvv, *dvatty, *dvfc1, *dvact, *dvemb, *dpe;
+};
+
+static size_t bwd_bind(struct bwd *d, float *base, const struct vlm *m, const struct vlm_shape *s)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct bump b = {base, 0};
+	size_t N = s->N, C = c->hidden, HS = c->hidden / c->heads;
+	size_t QD = c->heads * HS, KVD = c->kv_heads * HS, FF = c->inter;
+	size_t NIT = (size_t)s->NI * s->IT, VN = s->VN, VC = c->v_hidden, VI = c->v_inter;
+	int vis = m->trainable & VLM_PART_VISION;
+	d->dlp = take(&b, s->NR);
+	d->dlogits = take(&b, (size_t)s->NR * c->vocab);
+	d->dxn = take(&b, (size_t)s->NR * C);
+	d->dxg = take(&b, (size_t)s->NR * C);
+	d->dres = take(&b, N * C);
+	d->dln = take(&b, N * C);
+	d->dq = take(&b, N * QD);
+	d->dk = take(&b, N * KVD);
+	d->dv = take(&b, N * KVD);
+	d->datty = take(&b, N * QD);
+	d->dswi = take(&b, N * FF);
+	d->dgate = take(&b, N * FF);
+	d->dup = take(&b, N * FF);
+	d->dxa = take(&b, N * (size_t)s->r);
+	d->dimg = take(&b, NIT * C);
+	d->dp1a = take(&b, NIT * C);
+	d->dp1 = take(&b, NIT * C);
+	d->dfeat = take(&b, vis ? NIT * VC : 0);
+	d->dvres = take(&b, vis ? VN * VC : 0);
+	d->dvln = take(&b, vis ? VN * VC : 0);
+	d->dvq = take(&b, vis ? VN * VC : 0);
+	d->dvk = take(&b, vis ? VN * VC : 0);
+	d->dvv = take(&b, vis ? VN * VC : 0);
+	d->dvatty = take(&b, vis ? VN * VC : 0);
+	d->dvfc1 = take(&b, vis ? VN * VI : 0);
+	d->dvact = take(&b, vis ? VN * VI : 0);
+	d->dvemb = take(&b, vis ? VN * VC : 0);
+	d->dpe = take(&b, vis ? (size_t)s->NI * c->np * VC : 0);
+	return b.off;
+}
+
+static void zero(float *p, size_t n)
+{
+	memset(p, 0, n * sizeof(float));
+}
+
+/* LoRA's share of a projection's backward: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, given
+ * dy; accumulates into dx (may be NULL) and the adapter's gradients. */
+static void lora_backward(struct vlm *m, int l, int lt, float *dx, const float *dy,
+			  const float *x, const float *xa, float *dxa, int N)
+{
+	struct vlm_impl *im = m->impl;
+	int ia = im->la[l * LT_N + lt];
+	if (ia < 0 || !xa)
+		return;
+	const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
+	int r = A->shape[0], in = A->shape[1], out = B->shape[0];
+	float s = m->lora.alpha / m->lora.rank;
+	if (!dx && !A->grad) {
+		if (B->grad)
+			matmul_backward(NULL, B->grad, NULL, dy, xa, B->data, N, r, out);
+		return;
+	}
+	zero(dxa, (size_t)N * r);
+	matmul_backward(dxa, B->grad, NULL, dy, xa, B->data, N, r, out);
+	for (long i = 0; i < (long)N * r; i++)
+		dxa[i] *= s;
+	matmul_backward(dx, A->grad, NULL, dxa, x, A->data, N, in, r);
+}
+
+static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
+			    const struct bwd *d)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int VC = c->v_hidden, VI = c->v_inter, VNH = c->v_heads, VHS = VC / VNH;
+	int NI = s->NI, VT = s->VT, VN = s->VN, NP = c->np;
+	int CPP = (c->num_channels > 0 ? c->num_channels : 3) * c->patch_size * c->patch_size;
+	int skip = c->drop_cls ? 1 : 0;
+	zero(d->dvres, (size_t)VN * VC);
+	for (int i = 0; i < NI; i++)
+		memcpy(d->dvres + ((size_t)i * VT + skip) * VC, d->dfeat + (size_t)i * s->IT * VC,
+		       (size_t)s->IT * VC * sizeof(float));
+	for (int l = c->v_used - 1; l >= 0; l--) {
+		const int *w = im->vl + l * VL_N;
+		struct vlay a = vlay_at(f, m, s, l);
+		const float *x = vres_at(f, m, s, l);
+		zero(d->dvact, (size_t)VN * VI);
+		matmul_backward(d->dvact, G(w[VL_FC2_W]), G(w[VL_FC2_B]), d->dvres, a.act,
+				P(w[VL_FC2_W]), VN, VI, VC);
+		zero(d->dvfc1, (size_t)VN * VI);
+		act_backward(c->v_act, d->dvfc1, a.fc1, d->dvact, (long)VN * VI);
+		zero(d->dvln, (size_t)VN * VC);
+		matmul_backward(d->dvln, G(w[VL_FC1_W]), G(w[VL_FC1_B]), d->dvfc1, a.ln2,
+				P(w[VL_FC1_W]), VN, VC, VI);
+		layernorm_backward(d->dvres, G(w[VL_LN2_W]), G(w[VL_LN2_B]), d->dvln, a.mid,
+				   P(w[VL_LN2_W]), a.m2, a.r2, VN, VC);
+		zero(d->dvatty, (size_t)VN * VC);
+		matmul_backward(d->dvatty, G(w[VL_O_W]), G(w[VL_O_B]), d->dvres, a.atty,
+				P(w[VL_O_W]), VN, VC, VC);
+		zero(d->dvq, (size_t)VN * VC);
+		zero(d->dvk, (size_t)VN * VC);
+		zero(d->dvv, (size_t)VN * VC);
+		attention_backward(d->dvq, d->dvk, d->dvv, d->dvatty, a.att, a.q, a.k, a.v, f->vlen,
+				   NI, VT, VNH, VNH, VHS, 0);
+		zero(d->dvln, (size_t)VN * VC);
+		matmul_backward(d->dvln, G(w[VL_Q_W]), G(w[VL_Q_B]), d->dvq, a.ln1, P(w[VL_Q_W]), VN, VC, VC);
+		matmul_backward(d->dvln, G(w[VL_K_W]), G(w[VL_K_B]), d->dvk, a.ln1, P(w[VL_K_W]), VN, VC, VC);
+		matmul_backward(d->dvln, G(w[VL_V_W]), G(w[VL_V_B]), d->dvv, a.ln1, P(w[VL_V_W]), VN, VC, VC);
+		layernorm_backward(d->dvres, G(w[VL_LN1_W]), G(w[VL_LN1_B]), d->dvln, x,
+				   P(w[VL_LN1_W]), a.m1, a.r1, VN, VC);
+	}
+	zero(d->dvemb, (size_t)VN * VC);
+	layernorm_backward(d->dvemb, G(im->pre_w), G(im->pre_b), d->dvres, f->vemb, P(im->pre_w),
+			   f->vpm, f->vpr, VN, VC);
+	float *dcls = G(im->cls), *dpos = G(im->pos);
+	for (int i = 0; i < NI; i++)
+		for (int t = 0; t < VT; t++) {
+			const float *g = d->dvemb + ((size_t)i * VT + t) * VC;
+			for (int j = 0; j < VC; j++)
+				dpos[(size_t)t * VC + j] += g[j];
+			if (t == 0)
+				for (int j = 0; j < VC; j++)
+					dcls[j] += g[j];
+			else
+				memcpy(d->dpe + ((size_t)i * NP + t - 1) * VC, g, VC * sizeof(float));
+		}
+	matmul_backward(NULL, G(im->patch), NULL, d->dpe, f->patches, P(im->patch), NI * NP, CPP, VC);
+}
+
+void vlm_backward(struct vlm *m, const float *dlogp)
+{
+	struct vlm_impl *im = m->impl;
+	const struct vlm_config *c = &m->cfg;
+	if (!im->kept) {
+		error("vlm_backward: no kept forward to backpropagate");
+		return;
+	}
+	if (!m->grads || !m->trainable)
+		return;
+	int C = c->hidden, V = c->vocab, L = c->layers;
+	int NH = c->heads, NKV = c->kv_heads, HS = C / NH, QD = NH * HS, KVD = NKV * HS, FF = c->inter;
+	struct vlm_shape s = im->ks;
+	struct fwd f;
+	size_t ni;
+	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
+	struct bwd d;
+	size_t nb = bwd_bind(&d, NULL, m, &s);
+	grow_arena(&im->dacts, &im->dacts_cap, nb);
+	bwd_bind(&d, im->dacts, m, &s);
+
+	int N = s.N, NR = s.NR;
+	unsigned tr = m->trainable;
+	int need_img = s.NI > 0 && (tr & (VLM_PART_PROJECTOR | VLM_PART_VISION));
+	/* the decoder's input gradient matters for the embeddings and the image */
+	int need_dx0 = (tr & VLM_PART_DECODER) || need_img;
+
+	/* head: logprob → lm_head → final norm, scattered back to the rows */
+	zero(d.dres, (size_t)N * C);
+	if (NR > 0) {
+		for (int i = 0; i < NR; i++)
+			d.dlp[i] = dlogp[f.gb[i]] * f.gw[i];
+		zero(d.dlogits, (size_t)NR * V);
+		logprob_backward(d.dlogits, f.logits, f.gtgt, d.dlp, NR, V);
+		zero(d.dxn, (size_t)NR * C);
+		matmul_backward(d.dxn, G(im->lm_head), NULL, d.dlogits, f.xn, P(im->lm_head), NR, C, V);
+		zero(d.dxg, (size_t)NR * C);
+		rmsnorm_backward(d.dxg, G(im->norm), d.dxn, f.xg, P(im->norm), f.hr, NR, C);
+		for (int i = 0; i < NR; i++) {
+			float *dst = d.dres + (size_t)f.grow[i] * C;
+			const float *g = d.dxg + (size_t)i * C;
+			for (int j = 0; j < C; j++)
+				dst[j] += g[j];
+		}
+	}
+
+	for (int l = L - 1; l >= 0; l--) {
+		const int *w = im->dl + l * DL_N;
+		struct dlay a = dlay_at(&f, m, &s, l);
+		const float *x = res_at(&f, m, &s, l);
+		/* out = mid + down(swiglu(gate(ln2), up(ln2))) */
+		zero(d.dswi, (size_t)N * FF);
+		matmul_backward(d.dswi, G(w[DL_DOWN]), NULL, d.dres, a.swi, P(w[DL_DOWN]), N, FF, C);
+		lora_backward(m, l, LT_DOWN, d.dswi, d.dres, a.swi, a.xa[LT_DOWN], d.dxa, N);
+		zero(d.dgate, (size_t)N * FF);
+		zero(d.dup, (size_t)N * FF);
+		swiglu_backward(d.dgate, d.dup, d.dswi, a.gate, a.up, (long)N * FF);
+		zero(d.dln, (size_t)N * C);
+		matmul_backward(d.dln, G(w[DL_GATE]), NULL, d.dgate, a.ln2, P(w[DL_GATE]), N, C, FF);
+		lora_backward(m, l, LT_GATE, d.dln, d.dgate, a.ln2, a.xa[LT_GATE], d.dxa, N);
+		matmul_backward(d.dln, G(w[DL_UP]), NULL, d.dup, a.ln2, P(w[DL_UP]), N, C, FF);
+		lora_backward(m, l, LT_UP, d.dln, d.dup, a.ln2, a.xa[LT_UP], d.dxa, N);
+		rmsnorm_backward(d.dres, G(w[DL_LN2]), d.dln, a.mid, P(w[DL_LN2]), a.r2, N, C);
+		/* mid = x + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
+		zero(d.datty, (size_t)N * QD);
+		matmul_backward(d.datty, G(w[DL_O]), NULL, d.dres, a.atty, P(w[DL_O]), N, QD, C);
+		lora_backward(m, l, LT_O, d.datty, d.dres, a.atty, a.xa[LT_O], d.dxa, N);
+		zero(d.dq, (size_t)N * QD);
+		zero(d.dk, (size_t)N * KVD);
+		zero(d.dv, (size_t)N * KVD);
+		attention_backward(d.dq, d.dk, d.dv, d.datty, a.att, a.q, a.k, a.v, f.len2, s.B, s.T,
+				   NH, NKV, HS, 1);
+		rope_backward(d.dq, f.pos, N, NH, HS, c->rope_theta);
+		rope_backward(d.dk, f.pos, N, NKV, HS, c->rope_theta);
+		float *dln = l > 0 || need_dx0 ? d.dln : NULL;
+		if (dln)
+			zero(dln, (size_t)N * C);
+		matmul_backward(dln, G(w[DL_Q]), NULL, d.dq, a.ln1, P(w[DL_Q]), N, C, QD);
+		lora_backward(m, l, LT_Q, dln, d.dq, a.ln1, a.xa[LT_Q], d.dxa, N);
+		matmul_backward(dln, G(w[DL_K]), NULL, d.dk, a.ln1, P(w[DL_K]), N, C, KVD);
+		lora_backward(m, l, LT_K, dln, d.dk, a.ln1, a.xa[LT_K], d.dxa, N);
+		matmul_backward(dln, G(w[DL_V]), NULL, d.dv, a.ln1, P(w[DL_V]), N, C, KVD);
+		lora_backward(m, l, LT_V, dln, d.dv, a.ln1, a.xa[LT_V], d.dxa, N);
+		if (dln)
+			rmsnorm_backward(d.dres, G(w[DL_LN1]), dln, x, P(w[DL_LN1]), a.r1, N, C);
+	}
+	if (!need_dx0)
+		return;
+
+	/* embeddings of the text rows */
+	if (G(im->embed))
+		for (int row = 0; row < N; row++)
+			if (f.rowid[row] >= 0)
+				embedding_backward(G(im->embed), d.dres + (size_t)row * C, &f.rowid[row], 1, C);
+	if (!need_img)
+		return;
+
+	/* the image rows: summed over the sequences sharing an image */
+	int NIT = s.NI * s.IT;
+	zero(d.dimg, (size_t)NIT * C);
+	for (int row = 0; row < N; row++)
+		if (f.imgrow[row] >= 0) {
+			float *dst = d.dimg + (size_t)f.imgrow[row] * C;
+			const float *g = d.dres + (size_t)row * C;
+			for (int j = 0; j < C; j++)
+				dst[j] += g[j];
+		}
+	zero(d.dp1a, (size_t)NIT * C);
+	matmul_backward(d.dp1a, G(im->p2_w), G(im->p2_b), d.dimg, f.p1a, P(im->p2_w), NIT, C, C);
+	zero(d.dp1, (size_t)NIT * C);
+	act_backward(c->proj_act, d.dp1, f.p1, d.dp1a, (long)NIT * C);
+	int vis = (tr & VLM_PART_VISION) && s.vkeep;
+	if (vis)
+		zero(d.dfeat, (size_t)NIT * c->v_hidden);
+	matmul_backward(vis ? d.dfeat : NULL, G(im->p1_w), G(im->p1_b), d.dp1, f.feat, P(im->p1_w),
+			NIT, c->v_hidden, C);
+	if (vis)
+		vision_backward(m, &f, &s, &d);
+}

@@ -1,0 +1,438 @@
+/* test_vlm — the model's layout, forward and backward on tiny configs:
+ * end-to-end finite differences of d logp / d theta for every kind of
+ * tensor (vision, projector, decoder, LoRA A/B), frozen parts untouched,
+ * LoRA off = base, merge = LoRA forward, batch and padding independence,
+ * GQA, tied embeddings and the "full" feature strategy. */
+#include <math.h>
+#include <string.h>
+
+#include "rng.h"
+#include "tap.h"
+#include "util.h"
+#include "vlm.h"
+#include "vlm_impl.h"
+
+/* Tiny LLaVA: 16-pixel images of 4x4 patches (NP 16), 3 vision layers of
+ * which 2 run (feature layer -2), GQA decoder (NH 4, NKV 2). */
+static void tiny_config(struct vlm_config *c, int tied)
+{
+	memset(c, 0, sizeof *c);
+	c->image_size = 16;
+	c->patch_size = 4;
+	c->num_channels = 3;
+	c->v_hidden = 16;
+	c->v_inter = 24;
+	c->v_layers = 3;
+	c->v_heads = 2;
+	c->v_act = ACT_QUICK_GELU;
+	c->v_eps = 1e-5f;
+	c->feature_layer = tied ? -1 : -2;
+	c->drop_cls = tied ? 0 : 1;
+	c->proj_act = ACT_GELU;
+	c->hidden = 32;
+	c->inter = 40;
+	c->layers = 2;
+	c->heads = 4;
+	c->kv_heads = tied ? 4 : 2;
+	c->vocab = 41;
+	c->max_pos = 64;
+	c->rms_eps = 1e-5f;
+	c->rope_theta = 10000;
+	c->tie_embeddings = tied;
+	c->image_token_index = 40;
+	c->bos_id = 1;
+	c->eos_id = 2;
+	c->pad_id = -1;
+	strcpy(c->chat_template, "seva");
+	if (vlm_config_finish(c))
+		exit(1);
+}
+
+/* O(1) activations so that gradients are far from rounding: matrices
+ * ~ N(0, 1/fan_in), norms 1 + N(0, 0.1), biases and the rest N(0, 0.1). */
+static void randomize(struct vlm *m, uint64_t seed, int from)
+{
+	for (int i = from; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		struct rng r;
+		rng_seed(&r, seed, t->name, "test");
+		double sd = 0.1, mean = 0;
+		if (t->ndim >= 2)
+			sd = 1 / sqrt((double)t->numel / t->shape[0]);
+		if (strstr(t->name, "norm") && strstr(t->name, ".weight"))
+			mean = 1;
+		if (strstr(t->name, "embed_tokens") || strstr(t->name, "position_embedding"))
+			sd = 0.5;
+		for (long j = 0; j < t->numel; j++)
+			t->data[j] = (float)(mean + sd * rng_normal(&r));
+	}
+}
+
+/* Four sequences, two images: 0 and 2 share image 0, 1 has image 1,
+ * 3 has none. Weights on the answers (and one on the token after the image). */
+enum { NB = 4, MAXT = 12 };
+static int ids[NB][MAXT];
+static float wts[NB][MAXT];
+static const int *idp[NB];
+static const float *wp[NB];
+static int lens[NB] = {7, 5, 9, 6};
+static int image_of[NB] = {0, 1, 0, -1};
+static float images[2 * 3 * 16 * 16];
+
+static void make_batch(const struct vlm_config *c, struct vlm_batch *b)
+{
+	struct rng r;
+	rng_seed(&r, 7, "batch", "test");
+	for (int s = 0; s < NB; s++) {
+		for (int t = 0; t < lens[s]; t++) {
+			ids[s][t] = 3 + (int)rng_below(&r, c->vocab - 4);
+			wts[s][t] = t >= lens[s] - 3 ? 1.0f : 0.0f;
+		}
+		ids[s][0] = 1;
+		if (image_of[s] >= 0) {
+			ids[s][1] = c->image_token_index;
+			wts[s][2] = 0.5f;
+		}
+		idp[s] = ids[s];
+		wp[s] = wts[s];
+	}
+	rng_normal_fill(&r, images, ARRAY_LEN(images));
+	memset(b, 0, sizeof *b);
+	b->B = NB;
+	b->ids = idp;
+	b->len = lens;
+	b->weight = wp;
+	b->n_images = 2;
+	b->images = images;
+	b->image_of = image_of;
+}
+
+static double objective(const float *logp, const float *coef, int B)
+{
+	double s = 0;
+	for (int b = 0; b < B; b++)
+		s += (double)coef[b] * logp[b];
+	return s;
+}
+
+static const float coef[NB] = {1.0f, -0.7f, 0.4f, 0.9f};
+
+/* Central differences on a few parameters of tensor T with the largest
+ * analytic gradients; returns the worst error ratio (<= 1 passes). */
+static double fd_check(struct vlm *m, const struct vlm_batch *b, struct vlm_tensor *t,
+		       int npick, double *worst_an, double *worst_fd)
+{
+	float logp[NB];
+	struct rng r;
+	rng_seed(&r, 11, t->name, "pick");
+	double worst = 0;
+	for (int k = 0; k < npick; k++) {
+		long best = -1;
+		for (int tries = 0; tries < 24; tries++) {
+			long j = (long)rng_below(&r, t->numel);
+			if (best < 0 || fabsf(t->grad[j]) > fabsf(t->grad[best]))
+				best = j;
+		}
+		float save = t->data[best];
+		float eps = 3e-3f * fmaxf(1.0f, fabsf(save));
+		t->data[best] = save + eps;
+		vlm_forward(m, b, logp, 0);
+		double lp = objective(logp, coef, b->B);
+		t->data[best] = save - eps;
+		vlm_forward(m, b, logp, 0);
+		double lm = objective(logp, coef, b->B);
+		t->data[best] = save;
+		double fd = (lp - lm) / (2.0 * ((double)(save + eps) - save));
+		double an = t->grad[best];
+		double ratio = fabs(fd - an) / (2e-3 + 2e-2 * fabs(an));
+		if (ratio > worst) {
+			worst = ratio;
+			*worst_an = an;
+			*worst_fd = fd;
+		}
+	}
+	return worst;
+}
+
+static void grads_of(struct vlm *m, const struct vlm_batch *b, unsigned trainable)
+{
+	float logp[NB];
+	vlm_train_init(m, trainable);
+	memset(m->grads, 0, m->nparams * sizeof(float));
+	if (vlm_forward(m, b, logp, 1))
+		exit(1);
+	vlm_backward(m, coef);
+}
+
+static void test_layout(void)
+{
+	struct vlm_config c;
+	tiny_config(&c, 0);
+	struct vlm *m = vlm_new(&c);
+	long n = 0;
+	int ok = 1;
+	for (int i = 0; i < m->ntensors; i++) {
+		if (m->tensors[i].data != m->params + n)
+			ok = 0;
+		n += m->tensors[i].numel;
+	}
+	tap_ok(ok && n == m->nparams, "tensor table tiles the flat buffer (%d tensors, %ld floats)",
+	       m->ntensors, m->nparams);
+	struct vlm_tensor *t = vlm_tensor_find(m, "vision_tower.vision_model.embeddings.patch_embedding.weight");
+	tap_ok(t && t->ndim == 4 && t->shape[0] == 16 && t->shape[1] == 3 && t->shape[2] == 4 &&
+	       t == &m->tensors[0], "patch embedding first, (VC, 3, P, P)");
+	t = vlm_tensor_find(m, "language_model.model.layers.1.self_attn.k_proj.weight");
+	tap_ok(t && t->shape[0] == 16 && t->shape[1] == 32, "GQA k_proj is (NKV*HS, C)");
+	t = vlm_tensor_find(m, "vision_tower.vision_model.embeddings.position_embedding.weight");
+	tap_ok(t && t->shape[0] == 17, "position embedding has NP+1 rows");
+	t = vlm_tensor_find(m, "vision_tower.vision_model.post_layernorm.weight");
+	tap_ok(t && t->optional, "post_layernorm present and optional");
+	tap_ok(vlm_tensor_find(m, "language_model.lm_head.weight") != NULL, "untied: lm_head present");
+	tap_ok(vlm_tensor_find(m, "vision_tower.vision_model.encoder.layers.2.mlp.fc2.bias") != NULL,
+	       "all v_layers in the table (the unused one too)");
+	vlm_init_random(m, 1);
+	t = vlm_tensor_find(m, "language_model.model.norm.weight");
+	struct vlm_tensor *q = vlm_tensor_find(m, "language_model.model.layers.0.self_attn.q_proj.weight");
+	double s = 0;
+	for (long j = 0; j < q->numel; j++)
+		s += q->data[j] * q->data[j];
+	s = sqrt(s / q->numel);
+	tap_ok(t->data[0] == 1 && fabs(s - 0.02) < 0.004, "init: unit norms, weights std %.4f ~ 0.02", s);
+	vlm_lora_add(m, 4, 8, LORA_Q | LORA_DOWN, 3);
+	struct vlm_tensor *a = vlm_tensor_find(m, "language_model.model.layers.1.mlp.down_proj.lora_A.weight");
+	struct vlm_tensor *bb = vlm_tensor_find(m, "language_model.model.layers.1.mlp.down_proj.lora_B.weight");
+	int bzero = 1;
+	float amax = 0;
+	for (long j = 0; bb && j < bb->numel; j++)
+		bzero &= bb->data[j] == 0;
+	for (long j = 0; a && j < a->numel; j++)
+		amax = fmaxf(amax, fabsf(a->data[j]));
+	tap_ok(a && bb && a->part == VLM_PART_LORA && a->shape[0] == 4 && a->shape[1] == 40 &&
+	       bb->shape[0] == 32 && bzero && amax > 0 && amax <= 1 / sqrtf(40),
+	       "LoRA: A (r, in) kaiming-uniform within 1/sqrt(in), B (out, r) zero");
+	n = 0;
+	ok = 1;
+	for (int i = 0; i < m->ntensors; i++) {
+		if (m->tensors[i].data != m->params + n)
+			ok = 0;
+		n += m->tensors[i].numel;
+	}
+	tap_ok(ok && n == m->nparams && m->ntensors == 2 + (int)(a - m->tensors),
+	       "LoRA tensors appended to the table and the flat buffer");
+	vlm_free(m);
+
+	tiny_config(&c, 1);
+	m = vlm_new(&c);
+	tap_ok(!vlm_tensor_find(m, "language_model.lm_head.weight"), "tied: no lm_head tensor");
+	vlm_free(m);
+}
+
+static void test_gradients(void)
+{
+	struct vlm_config c;
+	struct vlm_batch b;
+	tiny_config(&c, 0);
+	make_batch(&c, &b);
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 5, 0);
+	vlm_lora_add(m, 3, 6, LORA_ALL, 9);
+	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase); /* B != 0 so A gets a gradient */
+	grads_of(m, &b, VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER | VLM_PART_LORA);
+
+	/* every tensor kind: each non-layer tensor, each layer tensor of layer 0 and the last */
+	double worst[4] = {0}, wan[4] = {0}, wfd[4] = {0};
+	const char *wname[4] = {"", "", "", ""};
+	int count[4] = {0};
+	int nv = 0, ntot = 0, zero_unused = 1;
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		int unused = strstr(t->name, "encoder.layers.2.") || strstr(t->name, "post_layernorm");
+		if (unused) {
+			for (long j = 0; j < t->numel; j++)
+				zero_unused &= t->grad[j] == 0;
+			continue;
+		}
+		if (strstr(t->name, "layers.1.") && strstr(t->name, "language_model") &&
+		    t->part != VLM_PART_LORA)
+			continue; /* layer 0 and the vision layers are enough for the base kinds */
+		int k = t->part == VLM_PART_VISION ? 0 : t->part == VLM_PART_PROJECTOR ? 1
+			: t->part == VLM_PART_DECODER ? 2 : 3;
+		double an, fd;
+		double w = fd_check(m, &b, t, 2, &an, &fd);
+		count[k]++;
+		ntot++;
+		if (w > worst[k]) {
+			worst[k] = w;
+			wan[k] = an;
+			wfd[k] = fd;
+			wname[k] = t->name;
+		}
+		nv += w <= 1;
+	}
+	const char *kinds[4] = {"vision", "projector", "decoder", "LoRA A/B"};
+	for (int k = 0; k < 4; k++) {
+		tap_ok(count[k] > 0 && worst[k] <= 1, "d logp/d theta vs finite differences: %s (%d tensors, worst ratio %.3f)",
+		       kinds[k], count[k], worst[k]);
+		if (worst[k] > 1)
+			tap_diag("worst %s: analytic %.6g, finite difference %.6g", wname[k], wan[k], wfd[k]);
+	}
+	tap_ok(zero_unused, "the vision layer past the feature layer and post_layernorm get no gradient");
+
+	/* frozen parts: same gradients where training, nothing elsewhere */
+	float *full = xmalloc(m->nparams * sizeof(float));
+	memcpy(full, m->grads, m->nparams * sizeof(float));
+	unsigned masks[] = {VLM_PART_PROJECTOR | VLM_PART_LORA, VLM_PART_LORA, VLM_PART_DECODER,
+			    VLM_PART_VISION, VLM_PART_PROJECTOR};
+	for (size_t mi = 0; mi < ARRAY_LEN(masks); mi++) {
+		grads_of(m, &b, masks[mi]);
+		double worst_tr = 0;
+		int frozen_ok = 1;
+		for (int i = 0; i < m->ntensors; i++) {
+			struct vlm_tensor *t = &m->tensors[i];
+			long off = t->data - m->params;
+			int tr = (masks[mi] & t->part) != 0;
+			if (!tr && t->grad)
+				frozen_ok = 0;
+			for (long j = 0; j < t->numel; j++) {
+				float g = m->grads[off + j];
+				if (!tr && g != 0)
+					frozen_ok = 0;
+				if (tr) {
+					double d = fabs(g - full[off + j]) / (1e-6 + 1e-4 * fabs(full[off + j]));
+					if (d > worst_tr)
+						worst_tr = d;
+				}
+			}
+		}
+		tap_ok(frozen_ok && worst_tr <= 1,
+		       "trainable mask %u: frozen gradients untouched, trainable ones equal full training's (worst %.3g)",
+		       masks[mi], worst_tr);
+	}
+	free(full);
+
+	/* the gradient norm and zeroing */
+	grads_of(m, &b, VLM_PART_LORA);
+	double gn = vlm_grad_norm(m), want = 0;
+	for (int i = 0; i < m->ntensors; i++)
+		if (m->tensors[i].part == VLM_PART_LORA)
+			for (long j = 0; j < m->tensors[i].numel; j++)
+				want += (double)m->tensors[i].grad[j] * m->tensors[i].grad[j];
+	tap_ok(fabs(gn - sqrt(want)) <= 1e-9 * sqrt(want) + 1e-12 && gn > 0, "grad norm over the trainable tensors (%g)", gn);
+	vlm_zero_grad(m);
+	tap_ok(vlm_grad_norm(m) == 0, "zero_grad");
+	vlm_free(m);
+}
+
+static void test_lora_and_batch(void)
+{
+	struct vlm_config c;
+	struct vlm_batch b;
+	tiny_config(&c, 0);
+	make_batch(&c, &b);
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 5, 0);
+	float base[NB], lora[NB], off[NB], merged[NB], one[1];
+	vlm_forward(m, &b, base, 0);
+	vlm_lora_add(m, 4, 16, LORA_Q | LORA_V | LORA_O | LORA_UP | LORA_DOWN, 9);
+	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase);
+	vlm_forward(m, &b, lora, 0);
+	m->lora.enabled = 0;
+	vlm_forward(m, &b, off, 0);
+	m->lora.enabled = 1;
+	tap_close(off, base, NB, 1e-30f, 0, "LoRA disabled computes exactly the base model");
+	double d = 0;
+	for (int i = 0; i < NB; i++)
+		d += fabs(lora[i] - base[i]);
+	tap_ok(d > 1e-2, "LoRA enabled changes the output (sum |diff| %.3g)", d);
+	long nbase = ((struct vlm_impl *)m->impl)->nbase_params;
+	vlm_lora_merge(m);
+	vlm_forward(m, &b, merged, 0);
+	tap_close(merged, lora, NB, 1e-4f, 1e-4f, "merged weights compute the LoRA forward");
+	tap_ok(m->nparams == nbase && m->lora.rank == 0 && !vlm_tensor_find(m,
+		"language_model.model.layers.0.self_attn.q_proj.lora_A.weight"),
+	       "merge drops the adapters");
+
+	/* each sequence alone (no padding, its image alone) vs in the batch */
+	float alone[NB];
+	for (int s = 0; s < NB; s++) {
+		struct vlm_batch b1 = b;
+		b1.B = 1;
+		b1.ids = &idp[s];
+		b1.len = &lens[s];
+		b1.weight = &wp[s];
+		int io = image_of[s] >= 0 ? 0 : -1;
+		b1.image_of = &io;
+		b1.n_images = image_of[s] >= 0 ? 1 : 0;
+		b1.images = images + (image_of[s] >= 0 ? image_of[s] : 0) * 3 * 16 * 16;
+		vlm_forward(m, &b1, one, 0);
+		alone[s] = one[0];
+	}
+	tap_close(alone, merged, NB, 1e-5f, 1e-5f, "a sequence alone equals it padded in a batch");
+	/* the kept path computes the same numbers */
+	float kept[NB];
+	vlm_train_init(m, VLM_PART_DECODER);
+	vlm_forward(m, &b, kept, 1);
+	tap_close(kept, merged, NB, 1e-30f, 0, "keep=1 forward equals keep=0");
+
+	/* errors */
+	int bad[3] = {1, c.image_token_index, c.image_token_index};
+	const int *bp = bad;
+	int bl = 3, bio = 0;
+	struct vlm_batch eb = {.B = 1, .ids = &bp, .len = &bl, .n_images = 1, .images = images, .image_of = &bio};
+	fprintf(stderr, "(expected errors follow)\n");
+	tap_ok(vlm_forward(m, &eb, one, 0) < 0, "two image tokens: error");
+	bad[1] = 5;
+	bad[2] = 41;
+	tap_ok(vlm_forward(m, &eb, one, 0) < 0, "image without image token / id out of vocabulary: error");
+	static int longseq[64];
+	const int *lp = longseq;
+	int ll = 64 - 15 + 1;
+	longseq[1] = c.image_token_index;
+	eb.ids = &lp;
+	eb.len = &ll;
+	tap_ok(vlm_forward(m, &eb, one, 0) < 0, "too long once the image expands: error");
+	ll = 64 - 15;
+	tap_ok(vlm_forward(m, &eb, one, 0) == 0, "exactly the context: fine");
+	vlm_free(m);
+}
+
+static void test_tied_full(void)
+{
+	struct vlm_config c;
+	struct vlm_batch b;
+	tiny_config(&c, 1);
+	make_batch(&c, &b);
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 8, 0);
+	grads_of(m, &b, VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER);
+	const char *names[] = {
+		"language_model.model.embed_tokens.weight",
+		"language_model.model.layers.1.self_attn.k_proj.weight",
+		"multi_modal_projector.linear_1.weight",
+		"vision_tower.vision_model.encoder.layers.2.mlp.fc2.weight",
+		"vision_tower.vision_model.embeddings.class_embedding",
+	};
+	double worst = 0, an = 0, fd = 0, a1, f1;
+	const char *wn = "";
+	for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+		struct vlm_tensor *t = vlm_tensor_find(m, names[i]);
+		double w = fd_check(m, &b, t, 3, &a1, &f1);
+		if (w > worst)
+			worst = w, an = a1, fd = f1, wn = names[i];
+	}
+	tap_ok(worst <= 1, "tied embeddings, MHA, feature layer -1 with CLS kept: finite differences (worst %.3f)", worst);
+	if (worst > 1)
+		tap_diag("%s: analytic %.6g finite difference %.6g", wn, an, fd);
+	vlm_free(m);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	util_init(argv[0]);
+	test_layout();
+	test_gradients();
+	test_lora_and_batch();
+	test_tied_full();
+	return tap_done();
+}

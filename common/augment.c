@@ -1,0 +1,750 @@
+#include "augment.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "util.h"
+
+/* ---- recipes ---- */
+
+static void op_defaults(struct augment_op *op, enum augment_kind kind, const char *name)
+{
+	memset(op, 0, sizeof(*op));
+	op->kind = kind;
+	op->name = name;
+	op->p = 1;
+	op->size = 336;
+	op->scale[0] = 0.08, op->scale[1] = 1;
+	op->ratio[0] = 3.0 / 4, op->ratio[1] = 4.0 / 3;
+	op->bright = op->contrast = op->sat = 0.4, op->hue = 0.1;
+	op->sigma[0] = 0.1, op->sigma[1] = 2.0;
+	op->t = 500;
+	op->schedule = AUGMENT_SIGMOID;
+	op->space = AUGMENT_NORMALIZED;
+	switch (kind) {
+	case AUGMENT_HFLIP:
+		op->p = 0.5;
+		break;
+	default:
+		break;
+	}
+}
+
+static const struct {
+	const char *name;
+	enum augment_kind kind;
+} op_names[] = {
+	{"none", AUGMENT_NONE},     {"rrc", AUGMENT_RRC},   {"crop", AUGMENT_RRC},
+	{"jitter", AUGMENT_JITTER}, {"gray", AUGMENT_GRAY}, {"blur", AUGMENT_BLUR},
+	{"hflip", AUGMENT_HFLIP},   {"diffusion", AUGMENT_DIFFUSION},
+};
+
+/* "A" or "A-B" into [lo, hi]. */
+static int parse_range(const char *s, double v[2])
+{
+	char *end;
+	errno = 0;
+	v[0] = strtod(s, &end);
+	if (end == s || errno)
+		return -1;
+	if (*end == '-') {
+		const char *b = end + 1;
+		v[1] = strtod(b, &end);
+		if (end == b || errno)
+			return -1;
+	} else {
+		v[1] = v[0];
+	}
+	return *end ? -1 : 0;
+}
+
+static int parse_num(const char *s, double *v)
+{
+	char *end;
+	errno = 0;
+	*v = strtod(s, &end);
+	return end == s || *end || errno || !isfinite(*v) ? -1 : 0;
+}
+
+/* One "name:k=v:k=v" token; RECIPE for messages. */
+static int parse_op(struct augment_recipe *r, char *tok, const char *recipe)
+{
+	char *opt = strchr(tok, ':');
+	if (opt)
+		*opt++ = 0;
+
+	if (!strcmp(tok, "mocov2")) {
+		if (opt)
+			return error("recipe '%s': mocov2 takes no options (spell its ops out)",
+				     recipe);
+		static const char *expand[] = {"rrc:scale=0.2-1",
+					       "jitter:b=0.4:c=0.4:s=0.4:h=0.1:p=0.8",
+					       "gray:p=0.2", "blur:p=0.5", "hflip"};
+		for (size_t i = 0; i < ARRAY_LEN(expand); i++) {
+			char buf[64];
+			snprintf(buf, sizeof(buf), "%s", expand[i]);
+			if (parse_op(r, buf, recipe) < 0)
+				return -1;
+		}
+		return 0;
+	}
+
+	size_t k;
+	for (k = 0; k < ARRAY_LEN(op_names); k++)
+		if (!strcmp(tok, op_names[k].name))
+			break;
+	if (k == ARRAY_LEN(op_names))
+		return error("recipe '%s': unknown op '%s' (ops: none, rrc, crop, jitter, gray, "
+			     "blur, hflip, diffusion, mocov2)", recipe, tok);
+	r->ops = xrealloc(r->ops, sizeof(*r->ops) * (r->nops + 1));
+	struct augment_op *op = &r->ops[r->nops++];
+	op_defaults(op, op_names[k].kind, op_names[k].name);
+	if (!strcmp(tok, "crop"))
+		op->scale[0] = 0.01, op->scale[1] = 0.2;
+
+	while (opt && *opt) {
+		char *next = strchr(opt, ':');
+		if (next)
+			*next++ = 0;
+		char *val = strchr(opt, '=');
+		if (!val)
+			return error("recipe '%s': %s: option '%s' has no '=VALUE'", recipe,
+				     op->name, opt);
+		*val++ = 0;
+		double v = 0;
+		int bad = 0, known = 1;
+		enum augment_kind kd = op->kind;
+#define IS(s) (!strcmp(opt, s))
+		if (IS("p") && kd != AUGMENT_NONE && kd != AUGMENT_DIFFUSION) {
+			bad = parse_num(val, &op->p) || op->p < 0 || op->p > 1;
+		} else if (kd == AUGMENT_RRC && IS("scale")) {
+			bad = parse_range(val, op->scale) || op->scale[0] <= 0 ||
+			      op->scale[1] > 1 || op->scale[0] > op->scale[1];
+		} else if (kd == AUGMENT_RRC && IS("ratio")) {
+			bad = parse_range(val, op->ratio) || op->ratio[0] <= 0 ||
+			      op->ratio[0] > op->ratio[1];
+		} else if (kd == AUGMENT_RRC && IS("size")) {
+			bad = parse_num(val, &v) || v < 0 || v > 16384 || v != floor(v);
+			op->size = (int)v;
+		} else if (kd == AUGMENT_JITTER && (IS("b") || IS("brightness"))) {
+			bad = parse_num(val, &op->bright) || op->bright < 0;
+		} else if (kd == AUGMENT_JITTER && (IS("c") || IS("contrast"))) {
+			bad = parse_num(val, &op->contrast) || op->contrast < 0;
+		} else if (kd == AUGMENT_JITTER && (IS("s") || IS("saturation"))) {
+			bad = parse_num(val, &op->sat) || op->sat < 0;
+		} else if (kd == AUGMENT_JITTER && (IS("h") || IS("hue"))) {
+			bad = parse_num(val, &op->hue) || op->hue < 0 || op->hue > 0.5;
+		} else if (kd == AUGMENT_BLUR && IS("sigma")) {
+			bad = parse_range(val, op->sigma) || op->sigma[0] <= 0 ||
+			      op->sigma[0] > op->sigma[1] || op->sigma[1] > 100;
+		} else if (kd == AUGMENT_DIFFUSION && IS("t")) {
+			bad = parse_num(val, &v) || v < 0 || v >= AUGMENT_STEPS || v != floor(v);
+			op->t = (int)v;
+		} else if (kd == AUGMENT_DIFFUSION && IS("schedule")) {
+			if (!strcmp(val, "sigmoid"))
+				op->schedule = AUGMENT_SIGMOID;
+			else if (!strcmp(val, "linear"))
+				op->schedule = AUGMENT_LINEAR;
+			else
+				bad = 1;
+		} else if (kd == AUGMENT_DIFFUSION && IS("space")) {
+			if (!strcmp(val, "normalized"))
+				op->space = AUGMENT_NORMALIZED;
+			else if (!strcmp(val, "pixel"))
+				op->space = AUGMENT_PIXEL;
+			else
+				bad = 1;
+		} else {
+			known = 0;
+		}
+#undef IS
+		if (!known)
+			return error("recipe '%s': %s has no option '%s'", recipe, op->name, opt);
+		if (bad)
+			return error("recipe '%s': %s: bad value for %s: '%s'", recipe, op->name,
+				     opt, val);
+		opt = next;
+	}
+	return 0;
+}
+
+int augment_parse(struct augment_recipe *r, const char *text)
+{
+	r->text = xstrdup(text);
+	r->ops = NULL;
+	r->nops = 0;
+	char *copy = xstrdup(text), *save = NULL;
+	int rc = 0;
+	if (!*text)
+		rc = error("recipe '': empty (use 'none' for the identity)");
+	for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0;
+	     tok = strtok_r(NULL, ",", &save))
+		rc = parse_op(r, tok, text);
+	free(copy);
+	if (rc < 0)
+		augment_release(r);
+	return rc;
+}
+
+void augment_release(struct augment_recipe *r)
+{
+	free(r->text);
+	free(r->ops);
+	r->text = NULL;
+	r->ops = NULL;
+	r->nops = 0;
+}
+
+/* ---- the diffusion schedule ---- */
+
+double augment_alpha_bar(enum augment_schedule s, int t)
+{
+	double ab = 1;
+	for (int i = 0; i <= t && i < AUGMENT_STEPS; i++) {
+		double x = (double)i / (AUGMENT_STEPS - 1), beta;
+		if (s == AUGMENT_LINEAR)
+			beta = 1e-4 + (0.02 - 1e-4) * x;
+		else
+			beta = 1 / (1 + exp(-(-6 + 12 * x))) * (5e-3 - 1e-5) + 1e-5;
+		ab *= 1 - beta;
+	}
+	return ab;
+}
+
+/* ---- the pixel ops, torchvision 0.14 on PIL 9 ---- */
+
+/* PIL's Image.blend(a, b, f): a + f (b - a) in float, clipped, truncated. */
+static inline unsigned char blend(int a, int b, float f)
+{
+	float t = (float)a + f * (float)(b - a);
+	return t <= 0 ? 0 : t >= 255 ? 255 : (unsigned char)t;
+}
+
+/* PIL's RGB → L: ITU-R 601-2 in 16-bit fixed point, rounded. */
+static inline int luma(const unsigned char *p)
+{
+	return (p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16;
+}
+
+void augment_brightness(struct image *im, float f)
+{
+	long n = (long)im->w * im->h * 3;
+	for (long i = 0; i < n; i++)
+		im->px[i] = blend(0, im->px[i], f);
+}
+
+void augment_contrast(struct image *im, float f)
+{
+	long n = (long)im->w * im->h;
+	double sum = 0;
+	for (long i = 0; i < n; i++)
+		sum += luma(im->px + 3 * i);
+	int mean = (int)(sum / (n ? n : 1) + 0.5);
+	for (long i = 0; i < 3 * n; i++)
+		im->px[i] = blend(mean, im->px[i], f);
+}
+
+void augment_saturation(struct image *im, float f)
+{
+	long n = (long)im->w * im->h;
+	for (long i = 0; i < n; i++) {
+		unsigned char *p = im->px + 3 * i;
+		int l = luma(p);
+		p[0] = blend(l, p[0], f);
+		p[1] = blend(l, p[1], f);
+		p[2] = blend(l, p[2], f);
+	}
+}
+
+static inline unsigned char clip8i(int v)
+{
+	return v < 0 ? 0 : v > 255 ? 255 : (unsigned char)v;
+}
+
+/* PIL's rgb2hsv / hsv2rgb (Convert.c, after colorsys) with the hue byte
+ * shifted by uint8(shift * 255) modulo 256, as F_pil.adjust_hue does. */
+void augment_hue(struct image *im, float shift)
+{
+	unsigned char dh = (unsigned char)(int)(shift * 255);
+	long n = (long)im->w * im->h;
+	for (long i = 0; i < n; i++) {
+		unsigned char *px = im->px + 3 * i;
+		int r = px[0], g = px[1], b = px[2];
+		int maxc = r > g ? (r > b ? r : b) : (g > b ? g : b);
+		int minc = r < g ? (r < b ? r : b) : (g < b ? g : b);
+		unsigned char uh = 0, us = 0, uv = (unsigned char)maxc;
+		if (minc != maxc) {
+			float cr = (float)(maxc - minc);
+			float s = cr / (float)maxc;
+			float rc = (float)(maxc - r) / cr;
+			float gc = (float)(maxc - g) / cr;
+			float bc = (float)(maxc - b) / cr;
+			float h;
+			if (r == maxc)
+				h = bc - gc;
+			else if (g == maxc)
+				h = 2.0 + rc - bc;
+			else
+				h = 4.0 + gc - rc;
+			h = fmod((h / 6.0 + 1.0), 1.0);
+			uh = clip8i((int)(h * 255.0));
+			us = clip8i((int)(s * 255.0));
+		}
+		uh = (unsigned char)(uh + dh);
+		if (us == 0) {
+			px[0] = px[1] = px[2] = uv;
+			continue;
+		}
+		int k = (int)floor((float)uh * 6.0 / 255.0);
+		float f = (float)uh * 6.0 / 255.0 - (float)k;
+		float fs = (float)us / 255.0;
+		unsigned char p = clip8i((int)round((float)uv * (1.0 - fs)));
+		unsigned char q = clip8i((int)round((float)uv * (1.0 - fs * f)));
+		unsigned char t = clip8i((int)round((float)uv * (1.0 - fs * (1.0 - f))));
+		unsigned char v = uv;
+		switch (k % 6) {
+		case 0: px[0] = v, px[1] = t, px[2] = p; break;
+		case 1: px[0] = q, px[1] = v, px[2] = p; break;
+		case 2: px[0] = p, px[1] = v, px[2] = t; break;
+		case 3: px[0] = p, px[1] = q, px[2] = v; break;
+		case 4: px[0] = t, px[1] = p, px[2] = v; break;
+		default: px[0] = v, px[1] = p, px[2] = q; break;
+		}
+	}
+}
+
+void augment_grayscale(struct image *im)
+{
+	long n = (long)im->w * im->h;
+	for (long i = 0; i < n; i++) {
+		unsigned char *p = im->px + 3 * i;
+		p[0] = p[1] = p[2] = (unsigned char)luma(p);
+	}
+}
+
+void augment_hflip(struct image *im)
+{
+	for (int y = 0; y < im->h; y++) {
+		unsigned char *row = im->px + (size_t)y * im->w * 3;
+		for (int a = 0, b = im->w - 1; a < b; a++, b--)
+			for (int c = 0; c < 3; c++) {
+				unsigned char t = row[3 * a + c];
+				row[3 * a + c] = row[3 * b + c];
+				row[3 * b + c] = t;
+			}
+	}
+}
+
+/*
+ * PIL's GaussianBlur: three passes of an "extended" box blur per axis
+ * (Gwosdek et al. 2011) whose fractional radius matches the Gaussian's
+ * variance. Output x of one pass, edges replicated:
+ *   (ww * sum_{|k| <= r} in[x+k] + fw * (in[x-r-1] + in[x+r+1]) + 2^23) >> 24
+ * PIL computes the weights in float; so do we, to get its bytes.
+ */
+static float box_radius(float radius, int passes)
+{
+	float sigma2 = radius * radius / passes;
+	float L = sqrt(12.0 * sigma2 + 1.0);
+	float l = floor((L - 1.0) / 2.0);
+	float a = (2 * l + 1) * (l * (l + 1) - 3 * sigma2);
+	a /= 6 * (sigma2 - (l + 1) * (l + 1));
+	return l + a;
+}
+
+/* One pass over N pixels with stride STRIDE bytes between them, channels
+ * at +0..2, from the padded copy LINE (r+1 replicas each side). */
+static void box_line(unsigned char *out, size_t stride, const unsigned char *line, int n, int r,
+		     uint32_t ww, uint32_t fw)
+{
+	/* line[(i + r + 1) * 3 + c] is input i (clamped). */
+	const unsigned char *in = line + (size_t)(r + 1) * 3;
+	for (int c = 0; c < 3; c++) {
+		uint32_t acc = 0;
+		for (int k = -r; k <= r; k++)
+			acc += in[k * 3 + c];
+		for (int x = 0; x < n; x++) {
+			uint32_t bulk = acc * ww + (in[(x - r - 1) * 3 + c] + in[(x + r + 1) * 3 + c]) * fw;
+			out[x * stride + c] = (unsigned char)((bulk + (1u << 23)) >> 24);
+			acc += in[(x + r + 1) * 3 + c] - in[(x - r) * 3 + c];
+		}
+	}
+}
+
+void augment_gaussian_blur(struct image *im, float radius)
+{
+	if (radius == 0 || im->w == 0 || im->h == 0)
+		return;
+	float fr = box_radius(radius, 3);
+	int r = (int)fr;
+	uint32_t ww = (uint32_t)((float)(1 << 24) / (fr * 2 + 1));
+	uint32_t fw = ((1 << 24) - (r * 2 + 1) * ww) / 2;
+	int maxn = im->w > im->h ? im->w : im->h;
+	unsigned char *line = xmalloc((size_t)(maxn + 2 * (r + 2)) * 3);
+
+	for (int axis = 0; axis < 2; axis++) {
+		int n = axis ? im->h : im->w, lines = axis ? im->w : im->h;
+		size_t step = axis ? (size_t)im->w * 3 : 3;    /* between pixels of a line */
+		size_t lstep = axis ? 3 : (size_t)im->w * 3;   /* between lines */
+		for (int pass = 0; pass < 3; pass++)
+			for (int l = 0; l < lines; l++) {
+				unsigned char *p = im->px + l * lstep;
+				unsigned char *d = line + (size_t)(r + 1) * 3;
+				for (int i = 0; i < n; i++)
+					memcpy(d + 3 * i, p + i * step, 3);
+				for (int i = 1; i <= r + 1; i++) {
+					memcpy(d - 3 * i, p, 3);
+					memcpy(d + 3 * (n - 1 + i), p + (n - 1) * step, 3);
+				}
+				box_line(p, step, line, n, r, ww, fw);
+			}
+	}
+	free(line);
+}
+
+/* Python's round(): half to even. */
+static int round_even(double x)
+{
+	return (int)nearbyint(x);
+}
+
+void augment_rrc_box(struct rng *rg, int W, int H, const double scale[2], const double ratio[2],
+		     int box[4])
+{
+	double area = (double)W * H;
+	double lr0 = log(ratio[0]), lr1 = log(ratio[1]);
+	for (int tries = 0; tries < 10; tries++) {
+		double target = area * rng_range(rg, scale[0], scale[1]);
+		double ar = exp(rng_range(rg, lr0, lr1));
+		int w = round_even(sqrt(target * ar));
+		int h = round_even(sqrt(target / ar));
+		if (w > 0 && w <= W && h > 0 && h <= H) {
+			box[1] = (int)rng_below(rg, (uint64_t)(H - h + 1));
+			box[0] = (int)rng_below(rg, (uint64_t)(W - w + 1));
+			box[2] = w, box[3] = h;
+			return;
+		}
+	}
+	/* Centre fallback. */
+	double in_ratio = (double)W / H;
+	int w, h;
+	if (in_ratio < ratio[0]) {
+		w = W;
+		h = round_even(w / ratio[0]);
+	} else if (in_ratio > ratio[1]) {
+		h = H;
+		w = round_even(h * ratio[1]);
+	} else {
+		w = W;
+		h = H;
+	}
+	box[0] = (W - w) / 2, box[1] = (H - h) / 2, box[2] = w, box[3] = h;
+}
+
+/* ---- applying a recipe ---- */
+
+static const char *const jitter_names[4] = {"brightness", "contrast", "saturation", "hue"};
+
+static void crop(struct image *out, const struct image *in, const int box[4])
+{
+	image_alloc(out, box[2], box[3]);
+	for (int y = 0; y < box[3]; y++)
+		memcpy(out->px + (size_t)y * box[2] * 3,
+		       in->px + ((size_t)(y + box[1]) * in->w + box[0]) * 3, (size_t)box[2] * 3);
+}
+
+static void swap_images(struct image *a, struct image *b)
+{
+	struct image t = *a;
+	*a = *b;
+	*b = t;
+}
+
+static double jitter_factor(struct rng *rg, double strength, int hue)
+{
+	if (hue)
+		return rng_range(rg, -strength, strength);
+	double lo = 1 - strength < 0 ? 0 : 1 - strength;
+	return rng_range(rg, lo, 1 + strength);
+}
+
+static void add_number_array(cJSON *o, const char *name, const int *v, int n)
+{
+	cJSON *a = cJSON_AddArrayToObject(o, name);
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+}
+
+/* Adds noise (seed, key, purpose) to the CHW tensor: the one formula for
+ * both the tensor-space op and the pixel-space one. */
+static void add_noise(float *chw, long n, double ab, uint64_t seed, const char *key,
+		      const char *purpose)
+{
+	struct rng rg;
+	rng_seed(&rg, seed, key, purpose);
+	float a = (float)sqrt(ab), b = (float)sqrt(1 - ab);
+	float eps[256];
+	for (long i = 0; i < n; i += 256) {
+		long m = n - i < 256 ? n - i : 256;
+		rng_normal_fill(&rg, eps, m);
+		for (long j = 0; j < m; j++)
+			chw[i + j] = a * chw[i + j] + b * eps[j];
+	}
+}
+
+static void to_chw(float *chw, const struct image *im, const float *mean, const float *std)
+{
+	long plane = (long)im->w * im->h;
+	for (int c = 0; c < 3; c++)
+		for (long i = 0; i < plane; i++)
+			chw[c * plane + i] = (im->px[3 * i + c] / 255.0f - mean[c]) / std[c];
+}
+
+void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *key,
+		   const struct image *in, struct image *out, struct image *base,
+		   int *base_is_clean, struct cJSON **json)
+{
+	struct rng rg;
+	struct image cur, tmp;
+	int pixel_ops = 0, tensor_ops = 0, ndiff = 0;
+	cJSON *j = cJSON_CreateObject();
+	cJSON *ops;
+
+	rng_seed(&rg, seed, key, "augment");
+	image_init(&cur);
+	image_init(&tmp);
+	image_alloc(&cur, in->w, in->h);
+	memcpy(cur.px, in->px, (size_t)in->w * in->h * 3);
+
+	cJSON_AddStringToObject(j, "recipe", r->text);
+	cJSON_AddNumberToObject(j, "seed", (double)seed);
+	cJSON_AddStringToObject(j, "space", "pixel");
+	cJSON_AddFalseToObject(j, "preview");
+	ops = cJSON_AddArrayToObject(j, "ops");
+
+	for (int k = 0; k < r->nops; k++) {
+		const struct augment_op *op = &r->ops[k];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "op", op->name);
+		cJSON_AddItemToArray(ops, o);
+		int applied = 1;
+		if (op->kind != AUGMENT_NONE && op->kind != AUGMENT_DIFFUSION) {
+			if (op->p < 1)
+				applied = rng_uniform(&rg) < op->p;
+			cJSON_AddBoolToObject(o, "applied", applied);
+			if (!applied)
+				continue;
+			pixel_ops++;
+		}
+		switch (op->kind) {
+		case AUGMENT_NONE:
+			break;
+		case AUGMENT_RRC: {
+			int box[4];
+			augment_rrc_box(&rg, cur.w, cur.h, op->scale, op->ratio, box);
+			add_number_array(o, "box", box, 4);
+			crop(&tmp, &cur, box);
+			swap_images(&cur, &tmp);
+			if (op->size > 0) {
+				image_resize(&tmp, &cur, op->size, op->size, RESAMPLE_BILINEAR);
+				swap_images(&cur, &tmp);
+			}
+			int sz[2] = {cur.w, cur.h};
+			add_number_array(o, "size", sz, 2);
+			break;
+		}
+		case AUGMENT_JITTER: {
+			/* torchvision: a random order of the four, then the
+			 * factors; a strength of 0 leaves that one out. */
+			int order[4] = {0, 1, 2, 3};
+			for (int i = 3; i > 0; i--) {
+				int m = (int)rng_below(&rg, (uint64_t)i + 1), t = order[i];
+				order[i] = order[m], order[m] = t;
+			}
+			double strength[4] = {op->bright, op->contrast, op->sat, op->hue};
+			double f[4];
+			cJSON *ord = cJSON_AddArrayToObject(o, "order");
+			for (int i = 0; i < 4; i++)
+				if (strength[order[i]] > 0)
+					cJSON_AddItemToArray(ord,
+							     cJSON_CreateString(jitter_names[order[i]]));
+			for (int i = 0; i < 4; i++)
+				if (strength[i] > 0) {
+					f[i] = jitter_factor(&rg, strength[i], i == 3);
+					cJSON_AddNumberToObject(o, jitter_names[i], f[i]);
+				}
+			for (int i = 0; i < 4; i++) {
+				int w = order[i];
+				if (strength[w] <= 0)
+					continue;
+				switch (w) {
+				case 0: augment_brightness(&cur, (float)f[0]); break;
+				case 1: augment_contrast(&cur, (float)f[1]); break;
+				case 2: augment_saturation(&cur, (float)f[2]); break;
+				case 3: augment_hue(&cur, (float)f[3]); break;
+				}
+			}
+			break;
+		}
+		case AUGMENT_GRAY:
+			augment_grayscale(&cur);
+			break;
+		case AUGMENT_BLUR: {
+			double s = rng_range(&rg, op->sigma[0], op->sigma[1]);
+			cJSON_AddNumberToObject(o, "sigma", s);
+			augment_gaussian_blur(&cur, (float)s);
+			break;
+		}
+		case AUGMENT_HFLIP:
+			augment_hflip(&cur);
+			break;
+		case AUGMENT_DIFFUSION: {
+			double ab = augment_alpha_bar(op->schedule, op->t);
+			char purpose[32];
+			if (ndiff++)
+				snprintf(purpose, sizeof(purpose), "diffusion.%d", ndiff);
+			else
+				snprintf(purpose, sizeof(purpose), "diffusion");
+			cJSON_AddNumberToObject(o, "t", op->t);
+			cJSON_AddStringToObject(o, "schedule",
+						op->schedule == AUGMENT_LINEAR ? "linear" : "sigmoid");
+			cJSON_AddStringToObject(o, "space",
+						op->space == AUGMENT_PIXEL ? "pixel" : "normalized");
+			cJSON_AddNumberToObject(o, "alpha_bar", ab);
+			cJSON *nz = cJSON_AddObjectToObject(o, "noise");
+			cJSON_AddNumberToObject(nz, "seed", (double)seed);
+			cJSON_AddStringToObject(nz, "key", key);
+			cJSON_AddStringToObject(nz, "purpose", purpose);
+			if (op->space == AUGMENT_NORMALIZED) {
+				tensor_ops++;
+				break;
+			}
+			/* POVID: [0,1] pixels, clamped, back to bytes as
+			 * torchvision's to_pil_image does (x * 255, truncated). */
+			pixel_ops++;
+			long plane = (long)cur.w * cur.h;
+			float *chw = xmalloc(sizeof(float) * 3 * plane);
+			static const float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+			to_chw(chw, &cur, zero, one);
+			add_noise(chw, 3 * plane, ab, seed, key, purpose);
+			for (int c = 0; c < 3; c++)
+				for (long i = 0; i < plane; i++) {
+					float v = chw[c * plane + i];
+					v = v < 0 ? 0 : v > 1 ? 1 : v;
+					cur.px[3 * i + c] = (unsigned char)(v * 255.0f);
+				}
+			free(chw);
+			break;
+		}
+		}
+	}
+
+	if (base_is_clean)
+		*base_is_clean = pixel_ops == 0;
+	if (tensor_ops) {
+		/* Normalized-space ops act where the image becomes the model
+		 * tensor, after every pixel op: the preview shows them on the
+		 * view's own tensor (CLIP mean/std), clipped back to bytes. */
+		struct preprocess pp;
+		preprocess_defaults(&pp, 0);
+		cJSON_ReplaceItemInObjectCaseSensitive(j, "space", cJSON_CreateString("normalized"));
+		cJSON_ReplaceItemInObjectCaseSensitive(j, "preview", cJSON_CreateTrue());
+		cJSON_AddStringToObject(j, "base", pixel_ops ? "aug.base.png" : "clean");
+		if (base) {
+			image_alloc(base, cur.w, cur.h);
+			memcpy(base->px, cur.px, (size_t)cur.w * cur.h * 3);
+		}
+		long plane = (long)cur.w * cur.h;
+		float *chw = xmalloc(sizeof(float) * 3 * plane);
+		to_chw(chw, &cur, pp.mean, pp.std);
+		augment_apply_tensor(j, key, chw, 3, cur.h, cur.w);
+		for (int c = 0; c < 3; c++)
+			for (long i = 0; i < plane; i++) {
+				float v = (chw[c * plane + i] * pp.std[c] + pp.mean[c]) * 255.0f;
+				v = nearbyintf(v);
+				cur.px[3 * i + c] = v <= 0 ? 0 : v >= 255 ? 255 : (unsigned char)v;
+			}
+		free(chw);
+	}
+	image_release(out);
+	*out = cur;
+	image_release(&tmp);
+	*json = j;
+}
+
+/* ---- the tensor-space ops, for seva-generate ---- */
+
+int augment_apply_tensor(const struct cJSON *aug_json, const char *key, float *chw, int C,
+			 int H, int W)
+{
+	if (!aug_json)
+		return 0;
+	const cJSON *ops = cJSON_GetObjectItemCaseSensitive(aug_json, "ops");
+	if (!ops)
+		return 0;
+	if (!cJSON_IsArray(ops))
+		return error("aug.json: 'ops' is not an array");
+	const cJSON *top_seed = cJSON_GetObjectItemCaseSensitive(aug_json, "seed");
+	int k = 0;
+	const cJSON *o;
+	cJSON_ArrayForEach(o, ops) {
+		k++;
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "op");
+		if (!cJSON_IsString(name))
+			return error("aug.json: op %d has no name", k);
+		if (strcmp(name->valuestring, "diffusion"))
+			continue;
+		const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "space");
+		if (cJSON_IsString(sp) && !strcmp(sp->valuestring, "pixel"))
+			continue;
+		if (sp && !(cJSON_IsString(sp) && !strcmp(sp->valuestring, "normalized")))
+			return error("aug.json: op %d: bad space", k);
+
+		double ab;
+		const cJSON *abj = cJSON_GetObjectItemCaseSensitive(o, "alpha_bar");
+		if (abj) {
+			if (!cJSON_IsNumber(abj) || !(abj->valuedouble >= 0 && abj->valuedouble <= 1))
+				return error("aug.json: op %d: alpha_bar not a number in [0, 1]", k);
+			ab = abj->valuedouble;
+		} else {
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "t");
+			const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "schedule");
+			if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble >= AUGMENT_STEPS)
+				return error("aug.json: op %d: no alpha_bar and no t in [0, %d)", k,
+					     AUGMENT_STEPS);
+			int lin = cJSON_IsString(sch) && !strcmp(sch->valuestring, "linear");
+			ab = augment_alpha_bar(lin ? AUGMENT_LINEAR : AUGMENT_SIGMOID,
+					       (int)t->valuedouble);
+		}
+
+		const cJSON *nz = cJSON_GetObjectItemCaseSensitive(o, "noise");
+		const cJSON *s = nz ? cJSON_GetObjectItemCaseSensitive(nz, "seed") : top_seed;
+		const cJSON *kk = nz ? cJSON_GetObjectItemCaseSensitive(nz, "key") : NULL;
+		const cJSON *pp = nz ? cJSON_GetObjectItemCaseSensitive(nz, "purpose") : NULL;
+		if (!s)
+			s = top_seed;
+		if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble >= 0x1p64)
+			return error("aug.json: op %d: no usable noise seed", k);
+		if ((kk && !cJSON_IsString(kk)) || (pp && !cJSON_IsString(pp)))
+			return error("aug.json: op %d: noise key/purpose not strings", k);
+		add_noise(chw, (long)C * H * W, ab, (uint64_t)s->valuedouble,
+			  kk ? kk->valuestring : key, pp ? pp->valuestring : "diffusion");
+	}
+	return 0;
+}
+
+const char *augment_base_field(const struct cJSON *aug_json, int has_aug_png)
+{
+	const cJSON *pv = aug_json ? cJSON_GetObjectItemCaseSensitive(aug_json, "preview") : NULL;
+	if (cJSON_IsTrue(pv)) {
+		const cJSON *b = cJSON_GetObjectItemCaseSensitive(aug_json, "base");
+		if (cJSON_IsString(b) && strcmp(b->valuestring, "clean"))
+			return b->valuestring;
+		return NULL;
+	}
+	return has_aug_png ? "aug.png" : NULL;
+}

@@ -431,6 +431,34 @@ out:
 	return rc;
 }
 
+int train_save_model(struct vlm *m, const char *out, const char *dtype)
+{
+	char *adapter = NULL;
+	int rc = -1;
+	if (m->lora.rank > 0) {
+		/* vlm_save swaps OUT into place whole, so the adapter waits beside it */
+		adapter = xasprintf("%s.adapter.tmp.%ld", out, (long)getpid());
+		if (vlm_lora_save(m, adapter) < 0)
+			goto out;
+		vlm_lora_merge(m);
+	}
+	if (vlm_save(m, out, dtype) < 0)
+		goto out;
+	if (adapter) {
+		char *dst = xasprintf("%s/adapter", out);
+		int r = rename(adapter, dst);
+		if (r < 0)
+			error("rename '%s' to '%s':", adapter, dst);
+		free(dst);
+		if (r < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(adapter);
+	return rc;
+}
+
 /* --- DPO --- */
 
 static const char *const dpo_names[] = { "sigmoid", "ipo", "hinge" };

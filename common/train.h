@@ -98,6 +98,12 @@ int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt
 int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 		    struct train_state *st, const char *settings);
 
+/* Writes the trained model to OUT as a model directory (vlm_save, dtype
+ * "F32" or "BF16"). With LoRA, the adapter is saved first as PEFT files in
+ * OUT/adapter/ and then merged into the weights that OUT holds (M keeps
+ * the merged weights afterwards). -1 with a message on failure. */
+int train_save_model(struct vlm *m, const char *out, const char *dtype);
+
 /* --- DPO losses (TRL's DPOTrainer.dpo_loss) --- */
 enum dpo_loss_type { DPO_SIGMOID, DPO_IPO, DPO_HINGE };
 int dpo_loss_parse(const char *name);

@@ -1,0 +1,301 @@
+/* test_decode — generation with the KV cache: equals greedy decoding by full
+ * forwards (no cache), with and without LoRA; a sequence's tokens do not
+ * depend on the batch (greedy and sampled); stop ids, the stop callback,
+ * max_new_tokens, seeds, per-token log-probs, errors. */
+#include <math.h>
+#include <string.h>
+
+#include "rng.h"
+#include "tap.h"
+#include "util.h"
+#include "vlm.h"
+#include "vlm_impl.h"
+
+static void tiny_config(struct vlm_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->image_size = 16;
+	c->patch_size = 4;
+	c->num_channels = 3;
+	c->v_hidden = 16;
+	c->v_inter = 24;
+	c->v_layers = 2;
+	c->v_heads = 2;
+	c->v_act = ACT_QUICK_GELU;
+	c->v_eps = 1e-5f;
+	c->feature_layer = -2;
+	c->drop_cls = 1;
+	c->proj_act = ACT_GELU;
+	c->hidden = 32;
+	c->inter = 40;
+	c->layers = 2;
+	c->heads = 4;
+	c->kv_heads = 2;
+	c->vocab = 41;
+	c->max_pos = 48;
+	c->rms_eps = 1e-5f;
+	c->rope_theta = 10000;
+	c->image_token_index = 40;
+	c->bos_id = 1;
+	c->eos_id = 2;
+	c->pad_id = -1;
+	strcpy(c->chat_template, "seva");
+	if (vlm_config_finish(c))
+		exit(1);
+}
+
+/* Large weights: peaked, varied next-token distributions. */
+static void randomize(struct vlm *m, uint64_t seed, int from)
+{
+	for (int i = from; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		struct rng r;
+		rng_seed(&r, seed, t->name, "test");
+		double sd = 0.1, mean = 0;
+		if (t->ndim >= 2)
+			sd = 1.5 / sqrt((double)t->numel / t->shape[0]);
+		if (strstr(t->name, "norm") && strstr(t->name, ".weight"))
+			mean = 1;
+		if (strstr(t->name, "embed_tokens"))
+			sd = 1;
+		for (long j = 0; j < t->numel; j++)
+			t->data[j] = (float)(mean + sd * rng_normal(&r));
+	}
+	/* logit 0 for the image token: never the argmax, so a full forward can
+	 * take the generated text back as a prompt */
+	struct vlm_tensor *h = vlm_tensor_find(m, "language_model.lm_head.weight");
+	if (from == 0)
+		memset(h->data + (long)m->cfg.image_token_index * m->cfg.hidden, 0,
+		       m->cfg.hidden * sizeof(float));
+}
+
+enum { NB = 3, MAXT = 40 };
+static int pids[NB][MAXT];
+static const int *pp[NB];
+static int plen[NB] = {6, 3, 9};
+static int pimg[NB] = {1, -1, 0};
+static float images[2 * 3 * 16 * 16];
+
+static void make_prompts(const struct vlm_config *c, struct vlm_batch *b)
+{
+	struct rng r;
+	rng_seed(&r, 3, "prompts", "test");
+	for (int s = 0; s < NB; s++) {
+		for (int t = 0; t < plen[s]; t++)
+			pids[s][t] = 3 + (int)rng_below(&r, c->vocab - 4);
+		pids[s][0] = 1;
+		if (pimg[s] >= 0)
+			pids[s][2] = c->image_token_index;
+		pp[s] = pids[s];
+	}
+	rng_normal_fill(&r, images, ARRAY_LEN(images));
+	memset(b, 0, sizeof *b);
+	b->B = NB;
+	b->ids = pp;
+	b->len = plen;
+	b->n_images = 2;
+	b->images = images;
+	b->image_of = pimg;
+}
+
+/* Sequence s alone as a batch of one. */
+static void single(const struct vlm_batch *all, int s, struct vlm_batch *b1, int *io)
+{
+	*b1 = *all;
+	b1->B = 1;
+	b1->ids = &all->ids[s];
+	b1->len = &all->len[s];
+	*io = all->image_of[s] >= 0 ? 0 : -1;
+	b1->image_of = io;
+	b1->n_images = *io >= 0 ? 1 : 0;
+	b1->images = all->images + (all->image_of[s] >= 0 ? all->image_of[s] : 0) * 3 * 16 * 16;
+}
+
+/* Greedy decoding of sequence s by a full forward per token; checks the
+ * cached run's tokens and log-probs. */
+static int nocache_check(struct vlm *m, const struct vlm_batch *all, int s, const struct gen_out *g,
+			 double *worst_lp)
+{
+	int V = m->cfg.vocab, io;
+	int seq[MAXT + 16], n = all->len[s];
+	memcpy(seq, all->ids[s], n * sizeof(int));
+	float *logits = xmalloc(V * sizeof(float));
+	int ok = 1;
+	for (int k = 0; k < g->n; k++) {
+		struct vlm_batch b1;
+		single(all, s, &b1, &io);
+		const int *sp = seq;
+		b1.ids = &sp;
+		b1.len = &n;
+		struct vlm_fwd_opts o = {.last_logits = logits};
+		if (vlm_forward_ex(m, &b1, NULL, &o))
+			return 0;
+		int best = 0;
+		double z = 0;
+		for (int i = 1; i < V; i++)
+			if (logits[i] > logits[best])
+				best = i;
+		for (int i = 0; i < V; i++)
+			z += exp(logits[i] - logits[best]);
+		double lp = -log(z);
+		if (best != g->ids[k]) {
+			tap_diag("sequence %d token %d: cache %d, full forward %d", s, k, g->ids[k], best);
+			ok = 0;
+			break;
+		}
+		double d = fabs(lp - g->logp[k]);
+		if (d > *worst_lp)
+			*worst_lp = d;
+		seq[n++] = best;
+	}
+	free(logits);
+	return ok;
+}
+
+static int same_out(const struct gen_out *a, const struct gen_out *b)
+{
+	return a->n == b->n && a->stopped == b->stopped && !memcmp(a->ids, b->ids, a->n * sizeof(int));
+}
+
+static int stop_after_two(void *ctx, int b, const int *ids, int n)
+{
+	(void)ctx;
+	(void)b;
+	(void)ids;
+	return n >= 2;
+}
+
+static void run_checks(struct vlm *m, const char *what)
+{
+	struct vlm_batch b;
+	make_prompts(&m->cfg, &b);
+	uint64_t seeds[NB] = {11, 12, 13};
+	struct gen_settings gs = {.max_new_tokens = 10, .temperature = 0, .top_p = 1};
+	struct gen_out out[NB], one;
+	tap_ok(vlm_generate(m, &b, seeds, &gs, out) == 0, "%s: greedy generation runs", what);
+	int ok = 1, io;
+	double worst = 0;
+	for (int s = 0; s < NB; s++)
+		ok &= out[s].n == 10 && out[s].stopped == 0 && nocache_check(m, &b, s, &out[s], &worst);
+	tap_ok(ok && worst < 1e-4, "%s: KV-cache greedy equals full-forward greedy (10 tokens x %d, worst logp diff %.2g)",
+	       what, NB, worst);
+	int distinct = 0;
+	for (int k = 1; k < out[0].n; k++)
+		distinct += out[0].ids[k] != out[0].ids[0];
+	tap_ok(distinct > 0, "%s: the test model is not degenerate (varied tokens)", what);
+
+	/* alone vs in the batch: greedy, then sampled */
+	ok = 1;
+	for (int s = 0; s < NB; s++) {
+		struct vlm_batch b1;
+		single(&b, s, &b1, &io);
+		vlm_generate(m, &b1, &seeds[s], &gs, &one);
+		ok &= same_out(&one, &out[s]);
+		gen_out_release(&one);
+	}
+	tap_ok(ok, "%s: greedy tokens alone equal tokens in a batch of %d", what, NB);
+	for (int s = 0; s < NB; s++)
+		gen_out_release(&out[s]);
+
+	struct gen_settings ss = {.max_new_tokens = 12, .temperature = 0.9f, .top_k = 12, .top_p = 0.95f};
+	vlm_generate(m, &b, seeds, &ss, out);
+	ok = 1;
+	for (int s = 0; s < NB; s++) {
+		struct vlm_batch b1;
+		single(&b, s, &b1, &io);
+		vlm_generate(m, &b1, &seeds[s], &ss, &one);
+		ok &= same_out(&one, &out[s]);
+		gen_out_release(&one);
+	}
+	tap_ok(ok, "%s: sampled tokens (T 0.9, top-k 12, top-p 0.95) alone equal tokens in the batch", what);
+	struct gen_out again[NB];
+	vlm_generate(m, &b, seeds, &ss, again);
+	ok = 1;
+	for (int s = 0; s < NB; s++) {
+		ok &= same_out(&again[s], &out[s]);
+		gen_out_release(&again[s]);
+	}
+	tap_ok(ok, "%s: same seeds, same samples", what);
+	uint64_t other[NB] = {101, 102, 103};
+	vlm_generate(m, &b, other, &ss, again);
+	int differ = 0;
+	for (int s = 0; s < NB; s++) {
+		differ += !same_out(&again[s], &out[s]);
+		gen_out_release(&again[s]);
+		gen_out_release(&out[s]);
+	}
+	tap_ok(differ > 0, "%s: other seeds, other samples (%d of %d differ)", what, differ, NB);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	util_init(argv[0]);
+	struct vlm_config c;
+	tiny_config(&c);
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 21, 0);
+	run_checks(m, "base");
+
+	/* stops */
+	struct vlm_batch b;
+	make_prompts(&c, &b);
+	struct gen_settings gs = {.max_new_tokens = 10, .temperature = 0, .top_p = 1};
+	struct gen_out out[NB], st[NB];
+	vlm_generate(m, &b, NULL, &gs, out);
+	int stop_id = out[0].ids[3];
+	int first = 0;
+	while (out[0].ids[first] != stop_id)
+		first++;
+	struct gen_settings gstop = gs;
+	gstop.stop_ids = &stop_id;
+	gstop.n_stop_ids = 1;
+	vlm_generate(m, &b, NULL, &gstop, st);
+	tap_ok(st[0].stopped == 1 && st[0].n == first && !memcmp(st[0].ids, out[0].ids, first * sizeof(int)) &&
+	       fabsf(st[0].stop_logp - out[0].logp[first]) < 1e-5f,
+	       "stop id: generation ends before it, its log-prob kept (n %d, want %d)", st[0].n, first);
+	for (int s = 0; s < NB; s++)
+		gen_out_release(&st[s]);
+	struct gen_settings gcb = gs;
+	gcb.stop = stop_after_two;
+	vlm_generate(m, &b, NULL, &gcb, st);
+	int ok = 1;
+	for (int s = 0; s < NB; s++) {
+		ok &= st[s].stopped == 2 && st[s].n == 2 && !memcmp(st[s].ids, out[s].ids, 2 * sizeof(int));
+		gen_out_release(&st[s]);
+	}
+	tap_ok(ok, "stop callback ends each sequence where it says");
+	struct gen_settings g0 = gs;
+	g0.max_new_tokens = 0;
+	vlm_generate(m, &b, NULL, &g0, st);
+	ok = 1;
+	for (int s = 0; s < NB; s++) {
+		ok &= st[s].n == 0;
+		gen_out_release(&st[s]);
+	}
+	tap_ok(ok, "max_new_tokens 0: nothing generated");
+	/* the context bounds generation: 9 + 15 prompt positions, 48 slots */
+	struct gen_settings glong = gs;
+	glong.max_new_tokens = 100;
+	vlm_generate(m, &b, NULL, &glong, st);
+	tap_ok(st[2].n == 48 - (9 + 15) + 1 && st[1].n == 48 - 3 + 1,
+	       "generation stops at the context length (n %d and %d)", st[2].n, st[1].n);
+	for (int s = 0; s < NB; s++) {
+		gen_out_release(&st[s]);
+		gen_out_release(&out[s]);
+	}
+	static int longp[60];
+	const int *lp = longp;
+	int ll = 49;
+	struct vlm_batch eb = {.B = 1, .ids = &lp, .len = &ll};
+	fprintf(stderr, "(an expected error follows)\n");
+	tap_ok(vlm_generate(m, &eb, NULL, &gs, st) < 0 && st[0].ids == NULL,
+	       "a prompt longer than the context: error, nothing allocated");
+
+	/* LoRA in the cached path */
+	vlm_lora_add(m, 4, 8, LORA_ALL, 5);
+	randomize(m, 22, ((struct vlm_impl *)m->impl)->nbase);
+	run_checks(m, "LoRA");
+	vlm_free(m);
+	return tap_done();
+}

@@ -337,6 +337,242 @@ static void test_metrics(void)
 	free(got);
 }
 
+/* --- the DPO loss through the whole model --- */
+
+static void randomize_from(struct vlm *m, int from, uint64_t seed);
+
+/* A tiny LLaVA (16-pixel images, NP 16, GQA decoder) with O(1) weights. */
+static struct vlm *tiny_model(void)
+{
+	struct vlm_config c;
+	memset(&c, 0, sizeof c);
+	c.image_size = 16;
+	c.patch_size = 4;
+	c.num_channels = 3;
+	c.v_hidden = 16;
+	c.v_inter = 24;
+	c.v_layers = 2;
+	c.v_heads = 2;
+	c.v_act = ACT_QUICK_GELU;
+	c.v_eps = 1e-5f;
+	c.feature_layer = -1;
+	c.drop_cls = 1;
+	c.proj_act = ACT_GELU;
+	c.hidden = 32;
+	c.inter = 40;
+	c.layers = 2;
+	c.heads = 4;
+	c.kv_heads = 2;
+	c.vocab = 37;
+	c.max_pos = 64;
+	c.rms_eps = 1e-5f;
+	c.rope_theta = 10000;
+	c.image_token_index = 36;
+	c.bos_id = 1;
+	c.eos_id = 2;
+	c.pad_id = -1;
+	strcpy(c.chat_template, "seva");
+	if (vlm_config_finish(&c))
+		exit(1);
+	struct vlm *m = vlm_new(&c);
+	randomize_from(m, 0, 5);
+	return m;
+}
+
+/* matrices ~ N(0, 1/fan_in), norm weights 1 + N(0, 0.1), the rest N(0, 0.1) */
+static void randomize_from(struct vlm *m, int from, uint64_t seed)
+{
+	for (int i = from; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		struct rng r;
+		rng_seed(&r, seed, t->name, "test");
+		double sd = t->ndim >= 2 ? 1 / sqrt((double)t->numel / t->shape[0]) : 0.1;
+		double mean = strstr(t->name, "norm") && strstr(t->name, ".weight") ? 1 : 0;
+		for (long j = 0; j < t->numel; j++)
+			t->data[j] = (float)(mean + sd * rng_normal(&r));
+	}
+}
+
+/* Two pairs; each pair's chosen and rejected share one image. */
+enum { NP_ = 2, NS_ = 2 * NP_, MAXT_ = 12 };
+static int d_ids[NS_][MAXT_];
+static float d_w[NS_][MAXT_];
+static const int *d_idp[NS_];
+static const float *d_wp[NS_];
+static int d_len[NS_] = { 9, 7, 8, 10 };
+static int d_img[NS_] = { 0, 0, 1, 1 };
+static float d_images[2 * 3 * 16 * 16];
+static float d_ref[NS_];
+static const struct dpo_opts d_opts = { DPO_SIGMOID, 0.5, 0.1, 0.3 };
+
+static void dpo_batch(const struct vlm *m, struct vlm_batch *b)
+{
+	struct rng r;
+	rng_seed(&r, 3, "dpo", "test");
+	for (int s = 0; s < NS_; s++) {
+		for (int t = 0; t < d_len[s]; t++) {
+			d_ids[s][t] = 3 + (int)rng_below(&r, (uint64_t)m->cfg.vocab - 4);
+			d_w[s][t] = t >= 4 ? 1.0f : 0.0f; /* prompt: 4 ids, then the answer */
+		}
+		d_ids[s][0] = 1;
+		d_ids[s][1] = m->cfg.image_token_index;
+		d_idp[s] = d_ids[s];
+		d_wp[s] = d_w[s];
+	}
+	rng_normal_fill(&r, d_images, ARRAY_LEN(d_images));
+	memset(b, 0, sizeof *b);
+	b->B = NS_;
+	b->ids = d_idp;
+	b->len = d_len;
+	b->weight = d_wp;
+	b->n_images = 2;
+	b->images = d_images;
+	b->image_of = d_img;
+}
+
+/* Mean DPO loss over the pairs; fills dlogp when asked. */
+static double dpo_objective(const float *lp, float *dlogp)
+{
+	double loss = 0;
+	for (int p = 0; p < NP_; p++) {
+		struct dpo_pair r;
+		dpo_pair_loss(&d_opts, lp[2 * p], lp[2 * p + 1], d_ref[2 * p], d_ref[2 * p + 1],
+			      d_len[2 * p] - 4, d_len[2 * p + 1] - 4, &r);
+		loss += r.loss / NP_;
+		if (dlogp) {
+			dlogp[2 * p] = (float)(r.dpc / NP_);
+			dlogp[2 * p + 1] = (float)(r.dpr / NP_);
+		}
+	}
+	return loss;
+}
+
+static double dpo_fd_tensor(struct vlm *m, const struct vlm_batch *b, struct vlm_tensor *t,
+			    double *an_out, double *fd_out)
+{
+	float lp[NS_];
+	struct rng r;
+	double worst = 0;
+	rng_seed(&r, 9, t->name, "pick");
+	for (int k = 0; k < 3; k++) {
+		long best = -1;
+		for (int tries = 0; tries < 24; tries++) {
+			long j = (long)rng_below(&r, (uint64_t)t->numel);
+			if (best < 0 || fabsf(t->grad[j]) > fabsf(t->grad[best]))
+				best = j;
+		}
+		float save = t->data[best], eps = 3e-3f * fmaxf(1.0f, fabsf(save));
+		t->data[best] = save + eps;
+		vlm_forward(m, b, lp, 0);
+		double up = dpo_objective(lp, NULL);
+		t->data[best] = save - eps;
+		vlm_forward(m, b, lp, 0);
+		double down = dpo_objective(lp, NULL);
+		t->data[best] = save;
+		double fd = (up - down) / (2.0 * ((double)(save + eps) - save));
+		double an = t->grad[best];
+		double ratio = fabs(fd - an) / (1e-3 + 2e-2 * fabs(an));
+		if (ratio > worst) {
+			worst = ratio;
+			*an_out = an;
+			*fd_out = fd;
+		}
+	}
+	return worst;
+}
+
+static void test_dpo_model(void)
+{
+	struct vlm *m = tiny_model();
+	struct vlm_batch b;
+	float lp[NS_], dlogp[NS_];
+	dpo_batch(m, &b);
+
+	/* reference = the base; LoRA (B = 0) added: policy == reference */
+	vlm_forward(m, &b, d_ref, 0);
+	vlm_lora_add(m, 4, 8.0f, LORA_ALL, 1);
+	vlm_train_init(m, VLM_PART_LORA | VLM_PART_PROJECTOR);
+	vlm_forward(m, &b, lp, 1);
+	struct dpo_opts plain = { DPO_SIGMOID, 0.1, 0, 0 };
+	struct dpo_pair r;
+	dpo_pair_loss(&plain, lp[0], lp[1], d_ref[0], d_ref[1], 5, 3, &r);
+	tap_ok(r.loss == log(2.0) && !memcmp(lp, d_ref, sizeof lp),
+	       "fresh LoRA: policy log-probs equal the reference bit for bit, loss log 2 (%.17g)",
+	       r.loss);
+	m->lora.enabled = 0;
+	vlm_forward(m, &b, lp, 0);
+	m->lora.enabled = 1;
+	tap_ok(!memcmp(lp, d_ref, sizeof lp), "LoRA off is the reference");
+
+	/* move LoRA B off zero so every path carries gradient */
+	for (int i = 0; i < m->ntensors; i++)
+		if (strstr(m->tensors[i].name, "lora_B")) {
+			struct rng rr;
+			rng_seed(&rr, 4, m->tensors[i].name, "test");
+			for (long j = 0; j < m->tensors[i].numel; j++)
+				m->tensors[i].data[j] = (float)(0.2 * rng_normal(&rr));
+		}
+	vlm_zero_grad(m);
+	vlm_forward(m, &b, lp, 1);
+	dpo_objective(lp, dlogp);
+	vlm_backward(m, dlogp);
+	const char *names[] = {
+		"language_model.model.layers.0.self_attn.q_proj.lora_A.weight",
+		"language_model.model.layers.1.mlp.down_proj.lora_B.weight",
+		"language_model.model.layers.0.self_attn.v_proj.lora_B.weight",
+		"multi_modal_projector.linear_1.weight",
+		"multi_modal_projector.linear_2.bias",
+	};
+	double worst = 0, an = 0, fd = 0;
+	const char *wname = "";
+	for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+		struct vlm_tensor *t = vlm_tensor_find(m, names[i]);
+		double a, f;
+		if (!t) {
+			tap_diag("no tensor %s", names[i]);
+			worst = INFINITY;
+			continue;
+		}
+		double w = dpo_fd_tensor(m, &b, t, &a, &f);
+		if (w > worst) {
+			worst = w, an = a, fd = f;
+			wname = names[i];
+		}
+	}
+	if (!tap_ok(worst <= 1.0, "DPO loss gradient (sigmoid, cDPO, SFT term) through the whole "
+				  "model matches finite differences (LoRA, projector; worst ratio %.3g)",
+		    worst))
+		tap_diag("%s: analytic %.6g finite difference %.6g", wname, an, fd);
+
+	/* full fine-tuning: decoder and vision weights */
+	vlm_lora_merge(m);
+	vlm_train_init(m, VLM_PART_DECODER | VLM_PART_VISION);
+	vlm_zero_grad(m);
+	vlm_forward(m, &b, lp, 1);
+	dpo_objective(lp, dlogp);
+	vlm_backward(m, dlogp);
+	const char *full[] = {
+		"language_model.model.layers.1.self_attn.k_proj.weight",
+		"language_model.lm_head.weight",
+		"language_model.model.embed_tokens.weight",
+		"vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
+	};
+	worst = 0;
+	for (size_t i = 0; i < ARRAY_LEN(full); i++) {
+		struct vlm_tensor *t = vlm_tensor_find(m, full[i]);
+		double a, f;
+		double w = t ? dpo_fd_tensor(m, &b, t, &a, &f) : INFINITY;
+		if (w > worst) {
+			worst = w, an = a, fd = f;
+			wname = full[i];
+		}
+	}
+	if (!tap_ok(worst <= 1.0, "DPO loss gradient for full fine-tuning (decoder, vision) "
+				  "matches finite differences (worst ratio %.3g)", worst))
+		tap_diag("%s: analytic %.6g finite difference %.6g", wname, an, fd);
+	vlm_free(m);
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/test_train.%ld", (long)getpid());
@@ -348,6 +584,7 @@ int main(void)
 	test_ckpt();
 	test_dpo();
 	test_metrics();
+	test_dpo_model();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)

@@ -1,0 +1,393 @@
+/* seva-pair — DPO preference pairs from generated samples: the answer on the
+ * clean image is chosen, the answer on the augmented view rejected, kept only
+ * where the two differ (SeVa). Exports TRL and SeVa JSON. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "pair.h"
+#include "rec.h"
+#include "rng.h"
+#include "util.h"
+
+static const char usage[] =
+	"seva-pair [-t] [-o FILE] [--normalize] [--min-len N] [--swap] [--random-negative] [-s SEED]\n"
+	"       [--trl FILE] [--seva FILE] [--images DIR] [-k] [-q] [FILE...]";
+
+static struct {
+	enum rec_format fmt;
+	const char *out, *trl, *seva, *images;
+	int normalize, swap, random_negative, keep_going, quiet;
+	long min_len;
+	uint64_t seed;
+} opt = { .fmt = REC_MSGPACK };
+
+static struct {
+	long read, kept, identical, short_, missing, bad;
+} st;
+
+static struct rec_writer *w;
+static struct buf trl;       /* TRL JSON lines */
+static cJSON *seva_list;     /* SeVa's JSON list */
+static char *filter_desc;
+static char *spool_path;     /* --random-negative: the samples wait here */
+
+/* --random-negative: every sample's clean answer, in stream order. */
+static struct {
+	char **answer;
+	size_t n, cap;
+} pool;
+
+static _Noreturn void finish(int failed)
+{
+	if (w && failed)
+		rec_writer_abort(w), w = NULL;
+	if (w && rec_writer_close(w))
+		failed = 1;
+	if (spool_path)
+		unlink(spool_path);
+	free(spool_path);
+	for (size_t i = 0; i < pool.n; i++)
+		free(pool.answer[i]);
+	free(pool.answer);
+	buf_release(&trl);
+	cJSON_Delete(seva_list);
+	free(filter_desc);
+	if (!opt.quiet)
+		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld missing fields, %ld bad",
+		     st.read, st.kept, st.identical, st.short_, st.missing, st.bad);
+	exit(failed || st.missing || st.bad ? 1 : 0);
+}
+
+/* A sample that cannot be paired for what it lacks or holds: the end of
+ * the run, or with -k counted and skipped. */
+static void skip(long *counter)
+{
+	(*counter)++;
+	if (!opt.keep_going)
+		finish(1);
+}
+
+/* The text field NAME, cleaned; NULL (message printed) if absent or not text. */
+static char *answer(struct rec_reader *r, const struct sample *s, const char *name)
+{
+	const struct field *f = sample_get(s, name);
+	if (!f) {
+		error("%s: no %s", rec_where(r), name);
+		return NULL;
+	}
+	if (f->type != FIELD_TEXT || strlen((const char *)f->data) != f->len) {
+		error("%s: field '%s': wrong type (want text)", rec_where(r), name);
+		return NULL;
+	}
+	return pair_clean((const char *)f->data);
+}
+
+static int same_answer(const char *a, const char *b)
+{
+	if (!opt.normalize)
+		return !strcmp(a, b);
+	char *x = pair_normalize(a), *y = pair_normalize(b);
+	int same = !strcmp(x, y);
+	free(x);
+	free(y);
+	return same;
+}
+
+static const char *image_ext(const struct field *img)
+{
+	const char *dot = strrchr(img->name, '.');
+	return dot ? dot + 1 : img->name;
+}
+
+static void export(const struct sample *s, const struct field *img, const char *q, const char *chosen,
+		   const char *rejected)
+{
+	char *file = xasprintf("%s.%s", s->key, image_ext(img));
+	if (opt.trl) {
+		char *rel = xasprintf("%s/%s", opt.images ? opt.images : "images", file);
+		cJSON *o = cJSON_CreateObject();
+		cJSON *prompt = cJSON_AddArrayToObject(o, "prompt");
+		cJSON *turn = cJSON_CreateObject();
+		cJSON_AddStringToObject(turn, "role", "user");
+		cJSON *content = cJSON_AddArrayToObject(turn, "content");
+		cJSON *part = cJSON_CreateObject();
+		cJSON_AddStringToObject(part, "type", "image");
+		cJSON_AddItemToArray(content, part);
+		part = cJSON_CreateObject();
+		cJSON_AddStringToObject(part, "type", "text");
+		cJSON_AddStringToObject(part, "text", q);
+		cJSON_AddItemToArray(content, part);
+		cJSON_AddItemToArray(prompt, turn);
+		const char *side[2] = { "chosen", "rejected" }, *text[2] = { chosen, rejected };
+		for (int i = 0; i < 2; i++) {
+			cJSON *list = cJSON_AddArrayToObject(o, side[i]);
+			turn = cJSON_CreateObject();
+			cJSON_AddStringToObject(turn, "role", "assistant");
+			content = cJSON_AddArrayToObject(turn, "content");
+			part = cJSON_CreateObject();
+			cJSON_AddStringToObject(part, "type", "text");
+			cJSON_AddStringToObject(part, "text", text[i]);
+			cJSON_AddItemToArray(content, part);
+			cJSON_AddItemToArray(list, turn);
+		}
+		cJSON *images = cJSON_AddArrayToObject(o, "images");
+		cJSON_AddItemToArray(images, cJSON_CreateString(rel));
+		char *line = cJSON_PrintUnformatted(o);
+		buf_addstr(&trl, line);
+		buf_addstr(&trl, "\n");
+		cJSON_free(line);
+		cJSON_Delete(o);
+		free(rel);
+	}
+	if (opt.seva) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "id", s->key);
+		cJSON_AddStringToObject(o, "image_id", file);
+		cJSON_AddStringToObject(o, "question", q);
+		cJSON_AddStringToObject(o, "chosen", chosen);
+		cJSON_AddStringToObject(o, "reject", rejected);
+		cJSON_AddItemToArray(seva_list, o);
+	}
+	if (opt.images) {
+		char *path = xasprintf("%s/%s", opt.images, file);
+		if (write_file_atomic(path, img->data, img->len))
+			finish(1);
+		free(path);
+	}
+	free(file);
+}
+
+/* Makes the pair of S in place; returns 1 if it is to be written. */
+static int make_pair(struct rec_reader *r, struct sample *s, char *clean, char *aug)
+{
+	const char *why;
+	struct field *img = sample_image(s);
+	char *q = pair_question(s, &why);
+	int keep = 0;
+	if (!q || !img) {
+		error("%s: %s", rec_where(r), !q ? why : "no clean image field");
+		skip(&st.missing);
+		goto out;
+	}
+	if (same_answer(clean, aug)) {
+		st.identical++;
+		goto out;
+	}
+	if (opt.min_len && ((long)pair_length(clean) < opt.min_len || (long)pair_length(aug) < opt.min_len)) {
+		st.short_++;
+		goto out;
+	}
+	const char *chosen = opt.swap ? aug : clean, *rejected = opt.swap ? clean : aug;
+	cJSON *recipe = sample_json(s, "aug.json");
+	cJSON *pj = cJSON_CreateObject();
+	cJSON_AddStringToObject(pj, "source", s->key);
+	cJSON_AddItemToObject(pj, "recipe", recipe ? recipe : cJSON_CreateNull());
+	cJSON_AddStringToObject(pj, "filter", filter_desc);
+	cJSON_AddStringToObject(pj, "mode", opt.random_negative ? "random-negative" : "augment");
+	cJSON_AddBoolToObject(pj, "swap", opt.swap);
+
+	/* The pair keeps the key, the clean image and json; the rest goes. */
+	for (size_t i = 0; i < s->nfields;) {
+		const char *n = s->fields[i].name;
+		if (&s->fields[i] != img && strcmp(n, "json"))
+			sample_remove(s, n);
+		else
+			i++;
+	}
+	sample_set_text(s, "prompt.txt", q);
+	sample_set_text(s, "chosen.txt", chosen);
+	sample_set_text(s, "rejected.txt", rejected);
+	sample_set_json(s, "pair.json", pj);
+	cJSON_Delete(pj);
+	export(s, sample_image(s), q, chosen, rejected);
+	st.kept++;
+	keep = 1;
+out:
+	free(q);
+	return keep;
+}
+
+static void put(struct sample *s)
+{
+	if (rec_write(w, s)) {
+		if (rec_writer_failed(w))
+			finish(1);
+		skip(&st.bad);
+	}
+}
+
+/* Streaming mode: each sample is paired as it comes. */
+static void pair_stream(struct rec_reader *r, struct sample *s)
+{
+	int rc;
+	while ((rc = rec_read(r, s)) != 0) {
+		st.read++;
+		if (rc < 0) {
+			skip(&st.bad);
+			continue;
+		}
+		char *clean = answer(r, s, "response.txt");
+		char *aug = clean ? answer(r, s, "aug.response.txt") : NULL;
+		if (!aug)
+			skip(&st.missing);
+		else if (make_pair(r, s, clean, aug))
+			put(s);
+		free(clean);
+		free(aug);
+	}
+}
+
+/* --random-negative, first pass: answers into the pool, samples spooled. */
+static void pool_add(struct rec_reader *r, struct sample *s, struct rec_writer *spool)
+{
+	int rc;
+	while ((rc = rec_read(r, s)) != 0) {
+		st.read++;
+		if (rc < 0) {
+			skip(&st.bad);
+			continue;
+		}
+		const char *why = "no clean image field";
+		char *q = sample_image(s) ? pair_question(s, &why) : NULL;
+		char *clean = q ? answer(r, s, "response.txt") : NULL;
+		if (!q)
+			error("%s: %s", rec_where(r), why);
+		free(q);
+		if (!clean) {
+			skip(&st.missing);
+			continue;
+		}
+		if (pool.n == pool.cap) {
+			pool.cap = pool.cap ? 2 * pool.cap : 256;
+			pool.answer = xrealloc(pool.answer, pool.cap * sizeof *pool.answer);
+		}
+		pool.answer[pool.n++] = clean;
+		if (rec_write(spool, s))
+			finish(1);
+	}
+}
+
+/* Second pass: each spooled sample gets another sample's answer, drawn
+ * from (seed, key, "negative"); an answer equal to its own is redrawn a few
+ * times before the sample counts as identical. */
+static void pair_negatives(struct sample *s)
+{
+	struct rec_reader *r = rec_open(spool_path);
+	if (!r)
+		finish(1);
+	for (size_t i = 0; rec_read(r, s) == 1; i++) {
+		const char *neg = pool.answer[i];
+		if (pool.n > 1) {
+			struct rng g;
+			rng_seed(&g, opt.seed, s->key, "negative");
+			for (int t = 0; t < 8 && same_answer(pool.answer[i], neg); t++) {
+				size_t j = (size_t)rng_below(&g, pool.n - 1);
+				neg = pool.answer[j >= i ? j + 1 : j];
+			}
+		}
+		char *aug = xstrdup(neg);
+		if (make_pair(r, s, pool.answer[i], aug))
+			put(s);
+		free(aug);
+	}
+	rec_close(r);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_NORMALIZE = 256, O_MINLEN, O_SWAP, O_RANDNEG, O_TRL, O_SEVA, O_IMAGES };
+	static const struct option longs[] = {
+		{ "tar", no_argument, NULL, 't' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "normalize", no_argument, NULL, O_NORMALIZE },
+		{ "min-len", required_argument, NULL, O_MINLEN },
+		{ "swap", no_argument, NULL, O_SWAP },
+		{ "random-negative", no_argument, NULL, O_RANDNEG },
+		{ "trl", required_argument, NULL, O_TRL },
+		{ "seva", required_argument, NULL, O_SEVA },
+		{ "images", required_argument, NULL, O_IMAGES },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "to:s:kqh", longs, NULL)) != -1) {
+		switch (c) {
+		case 't': opt.fmt = REC_TAR; break;
+		case 'o': opt.out = optarg; break;
+		case 's': opt.seed = (uint64_t)arg_long("-s", optarg, 0, 0x7fffffffffffffffL); break;
+		case 'k': opt.keep_going = 1; break;
+		case 'q': opt.quiet = 1; break;
+		case O_NORMALIZE: opt.normalize = 1; break;
+		case O_MINLEN: opt.min_len = arg_long("--min-len", optarg, 0, 1000000000L); break;
+		case O_SWAP: opt.swap = 1; break;
+		case O_RANDNEG: opt.random_negative = 1; break;
+		case O_TRL: opt.trl = optarg; break;
+		case O_SEVA: opt.seva = optarg; break;
+		case O_IMAGES: opt.images = optarg; break;
+		default: usage_die(usage);
+		}
+	}
+	if (opt.images && !opt.trl && !opt.seva)
+		usage_die(usage);
+	/* pair.json's "filter": what a kept pair passed, e.g. "differ,min-len=5". */
+	filter_desc = opt.min_len ? xasprintf("%s,min-len=%ld", opt.normalize ? "differ-normalized" : "differ",
+					      opt.min_len)
+				  : xstrdup(opt.normalize ? "differ-normalized" : "differ");
+	if (opt.seva)
+		seva_list = cJSON_CreateArray();
+	if (opt.images && mkdir_p(opt.images))
+		finish(1);
+	w = rec_writer_open(opt.out, opt.fmt, 0);
+	if (!w)
+		finish(1);
+
+	struct sample s;
+	struct rec_writer *spool = NULL;
+	sample_init(&s);
+	if (opt.random_negative) {
+		const char *tmp = getenv("TMPDIR");
+		spool_path = xasprintf("%s/seva-pair.%ld.msgpack", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+		spool = rec_writer_open(spool_path, REC_MSGPACK, 0);
+		if (!spool)
+			finish(1);
+	}
+	for (int i = optind; i < argc || i == optind; i++) {
+		struct rec_reader *r = rec_open(i < argc ? argv[i] : NULL);
+		if (!r) {
+			skip(&st.bad);
+			continue;
+		}
+		if (opt.random_negative)
+			pool_add(r, &s, spool);
+		else
+			pair_stream(r, &s);
+		rec_close(r);
+		if (i >= argc)
+			break;
+	}
+	if (spool) {
+		if (rec_writer_close(spool))
+			finish(1);
+		pair_negatives(&s);
+	}
+	sample_release(&s);
+	if (opt.trl && write_file_atomic(opt.trl, trl.data ? trl.data : (unsigned char *)"", trl.len))
+		finish(1);
+	if (opt.seva) {
+		char *text = cJSON_Print(seva_list);
+		int rc = write_file_atomic(opt.seva, text, strlen(text));
+		cJSON_free(text);
+		if (rc)
+			finish(1);
+	}
+	finish(0);
+}

@@ -457,6 +457,32 @@ static void test_model_dirs(void)
 	}
 	vlm_free(m2);
 
+	/* tokenizer files travel with the model; a missing preprocessor_config.json is written */
+	char *src = tpath("src");
+	mkdir(src, 0755);
+	put("src/tokenizer.json", "{\"model\": {\"type\": \"WordLevel\"}}\n");
+	put("src/special_tokens_map.json", "{}\n");
+	char *keep_dir = m->dir;
+	m->dir = src;
+	m->pre.mode = PREPROCESS_PAD_RESIZE;
+	m->pre.resample = RESAMPLE_BILINEAR;
+	m->pre.mean[1] = 0.25f;
+	r = vlm_save(m, out, "F32");
+	m->dir = keep_dir;
+	char *tj = tpath("saved/tokenizer.json"), *sm = tpath("saved/special_tokens_map.json");
+	unsigned char *tok = r ? NULL : read_file(tj, NULL);
+	tap_ok(tok && !strcmp((char *)tok, "{\"model\": {\"type\": \"WordLevel\"}}\n") &&
+		       access(sm, F_OK) == 0,
+	       "tokenizer.json and special_tokens_map.json copied from the source directory");
+	free(tok);
+	free(tj);
+	free(sm);
+	m2 = r ? NULL : vlm_load(out);
+	tap_ok(m2 && !memcmp(&m2->pre, &m->pre, sizeof m->pre),
+	       "preprocessor_config.json written from the model's settings reads back the same");
+	vlm_free(m2);
+	free(src);
+
 	/* a directory that is not a model is never replaced */
 	char *home = tpath("notamodel");
 	mkdir(home, 0755);

@@ -1,0 +1,231 @@
+/* seva-augment — adds the augmented view (aug.png) and its recipe
+ * (aug.json) to every sample; every other field passes through. Samples are
+ * augmented in parallel batches and written in input order; each one's
+ * randomness comes from (seed, key) alone, so sharding changes nothing. */
+#include <getopt.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <stb_image_write.h>
+
+#include "augment.h"
+#include "image.h"
+#include "rec.h"
+#include "util.h"
+
+static const char usage[] =
+	"seva-augment [-r RECIPE] [-s SEED] [-t] [-o FILE] [-j THREADS] [-k] [-q] [FILE...]";
+
+/* JSON numbers are doubles: seeds above 2^53 would not survive aug.json. */
+#define SEED_MAX 9007199254740991L
+
+static struct {
+	const char *recipe, *out;
+	long seed;
+	int threads, keep_going, quiet;
+	enum rec_format fmt;
+} opt = { .recipe = AUGMENT_DEFAULT, .fmt = REC_MSGPACK };
+
+/* One slot of a batch: the sample, where it came from, what went wrong. */
+struct slot {
+	struct sample s;
+	char *where;
+	char *err;
+};
+
+static struct augment_recipe recipe;
+static struct rec_writer *w;
+static long nread, nskipped, nunread;
+
+static void take_png(struct sample *s, const char *name, const struct image *im)
+{
+	unsigned char *png;
+	size_t len;
+	if (image_encode_png(im, &png, &len) < 0)
+		die("cannot encode PNG"); /* only out of memory gets here */
+	png = xrealloc(png, len + 1); /* sample_take wants room for a NUL */
+	png[len] = 0;
+	sample_take(s, name, FIELD_BYTES, png, len);
+}
+
+/* Augments one sample in place; on bad input sets sl->err instead. Runs on
+ * any thread: prints nothing. */
+static void augment_slot(struct slot *sl)
+{
+	struct sample *s = &sl->s;
+	struct field *f = sample_image(s);
+	struct image in, out, base;
+	const char *why;
+	cJSON *j;
+	int clean;
+
+	if (!f) {
+		sl->err = xasprintf("%s: no image field", sl->where);
+		return;
+	}
+	if (image_decode(&in, f->data, f->len, &why) < 0) {
+		sl->err = xasprintf("%s: field '%s': %s", sl->where, f->name, why);
+		return;
+	}
+	image_init(&out);
+	image_init(&base);
+	augment_apply(&recipe, (uint64_t)opt.seed, s->key, &in, &out, &base, &clean, &j);
+	image_release(&in);
+
+	take_png(s, "aug.png", &out);
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "preview")) && !clean)
+		take_png(s, "aug.base.png", &base);
+	else
+		sample_remove(s, "aug.base.png"); /* a stale one from an earlier run */
+	sample_set_json(s, "aug.json", j);
+	cJSON_Delete(j);
+	image_release(&out);
+	image_release(&base);
+}
+
+static _Noreturn void finish(int failed)
+{
+	int out_failed = w && rec_writer_failed(w);
+	if (w && failed) {
+		rec_writer_abort(w);
+		w = NULL;
+	}
+	if (w && rec_writer_close(w))
+		failed = out_failed = 1;
+	augment_release(&recipe);
+	if (nskipped)
+		warn("%ld of %ld samples skipped", nskipped, nread);
+	if (nunread)
+		warn("%ld inputs could not be read", nunread);
+	if (out_failed)
+		_exit(1);
+	exit(failed || nskipped || nunread ? 1 : 0);
+}
+
+static void bad_sample(void)
+{
+	nskipped++;
+	if (!opt.keep_going)
+		finish(1);
+}
+
+/* Augments and writes the first N slots, in order. */
+static void flush_batch(struct slot *b, int n, struct progress *p)
+{
+	#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads) if (n > 1)
+	for (int i = 0; i < n; i++)
+		augment_slot(&b[i]);
+	for (int i = 0; i < n; i++) {
+		if (b[i].err) {
+			error("%s", b[i].err);
+			free(b[i].err);
+			b[i].err = NULL;
+			bad_sample();
+			continue;
+		}
+		if (rec_write(w, &b[i].s)) {
+			if (rec_writer_failed(w))
+				finish(1);
+			bad_sample();
+		}
+	}
+	progress_update(p, nread, NULL);
+}
+
+static void augment_file(const char *path, struct slot *b, int cap, struct progress *p)
+{
+	struct rec_reader *r = rec_open(path);
+	int n = 0, rc;
+	if (!r) {
+		nunread++;
+		if (!opt.keep_going)
+			finish(1);
+		return;
+	}
+	for (;;) {
+		rc = rec_read(r, &b[n].s);
+		if (rc == 0)
+			break;
+		nread++;
+		if (rc < 0) {
+			/* Earlier samples of the batch go out first: order kept. */
+			flush_batch(b, n, p);
+			n = 0;
+			if (!opt.keep_going)
+				rec_close(r);
+			bad_sample();
+			continue;
+		}
+		free(b[n].where);
+		b[n].where = xstrdup(rec_where(r));
+		if (++n == cap) {
+			flush_batch(b, n, p);
+			n = 0;
+		}
+	}
+	flush_batch(b, n, p);
+	rec_close(r);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{ "recipe", required_argument, NULL, 'r' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "tar", no_argument, NULL, 't' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "threads", required_argument, NULL, 'j' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "r:s:to:j:kqh", longs, NULL)) != -1) {
+		switch (c) {
+		case 'r': opt.recipe = optarg; break;
+		case 's': opt.seed = arg_long("-s", optarg, 0, SEED_MAX); break;
+		case 't': opt.fmt = REC_TAR; break;
+		case 'o': opt.out = optarg; break;
+		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
+		case 'k': opt.keep_going = 1; break;
+		case 'q': opt.quiet = 1; break;
+		default: usage_die(usage);
+		}
+	}
+	if (augment_parse(&recipe, opt.recipe) < 0)
+		exit(2);
+	if (opt.threads == 0)
+		opt.threads = omp_get_num_procs();
+	/* zlib level 1-ish: the views are noisy photos that barely compress,
+	 * and the deflate search dominates the run time at stb's default 8. */
+	stbi_write_png_compression_level = 5;
+
+	w = rec_writer_open(opt.out, opt.fmt, 0);
+	if (!w)
+		finish(1);
+
+	/* A few samples per thread keep the threads busy between writes. */
+	int cap = opt.threads > 1 ? 4 * opt.threads : 1;
+	struct slot *b = xcalloc((size_t)cap, sizeof(*b));
+	for (int i = 0; i < cap; i++)
+		sample_init(&b[i].s);
+	struct progress p;
+	progress_init(&p, "samples", 0, opt.quiet);
+	if (optind == argc)
+		augment_file(NULL, b, cap, &p);
+	for (int i = optind; i < argc; i++)
+		augment_file(argv[i], b, cap, &p);
+	progress_done(&p);
+	for (int i = 0; i < cap; i++) {
+		sample_release(&b[i].s);
+		free(b[i].where);
+	}
+	free(b);
+	finish(0);
+}

@@ -1,0 +1,371 @@
+/* seva-eval — scores answers (response.txt) against ground truth
+ * (json.truth): POPE, CHAIR, exact match; compares two runs; exports the
+ * MM-Vet and LLaVA-Bench answer formats (see seva-eval(1)). */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval.h"
+#include "rec.h"
+#include "util.h"
+
+static const char usage_text[] =
+	"seva-eval [--json] [-o FILE] [-k] [-q] [--vocab FILE] [--mmvet OUT.json]\n"
+	"                 [--llava-bench OUT.jsonl] [--model-id ID] [FILE...]\n"
+	"       seva-eval --pope-questions Q.jsonl --pope-answers A.jsonl [--json] [-o FILE]\n"
+	"       seva-eval --compare BEFORE AFTER [--json] [-o FILE]";
+
+struct opts {
+	int json, keep, quiet;
+	const char *out, *vocab, *mmvet, *llava, *model_id;
+	const char *pope_q, *pope_a;
+};
+
+/* Answers kept for the exports. */
+struct exports {
+	cJSON *mmvet;   /* {"id": answer} */
+	cJSON *llava;   /* [{question_id, prompt, text, answer_id, model_id, metadata}] */
+};
+
+static int all_digits(const char *s)
+{
+	if (!*s || strlen(s) > 15)
+		return 0;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* A stable answer id: FNV-1a of key and text (LLaVA uses random ids). */
+static char *answer_id(const char *key, const char *text)
+{
+	unsigned long long h = 0xcbf29ce484222325ULL;
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+	h = (h ^ 0) * 0x100000001b3ULL;
+	for (const char *p = text; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+	return xasprintf("seva-%016llx", h);
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+	const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+	return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
+static void export_add(struct exports *x, const struct opts *o, const struct sample *s,
+		       const cJSON *json, const char *response)
+{
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(json, "id");
+	const cJSON *qid = cJSON_GetObjectItemCaseSensitive(json, "question_id");
+	char num[32];
+	const char *name = s->key;
+
+	if (cJSON_IsString(id)) {
+		name = id->valuestring;
+	} else if (cJSON_IsNumber(id)) {
+		snprintf(num, sizeof(num), "%.0f", id->valuedouble);
+		name = num;
+	}
+	if (x->mmvet) {
+		cJSON_DeleteItemFromObjectCaseSensitive(x->mmvet, name);
+		cJSON_AddStringToObject(x->mmvet, name, response);
+	}
+	if (x->llava) {
+		cJSON *a = cJSON_CreateObject();
+		if (!qid)
+			qid = id;
+		if (cJSON_IsNumber(qid))
+			cJSON_AddNumberToObject(a, "question_id", qid->valuedouble);
+		else if (cJSON_IsString(qid) && all_digits(qid->valuestring))
+			cJSON_AddNumberToObject(a, "question_id", atof(qid->valuestring));
+		else if (cJSON_IsString(qid))
+			cJSON_AddStringToObject(a, "question_id", qid->valuestring);
+		else if (all_digits(s->key))
+			cJSON_AddNumberToObject(a, "question_id", atof(s->key));
+		else
+			cJSON_AddStringToObject(a, "question_id", s->key);
+		const char *prompt = json_str(json, "prompt");
+		cJSON_AddStringToObject(a, "prompt", prompt ? prompt : "");
+		cJSON_AddStringToObject(a, "text", response);
+		char *aid = answer_id(s->key, response);
+		cJSON_AddStringToObject(a, "answer_id", aid);
+		free(aid);
+		const char *model = o->model_id;
+		cJSON *gen = sample_json(s, "gen.json");
+		if (!model)
+			model = json_str(gen, "model_id") ? json_str(gen, "model_id") : json_str(gen, "model");
+		cJSON_AddStringToObject(a, "model_id", model ? model : "seva");
+		cJSON_Delete(gen);
+		cJSON_AddItemToObject(a, "metadata", cJSON_CreateObject());
+		cJSON_AddItemToArray(x->llava, a);
+	}
+}
+
+/* LLaVA-Bench answers in question order: by numeric question_id when every
+ * id is a number, else as read. */
+static int by_question(const void *a, const void *b)
+{
+	const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+	double qx = cJSON_GetObjectItem(x, "question_id")->valuedouble;
+	double qy = cJSON_GetObjectItem(y, "question_id")->valuedouble;
+	return qx < qy ? -1 : qx > qy ? 1 : 0;
+}
+
+static int write_exports(struct exports *x, const struct opts *o)
+{
+	int rc = 0;
+	if (x->mmvet) {
+		char *text = cJSON_Print(x->mmvet);
+		struct buf b;
+		buf_init(&b);
+		buf_addstr(&b, text);
+		buf_addstr(&b, "\n");
+		rc |= write_file_atomic(o->mmvet, b.data, b.len);
+		buf_release(&b);
+		free(text);
+	}
+	if (x->llava) {
+		int n = cJSON_GetArraySize(x->llava), numeric = 1;
+		cJSON **v = xmalloc((size_t)(n + 1) * sizeof(*v)), *it;
+		struct buf b;
+		int i = 0;
+		cJSON_ArrayForEach(it, x->llava) {
+			v[i++] = it;
+			numeric &= cJSON_IsNumber(cJSON_GetObjectItem(it, "question_id"));
+		}
+		if (numeric) /* qsort is not stable; equal ids keep input order below */
+			for (int a = 1; a < n; a++)
+				for (int k = a; k > 0 && by_question(&v[k - 1], &v[k]) > 0; k--) {
+					cJSON *t = v[k];
+					v[k] = v[k - 1];
+					v[k - 1] = t;
+				}
+		buf_init(&b);
+		for (i = 0; i < n; i++) {
+			char *line = cJSON_PrintUnformatted(v[i]);
+			buf_addstr(&b, line);
+			buf_addstr(&b, "\n");
+			free(line);
+		}
+		rc |= write_file_atomic(o->llava, b.data, b.len);
+		buf_release(&b);
+		free(v);
+	}
+	return rc ? -1 : 0;
+}
+
+/* Scores one sample; -1 (message printed) when it cannot be scored. */
+static int score(struct eval *e, struct exports *x, const struct opts *o, struct rec_reader *r,
+		 const struct sample *s)
+{
+	const char *response = sample_text(s, "response.txt"), *err;
+	cJSON *json = sample_json(s, "json");
+	const cJSON *truth = cJSON_GetObjectItemCaseSensitive(json, "truth");
+	int exporting = x->mmvet || x->llava, rc = 0;
+
+	if (!response)
+		rc = error("%s: no response.txt (run seva-generate first)", rec_where(r));
+	else if (!json && sample_get(s, "json"))
+		rc = error("%s: field 'json': not valid JSON", rec_where(r));
+	else if (!truth && !exporting)
+		rc = error("%s: no json.truth to score against", rec_where(r));
+	else if (truth && eval_add(e, truth, response, &err) < 0)
+		rc = error("%s: json.truth: %s", rec_where(r), err);
+	else if (exporting)
+		export_add(x, o, s, json, response);
+	cJSON_Delete(json);
+	return rc;
+}
+
+/* Scores the samples of PATH into E; returns the number skipped, or -1 to stop. */
+static long score_file(struct eval *e, struct exports *x, const struct opts *o, const char *path)
+{
+	struct rec_reader *r = rec_open(path);
+	struct sample s;
+	long skipped = 0;
+	int rc;
+
+	if (!r)
+		return -1;
+	sample_init(&s);
+	while ((rc = rec_read(r, &s)) != 0) {
+		if (rc > 0 && score(e, x, o, r, &s) == 0)
+			continue;
+		if (!o->keep) {
+			skipped = -1;
+			break;
+		}
+		skipped++;
+	}
+	sample_release(&s);
+	rec_close(r);
+	return skipped;
+}
+
+/* A run to compare: a metrics JSON written by --json, or samples to score. */
+static cJSON *load_run(const struct opts *o, const struct eval_vocab *v, const char *path)
+{
+	int first = EOF;
+	if (strcmp(path, "-")) {
+		FILE *f = fopen(path, "rb");
+		if (!f) {
+			error("open '%s':", path);
+			return NULL;
+		}
+		while ((first = getc(f)) != EOF && isspace(first))
+			;
+		fclose(f);
+	}
+	if (first == '{') {
+		size_t len;
+		unsigned char *data = read_file(path, &len);
+		cJSON *m = data ? cJSON_Parse((char *)data) : NULL;
+		free(data);
+		if (data && !cJSON_IsObject(m)) {
+			cJSON_Delete(m);
+			error("%s: not a metrics JSON object", path);
+			return NULL;
+		}
+		return m;
+	}
+	struct eval e;
+	struct exports none = { NULL, NULL };
+	eval_init(&e, v);
+	long skipped = score_file(&e, &none, o, path);
+	if (skipped < 0)
+		return NULL;
+	cJSON *m = eval_metrics(&e);
+	if (skipped)
+		cJSON_AddNumberToObject(m, "skipped", (double)skipped);
+	return m;
+}
+
+static int emit(const struct opts *o, struct buf *b)
+{
+	if (o->out && strcmp(o->out, "-"))
+		return write_file_atomic(o->out, b->data, b->len) ? 1 : 0;
+	fwrite(b->data, 1, b->len, stdout);
+	return 0;
+}
+
+static void add_json(struct buf *b, const cJSON *m)
+{
+	char *text = cJSON_Print(m);
+	buf_addstr(b, text);
+	buf_addstr(b, "\n");
+	free(text);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'J' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "compare", no_argument, NULL, 'C' },
+		{ "vocab", required_argument, NULL, 'V' },
+		{ "pope-questions", required_argument, NULL, 'Q' },
+		{ "pope-answers", required_argument, NULL, 'A' },
+		{ "mmvet", required_argument, NULL, 'M' },
+		{ "llava-bench", required_argument, NULL, 'L' },
+		{ "model-id", required_argument, NULL, 'I' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	int compare = 0, c, status = 0;
+
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "o:kqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'J': o.json = 1; break;
+		case 'o': o.out = optarg; break;
+		case 'k': o.keep = 1; break;
+		case 'q': o.quiet = 1; break;
+		case 'C': compare = 1; break;
+		case 'V': o.vocab = optarg; break;
+		case 'Q': o.pope_q = optarg; break;
+		case 'A': o.pope_a = optarg; break;
+		case 'M': o.mmvet = optarg; break;
+		case 'L': o.llava = optarg; break;
+		case 'I': o.model_id = optarg; break;
+		default: usage_die(usage_text);
+		}
+	}
+	if ((compare && argc - optind != 2) || (!o.pope_q != !o.pope_a) ||
+	    (compare && (o.pope_q || o.mmvet || o.llava)))
+		usage_die(usage_text);
+
+	struct eval_vocab *vocab = o.vocab ? eval_vocab_load(o.vocab) : eval_vocab_default();
+	if (!vocab)
+		return 1;
+	struct buf b;
+	buf_init(&b);
+
+	if (compare) {
+		cJSON *before = load_run(&o, vocab, argv[optind]);
+		cJSON *after = before ? load_run(&o, vocab, argv[optind + 1]) : NULL;
+		if (!after) {
+			cJSON_Delete(before);
+			eval_vocab_free(vocab);
+			return 1;
+		}
+		if (o.json) {
+			cJSON *cmp = eval_compare_json(before, after);
+			add_json(&b, cmp);
+			cJSON_Delete(cmp);
+		} else {
+			eval_compare_table(&b, before, after);
+		}
+		status = emit(&o, &b);
+		cJSON_Delete(before);
+		cJSON_Delete(after);
+		goto done;
+	}
+
+	struct eval e;
+	struct exports x = { o.mmvet ? cJSON_CreateObject() : NULL,
+			     o.llava ? cJSON_CreateArray() : NULL };
+	long skipped = 0;
+	eval_init(&e, vocab);
+	if (o.pope_q && eval_pope_files(&e, o.pope_q, o.pope_a) < 0)
+		status = 1;
+	/* Samples from the files named, or stdin unless only POPE files were given. */
+	for (int i = optind; !status && (i < argc || (i == optind && !o.pope_q)); i++) {
+		long k = score_file(&e, &x, &o, i < argc ? argv[i] : "-");
+		if (k < 0)
+			status = 1;
+		else
+			skipped += k;
+	}
+	if (!status) {
+		cJSON *m = eval_metrics(&e);
+		if (skipped)
+			cJSON_AddNumberToObject(m, "skipped", (double)skipped);
+		if (o.json)
+			add_json(&b, m);
+		else
+			eval_table(&b, m);
+		cJSON_Delete(m);
+		status = emit(&o, &b);
+		if (!status && write_exports(&x, &o) < 0)
+			status = 1;
+		if (skipped) {
+			warn("skipped %ld sample%s", skipped, skipped == 1 ? "" : "s");
+			status = 1;
+		}
+	}
+	cJSON_Delete(x.mmvet);
+	cJSON_Delete(x.llava);
+done:
+	buf_release(&b);
+	eval_vocab_free(vocab);
+	return status;
+}

@@ -26,6 +26,14 @@ int chat_encode_prompt(const struct chat *c, const char *question, int with_imag
 /* Answer ids as they follow the prompt (leading space handling as the
  * template needs) plus the end-of-turn token; returns the count or -1. */
 int chat_encode_answer(const struct chat *c, const char *answer, int **ids);
+/* A whole conversation for supervised training: TURNS alternate human,
+ * assistant (an odd count ends with an open prompt); the image placeholder
+ * goes in the first human turn when WITH_IMAGE. Ids as chat_encode_prompt
+ * and chat_encode_answer make them, turn after turn; *weights is 1 on the
+ * assistant tokens (end-of-turn included), 0 elsewhere. Both malloc'd;
+ * returns the count or -1 with a message. */
+int chat_encode_conversation(const struct chat *c, const char *const *turns, int n_turns,
+			     int with_image, int **ids, float **weights);
 /* Strips template end markers ("</s>") and surrounding space from generated text, in place. */
 void chat_clean_answer(const struct chat *c, char *text);
 

@@ -14,6 +14,8 @@
 //                   "ids_special" (with the post-processor), "decoded" and
 //                   "decoded_skip" (decode of ids_special, keeping / skipping
 //                   special tokens)}
+//   chat_NAME.jsonl for NAME in llama2 llama3 wordlevel: conversations in the
+//                   llava_v1 (seva for wordlevel) template and their ids
 // The corpus is tests/fixtures/tok/corpus.jsonl (one JSON string per line).
 'use strict';
 const fs = require('fs');
@@ -142,6 +144,55 @@ async function reference(name, file, cleanup) {
 	console.log(`${name}: ${lines.length} texts`);
 }
 
+// Chat references, made as LLaVA makes them: the whole conversation text
+// (conv_llava_v1: "SYSTEM USER: <image>\nQ ASSISTANT: A</s>USER: ...", "seva"
+// without the system line; "</s>" is the tokenizer's eos token), BOS first,
+// split at "<image>" with each chunk tokenized alone and the image id
+// (LLaVA's -200) between, unless the tokenizer has an "<image>" token.
+const SYSTEM = 'A chat between a curious human and an artificial intelligence assistant. ' +
+	"The assistant gives helpful, detailed, and polite answers to the human's questions.";
+const CONVERSATIONS = [
+	[true, ['What is in the picture?', 'A red circle.']],
+	[true, ['Is there a cat?', 'No.', 'What colour is the square?', 'It is blue and small.']],
+	[false, ['Hello there', 'Hi! How can I help?']],
+	[true, ['\u6570\u5b57 12345 \u0438 \u044d\u043c\u043e\u0434\u0437\u0438 \ud83d\ude00?', '\u041e\u0442\u0432\u0435\u0442: 42 \ud83c\udf89']],
+	[true, [' leading and trailing spaces ', '  answer with spaces  ']],
+	[true, ['Describe the image in detail.']],
+	[false, ['Count: 1 2 3', "It's 3, isn't it?", 'Yes', '']],
+];
+
+async function chatReference(name, file, template, imageId) {
+	const tok = Tokenizer.fromFile(file);
+	const cfgPath = path.join(path.dirname(file), 'tokenizer_config.json');
+	const cfg = fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, 'utf8')) : {};
+	const content = (x) => (x && typeof x === 'object' ? x.content : x);
+	const bos = tok.tokenToId(content(cfg.bos_token) || '<s>');
+	const eos = content(cfg.eos_token) || '</s>';
+	const own = tok.tokenToId('<image>');
+	const lines = [];
+	for (const [withImage, turns] of CONVERSATIONS) {
+		let text = template === 'seva' ? '' : SYSTEM + ' ';
+		turns.forEach((t, i) => {
+			if (i % 2 === 0) text += 'USER: ' + (i === 0 && withImage ? '<image>\n' : '') + t + ' ';
+			else text += 'ASSISTANT: ' + t + eos;
+		});
+		if (turns.length % 2) text += 'ASSISTANT:';
+		let ids = [bos];
+		if (own !== null && own !== undefined) {
+			ids = ids.concat((await tok.encode(text, null, { addSpecialTokens: false })).getIds());
+		} else {
+			const chunks = text.split('<image>');
+			for (let i = 0; i < chunks.length; i++) {
+				if (i) ids.push(imageId);
+				ids = ids.concat((await tok.encode(chunks[i], null, { addSpecialTokens: false })).getIds());
+			}
+		}
+		lines.push(JSON.stringify({ template, with_image: withImage, turns, text, ids }));
+	}
+	fs.writeFileSync(path.join(out, 'chat_' + name + '.jsonl'), lines.join('\n') + '\n');
+	console.log(`chat_${name}: ${lines.length} conversations`);
+}
+
 (async () => {
 	fs.writeFileSync(path.join(out, 'bytelevel.json'), JSON.stringify(makeByteLevel(60), null, 1) + '\n');
 	fs.writeFileSync(path.join(out, 'wordlevel.json'), JSON.stringify(makeWordLevel(), null, 1) + '\n');
@@ -150,4 +201,7 @@ async function reference(name, file, cleanup) {
 	await reference('llama3', lenml('llama3'), false);
 	await reference('bytelevel', path.join(out, 'bytelevel.json'), false);
 	await reference('wordlevel', path.join(out, 'wordlevel.json'), true);
+	await chatReference('llama2', lenml('llama2'), 'llava_v1', -200);
+	await chatReference('llama3', lenml('llama3'), 'llava_v1', -200);
+	await chatReference('wordlevel', path.join(out, 'wordlevel.json'), 'seva', 4);
 })().catch((e) => { console.error('tok_reference.js: ' + e.message); process.exit(1); });

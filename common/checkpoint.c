@@ -292,6 +292,10 @@ static int remove_tree(const char *dir)
 static char *dir_begin(const char *dir, const char *marker)
 {
 	struct stat sb;
+	if (!*dir) {
+		error("empty directory name");
+		return NULL;
+	}
 	if (stat(dir, &sb) == 0) {
 		if (!S_ISDIR(sb.st_mode)) {
 			error("%s: exists and is not a directory", dir);
@@ -382,7 +386,16 @@ static int copy_file(const char *from_dir, const char *to_dir, const char *name)
 	return r;
 }
 
-int vlm_save(struct vlm *m, const char *dir, const char *dtype)
+/* "out/" and "out" name the same directory; DIR.tmp.PID must sit beside it. */
+static char *dir_name(const char *dir)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return xstrndup(dir, n);
+}
+
+static int save_model(struct vlm *m, const char *dir, const char *dtype)
 {
 	static const char *const copied[] = {
 		"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -425,7 +438,7 @@ static const char *const lora_modules[] = {
 	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 };
 
-int vlm_lora_save(struct vlm *m, const char *dir)
+static int save_lora(struct vlm *m, const char *dir)
 {
 	if (m->lora.rank <= 0)
 		return error("%s: the model has no LoRA adapters to save", dir);
@@ -472,6 +485,22 @@ int vlm_lora_save(struct vlm *m, const char *dir)
 	free(names);
 	free(e);
 	return dir_commit(tmp, dir, ok);
+}
+
+int vlm_save(struct vlm *m, const char *dir, const char *dtype)
+{
+	char *d = dir_name(dir);
+	int r = save_model(m, d, dtype);
+	free(d);
+	return r;
+}
+
+int vlm_lora_save(struct vlm *m, const char *dir)
+{
+	char *d = dir_name(dir);
+	int r = save_lora(m, d);
+	free(d);
+	return r;
 }
 
 /* adapter_config.json → rank, alpha, target mask; refuses what we would

@@ -437,6 +437,13 @@ static void test_model_dirs(void)
 	tap_ok(access(tmp, F_OK) != 0, "no temporary directory left");
 	free(tmp);
 
+	vlm_free(m2);
+	char *slash = xasprintf("%s//", out);
+	r = vlm_save(m, slash, "F32");
+	m2 = r ? NULL : vlm_load(out);
+	tap_ok(m2 != NULL, "a trailing slash names the same directory");
+	free(slash);
+
 	/* saving over an existing model directory swaps it; BF16 halves the file */
 	r = vlm_save(m, out, "BF16");
 	vlm_free(m2);

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -101,6 +102,23 @@ static const char *image_ext(const struct field *img)
 {
 	const char *dot = strrchr(img->name, '.');
 	return dot ? dot + 1 : img->name;
+}
+
+/* An export file: atomic when it is a regular file, written straight into
+ * /dev/null or a fifo (renaming over those would replace them). */
+static int write_out(const char *path, const void *data, size_t len)
+{
+	struct stat sb;
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		FILE *f = fopen(path, "wb");
+		if (!f)
+			return error("open '%s':", path);
+		int bad = fwrite(data, 1, len, f) != len;
+		if ((fclose(f) != 0 || bad))
+			return error("write '%s':", path);
+		return 0;
+	}
+	return write_file_atomic(path, data, len);
 }
 
 static void export(const struct sample *s, const struct field *img, const char *q, const char *chosen,
@@ -380,11 +398,11 @@ int main(int argc, char **argv)
 		pair_negatives(&s);
 	}
 	sample_release(&s);
-	if (opt.trl && write_file_atomic(opt.trl, trl.data ? trl.data : (unsigned char *)"", trl.len))
+	if (opt.trl && write_out(opt.trl, trl.data ? trl.data : (unsigned char *)"", trl.len))
 		finish(1);
 	if (opt.seva) {
 		char *text = cJSON_Print(seva_list);
-		int rc = write_file_atomic(opt.seva, text, strlen(text));
+		int rc = write_out(opt.seva, text, strlen(text));
 		cJSON_free(text);
 		if (rc)
 			finish(1);

@@ -21,6 +21,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sha256.h"
@@ -1176,12 +1177,22 @@ int rec_format_parse(const char *name)
 struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int flags)
 {
 	struct rec_writer *w = xcalloc(1, sizeof *w);
+	struct stat st;
 	w->fmt = fmt;
 	w->flags = flags;
 	buf_init(&w->out);
 	if (!path || !strcmp(path, "-")) {
 		w->f = stdout;
 		w->name = xstrdup("stdout");
+	} else if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* /dev/null, a fifo: renaming over it would replace it. */
+		w->name = xstrdup(path);
+		w->f = fopen(path, "wb");
+		if (!w->f) {
+			error("open '%s':", path);
+			rec_writer_abort(w);
+			return NULL;
+		}
 	} else {
 		w->path = xstrdup(path);
 		w->name = xstrdup(path);
@@ -1380,6 +1391,8 @@ int rec_writer_close(struct rec_writer *w)
 		rc = error("%s: write error:", w->name);
 	if (!rc && ferror(w->f))
 		rc = error("%s: write error", w->name);
+	if (!w->path && w->f != stdout && fclose(w->f) != 0 && !rc)
+		rc = error("%s: write error:", w->name);
 	if (w->path) {
 		if (!rc && fsync(fileno(w->f)) < 0 && errno != EINVAL)
 			rc = error("fsync '%s':", w->tmp);
@@ -1406,6 +1419,8 @@ void rec_writer_abort(struct rec_writer *w)
 	if (w->path && w->f) {
 		fclose(w->f);
 		unlink(w->tmp);
+	} else if (w->f && w->f != stdout) {
+		fclose(w->f);
 	}
 	writer_free(w);
 }

@@ -147,6 +147,8 @@ expect "empty input" seva-cat -o empty.out empty
 check "empty input, empty output" "$(stat -c %s empty.out)" = 0
 expect "empty stdin to tar" sh -c 'seva-cat -t < /dev/null > empty.tar'
 check "no bytes for no samples" "$(stat -c %s empty.tar)" = 0
+expect "-o /dev/null" seva-cat -o /dev/null a.mp
+check "/dev/null is still a device" -c /dev/null
 expect_fail "writing to /dev/full fails" 1 sh -c 'seva-cat a.mp > /dev/full'
 stderr_has "write error" "write error"
 $PY -c '

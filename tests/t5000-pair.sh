@@ -1,0 +1,125 @@
+#!/bin/bash
+# seva-pair: which samples become pairs, the pair's fields, the ablation
+# switches, the exports, bad input.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+
+# Generated samples as seva-generate leaves them: key, clean answer, answer
+# on the augmented view.
+$PY -c '
+import msgpack
+rows = [("a", "A red circle.</s>", "A blue circle."),
+        ("b", "Yes", "Yes"),
+        ("c", "Yes.", "  yes. "),
+        ("d", "No", "Yes<|eot_id|>"),
+        ("e", "Two circles.<|im_end|>junk", "Three.")]
+with open("gen.mp", "wb") as f:
+    for k, c, r in rows:
+        f.write(msgpack.packb({"__key__": k, "png": b"\x89PNG-" + k.encode(),
+            "json": {"prompt": "<image>\nQuestion " + k},
+            "aug.json": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1},
+            "aug.png": b"aug", "response.txt": c, "aug.response.txt": r,
+            "gen.json": {"model": "m"}}, use_bin_type=True))
+    # LLaVA-style question, no aug.json
+    f.write(msgpack.packb({"__key__": "f", "jpg": b"jpeg",
+        "json": {"conversations": [{"from": "human", "value": "Describe.\n<image>"}, {"from": "gpt", "value": "x"}]},
+        "response.txt": "A cat.", "aug.response.txt": "A dog."}, use_bin_type=True))
+'
+keys() { jq -r .__key__ "$1" | tr '\n' ' '; }
+
+expect "pairs" seva-pair -o p.mp gen.mp
+stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 missing fields"
+seva-cat -j -o p.jsonl p.mp
+check "identical answers dropped, the rest kept" "$(keys p.jsonl)" = "a c d e f "
+expect "pair fields" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
+expect "chosen is the clean answer, markers stripped" jq -e -s '.[0]."chosen.txt" == "A red circle." and .[0]."rejected.txt" == "A blue circle."' p.jsonl
+expect "text after an end-of-turn marker cut" jq -e -s '.[3]."chosen.txt" == "Two circles." and .[2]."rejected.txt" == "Yes"' p.jsonl
+expect "prompt without <image>" jq -e -s '.[0]."prompt.txt" == "Question a" and .[4]."prompt.txt" == "Describe."' p.jsonl
+expect "pair.json provenance" jq -e -s '.[0]."pair.json" == {"source": "a", "recipe": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1}, "filter": "differ", "mode": "augment", "swap": false}' p.jsonl
+expect "recipe null without aug.json" jq -e -s '.[4]."pair.json".recipe == null and (.[4] | has("jpg"))' p.jsonl
+expect "clean image bytes kept" $PY -c '
+import msgpack
+r = next(msgpack.Unpacker(open("p.mp", "rb"), raw=False))
+assert r["png"] == b"\x89PNG-a", r["png"]
+assert "aug.png" not in r and "response.txt" not in r
+'
+
+expect "--normalize" seva-pair --normalize -o n.mp gen.mp
+seva-cat -j -o n.jsonl n.mp
+check "case and spacing differences dropped" "$(keys n.jsonl)" = "a d e f "
+expect "--min-len" seva-pair -q --min-len 6 -o m.mp gen.mp
+check "-q: no stats" ! -s "$TMP/.err"
+seva-cat -j -o m.jsonl m.mp
+check "short answers dropped" "$(keys m.jsonl)" = "a e f "
+expect "filter recorded" jq -e -s '.[0]."pair.json".filter == "differ,min-len=6"' m.jsonl
+expect "--swap" seva-pair --swap -o s.mp gen.mp
+seva-cat -j -o s.jsonl s.mp
+expect "roles reversed" jq -e -s '.[0]."chosen.txt" == "A blue circle." and .[0]."rejected.txt" == "A red circle." and .[0]."pair.json".swap == true' s.jsonl
+
+expect "--random-negative" seva-pair --random-negative -s 7 -o r1.mp gen.mp
+expect "same seed again" seva-pair --random-negative -s 7 -o r2.mp gen.mp
+same "random negative is deterministic" r1.mp r2.mp
+seva-cat -j -o r.jsonl r1.mp
+expect "rejected is another sample's clean answer" jq -e -s '
+	[.[]."chosen.txt"] as $c | all(.[]; ."rejected.txt" as $r | ($c | index($r)) != null and ."rejected.txt" != ."chosen.txt")
+	and all(.[]; ."pair.json".mode == "random-negative")' r.jsonl
+seva-pair --random-negative -s 8 -o r3.mp gen.mp 2>/dev/null
+check "another seed draws other negatives" "$(cmp -s r1.mp r3.mp && echo same)" = ""
+
+# exports
+expect "exports" seva-pair -q --trl trl.jsonl --seva seva.json --images imgs -o /dev/null gen.mp
+check "/dev/null is still a device" -c /dev/null
+expect "exports load in python" $PY -c '
+import json
+trl = [json.loads(l) for l in open("trl.jsonl")]
+assert len(trl) == 5, len(trl)
+t = trl[0]
+assert t["prompt"] == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Question a"}]}], t
+assert t["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": "A red circle."}]}]
+assert t["rejected"][0]["content"][0]["text"] == "A blue circle."
+assert t["images"] == ["imgs/a.png"]
+assert open(t["images"][0], "rb").read() == b"\x89PNG-a"
+s = json.load(open("seva.json"))
+assert len(s) == 5 and s[0] == {"id": "a", "image_id": "a.png", "question": "Question a", "chosen": "A red circle.", "reject": "A blue circle."}, s[0]
+assert s[4]["image_id"] == "f.jpg"
+'
+expect "empty input" seva-pair -q -o e.mp /dev/null
+check "no output" "$(stat -c %s e.mp)" = 0
+expect "empty input exports" seva-pair -q --trl e.jsonl --seva e.json -o /dev/null /dev/null
+expect "empty exports are valid" $PY -c 'import json; assert json.load(open("e.json")) == []; assert open("e.jsonl").read() == ""'
+
+# bad input
+$PY -c '
+import msgpack
+with open("bad.mp", "wb") as f:
+    f.write(msgpack.packb({"__key__": "x", "png": b"p", "json": {"prompt": "Q"}, "response.txt": "A", "aug.response.txt": "B"}))
+    f.write(msgpack.packb({"__key__": "y", "png": b"p", "json": {"prompt": "Q"}, "response.txt": "A"}))
+    f.write(msgpack.packb({"__key__": "z", "png": b"p", "json": {"prompt": "Q"}, "response.txt": {"a": 1}, "aug.response.txt": "B"}))
+    f.write(msgpack.packb({"__key__": "w", "png": b"p", "response.txt": "A", "aug.response.txt": "B"}))
+    f.write(msgpack.packb({"__key__": "v", "json": {"prompt": "Q"}, "response.txt": "A", "aug.response.txt": "B"}))
+'
+expect_fail "missing field" 1 seva-pair -o b.mp bad.mp
+stderr_has "names record and field" "bad.mp: record 2 \(key y\): no aug.response.txt"
+expect_fail "-k skips and counts" 1 seva-pair -k -o b.mp bad.mp
+stderr_has "wrong type named" "record 3 \(key z\): field 'response.txt': wrong type"
+stderr_has "no prompt named" "record 4 \(key w\): no json"
+stderr_has "no image named" "record 5 \(key v\): no clean image"
+stderr_has "counted" "read 5, kept 1, .* 4 missing fields"
+seva-cat -j -o b.jsonl b.mp
+check "the good one kept" "$(keys b.jsonl)" = "x "
+head -c 150 gen.mp >trunc.mp
+expect_fail "truncated input" 1 seva-pair -o t.mp trunc.mp
+stderr_has "says truncated" "trunc.mp: record 1: truncated msgpack"
+expect_fail "/dev/full" 1 sh -c 'seva-pair gen.mp > /dev/full'
+stderr_has "write error" "write error"
+$PY -c '
+import msgpack
+with open("big.mp", "wb") as f:
+    for i in range(3000):
+        f.write(msgpack.packb({"__key__": "%05d" % i, "png": b"p" * 500, "json": {"prompt": "Q"}, "response.txt": "A%d" % i, "aug.response.txt": "B"}, use_bin_type=True))
+'
+(seva-pair -q big.mp 2>head.err; echo $? >head.rc) | head -c 100 >/dev/null
+check "| head ends quietly" "$(cat head.err)" = ""
+expect_fail "usage: --images needs an export" 2 seva-pair --images d gen.mp
+expect_fail "usage: bad --min-len" 2 seva-pair --min-len -1 gen.mp
+done_testing

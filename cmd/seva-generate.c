@@ -1,0 +1,373 @@
+/* seva-generate — answers each sample's question with the model, on the
+ * clean image (response.txt) and on the augmented view (aug.response.txt). */
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "augment.h"
+#include "prompt.h"
+#include "rec.h"
+#include "rng.h"
+#include "tensor.h"
+#include "util.h"
+
+static const char usage_text[] =
+	"seva-generate -m MODEL [-b BATCH] [--views clean|aug|both] [--max-new-tokens N]\n"
+	"       [--temperature T] [--top-k K] [--top-p P] [-s SEED] [-j THREADS] [-o FILE] [-t]\n"
+	"       [-k] [-q] [FILE...]";
+
+enum { VIEW_CLEAN = 1, VIEW_AUG = 2 };
+static const char *const view_name[] = { "clean", "aug" };
+static const char *const view_field[] = { "response.txt", "aug.response.txt" };
+
+static struct {
+	const char *model;
+	int batch, views, max_new, top_k, keep, quiet, threads, tar;
+	float temperature, top_p;
+	uint64_t seed;
+	const char *output;
+} opt = { .batch = 8, .max_new = 512, .top_p = 1.0f };
+
+/* One sample waiting in the batch. */
+struct job {
+	struct sample s;
+	int *ids, n_ids;   /* prompt */
+	int views;         /* VIEW_* */
+	int image[2];      /* index into the batch's images per view, -1: no image */
+	int cap;           /* max new tokens for this prompt */
+};
+
+struct batch {
+	struct job *jobs;
+	int n;
+	float *images;     /* (2 * batch, 3, S, S) */
+	int n_images;
+	long img_floats;   /* 3 * S * S */
+};
+
+static struct lm lm;
+static long n_skipped, n_done, n_tokens;
+
+/* Stops sequence b once it has its own budget of new tokens, so a
+ * sequence's result does not depend on the other prompts of its batch. */
+static int stop_at_cap(void *ctx, int b, const int *ids, int n)
+{
+	(void)ids;
+	return n >= ((const int *)ctx)[b];
+}
+
+static int has_aug(const struct sample *s)
+{
+	return sample_get(s, "aug.json") || sample_get(s, "aug.png");
+}
+
+/* The augmented view: the field augment_base_field() names (aug.png, or
+ * the clean image when aug.png is only a preview of tensor-space noise),
+ * then aug.json's tensor-space ops where the image becomes the tensor. */
+static int aug_tensor(const struct sample *s, float *chw, const char **why)
+{
+	int S = preprocess_side(&lm.m->pre);
+	cJSON *aj = NULL;
+	if (sample_get(s, "aug.json") && !(aj = sample_json(s, "aug.json"))) {
+		*why = "aug.json is not valid JSON";
+		return -1;
+	}
+	const char *base = augment_base_field(aj, sample_get(s, "aug.png") != NULL);
+	struct field *f = base ? sample_get(s, base) : sample_image(s);
+	if (!f) {
+		*why = "the augmented view's base image field is missing";
+		cJSON_Delete(aj);
+		return -1;
+	}
+	if (prompt_image_tensor(lm.m, f, chw, why) < 0) {
+		cJSON_Delete(aj);
+		return -1;
+	}
+	if (aj && augment_apply_tensor(aj, s->key, chw, 3, S, S) < 0) {
+		*why = "aug.json: cannot apply its tensor-space ops";
+		cJSON_Delete(aj);
+		return -1;
+	}
+	cJSON_Delete(aj);
+	return 0;
+}
+
+/* Readies S as the next job of B; -1 with a reason if the sample is bad. */
+static int job_prepare(struct batch *b, struct sample *s, const char **why)
+{
+	struct job *j = &b->jobs[b->n];
+	struct field *img = sample_image(s);
+	char *q = prompt_question(s, why);
+	if (!q)
+		return -1;
+	j->n_ids = chat_encode_prompt(&lm.chat, q, img != NULL, &j->ids);
+	free(q);
+	if (j->n_ids < 0) {
+		*why = "cannot tokenize the prompt";
+		j->ids = NULL;
+		return -1;
+	}
+	int plen = prompt_decoder_len(lm.m, j->ids, j->n_ids);
+	j->cap = lm.m->cfg.max_pos - plen;
+	if (j->cap < 1) {
+		*why = "prompt does not fit the model's context";
+		goto bad;
+	}
+	if (j->cap > opt.max_new)
+		j->cap = opt.max_new;
+	j->views = opt.views ? opt.views : has_aug(s) ? VIEW_CLEAN | VIEW_AUG : VIEW_CLEAN;
+	j->image[0] = j->image[1] = -1;
+	if (img) {
+		float *clean = b->images + b->n_images * b->img_floats;
+		if (prompt_image_tensor(lm.m, img, clean, why) < 0)
+			goto bad;
+		if (j->views & VIEW_CLEAN)
+			j->image[0] = b->n_images++;
+		if (j->views & VIEW_AUG) {
+			float *aug = b->images + b->n_images * b->img_floats;
+			if (aug_tensor(s, aug, why) < 0) {
+				b->n_images -= (j->views & VIEW_CLEAN) ? 1 : 0;
+				goto bad;
+			}
+			j->image[1] = b->n_images++;
+		}
+	} else if (sample_get(s, "aug.png")) {
+		*why = "aug.png but no clean image";
+		goto bad;
+	}
+	j->s = *s;
+	sample_init(s);
+	b->n++;
+	return 0;
+bad:
+	free(j->ids);
+	j->ids = NULL;
+	return -1;
+}
+
+static double mean_logp(const struct gen_out *o)
+{
+	double sum = 0;
+	int n = o->n;
+	for (int i = 0; i < o->n; i++)
+		sum += o->logp[i];
+	if (o->stopped == 1) {
+		sum += o->stop_logp;
+		n++;
+	}
+	return n ? sum / n : 0;
+}
+
+/* Generates for every job of B, adds the fields, writes in input order. */
+static void batch_run(struct batch *b, struct rec_writer *w)
+{
+	int nseq = 0, cap = 2 * b->n;
+	const int **ids = xcalloc((size_t)cap, sizeof *ids);
+	int *len = xcalloc((size_t)cap, sizeof *len), *image_of = xcalloc((size_t)cap, sizeof *image_of);
+	int *caps = xcalloc((size_t)cap, sizeof *caps), max_cap = 0;
+	uint64_t *seeds = xcalloc((size_t)cap, sizeof *seeds);
+	struct gen_out *out = xcalloc((size_t)cap, sizeof *out);
+
+	for (int i = 0; i < b->n; i++)
+		for (int v = 0; v < 2; v++) {
+			struct job *j = &b->jobs[i];
+			struct rng r;
+			if (!(j->views & (1 << v)))
+				continue;
+			ids[nseq] = j->ids;
+			len[nseq] = j->n_ids;
+			image_of[nseq] = j->image[v];
+			caps[nseq] = j->cap;
+			max_cap = j->cap > max_cap ? j->cap : max_cap;
+			rng_seed(&r, opt.seed, j->s.key, v ? "generate aug" : "generate clean");
+			seeds[nseq++] = rng_u64(&r);
+		}
+	struct vlm_batch vb = {
+		.B = nseq, .ids = ids, .len = len, .weight = NULL,
+		.n_images = b->n_images, .images = b->images, .image_of = image_of,
+	};
+	struct gen_settings gs = {
+		.max_new_tokens = max_cap, .temperature = opt.temperature, .top_k = opt.top_k,
+		.top_p = opt.top_p, .stop_ids = lm.stop_ids, .n_stop_ids = lm.n_stop,
+		.stop = stop_at_cap, .stop_ctx = caps,
+	};
+	if (nseq && vlm_generate(lm.m, &vb, seeds, &gs, out) < 0)
+		die("generation failed on the batch starting at key '%s'", b->jobs[0].s.key);
+
+	int q = 0;
+	for (int i = 0; i < b->n; i++) {
+		struct job *j = &b->jobs[i];
+		cJSON *g = cJSON_CreateObject(), *set, *tok, *mlp, *fin;
+		char seed[32];
+		cJSON_AddStringToObject(g, "model", opt.model);
+		set = cJSON_AddObjectToObject(g, "settings");
+		cJSON_AddNumberToObject(set, "temperature", opt.temperature);
+		cJSON_AddNumberToObject(set, "top_k", opt.top_k);
+		cJSON_AddNumberToObject(set, "top_p", opt.top_p);
+		cJSON_AddNumberToObject(set, "max_new_tokens", j->cap);
+		snprintf(seed, sizeof seed, "%llu", (unsigned long long)opt.seed);
+		cJSON_AddStringToObject(set, "seed", seed);
+		tok = cJSON_AddObjectToObject(g, "tokens");
+		mlp = cJSON_AddObjectToObject(g, "mean_logp");
+		fin = cJSON_AddObjectToObject(g, "finish");
+		for (int v = 0; v < 2; v++) {
+			if (!(j->views & (1 << v)))
+				continue;
+			struct gen_out *o = &out[q++];
+			char *text = tokenizer_decode(lm.tok, o->ids, o->n, 1);
+			chat_clean_answer(&lm.chat, text);
+			sample_set_text(&j->s, view_field[v], text);
+			free(text);
+			cJSON_AddNumberToObject(tok, view_name[v], o->n);
+			cJSON_AddNumberToObject(mlp, view_name[v], mean_logp(o));
+			cJSON_AddStringToObject(fin, view_name[v], o->stopped == 1 ? "stop" : "length");
+			n_tokens += o->n;
+			gen_out_release(o);
+		}
+		sample_set_json(&j->s, "gen.json", g);
+		cJSON_Delete(g);
+		if (rec_write(w, &j->s) < 0)
+			exit(1);
+		n_done++;
+		sample_release(&j->s);
+		free(j->ids);
+		j->ids = NULL;
+	}
+	b->n = 0;
+	b->n_images = 0;
+	free(ids);
+	free(len);
+	free(image_of);
+	free(caps);
+	free(seeds);
+	free(out);
+}
+
+static int parse_views(const char *s)
+{
+	if (!strcmp(s, "clean"))
+		return VIEW_CLEAN;
+	if (!strcmp(s, "aug"))
+		return VIEW_AUG;
+	if (!strcmp(s, "both"))
+		return VIEW_CLEAN | VIEW_AUG;
+	fprintf(stderr, "%s: --views: clean, aug or both, not '%s'\n", progname, s);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_VIEWS = 256, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP };
+	static const struct option longopts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "views", required_argument, NULL, O_VIEWS },
+		{ "max-new-tokens", required_argument, NULL, O_MAXNEW },
+		{ "temperature", required_argument, NULL, O_TEMP },
+		{ "top-k", required_argument, NULL, O_TOPK },
+		{ "top-p", required_argument, NULL, O_TOPP },
+		{ "seed", required_argument, NULL, 's' },
+		{ "threads", required_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "tar", no_argument, NULL, 't' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	tensor_blas_setup(argv);
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "m:b:s:j:o:tkqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': opt.model = optarg; break;
+		case 'b': opt.batch = (int)arg_long("-b", optarg, 1, 4096); break;
+		case O_VIEWS: opt.views = parse_views(optarg); break;
+		case O_MAXNEW: opt.max_new = (int)arg_long("--max-new-tokens", optarg, 1, 1 << 20); break;
+		case O_TEMP: opt.temperature = (float)arg_double("--temperature", optarg, 0, 100); break;
+		case O_TOPK: opt.top_k = (int)arg_long("--top-k", optarg, 0, 1 << 24); break;
+		case O_TOPP: opt.top_p = (float)arg_double("--top-p", optarg, 0, 1); break;
+		case 's': opt.seed = (uint64_t)arg_long("-s", optarg, 0, LONG_MAX); break;
+		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
+		case 'o': opt.output = optarg; break;
+		case 't': opt.tar = 1; break;
+		case 'k': opt.keep = 1; break;
+		case 'q': opt.quiet = 1; break;
+		case 'h': printf("usage: %s\n", usage_text); return 0;
+		default: usage_die(usage_text);
+		}
+	}
+	if (!opt.model)
+		usage_die(usage_text);
+	if (opt.top_p <= 0)
+		usage_die(usage_text);
+	tensor_set_threads(opt.threads);
+	if (lm_load(&lm, opt.model) < 0)
+		return 1;
+
+	struct batch b = { 0 };
+	int S = preprocess_side(&lm.m->pre);
+	b.img_floats = 3L * S * S;
+	b.jobs = xcalloc((size_t)opt.batch, sizeof *b.jobs);
+	b.images = xmalloc((size_t)(2 * opt.batch) * (size_t)b.img_floats * sizeof(float));
+	struct rec_writer *w = rec_writer_open(opt.output, opt.tar ? REC_TAR : REC_MSGPACK, 0);
+	if (!w)
+		return 1;
+	struct progress p;
+	progress_init(&p, "samples", 0, opt.quiet);
+	double t0 = now_seconds();
+
+	int nfiles = optind < argc ? argc - optind : 1;
+	struct sample s;
+	sample_init(&s);
+	for (int fi = 0; fi < nfiles; fi++) {
+		const char *path = optind < argc ? argv[optind + fi] : "-";
+		struct rec_reader *r = rec_open(path);
+		int rc;
+		if (!r)
+			return 1;
+		while ((rc = rec_read(r, &s)) != 0) {
+			const char *why;
+			if (rc < 0) {
+				if (!opt.keep)
+					return 1;
+				n_skipped++;
+				continue;
+			}
+			if (job_prepare(&b, &s, &why) < 0) {
+				if (!opt.keep)
+					die("%s: %s", rec_where(r), why);
+				warn("%s: %s (skipped)", rec_where(r), why);
+				n_skipped++;
+				continue;
+			}
+			if (b.n == opt.batch) {
+				batch_run(&b, w);
+				char extra[64];
+				snprintf(extra, sizeof extra, "%.1f tokens/s",
+					 n_tokens / (now_seconds() - t0 + 1e-9));
+				progress_update(&p, n_done, extra);
+			}
+		}
+		rec_close(r);
+	}
+	if (b.n)
+		batch_run(&b, w);
+	progress_done(&p);
+	sample_release(&s);
+	if (rec_writer_close(w) < 0)
+		return 1;
+	free(b.jobs);
+	free(b.images);
+	lm_release(&lm);
+	if (n_skipped) {
+		warn("%ld samples skipped", n_skipped);
+		return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,260 @@
+/* seva-tok — shows how a model's tokenizer and chat template see a text:
+ * JSON lines of text in, JSON arrays of token ids out, or back with -d
+ * (see seva-tok(1)). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "tokenizer.h"
+#include "util.h"
+
+static const char usage_text[] =
+	"seva-tok [--bos] [--eos] [--tokens] [-k] [-q] TOKENIZER [FILE...]\n"
+	"       seva-tok -d [--skip-special] [-k] [-q] TOKENIZER [FILE...]\n"
+	"       seva-tok --template[=NAME] [--ids] [--no-image] [-k] [-q] TOKENIZER [FILE...]";
+
+enum mode { ENCODE, DECODE, TEMPLATE };
+
+static struct {
+	enum mode mode;
+	int bos, eos, tokens, skip_special, ids, no_image, keep_going, quiet;
+	const char *template;
+} opt;
+
+static struct tokenizer *tok;
+static struct chat chat;
+static long nlines, nbad;
+
+/* The model directory's config.json: chat template and image token (the
+ * HF LlavaConfig default 32000 where it is silent). */
+static void read_model_config(const char *dir, char *tmpl, size_t tsize, int *image_token)
+{
+	char *path = xasprintf("%s/config.json", dir);
+	size_t len;
+	unsigned char *data = access(path, R_OK) == 0 ? read_file(path, &len) : NULL;
+	cJSON *j = data ? cJSON_ParseWithLength((char *)data, len) : NULL;
+	if (data && !j)
+		die("%s: not valid JSON", path);
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "seva_chat_template");
+	const cJSON *im = cJSON_GetObjectItemCaseSensitive(j, "image_token_index");
+	if (cJSON_IsString(t))
+		snprintf(tmpl, tsize, "%s", t->valuestring);
+	if (cJSON_IsNumber(im))
+		*image_token = im->valueint;
+	else if (j)
+		*image_token = 32000;
+	cJSON_Delete(j);
+	free(data);
+	free(path);
+}
+
+static void print_json(cJSON *item)
+{
+	char *s = cJSON_PrintUnformatted(item);
+	if (!s)
+		die("out of memory");
+	fputs(s, stdout);
+	putchar('\n');
+	free(s);
+	cJSON_Delete(item);
+}
+
+static void print_ids(const int *ids, int n)
+{
+	if (opt.tokens) {
+		cJSON *a = cJSON_CreateArray();
+		for (int i = 0; i < n; i++) {
+			const char *t = tokenizer_token(tok, ids[i]);
+			cJSON_AddItemToArray(a, t ? cJSON_CreateString(t) : cJSON_CreateNull());
+		}
+		print_json(a);
+		return;
+	}
+	putchar('[');
+	for (int i = 0; i < n; i++)
+		printf(i ? ",%d" : "%d", ids[i]);
+	fputs("]\n", stdout);
+}
+
+/* One input line; -1 with a message naming WHERE for a bad one. */
+static int do_line(const char *line, size_t len, const char *where)
+{
+	cJSON *j = cJSON_ParseWithLength(line, len);
+	int rc = 0;
+	if (!j)
+		return error("%s: not valid JSON", where);
+	if (opt.mode == DECODE) {
+		int n = cJSON_GetArraySize(j), k = 0, *ids = xmalloc((size_t)(n + 1) * sizeof(int));
+		const cJSON *e, *arr = j;
+		if (!cJSON_IsArray(j)) {
+			rc = error("%s: want a JSON array of token ids", where);
+			arr = NULL;
+		}
+		cJSON_ArrayForEach(e, arr) {
+			if (!cJSON_IsNumber(e) || e->valuedouble != (double)e->valueint ||
+			    e->valueint < 0 || e->valueint >= tokenizer_vocab_size(tok)) {
+				rc = error("%s: element %d: not a token id in [0, %d)", where, k,
+					   tokenizer_vocab_size(tok));
+				break;
+			}
+			ids[k++] = e->valueint;
+		}
+		if (rc == 0) {
+			char *text = tokenizer_decode(tok, ids, k, opt.skip_special);
+			print_json(cJSON_CreateString(text));
+			free(text);
+		}
+		free(ids);
+		cJSON_Delete(j);
+		return rc;
+	}
+	if (!cJSON_IsString(j)) {
+		cJSON_Delete(j);
+		return error("%s: want a JSON string", where);
+	}
+	const char *text = j->valuestring;
+	int *ids = NULL, n;
+	if (opt.mode == TEMPLATE && !opt.ids) {
+		char *s = chat_render(&chat, text, !opt.no_image);
+		print_json(cJSON_CreateString(s));
+		free(s);
+		cJSON_Delete(j);
+		return 0;
+	}
+	if (opt.mode == TEMPLATE)
+		n = chat_encode_prompt(&chat, text, !opt.no_image, &ids);
+	else
+		n = tokenizer_encode(tok, text, strlen(text), 0, &ids);
+	if (n < 0) {
+		rc = error("%s: cannot tokenize", where);
+	} else {
+		if (opt.mode == ENCODE && (opt.bos || opt.eos)) {
+			ids = xrealloc(ids, (size_t)(n + 2) * sizeof(int));
+			if (opt.bos && tokenizer_bos(tok) >= 0) {
+				memmove(ids + 1, ids, (size_t)n * sizeof(int));
+				ids[0] = tokenizer_bos(tok);
+				n++;
+			}
+			if (opt.eos && tokenizer_eos(tok) >= 0)
+				ids[n++] = tokenizer_eos(tok);
+		}
+		print_ids(ids, n);
+	}
+	free(ids);
+	cJSON_Delete(j);
+	return rc;
+}
+
+static int do_file(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	const char *name = f == stdin ? "stdin" : path;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	long lineno = 0;
+	if (!f)
+		return error("open '%s':", path);
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = 0;
+		if (strspn(line, " \t") == (size_t)len)
+			continue; /* blank lines carry nothing */
+		nlines++;
+		char *where = xasprintf("%s:%ld", name, lineno);
+		int rc = do_line(line, (size_t)len, where);
+		free(where);
+		if (rc < 0) {
+			nbad++;
+			if (!opt.keep_going) {
+				free(line);
+				if (f != stdin)
+					fclose(f);
+				return -1;
+			}
+		}
+	}
+	int rc = ferror(f) ? error("read '%s':", name) : 0;
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "bos", no_argument, NULL, 'B' },
+		{ "eos", no_argument, NULL, 'E' },
+		{ "decode", no_argument, NULL, 'd' },
+		{ "skip-special", no_argument, NULL, 'S' },
+		{ "template", optional_argument, NULL, 'T' },
+		{ "ids", no_argument, NULL, 'I' },
+		{ "no-image", no_argument, NULL, 'N' },
+		{ "tokens", no_argument, NULL, 'W' },
+		{ "keep-going", no_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, failed = 0;
+
+	util_init(argv[0]);
+	check_stdout_at_exit();
+	while ((c = getopt_long(argc, argv, "dkqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'B': opt.bos = 1; break;
+		case 'E': opt.eos = 1; break;
+		case 'd': opt.mode = DECODE; break;
+		case 'S': opt.skip_special = 1; break;
+		case 'T': opt.mode = TEMPLATE; opt.template = optarg; break;
+		case 'I': opt.ids = 1; break;
+		case 'N': opt.no_image = 1; break;
+		case 'W': opt.tokens = 1; break;
+		case 'k': opt.keep_going = 1; break;
+		case 'q': opt.quiet = 1; break;
+		default: usage_die(usage_text);
+		}
+	}
+	if (optind >= argc)
+		usage_die(usage_text);
+	if ((opt.bos || opt.eos) && opt.mode != ENCODE) {
+		warn("--bos and --eos go with encoding (no -d or --template)");
+		usage_die(usage_text);
+	}
+	const char *path = argv[optind++];
+	if (!(tok = tokenizer_load(path)))
+		exit(1);
+
+	if (opt.mode == TEMPLATE) {
+		char tmpl[64] = "llava_v1";
+		int image_token = tokenizer_token_id(tok, "<image>");
+		struct stat st;
+		if (image_token < 0)
+			image_token = -200; /* original LLaVA's IMAGE_TOKEN_INDEX */
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			read_model_config(path, tmpl, sizeof(tmpl), &image_token);
+		if (opt.template)
+			snprintf(tmpl, sizeof(tmpl), "%s", opt.template);
+		if (chat_init(&chat, tmpl, tok, image_token) < 0) {
+			tokenizer_free(tok);
+			exit(2);
+		}
+	}
+
+	if (optind == argc)
+		failed = do_file("-") < 0;
+	for (int i = optind; i < argc && !failed; i++)
+		failed = do_file(argv[i]) < 0;
+	if (nbad && opt.keep_going)
+		warn("%ld of %ld lines skipped", nbad, nlines);
+	tokenizer_free(tok);
+	return failed || nbad ? 1 : 0;
+}

@@ -133,6 +133,9 @@ static int open_one(struct safetensors *st, const char *path)
 	if (map == MAP_FAILED)
 		return error("mmap '%s':", path);
 	size_t size = (size_t)sb.st_size;
+	/* read once, front to back (advice values are not flags: one call each) */
+	madvise(map, size, MADV_SEQUENTIAL);
+	madvise(map, size, MADV_WILLNEED);
 	add_map(st, map, size, path);
 	const char *disp = st->paths[st->nfiles - 1];
 

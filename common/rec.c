@@ -810,43 +810,114 @@ static int mp_sample(struct rec_reader *r, const msgpack_object *o, struct sampl
 	return 1;
 }
 
+/* Is a whole msgpack object in [P, P+N)? 1 and its size in *LEN; 0: more
+ * bytes needed; -1: not msgpack. Headers only, no allocation: msgpack-c
+ * allocates a container's elements when it meets the header, so a 5-byte
+ * "map of 4 billion" would ask for 64 GB. Called before the unpacker sees a
+ * record, it bounds every count by the bytes actually there. */
+static int mp_measure(const unsigned char *p, size_t n, size_t *len)
+{
+	static const unsigned char fixed[32] = {
+		/* 0xc0..0xdf: bytes after the type byte, or a width of the length */
+		[0x0] = 0, [0x1] = 0, [0x2] = 0, [0x3] = 0,         /* nil, (c1), false, true */
+		[0x4] = 1, [0x5] = 2, [0x6] = 4,                    /* bin 8/16/32: length width */
+		[0x7] = 1, [0x8] = 2, [0x9] = 4,                    /* ext 8/16/32: length width */
+		[0xa] = 4, [0xb] = 8,                               /* float32/64 */
+		[0xc] = 1, [0xd] = 2, [0xe] = 4, [0xf] = 8,         /* uint */
+		[0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,     /* int */
+		[0x14] = 2, [0x15] = 3, [0x16] = 5, [0x17] = 9, [0x18] = 17, /* fixext */
+		[0x19] = 1, [0x1a] = 2, [0x1b] = 4,                 /* str: length width */
+		[0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,     /* array, map: count width */
+	};
+	size_t i = 0;
+	uint64_t pending = 1; /* objects still to read */
+	while (pending > 0) {
+		if (pending > n - i)
+			return 0; /* every object takes at least a byte */
+		unsigned c = p[i++];
+		uint64_t skip = 0, more = 0;
+		pending--;
+		if (c <= 0x7f || c >= 0xe0) {
+			continue;
+		} else if (c <= 0x8f) {
+			more = 2 * (uint64_t)(c & 0x0f);
+		} else if (c <= 0x9f) {
+			more = c & 0x0f;
+		} else if (c <= 0xbf) {
+			skip = c & 0x1f;
+		} else if (c == 0xc1) {
+			return -1;
+		} else {
+			unsigned t = c - 0xc0, w = fixed[t];
+			int sized = (t >= 0x4 && t <= 0x9) || (t >= 0x19 && t <= 0x1b);
+			int counted = t >= 0x1c;
+			if (!sized && !counted) {
+				skip = w;
+			} else {
+				uint64_t v = 0;
+				if (n - i < w)
+					return 0;
+				for (unsigned k = 0; k < w; k++)
+					v = v << 8 | p[i++];
+				if (counted)
+					more = t >= 0x1e ? 2 * v : v;
+				else
+					skip = v + (t >= 0x7 && t <= 0x9); /* ext: a type byte */
+			}
+		}
+		if (skip > n - i)
+			return 0;
+		i += skip;
+		pending += more;
+	}
+	*len = i;
+	return 1;
+}
+
 static int mp_read(struct rec_reader *r, struct sample *s)
 {
 	msgpack_unpacked up;
 	int rc;
 	msgpack_unpacked_init(&up);
 	for (;;) {
-		msgpack_unpack_return ret = msgpack_unpacker_next(&r->unp, &up);
-		if (ret == MSGPACK_UNPACK_SUCCESS) {
+		msgpack_unpacker *u = &r->unp;
+		size_t len;
+		int whole = mp_measure((unsigned char *)u->buffer + u->off, u->used - u->off, &len);
+		if (whole < 0) {
+			r->done = 1;
 			r->nrec++;
-			rc = mp_sample(r, &up.data, s);
+			rc = error("%s: not msgpack (byte 0xc1)", rec_where(r));
 			break;
 		}
-		if (ret == MSGPACK_UNPACK_CONTINUE) {
-			if (!msgpack_unpacker_reserve_buffer(&r->unp, CHUNK))
-				die("out of memory");
-			ssize_t n = src_read(&r->src, msgpack_unpacker_buffer(&r->unp),
-					     msgpack_unpacker_buffer_capacity(&r->unp));
-			if (n > 0) {
-				msgpack_unpacker_buffer_consumed(&r->unp, (size_t)n);
-				continue;
-			}
-			r->done = 1;
-			if (n < 0) {
-				rc = error("%s: read error:", r->name);
-			} else if (msgpack_unpacker_message_size(&r->unp) > 0) {
-				r->nrec++;
-				rc = error("%s: truncated msgpack (%zu bytes of an incomplete record at the end)",
-					   rec_where(r), msgpack_unpacker_message_size(&r->unp));
+		if (whole > 0) {
+			msgpack_unpack_return ret = msgpack_unpacker_next(u, &up);
+			r->nrec++;
+			if (ret == MSGPACK_UNPACK_SUCCESS) {
+				rc = mp_sample(r, &up.data, s);
 			} else {
-				rc = 0;
+				r->done = 1;
+				rc = error("%s: not msgpack (%s)", rec_where(r),
+					   ret == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory" : "nested too deep");
 			}
 			break;
+		}
+		if (!msgpack_unpacker_reserve_buffer(u, CHUNK))
+			die("out of memory");
+		ssize_t n = src_read(&r->src, msgpack_unpacker_buffer(u), msgpack_unpacker_buffer_capacity(u));
+		if (n > 0) {
+			msgpack_unpacker_buffer_consumed(u, (size_t)n);
+			continue;
 		}
 		r->done = 1;
-		r->nrec++;
-		rc = error("%s: not msgpack (%s)", rec_where(r),
-			   ret == MSGPACK_UNPACK_NOMEM_ERROR ? "a size too large to allocate" : "parse error");
+		if (n < 0) {
+			rc = error("%s: read error:", r->name);
+		} else if (u->used > u->off) {
+			r->nrec++;
+			rc = error("%s: truncated msgpack (%zu bytes of an incomplete record at the end)",
+				   rec_where(r), u->used - u->off);
+		} else {
+			rc = 0;
+		}
 		break;
 	}
 	msgpack_unpacked_destroy(&up);

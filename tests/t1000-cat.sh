@@ -132,6 +132,9 @@ stderr_has "not a map" "types.mp: record 3: not a map"
 stderr_has "bad JSON text" "types.mp: record 4 \(key d\): field 'json': not valid JSON"
 stderr_has "three skipped" "3 of 5 samples skipped"
 check "good samples kept" "$(jq -r .__key__ t.jsonl | tr '\n' ' ')" = "a e "
+printf '\202\247__key__\241a\241x\337\377\377\377\377' >hugemap.mp
+expect_fail "a 5-byte map of 4 billion entries" 1 seva-cat -o t.mp hugemap.mp
+stderr_has "is only truncated" "hugemap.mp: record 1: truncated msgpack"
 printf 'hello world\n' >garbage
 expect_fail "garbage" 1 seva-cat garbage
 stderr_has "unknown format" "garbage: not a tar shard, a msgpack stream or JSON lines"

@@ -799,9 +799,11 @@ static void pretokenize(const struct tokenizer *t, const struct step *st, struct
 			split_spans(cx, &out, s, st->behavior, st->invert, first);
 			break;
 		case P_METASPACE:
+			/* spaces become the replacement first; then the prepend
+			 * unless the piece already starts with one */
 			tmp.len = 0;
-			if ((st->scheme == PS_ALWAYS || (st->scheme == PS_FIRST && first)) &&
-			    !(n >= rlen && !memcmp(s, rep, rlen)) && n > 0)
+			if ((st->scheme == PS_ALWAYS || (st->scheme == PS_FIRST && first)) && n > 0 &&
+			    s[0] != ' ' && !(n >= rlen && !memcmp(s, rep, rlen)))
 				buf_add(&tmp, rep, rlen);
 			for (size_t q = 0; q < n; q++) {
 				if (s[q] == ' ')

@@ -9,7 +9,8 @@
 //                   counted on the corpus, ByteLevel pre-tokenizer and decoder,
 //                   RobertaProcessing)
 //   wordlevel.json  a tiny WordLevel file shaped like the embedded model's
-//   NAME.jsonl      for NAME in llama2 llama3 bytelevel wordlevel, one line per
+//   NAME.jsonl      for NAME in llama2 llama2_metaspace llama3 bytelevel
+//                   wordlevel, one line per
 //                   corpus text: {"text", "ids" (no special tokens),
 //                   "ids_special" (with the post-processor), "decoded" and
 //                   "decoded_skip" (decode of ids_special, keeping / skipping
@@ -199,6 +200,16 @@ async function chatReference(name, file, template, imageId) {
 	const lenml = (m) => path.join(vendor, '@lenml', 'tokenizer-' + m, 'models', 'tokenizer.json');
 	await reference('llama2', lenml('llama2'), false);
 	await reference('llama3', lenml('llama3'), false);
+	// transformers' non-legacy LLaMA layout: no normalizer, a Metaspace
+	// pre-tokenizer that prepends only at the start of the text (test_tokenizer
+	// derives the same file)
+	const meta = JSON.parse(fs.readFileSync(lenml('llama2'), 'utf8'));
+	meta.normalizer = null;
+	meta.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+	const metaPath = path.join(require('os').tmpdir(), `seva-metaspace-${process.pid}.json`);
+	fs.writeFileSync(metaPath, JSON.stringify(meta));
+	await reference('llama2_metaspace', metaPath, false);
+	fs.unlinkSync(metaPath);
 	await reference('bytelevel', path.join(out, 'bytelevel.json'), false);
 	await reference('wordlevel', path.join(out, 'wordlevel.json'), true);
 	await chatReference('llama2', lenml('llama2'), 'llava_v1', -200);

@@ -238,6 +238,39 @@ static void test_ids(void)
 	tokenizer_free(t);
 }
 
+/* transformers' non-legacy LLaMA layout, made from the LLaMA-2 file as
+ * tok_reference.js makes it: no normalizer, Metaspace prepending only at
+ * the start of the text. Returns a temporary path (the caller unlinks it). */
+static char *metaspace_variant(const char *src)
+{
+	size_t len;
+	char *data = (char *)read_file(src, &len);
+	cJSON *j = data ? cJSON_ParseWithLength(data, len) : NULL;
+	free(data);
+	if (!j)
+		return NULL;
+	cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
+	cJSON *pt = cJSON_CreateObject();
+	cJSON_AddStringToObject(pt, "type", "Metaspace");
+	cJSON_AddStringToObject(pt, "replacement", "\xe2\x96\x81");
+	cJSON_AddStringToObject(pt, "prepend_scheme", "first");
+	cJSON_AddFalseToObject(pt, "split");
+	cJSON_ReplaceItemInObject(j, "pre_tokenizer", pt);
+	char *text = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	char *path = xstrdup("/tmp/seva-metaspace-XXXXXX");
+	int fd = mkstemp(path);
+	int ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	if (!ok) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -259,6 +292,12 @@ int main(int argc, char **argv)
 	test_ids();
 	check_reference("llama2", NPM "tokenizer-llama2/models/tokenizer.json",
 			"tests/fixtures/tok/llama2.jsonl");
+	char *meta = metaspace_variant(NPM "tokenizer-llama2/models/tokenizer.json");
+	if (tap_ok(meta != NULL, "llama2_metaspace: derive the file from the LLaMA-2 one")) {
+		check_reference("llama2_metaspace", meta, "tests/fixtures/tok/llama2_metaspace.jsonl");
+		unlink(meta);
+		free(meta);
+	}
 	check_reference("llama3", NPM "tokenizer-llama3/models/tokenizer.json",
 			"tests/fixtures/tok/llama3.jsonl");
 	check_reference("bytelevel", "tests/fixtures/tok/bytelevel.json",

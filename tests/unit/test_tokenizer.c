@@ -222,6 +222,28 @@ static void test_parts_by_hand(void)
 	tap_ok(tokenizer_load("/nonexistent/tokenizer.json") == NULL, "parts: missing file is an error");
 }
 
+/* continuing_subword_prefix "##" and end_of_word_suffix "</w>" (ids and
+ * text checked with HF tokenizers once): a missing "##o</w>" leaves l and
+ * an unknown; the merged token drops the right part's prefix. */
+static void test_prefix_suffix(void)
+{
+	const char *json =
+		"{\"pre_tokenizer\": {\"type\": \"WhitespaceSplit\"},"
+		" \"decoder\": {\"type\": \"BPEDecoder\", \"suffix\": \"</w>\"},"
+		" \"model\": {\"type\": \"BPE\", \"unk_token\": \"[U]\","
+		"  \"continuing_subword_prefix\": \"##\", \"end_of_word_suffix\": \"</w>\","
+		"  \"vocab\": {\"[U]\": 0, \"l\": 1, \"##o\": 2, \"##w</w>\": 3, \"lo\": 4,"
+		"   \"low</w>\": 5, \"##e\": 6, \"##r</w>\": 7, \"o</w>\": 8, \"l</w>\": 9,"
+		"   \"##w\": 10, \"low\": 11},"
+		"  \"merges\": [[\"l\", \"##o\"], [\"lo\", \"##w</w>\"], [\"lo\", \"##w\"]]}}";
+	struct tokenizer *t = load_inline(json);
+	expect_ids(t, "prefix/suffix: words, unknowns", "low lower lo l o", 0, "5,11,6,7,1,0,9,8");
+	expect_ids(t, "prefix/suffix: the prefix on inner characters", "lowlow", 0, "11,0,2,3");
+	int ids[] = { 5, 11, 6, 7, 1, 0, 9, 8 };
+	expect_text(t, "prefix/suffix: BPEDecoder", ids, 8, 0, "low low##e##r l[U]l o");
+	tokenizer_free(t);
+}
+
 static void test_ids(void)
 {
 	struct tokenizer *t = tokenizer_load(NPM "tokenizer-llama2/models/tokenizer.json");
@@ -289,6 +311,7 @@ int main(int argc, char **argv)
 	}
 	test_bpe_by_hand();
 	test_parts_by_hand();
+	test_prefix_suffix();
 	test_ids();
 	check_reference("llama2", NPM "tokenizer-llama2/models/tokenizer.json",
 			"tests/fixtures/tok/llama2.jsonl");

@@ -567,15 +567,16 @@ int main(int argc, char **argv)
 		st.tokens += k;
 		double dt = now_seconds() - t0;
 		if (mf) {
-			fprintf(mf, "{\"step\": %ld, \"epoch\": %.6g, \"loss\": %.9g, "
-				"\"rewards/chosen\": %.9g, \"rewards/rejected\": %.9g, "
-				"\"rewards/accuracies\": %.9g, \"rewards/margins\": %.9g, "
-				"\"logps/chosen\": %.9g, \"logps/rejected\": %.9g, \"lr\": %.9g, "
-				"\"grad_norm\": %.9g, \"pairs_per_s\": %.3f}\n",
-				st.step, train_epoch_f(&st), loss, sum.rc / k, sum.rr / k, sum.acc / k,
-				(sum.rc - sum.rr) / k, sum.pc / k, sum.pr / k, lr, norm,
-				k / (dt > 0 ? dt : 1e-9));
-			fflush(mf);
+			static const char *const names[] = {
+				"step", "epoch", "loss", "rewards/chosen", "rewards/rejected",
+				"rewards/accuracies", "rewards/margins", "logps/chosen",
+				"logps/rejected", "lr", "grad_norm", "pairs_per_s",
+			};
+			double v[] = { (double)st.step, train_epoch_f(&st), loss, sum.rc / k,
+				       sum.rr / k, sum.acc / k, (sum.rc - sum.rr) / k, sum.pc / k,
+				       sum.pr / k, lr, norm, k / (dt > 0 ? dt : 1e-9) };
+			if (train_metrics_line(mf, names, v, 12) < 0)
+				die("write '%s':", opt.metrics);
 		}
 		char extra[128];
 		snprintf(extra, sizeof extra, "loss %.4f, acc %.2f, margin %.3f, %.1f pairs/s", loss,

@@ -452,10 +452,12 @@ int main(int argc, char **argv)
 		st.tokens += (long)ntok;
 		double dt = now_seconds() - t0;
 		if (mf) {
-			fprintf(mf, "{\"step\": %ld, \"epoch\": %.6g, \"loss\": %.9g, \"lr\": %.9g, "
-				"\"grad_norm\": %.9g, \"tokens_per_s\": %.1f}\n", st.step,
-				train_epoch_f(&st), loss, lr, norm, ntok / (dt > 0 ? dt : 1e-9));
-			fflush(mf);
+			static const char *const names[] = { "step", "epoch", "loss", "lr",
+							     "grad_norm", "tokens_per_s" };
+			double v[] = { (double)st.step, train_epoch_f(&st), loss, lr, norm,
+				       ntok / (dt > 0 ? dt : 1e-9) };
+			if (train_metrics_line(mf, names, v, 6) < 0)
+				die("write '%s':", opt.metrics);
 		}
 		char extra[96];
 		snprintf(extra, sizeof extra, "loss %.4f, lr %.2e, %.0f tokens/s", loss, lr,

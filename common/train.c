@@ -576,3 +576,15 @@ FILE *train_metrics_open(const char *path, long resume_step)
 		error("open '%s':", path);
 	return f;
 }
+
+int train_metrics_line(FILE *f, const char *const *names, const double *values, int n)
+{
+	cJSON *j = cJSON_CreateObject();
+	for (int i = 0; i < n; i++)
+		cJSON_AddNumberToObject(j, names[i], values[i]);
+	char *text = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	int rc = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 ? -1 : 0;
+	free(text);
+	return rc;
+}

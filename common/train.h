@@ -146,4 +146,9 @@ void train_signals_install(void);
  * uninterrupted one; otherwise it is truncated. NULL with a message. */
 FILE *train_metrics_open(const char *path, long resume_step);
 
+/* Writes one JSON line {NAMES[i]: VALUES[i], ...} to F and flushes it.
+ * Numbers print in their shortest exact form (integers as integers), so a
+ * loss of log 2 reads back as exactly log 2. -1 on a write error. */
+int train_metrics_line(FILE *f, const char *const *names, const double *values, int n);
+
 #endif

@@ -1,0 +1,108 @@
+#!/bin/bash
+# seva-sft: training lowers the loss, metrics, resume continues the same
+# trajectory bit for bit, SIGTERM leaves a resumable checkpoint, a NaN stops
+# the run with the last good checkpoint intact, LoRA, conversations, bad input.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+FIX=$TOP/tests/fixtures/train
+
+seva-synth --tokenizer >tok.json
+seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
+	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
+	{ cat init.err; exit 1; }
+seva-synth --split sft -n 24 -s 5 >sft.mp
+T="seva-sft -m base -b 4 --lr 3e-3 --warmup-ratio 0.1 -s 9"
+
+expect "trains 2 epochs" $T --epochs 2 --metrics m.jsonl -o a sft.mp
+check "12 steps logged" "$(wc -l <m.jsonl)" = 12
+check "metrics have step, epoch, loss, lr, grad_norm, tokens_per_s" \
+	"$(jq -s 'map(has("step") and has("epoch") and has("loss") and has("lr") and has("grad_norm") and has("tokens_per_s")) | all' m.jsonl)" = true
+check "the loss falls (mean of the last 3 steps below the first)" \
+	"$(jq -s '(.[-3:] | map(.loss) | add / 3) < .[0].loss' m.jsonl)" = true
+check "warm-up then cosine: lr 0 at step 1, peak at step 3 (ceil(0.1*12) = 2 warm-up steps)" \
+	"$(jq -s '.[0].lr == 0 and .[2].lr == 0.003 and .[11].lr < .[2].lr' m.jsonl)" = true
+check "the model directory is written" -f a/model.safetensors -a -f a/tokenizer.json
+
+# Resume: stop after 5 of 12 steps, continue; same curve and same weights.
+expect "uninterrupted run with checkpoints" $T --epochs 2 --save-every 4 --metrics u.jsonl -o u sft.mp
+expect "--stop-after 5 exits 0" $T --epochs 2 --save-every 4 --stop-after 5 --metrics r.jsonl -o r sft.mp
+check "a checkpoint of step 5" "$(jq .step r.ckpt/state.json)" = 5
+check "no final model yet" ! -e r/model.safetensors
+expect "--resume" $T --epochs 2 --save-every 4 --resume --metrics r.jsonl -o r sft.mp
+jq -c 'del(.tokens_per_s)' u.jsonl >u.curve
+jq -c 'del(.tokens_per_s)' r.jsonl >r.curve
+same "resumed loss curve equals the uninterrupted one bit for bit" u.curve r.curve
+same "resumed weights equal the uninterrupted ones" u/model.safetensors r/model.safetensors
+expect_fail "resume with other settings is refused" 1 $T --epochs 2 --lr 1e-3 --resume -o r sft.mp
+stderr_has "the message says the settings differ" "other settings"
+
+# SIGTERM: a checkpoint at the step boundary, exit 1, and the run resumes.
+$T --max-steps 100000 --metrics s.jsonl -o s sft.mp 2>s.err &
+pid=$!
+for i in $(seq 1 300); do [ -s s.jsonl ] && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid
+rc=$?
+check "SIGTERM: exit 1" $rc = 1
+grep -q "interrupted by signal 15.*--resume" s.err && ok "SIGTERM: message says how to resume" ||
+	{ not_ok "SIGTERM: message says how to resume"; diag <s.err; }
+check "SIGTERM: checkpoint at the last finished step" \
+	"$(jq .step s.ckpt/state.json)" = "$(tail -1 s.jsonl | jq .step)"
+expect "the interrupted run resumes" $T --max-steps 100000 --resume --stop-after 1 -o s sft.mp
+check "and goes on from there" "$(jq .step s.ckpt/state.json)" -gt "$(tail -1 s.jsonl | jq .step)"
+
+# NaN: poison the embedding of a word some answers use; the decoder is frozen,
+# so the first step whose batch holds that word has a NaN loss.
+cp -r base poison
+$PY - poison/model.safetensors tok.json <<'PY'
+import json, struct, sys
+path, tok = sys.argv[1], json.load(open(sys.argv[2]))
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+t = head["language_model.model.embed_tokens.weight"]
+assert t["dtype"] == "F32"
+row = tok["model"]["vocab"]["circle"]
+C = t["shape"][1]
+off = 8 + n + t["data_offsets"][0] + row * C * 4
+raw = bytearray(raw)
+raw[off:off + 4 * C] = struct.pack("<f", float("nan")) * C
+open(path, "wb").write(raw)
+PY
+expect_fail "a NaN loss stops the run" 1 seva-sft -m poison -b 1 --train projector --save-every 1 \
+	--max-steps 24 -s 2 --metrics n.jsonl -o n sft.mp
+stderr_has "the message names the step and the last good checkpoint" "loss is nan.*last good checkpoint"
+good=$(wc -l <n.jsonl)
+check "some steps ran before the NaN" "$good" -gt 0
+check "the checkpoint is the last good step" "$(jq .step n.ckpt/state.json)" = "$good"
+check "no model written" ! -e n/model.safetensors
+
+# LoRA, bf16, conversations
+expect "LoRA" $T --lora 4 --max-steps 2 --dtype bf16 -o l sft.mp
+check "LoRA: PEFT adapter beside the merged model" -f l/adapter/adapter_config.json -a \
+	-f l/adapter/adapter_model.safetensors -a -f l/model.safetensors
+check "bf16 weights" "$(head -c 4000 l/model.safetensors | grep -c BF16)" -ge 1
+$PY - sft.mp conv.mp bad.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+a, b = s[0]["json"], s[1]["json"]
+conv = {"__key__": "conv", "png": s[0]["png"], "json": {"conversations": [
+    {"from": "human", "value": "<image>\n" + a["prompt"]}, {"from": "gpt", "value": a["answer"]},
+    {"from": "human", "value": b["prompt"]}, {"from": "gpt", "value": b["answer"]}]}}
+open(sys.argv[2], "wb").write(msgpack.packb(conv, use_bin_type=True) + msgpack.packb(s[2], use_bin_type=True))
+noans = {"__key__": "noans", "png": s[0]["png"], "json": {"prompt": "What is it?"}}
+open(sys.argv[3], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [s[3], noans, s[4]]))
+PY
+expect "multi-turn LLaVA conversations train" $T --max-steps 1 -o c conv.mp
+expect_fail "a sample without an answer fails" 1 $T --max-steps 1 -o b bad.mp
+stderr_has "the message names the record and key" "record 2.*noans.*answer"
+expect_fail "-k skips it, trains, exits 1" 1 $T -k --max-steps 1 -o k bad.mp
+stderr_has "-k reports the count" "1 samples skipped"
+check "-k still writes the model" -f k/model.safetensors
+: >empty
+expect_fail "empty input: nothing to train" 1 $T -o e empty
+stderr_has "says so" "no training examples"
+expect_fail "no -o: usage" 2 seva-sft -m base sft.mp
+expect_fail "--config without --tokenizer: usage" 2 seva-sft --config "$FIX/tiny-config.json" -o x
+expect_fail "unknown part: usage" 2 $T --train brain -o x sft.mp
+done_testing

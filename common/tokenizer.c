@@ -955,7 +955,7 @@ static void bpe_word(const struct tokenizer *t, const char *w, size_t n, struct 
 	size_t cap = n * (1 + plen) + slen + 1;
 	int stackbuf[2 * 128];
 	int *sym = cap <= 128 ? stackbuf : xmalloc(2 * cap * sizeof(int));
-	int *rank = sym + cap; /* rank[i]: rank of the pair (sym[i], sym[i + 1]) */
+	int *rank = sym + cap; /* scratch: the links of the merge loop */
 	int ns = 0;
 	int unk = -1; /* a pending unknown (fused when fuse_unk) */
 	struct buf tmp;
@@ -1006,27 +1006,80 @@ static void bpe_word(const struct tokenizer *t, const char *w, size_t n, struct 
 		sym[ns++] = unk;
 	buf_release(&tmp);
 
-	int dummy;
-	for (int i = 0; i + 1 < ns; i++)
-		rank[i] = pmap_get(&t->merges, sym[i], sym[i + 1], &dummy);
-	while (ns > 1) {
-		int best = INT_MAX, at = -1;
-		for (int i = 0; i + 1 < ns; i++)
-			if (rank[i] < best) {
-				best = rank[i];
-				at = i;
-			}
-		if (at < 0)
-			break;
-		pmap_get(&t->merges, sym[at], sym[at + 1], &sym[at]);
-		memmove(sym + at + 1, sym + at + 2, (size_t)(ns - at - 2) * sizeof(int));
-		memmove(rank + at + 1, rank + at + 2, (size_t)(ns > at + 3 ? ns - at - 3 : 0) * sizeof(int));
-		ns--;
-		if (at > 0)
-			rank[at - 1] = pmap_get(&t->merges, sym[at - 1], sym[at], &dummy);
-		if (at + 1 < ns)
-			rank[at] = pmap_get(&t->merges, sym[at], sym[at + 1], &dummy);
+	/* Merge the lowest-rank pair, leftmost first, as the crate does: a heap
+	 * of (rank, left symbol) entries, stale ones skipped when popped, so a
+	 * long SentencePiece text (one word) costs n log n, not n^2. */
+	int *next = rank; /* next live symbol, -1 at the end; sym[] is compacted at the end */
+	/* each merge pushes at most two entries: 3 ns bounds the heap */
+	struct hent { int rank, pos; } hstack[3 * 64 + 1], *heap = hstack;
+	int pstack[64], *prev = pstack;
+	if (ns > 64) {
+		heap = xmalloc((size_t)(3 * ns + 1) * sizeof(*heap));
+		prev = xmalloc((size_t)ns * sizeof(int));
 	}
+	int nh = 0, dummy;
+	for (int i = 0; i < ns; i++) {
+		next[i] = i + 1 < ns ? i + 1 : -1;
+		prev[i] = i - 1;
+	}
+#define HLESS(a, b) ((a).rank < (b).rank || ((a).rank == (b).rank && (a).pos < (b).pos))
+#define HPUSH(r, p)                                                               \
+	do {                                                                          \
+		int k_ = nh++;                                                        \
+		heap[k_] = (struct hent){ (r), (p) };                                 \
+		while (k_ > 0 && HLESS(heap[k_], heap[(k_ - 1) / 2])) {               \
+			struct hent t_ = heap[k_];                                    \
+			heap[k_] = heap[(k_ - 1) / 2];                                \
+			heap[(k_ - 1) / 2] = t_;                                      \
+			k_ = (k_ - 1) / 2;                                            \
+		}                                                                     \
+	} while (0)
+	for (int i = 0; i + 1 < ns; i++) {
+		int r = pmap_get(&t->merges, sym[i], sym[i + 1], &dummy);
+		if (r != INT_MAX)
+			HPUSH(r, i);
+	}
+	while (nh > 0) {
+		struct hent top = heap[0];
+		heap[0] = heap[--nh];
+		for (int k = 0;;) { /* sift down */
+			int l = 2 * k + 1, m = k;
+			if (l < nh && HLESS(heap[l], heap[m]))
+				m = l;
+			if (l + 1 < nh && HLESS(heap[l + 1], heap[m]))
+				m = l + 1;
+			if (m == k)
+				break;
+			struct hent t_ = heap[k];
+			heap[k] = heap[m];
+			heap[m] = t_;
+			k = m;
+		}
+		int a = top.pos, b = next[a], id;
+		if (sym[a] < 0 || b < 0 || pmap_get(&t->merges, sym[a], sym[b], &id) != top.rank)
+			continue; /* merged away, or the pair changed since */
+		sym[a] = id;
+		sym[b] = -1;
+		next[a] = next[b];
+		if (next[b] >= 0)
+			prev[next[b]] = a;
+		int r;
+		if (prev[a] >= 0 && (r = pmap_get(&t->merges, sym[prev[a]], sym[a], &dummy)) != INT_MAX)
+			HPUSH(r, prev[a]);
+		if (next[a] >= 0 && (r = pmap_get(&t->merges, sym[a], sym[next[a]], &dummy)) != INT_MAX)
+			HPUSH(r, a);
+	}
+#undef HPUSH
+#undef HLESS
+	if (heap != hstack) {
+		free(heap);
+		free(prev);
+	}
+	int live = 0;
+	for (int i = 0; i < ns; i++)
+		if (sym[i] >= 0)
+			sym[live++] = sym[i];
+	ns = live;
 	for (int i = 0; i < ns; i++)
 		ivec_push(out, sym[i]);
 	if (sym != stackbuf)

@@ -19,6 +19,42 @@
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 16384L
 
+/* The build targets x86-64-v2 (SSE4.2); the hot loops also get AVX2+FMA and
+ * AVX-512 clones, picked at load time for the CPU at hand. */
+#define HOT __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+
+/* [lo, hi) of n for this OpenMP thread */
+static inline void my_range(long n, long *lo, long *hi)
+{
+	int nt = omp_get_num_threads(), id = omp_get_thread_num();
+	*lo = n * id / nt;
+	*hi = n * (id + 1) / nt;
+}
+
+/* e^x for x in [-87, 88] (clamped outside) within ~2 ulp, branch-free so
+ * that loops over it vectorize (libm's expf does not here): Cephes' expf,
+ * x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r, 2^k built in
+ * the exponent bits. */
+static inline float exp_approx(float x)
+{
+	union { float f; int32_t i; } s;
+	x = x < -87.0f ? -87.0f : x;
+	x = x > 88.0f ? 88.0f : x;
+	/* round to nearest by the 1.5 * 2^23 trick: floorf would be a call */
+	float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+	float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+	float r2 = r * r;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * r2 + r + 1.0f;
+	s.i = ((int32_t)k + 127) << 23;
+	return p * s.f;
+}
+
 /* ---------------------------------------------------------------------- */
 /* OpenBLAS set-up */
 
@@ -145,12 +181,45 @@ const char *tensor_blas_info(void)
 	return blas_info;
 }
 
+/* OpenBLAS runs single-threaded inside our own OpenMP threads, each on its
+ * slice of the product. Its own thread pool would otherwise spin for a long
+ * while after every call (OPENBLAS_THREAD_TIMEOUT, read only at load) and
+ * fight our OpenMP threads for the cores: on 2 cores a 1 M-float residual
+ * add took 8 ms after an sgemm instead of 0.3. Slicing costs nothing at the
+ * model's sizes (measured: as fast or faster than OpenBLAS's threads). */
+static int blas_single;
+
+static void blas_one_thread(void)
+{
+	if (!blas_single) {
+		openblas_set_num_threads(1);
+		blas_single = 1;
+	}
+}
+
 void tensor_set_threads(int n)
 {
 	if (n <= 0)
 		n = omp_get_num_procs();
 	omp_set_num_threads(n);
-	openblas_set_num_threads(n);
+	openblas_set_num_threads(1);
+	blas_single = 1;
+}
+
+/* Threads worth using on a product of `flops` multiply-adds. */
+static int mm_threads(double flops)
+{
+	int nt = omp_get_max_threads();
+	if (flops < 65536.0)
+		return 1;
+	return nt;
+}
+
+/* [lo, hi) of n for thread id of nt */
+static inline void slice(int n, int id, int nt, int *lo, int *hi)
+{
+	*lo = (int)((long)n * id / nt);
+	*hi = (int)((long)n * (id + 1) / nt);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -161,18 +230,44 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
 {
 	if (N <= 0 || OC <= 0)
 		return;
-	if (bias) {
-		#pragma omp parallel for if ((long)N * OC > PAR_MIN)
-		for (int n = 0; n < N; n++)
-			memcpy(out + (long)n * OC, bias, sizeof(float) * OC);
-	}
+	blas_one_thread();
 	if (C <= 0) {
-		if (!bias)
-			memset(out, 0, sizeof(float) * N * (size_t)OC);
+		for (int n = 0; n < N; n++)
+			if (bias)
+				memcpy(out + (long)n * OC, bias, sizeof(float) * OC);
+			else
+				memset(out + (long)n * OC, 0, sizeof(float) * OC);
 		return;
 	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C,
-		    bias ? 1.0f : 0.0f, out, OC);
+	#pragma omp parallel num_threads(mm_threads((double)N * C * OC))
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num(), lo, hi;
+		float beta = bias ? 1.0f : 0.0f;
+		if (N >= 32 * nt) {
+			/* rows of the batch */
+			slice(N, id, nt, &lo, &hi);
+			if (bias)
+				for (int n = lo; n < hi; n++)
+					memcpy(out + (long)n * OC, bias, sizeof(float) * OC);
+			if (hi > lo)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C,
+					    1.0f, inp + (long)lo * C, C, w, C, beta,
+					    out + (long)lo * OC, OC);
+		} else {
+			/* output channels: decoding's few rows read all of w once */
+			slice(OC, id, nt, &lo, &hi);
+			if (bias)
+				for (int n = 0; n < N; n++)
+					memcpy(out + (long)n * OC + lo, bias + lo,
+					       sizeof(float) * (hi - lo));
+			if (hi > lo && N == 1)
+				cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, C, 1.0f,
+					    w + (long)lo * C, C, inp, 1, beta, out + lo, 1);
+			else if (hi > lo)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, hi - lo, C,
+					    1.0f, inp, C, w + (long)lo * C, C, beta, out + lo, OC);
+		}
+	}
 }
 
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
@@ -180,21 +275,48 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 {
 	if (N <= 0 || OC <= 0)
 		return;
-	if (dinp && C > 0)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC,
-			    w, C, 1.0f, dinp, C);
-	if (dw && C > 0)
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC,
-			    inp, C, 1.0f, dw, C);
-	if (dbias) {
-		/* Each thread owns a slice of columns and walks every row. */
-		#pragma omp parallel if ((long)N * OC > PAR_MIN)
-		{
-			int nt = omp_get_num_threads(), id = omp_get_thread_num();
-			int o0 = (int)((long)OC * id / nt), o1 = (int)((long)OC * (id + 1) / nt);
+	blas_one_thread();
+	#pragma omp parallel num_threads(mm_threads(2.0 * N * C * OC))
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num(), lo, hi;
+		/* dinp (N,C) += dout (N,OC) . w (OC,C), by rows or by columns */
+		if (dinp && C > 0) {
+			if (N >= 32 * nt) {
+				slice(N, id, nt, &lo, &hi);
+				if (hi > lo)
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo,
+						    C, OC, 1.0f, dout + (long)lo * OC, OC, w, C, 1.0f,
+						    dinp + (long)lo * C, C);
+			} else {
+				slice(C, id, nt, &lo, &hi);
+				if (hi > lo)
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N,
+						    hi - lo, OC, 1.0f, dout, OC, w + lo, C, 1.0f,
+						    dinp + lo, C);
+			}
+		}
+		/* dw (OC,C) += dout^T (OC,N) . inp (N,C), by rows or by columns */
+		if (dw && C > 0) {
+			if (OC >= 16 * nt) {
+				slice(OC, id, nt, &lo, &hi);
+				if (hi > lo)
+					cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo,
+						    C, N, 1.0f, dout + lo, OC, inp, C, 1.0f,
+						    dw + (long)lo * C, C);
+			} else {
+				slice(C, id, nt, &lo, &hi);
+				if (hi > lo)
+					cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC,
+						    hi - lo, N, 1.0f, dout, OC, inp + lo, C, 1.0f,
+						    dw + lo, C);
+			}
+		}
+		/* dbias (OC) += column sums of dout */
+		if (dbias) {
+			slice(OC, id, nt, &lo, &hi);
 			for (int n = 0; n < N; n++) {
 				const float *d = dout + (long)n * OC;
-				for (int o = o0; o < o1; o++)
+				for (int o = lo; o < hi; o++)
 					dbias[o] += d[o];
 			}
 		}
@@ -424,29 +546,69 @@ static inline void axpyf(float *y, float a, const float *x, int n)
 		y[i] += a * x[i];
 }
 
-/* One query row against keys 0..nk-1: p (nk) the softmax of the scaled
- * scores, o (HS) = sum_j p_j v_j. kstride/vstride: floats between the
- * keys (values) of consecutive slots. */
-static void attend_row(float *o, float *p, const float *q, const float *k, const float *v,
-		       int nk, long kstride, int HS, float scale)
+/* p[0..n) = softmax(p[0..n)), p[n..m) = 0 */
+HOT static void softmax_row(float *p, int n, int m)
 {
 	float mx = -INFINITY, sum = 0;
-
-	for (int j = 0; j < nk; j++) {
-		float s = dotf(q, k + j * kstride, HS) * scale;
-		p[j] = s;
-		if (s > mx)
-			mx = s;
-	}
-	for (int j = 0; j < nk; j++) {
-		p[j] = expf(p[j] - mx);
+	#pragma omp simd reduction(max : mx)
+	for (int j = 0; j < n; j++)
+		mx = p[j] > mx ? p[j] : mx;
+	#pragma omp simd reduction(+ : sum)
+	for (int j = 0; j < n; j++) {
+		p[j] = exp_approx(p[j] - mx);
 		sum += p[j];
 	}
 	float inv = 1.0f / sum;
-	memset(o, 0, sizeof(float) * HS);
-	for (int j = 0; j < nk; j++) {
+	#pragma omp simd
+	for (int j = 0; j < n; j++)
 		p[j] *= inv;
+	if (m > n)
+		memset(p + n, 0, sizeof(float) * (m - n));
+}
+
+/* One query row against keys 0..nk-1: p (nk) the softmax of the scaled
+ * scores, o (HS) = sum_j p_j v_j. kstride: floats between the keys (and
+ * values) of consecutive slots. */
+HOT static void attend_row(float *o, float *p, const float *q, const float *k, const float *v,
+			   int nk, long kstride, int HS, float scale)
+{
+	for (int j = 0; j < nk; j++)
+		p[j] = dotf(q, k + j * kstride, HS) * scale;
+	softmax_row(p, nk, nk);
+	memset(o, 0, sizeof(float) * HS);
+	for (int j = 0; j < nk; j++)
 		axpyf(o, p[j], v + j * kstride, HS);
+}
+
+/* Query rows per block of the blocked attention: a block's scores are one
+ * sgemm, and its scratch (backward) stays under 256 KB. */
+static int att_block(int T)
+{
+	int nb = 65536 / (T > 0 ? T : 1);
+	return nb < 1 ? 1 : nb > 64 ? 64 : nb;
+}
+
+/* The attention of one (sequence, head, block of query rows [t0, t1)):
+ * scores by sgemm into the saved probabilities, masked softmax per row,
+ * then out = P . V by sgemm. */
+static void attend_block(float *out, float *att, const float *q, const float *k, const float *v,
+			 int L, int t0, int t1, int T, int NH, int NKV, int HS, int causal)
+{
+	int te = t1 < L ? t1 : L, nk = causal ? te : L;
+	long ldq = (long)NH * HS, ldk = (long)NKV * HS;
+
+	if (te > t0) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, te - t0, nk, HS,
+			    1.0f / sqrtf((float)HS), q + t0 * ldq, ldq, k, ldk, 0.0f,
+			    att + (long)t0 * T, T);
+		for (int t = t0; t < te; t++)
+			softmax_row(att + (long)t * T, causal ? t + 1 : L, T);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, te - t0, HS, nk, 1.0f,
+			    att + (long)t0 * T, T, v, ldk, 0.0f, out + t0 * ldq, ldq);
+	}
+	for (int t = te > t0 ? te : t0; t < t1; t++) { /* padding */
+		memset(out + t * ldq, 0, sizeof(float) * HS);
+		memset(att + (long)t * T, 0, sizeof(float) * T);
 	}
 }
 
@@ -455,30 +617,42 @@ void attention_forward(float *out, float *att, const float *q, const float *k,
 		       int HS, int causal)
 {
 	float scale = 1.0f / sqrtf((float)HS);
-	int grp = NH / NKV;
+	int grp = NH / NKV, nb = att_block(T), nblk = (T + nb - 1) / nb;
 	long kstride = (long)NKV * HS;
+	int par = (long)B * NH * T * T * HS > PAR_MIN;
 
-	#pragma omp parallel for collapse(3) schedule(dynamic, 4) \
-		if ((long)B * NH * T * T * HS > PAR_MIN)
+	blas_one_thread();
+	if (att) {
+		#pragma omp parallel for collapse(3) schedule(dynamic, 1) if (par)
+		for (int b = 0; b < B; b++)
+			for (int h = 0; h < NH; h++)
+				for (int blk = 0; blk < nblk; blk++) {
+					int t0 = blk * nb, t1 = t0 + nb < T ? t0 + nb : T;
+					long kv0 = (long)b * T * kstride + (long)(h / grp) * HS;
+					attend_block(out + (long)b * T * NH * HS + (long)h * HS,
+						     att + ((long)b * NH + h) * T * T,
+						     q + (long)b * T * NH * HS + (long)h * HS, k + kv0,
+						     v + kv0, len ? len[b] : T, t0, t1, T, NH, NKV, HS,
+						     causal);
+				}
+		return;
+	}
+	/* no probabilities kept (inference): row by row, a row of scratch each */
+	#pragma omp parallel for collapse(3) schedule(dynamic, 4) if (par)
 	for (int b = 0; b < B; b++)
 		for (int h = 0; h < NH; h++)
 			for (int t = 0; t < T; t++) {
 				float *o = out + (((long)b * T + t) * NH + h) * HS;
 				int L = len ? len[b] : T;
-				float rowbuf[att ? 1 : T];
-				float *p = att ? att + (((long)b * NH + h) * T + t) * T : rowbuf;
+				float p[T];
 				if (t >= L) {
 					memset(o, 0, sizeof(float) * HS);
-					if (att)
-						memset(p, 0, sizeof(float) * T);
 					continue;
 				}
-				int nk = causal ? t + 1 : L;
 				const float *qr = q + (((long)b * T + t) * NH + h) * HS;
-				long kv0 = (long)b * T * NKV * HS + (long)(h / grp) * HS;
-				attend_row(o, p, qr, k + kv0, v + kv0, nk, kstride, HS, scale);
-				if (att && nk < T)
-					memset(p + nk, 0, sizeof(float) * (T - nk));
+				long kv0 = (long)b * T * kstride + (long)(h / grp) * HS;
+				attend_row(o, p, qr, k + kv0, v + kv0, causal ? t + 1 : L, kstride, HS,
+					   scale);
 			}
 }
 
@@ -533,43 +707,62 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 		}
 }
 
+/* dS = P (dP - rowsum(P dP)) scale over the first n of m columns, 0 after */
+HOT static void softmax_grad_row(float *ds, const float *p, int n, int m, float scale)
+{
+	float dot = 0;
+	#pragma omp simd reduction(+ : dot)
+	for (int j = 0; j < n; j++)
+		dot += p[j] * ds[j];
+	#pragma omp simd
+	for (int j = 0; j < n; j++)
+		ds[j] = p[j] * (ds[j] - dot) * scale;
+	for (int j = n; j < m; j++)
+		ds[j] = 0;
+}
+
 void attention_backward(float *dq, float *dk, float *dv, const float *dout,
 			const float *att, const float *q, const float *k, const float *v,
 			const int *len, int B, int T, int NH, int NKV, int HS, int causal)
 {
 	float scale = 1.0f / sqrtf((float)HS);
-	int grp = NH / NKV;
-	long kstride = (long)NKV * HS;
+	int grp = NH / NKV, nb = att_block(T);
+	long ldq = (long)NH * HS, ldk = (long)NKV * HS;
 
+	blas_one_thread();
 	/* A (b, kv head) pair owns its dk, dv and the dq of its query heads,
-	 * so threads never write the same float. */
+	 * so threads never write the same float. Per block of query rows:
+	 * dP = dO V^T, dV += P^T dO, dS = softmax'(dP), dQ += dS K, dK += dS^T Q. */
 	#pragma omp parallel for collapse(2) schedule(dynamic, 1) \
 		if ((long)B * NH * T * T * HS > PAR_MIN)
 	for (int b = 0; b < B; b++)
 		for (int kh = 0; kh < NKV; kh++) {
 			int L = len ? len[b] : T;
-			long kv0 = (long)b * T * NKV * HS + (long)kh * HS;
-			float dp[T > 0 ? T : 1];
+			long kv0 = (long)b * T * ldk + (long)kh * HS;
+			float ds[nb * (T > 0 ? T : 1)];
 			for (int h = kh * grp; h < (kh + 1) * grp; h++)
-				for (int t = 0; t < L; t++) {
-					int nk = causal ? t + 1 : L;
-					long qi = (((long)b * T + t) * NH + h) * HS;
-					const float *p = att + (((long)b * NH + h) * T + t) * T;
-					const float *d = dout + qi;
-					float dot = 0;
-					for (int j = 0; j < nk; j++) {
-						dp[j] = dotf(d, v + kv0 + j * kstride, HS);
-						dot += p[j] * dp[j];
-						if (dv)
-							axpyf(dv + kv0 + j * kstride, p[j], d, HS);
-					}
-					for (int j = 0; j < nk; j++) {
-						float ds = p[j] * (dp[j] - dot) * scale;
-						if (dq)
-							axpyf(dq + qi, ds, k + kv0 + j * kstride, HS);
-						if (dk)
-							axpyf(dk + kv0 + j * kstride, ds, q + qi, HS);
-					}
+				for (int t0 = 0; t0 < L; t0 += nb) {
+					int te = t0 + nb < L ? t0 + nb : L, nr = te - t0;
+					int nk = causal ? te : L;
+					long qi = ((long)b * T + t0) * ldq + (long)h * HS;
+					const float *p = att + (((long)b * NH + h) * T + t0) * T;
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, HS,
+						    1.0f, dout + qi, ldq, v + kv0, ldk, 0.0f, ds, nk);
+					if (dv)
+						cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS,
+							    nr, 1.0f, p, T, dout + qi, ldq, 1.0f,
+							    dv + kv0, ldk);
+					for (int r = 0; r < nr; r++)
+						softmax_grad_row(ds + (long)r * nk, p + (long)r * T,
+								 causal ? t0 + r + 1 : L, nk, scale);
+					if (dq)
+						cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr,
+							    HS, nk, 1.0f, ds, nk, k + kv0, ldk, 1.0f,
+							    dq + qi, ldq);
+					if (dk)
+						cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS,
+							    nr, 1.0f, ds, nk, q + qi, ldq, 1.0f,
+							    dk + kv0, ldk);
 				}
 		}
 }
@@ -602,72 +795,123 @@ void attention_decode(float *out, float *scratch, const float *q, const float *k
 #define SQRT_HALF 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
-void gelu_forward(float *out, const float *inp, long N)
+/* Each kernel: a HOT loop over a range, run by every thread on its slice. */
+#define EACH(N, min, call) do { \
+	long n_ = (N); \
+	int par_ = n_ > (min); \
+	_Pragma("omp parallel if (par_)") \
+	{ \
+		long lo_, hi_; \
+		my_range(n_, &lo_, &hi_); \
+		if (hi_ > lo_) \
+			call; \
+	} \
+} while (0)
+
+/* GELU keeps libm's erff: it is exact there, and it runs only in the
+ * projector (and in ViTs configured with "gelu"). */
+static void gelu_fwd(float *out, const float *inp, long n)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++) {
-		float x = inp[i];
-		out[i] = 0.5f * x * (1.0f + erff(x * SQRT_HALF));
-	}
+	for (long i = 0; i < n; i++)
+		out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * SQRT_HALF));
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, long N)
+static void gelu_bwd(float *dinp, const float *inp, const float *dout, long n)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++) {
+	for (long i = 0; i < n; i++) {
 		float x = inp[i];
 		float cdf = 0.5f * (1.0f + erff(x * SQRT_HALF));
-		float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+		float pdf = INV_SQRT_2PI * exp_approx(-0.5f * x * x);
 		dinp[i] += dout[i] * (cdf + x * pdf);
 	}
 }
 
-static inline float sigmoidf(float x)
+void gelu_forward(float *out, const float *inp, long N)
 {
-	return 1.0f / (1.0f + expf(-x));
+	EACH(N, PAR_MIN / 4, gelu_fwd(out + lo_, inp + lo_, hi_ - lo_));
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N)
+{
+	EACH(N, PAR_MIN / 4, gelu_bwd(dinp + lo_, inp + lo_, dout + lo_, hi_ - lo_));
+}
+
+static inline float sigmoid_approx(float x)
+{
+	return 1.0f / (1.0f + exp_approx(-x));
+}
+
+HOT static void quick_gelu_fwd(float *out, const float *inp, long n)
+{
+	#pragma omp simd
+	for (long i = 0; i < n; i++)
+		out[i] = inp[i] * sigmoid_approx(1.702f * inp[i]);
+}
+
+HOT static void quick_gelu_bwd(float *dinp, const float *inp, const float *dout, long n)
+{
+	#pragma omp simd
+	for (long i = 0; i < n; i++) {
+		float x = inp[i], s = sigmoid_approx(1.702f * x);
+		dinp[i] += dout[i] * (s + 1.702f * x * s * (1.0f - s));
+	}
 }
 
 void quick_gelu_forward(float *out, const float *inp, long N)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++)
-		out[i] = inp[i] * sigmoidf(1.702f * inp[i]);
+	EACH(N, PAR_MIN, quick_gelu_fwd(out + lo_, inp + lo_, hi_ - lo_));
 }
 
 void quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++) {
-		float x = inp[i], s = sigmoidf(1.702f * x);
-		dinp[i] += dout[i] * (s + 1.702f * x * s * (1.0f - s));
+	EACH(N, PAR_MIN, quick_gelu_bwd(dinp + lo_, inp + lo_, dout + lo_, hi_ - lo_));
+}
+
+HOT static void swiglu_fwd(float *out, const float *gate, const float *up, long n)
+{
+	#pragma omp simd
+	for (long i = 0; i < n; i++)
+		out[i] = gate[i] * sigmoid_approx(gate[i]) * up[i];
+}
+
+HOT static void swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+			   const float *up, long n)
+{
+	if (dgate && dup) {
+		#pragma omp simd
+		for (long i = 0; i < n; i++) {
+			float g = gate[i], s = sigmoid_approx(g);
+			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+			dup[i] += dout[i] * g * s;
+		}
+	} else if (dgate) {
+		#pragma omp simd
+		for (long i = 0; i < n; i++) {
+			float g = gate[i], s = sigmoid_approx(g);
+			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+		}
+	} else if (dup) {
+		#pragma omp simd
+		for (long i = 0; i < n; i++)
+			dup[i] += dout[i] * gate[i] * sigmoid_approx(gate[i]);
 	}
 }
 
 void swiglu_forward(float *out, const float *gate, const float *up, long N)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++) {
-		float g = gate[i];
-		out[i] = g * sigmoidf(g) * up[i];
-	}
+	EACH(N, PAR_MIN, swiglu_fwd(out + lo_, gate + lo_, up + lo_, hi_ - lo_));
 }
 
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
 		     const float *up, long N)
 {
-	#pragma omp parallel for if (N > PAR_MIN)
-	for (long i = 0; i < N; i++) {
-		float g = gate[i], s = sigmoidf(g);
-		if (dgate)
-			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
-		if (dup)
-			dup[i] += dout[i] * g * s;
-	}
+	EACH(N, PAR_MIN, swiglu_bwd(dgate ? dgate + lo_ : NULL, dup ? dup + lo_ : NULL,
+				    dout + lo_, gate + lo_, up + lo_, hi_ - lo_));
 }
 
 void residual_forward(float *out, const float *a, const float *b, long N)
 {
-	#pragma omp parallel for if (N > 4 * PAR_MIN)
+	#pragma omp parallel for simd if (N > 4 * PAR_MIN)
 	for (long i = 0; i < N; i++)
 		out[i] = a[i] + b[i];
 }
@@ -707,56 +951,64 @@ void embedding_backward(float *dtable, const float *dout, const int *ids, int N,
 /* ---------------------------------------------------------------------- */
 /* Log-probabilities */
 
-/* max and log(sum(exp(x - max))) of one row */
-static void row_lse(const float *x, int V, float *mx_out, float *lse_out)
+/* max + log(sum(exp(x - max))) of one row */
+HOT static float row_logsumexp(const float *x, int V)
 {
-	float mx = -INFINITY;
-	double s = 0;
+	float mx = -INFINITY, s = 0;
+	#pragma omp simd reduction(max : mx)
+	for (int i = 0; i < V; i++)
+		mx = x[i] > mx ? x[i] : mx;
+	#pragma omp simd reduction(+ : s)
+	for (int i = 0; i < V; i++)
+		s += exp_approx(x[i] - mx);
+	return mx + logf(s);
+}
 
+/* dx += g (onehot(target) - softmax(x)) */
+HOT static void logprob_grad_row(float *dx, const float *x, int target, float g, int V)
+{
+	float off = row_logsumexp(x, V);
+	#pragma omp simd
 	for (int i = 0; i < V; i++)
-		if (x[i] > mx)
-			mx = x[i];
-	for (int i = 0; i < V; i++)
-		s += expf(x[i] - mx);
-	*mx_out = mx;
-	*lse_out = (float)log(s);
+		dx[i] -= g * exp_approx(x[i] - off);
+	dx[target] += g;
 }
 
 void logprob_forward(float *lp, const float *logits, const int *target, int N, int V)
 {
 	#pragma omp parallel for if ((long)N * V > PAR_MIN)
-	for (int n = 0; n < N; n++) {
-		const float *x = logits + (long)n * V;
-		float mx, lse;
-		if (target[n] < 0) {
-			lp[n] = 0;
-			continue;
-		}
-		row_lse(x, V, &mx, &lse);
-		lp[n] = x[target[n]] - mx - lse;
-	}
+	for (int n = 0; n < N; n++)
+		lp[n] = target[n] < 0 ? 0.0f
+				      : logits[(long)n * V + target[n]] -
+					row_logsumexp(logits + (long)n * V, V);
 }
 
 void logprob_backward(float *dlogits, const float *logits, const int *target,
 		      const float *dlp, int N, int V)
 {
 	#pragma omp parallel for if ((long)N * V > PAR_MIN)
-	for (int n = 0; n < N; n++) {
-		const float *x = logits + (long)n * V;
-		float *dx = dlogits + (long)n * V;
-		float mx, lse, g = dlp[n];
-		if (target[n] < 0 || g == 0.0f)
-			continue;
-		row_lse(x, V, &mx, &lse);
-		float off = mx + lse;
-		for (int i = 0; i < V; i++)
-			dx[i] -= g * expf(x[i] - off);
-		dx[target[n]] += g;
-	}
+	for (int n = 0; n < N; n++)
+		if (target[n] >= 0 && dlp[n] != 0.0f)
+			logprob_grad_row(dlogits + (long)n * V, logits + (long)n * V, target[n],
+					 dlp[n], V);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Optimiser */
+
+HOT static void adamw_range(float *p, const float *g, float *m, float *v, long n, float step,
+			    float beta1, float beta2, float eps, float decay, float bc2_sqrt)
+{
+	#pragma omp simd
+	for (long i = 0; i < n; i++) {
+		float gi = g[i];
+		float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+		float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2_sqrt + eps);
+	}
+}
 
 void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr,
 		  float beta1, float beta2, float eps, float weight_decay, int t)
@@ -767,15 +1019,8 @@ void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr
 	float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
 	float step = lr / bc1, decay = 1.0f - lr * weight_decay;
 
-	#pragma omp parallel for if (n > PAR_MIN)
-	for (long i = 0; i < n; i++) {
-		float gi = g[i];
-		float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-		float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-		m[i] = mi;
-		v[i] = vi;
-		p[i] = p[i] * decay - step * mi / (sqrtf(vi) / bc2_sqrt + eps);
-	}
+	EACH(n, PAR_MIN, adamw_range(p + lo_, g + lo_, m + lo_, v + lo_, hi_ - lo_, step, beta1,
+				     beta2, eps, decay, bc2_sqrt));
 }
 
 /* ---------------------------------------------------------------------- */

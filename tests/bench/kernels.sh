@@ -26,3 +26,8 @@ for core in Prescott Haswell SkylakeX; do
 done
 # The restart itself, on a pretended unknown CPU (OpenBLAS would say Prescott).
 echo "restart: $(SEVA_BLAS_TEST_CORENAME=Prescott tests/bin/bench-sgemm -n "$n" -j 2)"
+# Each kernel on the shapes of a DPO step on small.json.
+if [ ! tests/bin/bench-kernels -nt tests/bench/kernels.c ] || [ ! tests/bin/bench-kernels -nt common/libseva.a ]; then
+	cc -O2 -g $SEVA_CFLAGS -o tests/bin/bench-kernels tests/bench/kernels.c common/libseva.a $LIBS || exit 1
+fi
+tests/bin/bench-kernels -j 2

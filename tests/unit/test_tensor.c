@@ -409,7 +409,7 @@ static void test_attention_case(int B, int T, int NH, int NKV, int HS, const int
 	tap_close(o1, o2, nq, 1e-5f, 1e-4f, what);
 	tap_close(a1, a2, na, 1e-6f, 1e-4f, "  ... and the saved probabilities");
 	attention_forward(o3, NULL, q, k, v, len, B, T, NH, NKV, HS, causal);
-	tap_ok(!memcmp(o1, o3, sizeof(float) * nq), "  ... and att NULL gives the same output");
+	tap_close(o3, o2, nq, 1e-5f, 1e-4f, "  ... and with att NULL (the row-by-row path)");
 	free(q), free(k), free(v), free(o1), free(o2), free(o3), free(a1), free(a2);
 }
 

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <stb_image_write.h>
 
 #include "augment.h"
 #include "image.h"
@@ -202,9 +201,6 @@ int main(int argc, char **argv)
 		exit(2);
 	if (opt.threads == 0)
 		opt.threads = omp_get_num_procs();
-	/* zlib level 1-ish: the views are noisy photos that barely compress,
-	 * and the deflate search dominates the run time at stb's default 8. */
-	stbi_write_png_compression_level = 5;
 
 	w = rec_writer_open(opt.out, opt.fmt, 0);
 	if (!w)

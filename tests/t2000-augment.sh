@@ -77,6 +77,15 @@ expect "tar output" seva-augment -q -t -r hflip:p=1 -o out.tar in.mp
 tar -tf out.tar >list 2>&1
 check "tar lists KEY.aug.png and KEY.aug.json" "$(grep -c -E '^[0-9]+\.aug\.(png|json)$' list)" = 24
 expect "reads the tar back" seva-augment -q -r none -o again.mp out.tar
+expect "none: PIL reads our PNG as the clean image, pixel for pixel" $PY -c '
+import msgpack, io
+import numpy as np
+from PIL import Image
+for r in msgpack.Unpacker(open("again.mp", "rb"), raw=False):
+    a = np.asarray(Image.open(io.BytesIO(r["aug.png"])).convert("RGB"))
+    b = np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB"))
+    assert (a == b).all(), r["__key__"]
+'
 
 # Bad input: each message names the place; -k skips and counts.
 $PY -c '

@@ -191,9 +191,12 @@ static int blas_single;
 
 static void blas_one_thread(void)
 {
-	if (!blas_single) {
-		openblas_set_num_threads(1);
-		blas_single = 1;
+	if (!__atomic_load_n(&blas_single, __ATOMIC_ACQUIRE)) {
+		#pragma omp critical(tensor_blas)
+		if (!blas_single) {
+			openblas_set_num_threads(1);
+			__atomic_store_n(&blas_single, 1, __ATOMIC_RELEASE);
+		}
 	}
 }
 
@@ -355,29 +358,90 @@ void matmul_backward_naive(float *dinp, float *dw, float *dbias, const float *do
 /* ---------------------------------------------------------------------- */
 /* Normalisation */
 
+/* Row kernels of the norms, vectorised (float sums: 4-16 lanes, then a
+ * tree, well within float accuracy at any C). w NULL means all ones. */
+HOT static float ln_row_fwd(float *y, const float *x, const float *w, const float *b, int C,
+			    float eps, float *mean_out)
+{
+	float m = 0, v = 0;
+	#pragma omp simd reduction(+ : m)
+	for (int c = 0; c < C; c++)
+		m += x[c];
+	m /= C;
+	#pragma omp simd reduction(+ : v)
+	for (int c = 0; c < C; c++)
+		v += (x[c] - m) * (x[c] - m);
+	float rs = 1.0f / sqrtf(v / C + eps);
+	if (w && b) {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			y[c] = (x[c] - m) * rs * w[c] + b[c];
+	} else {
+		for (int c = 0; c < C; c++)
+			y[c] = (x[c] - m) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
+	}
+	*mean_out = m;
+	return rs;
+}
+
+HOT static void ln_row_bwd(float *dx, const float *d, const float *x, const float *w, float m,
+			   float rs, int C)
+{
+	float sd = 0, sdn = 0;
+	if (w) {
+		#pragma omp simd reduction(+ : sd, sdn)
+		for (int c = 0; c < C; c++) {
+			float dn = d[c] * w[c];
+			sd += dn;
+			sdn += dn * ((x[c] - m) * rs);
+		}
+	} else {
+		#pragma omp simd reduction(+ : sd, sdn)
+		for (int c = 0; c < C; c++) {
+			sd += d[c];
+			sdn += d[c] * ((x[c] - m) * rs);
+		}
+	}
+	float md = sd / C, mdn = sdn / C;
+	if (w) {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			dx[c] += (d[c] * w[c] - md - (x[c] - m) * rs * mdn) * rs;
+	} else {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			dx[c] += (d[c] - md - (x[c] - m) * rs * mdn) * rs;
+	}
+}
+
+/* dw[c0..c1) += sum_n dout * norm, db += sum_n dout */
+HOT static void ln_cols_bwd(float *dw, float *db, const float *dout, const float *inp,
+			    const float *mean, const float *rstd, int N, int C, int c0, int c1)
+{
+	for (int n = 0; n < N; n++) {
+		const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+		float m = mean[n], rs = rstd[n];
+		if (dw) {
+			#pragma omp simd
+			for (int c = c0; c < c1; c++)
+				dw[c] += d[c] * ((x[c] - m) * rs);
+		}
+		if (db) {
+			#pragma omp simd
+			for (int c = c0; c < c1; c++)
+				db[c] += d[c];
+		}
+	}
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 		       const float *w, const float *b, int N, int C, float eps)
 {
 	#pragma omp parallel for if ((long)N * C > PAR_MIN)
 	for (int n = 0; n < N; n++) {
-		const float *x = inp + (long)n * C;
-		float *y = out + (long)n * C;
-		double m = 0, v = 0;
-		for (int c = 0; c < C; c++)
-			m += x[c];
-		m /= C;
-		for (int c = 0; c < C; c++) {
-			double d = x[c] - m;
-			v += d * d;
-		}
-		v /= C;
-		float fm = (float)m, rs = (float)(1.0 / sqrt(v + eps));
-		for (int c = 0; c < C; c++) {
-			float nrm = (x[c] - fm) * rs;
-			y[c] = nrm * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
-		}
+		float m, rs = ln_row_fwd(out + (long)n * C, inp + (long)n * C, w, b, C, eps, &m);
 		if (mean)
-			mean[n] = fm;
+			mean[n] = m;
 		if (rstd)
 			rstd[n] = rs;
 	}
@@ -391,40 +455,75 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 
 	if (dinp) {
 		#pragma omp parallel for if (par)
-		for (int n = 0; n < N; n++) {
-			const float *x = inp + (long)n * C, *d = dout + (long)n * C;
-			float *dx = dinp + (long)n * C;
-			float m = mean[n], rs = rstd[n];
-			double sd = 0, sdn = 0;
-			for (int c = 0; c < C; c++) {
-				float dn = d[c] * (w ? w[c] : 1.0f);
-				sd += dn;
-				sdn += dn * ((x[c] - m) * rs);
-			}
-			float md = (float)(sd / C), mdn = (float)(sdn / C);
-			for (int c = 0; c < C; c++) {
-				float dn = d[c] * (w ? w[c] : 1.0f);
-				float nrm = (x[c] - m) * rs;
-				dx[c] += (dn - md - nrm * mdn) * rs;
-			}
-		}
+		for (int n = 0; n < N; n++)
+			ln_row_bwd(dinp + (long)n * C, dout + (long)n * C, inp + (long)n * C, w,
+				   mean[n], rstd[n], C);
 	}
 	if (dw || db) {
+		/* each thread owns a slice of the columns and walks every row */
 		#pragma omp parallel if (par)
 		{
-			int nt = omp_get_num_threads(), id = omp_get_thread_num();
-			int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
-			for (int n = 0; n < N; n++) {
-				const float *x = inp + (long)n * C, *d = dout + (long)n * C;
-				float m = mean[n], rs = rstd[n];
-				for (int c = c0; c < c1; c++) {
-					if (dw)
-						dw[c] += d[c] * ((x[c] - m) * rs);
-					if (db)
-						db[c] += d[c];
-				}
-			}
+			long c0, c1;
+			my_range(C, &c0, &c1);
+			ln_cols_bwd(dw, db, dout, inp, mean, rstd, N, C, (int)c0, (int)c1);
 		}
+	}
+}
+
+HOT static float rms_row_fwd(float *y, const float *x, const float *w, int C, float eps)
+{
+	float ss = 0;
+	#pragma omp simd reduction(+ : ss)
+	for (int c = 0; c < C; c++)
+		ss += x[c] * x[c];
+	float rs = 1.0f / sqrtf(ss / C + eps);
+	if (w) {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			y[c] = x[c] * rs * w[c];
+	} else {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			y[c] = x[c] * rs;
+	}
+	return rs;
+}
+
+/* d/dx_j of x_i r w_i: r (dn_j - x_j r^2 mean(dn . x)), dn = dout w */
+HOT static void rms_row_bwd(float *dx, const float *d, const float *x, const float *w, float rs,
+			    int C)
+{
+	float s = 0;
+	if (w) {
+		#pragma omp simd reduction(+ : s)
+		for (int c = 0; c < C; c++)
+			s += d[c] * w[c] * x[c];
+	} else {
+		#pragma omp simd reduction(+ : s)
+		for (int c = 0; c < C; c++)
+			s += d[c] * x[c];
+	}
+	float k = s / C * rs * rs;
+	if (w) {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			dx[c] += rs * (d[c] * w[c] - x[c] * k);
+	} else {
+		#pragma omp simd
+		for (int c = 0; c < C; c++)
+			dx[c] += rs * (d[c] - x[c] * k);
+	}
+}
+
+HOT static void rms_cols_bwd(float *dw, const float *dout, const float *inp, const float *rstd,
+			     int N, int C, int c0, int c1)
+{
+	for (int n = 0; n < N; n++) {
+		const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+		float rs = rstd[n];
+		#pragma omp simd
+		for (int c = c0; c < c1; c++)
+			dw[c] += d[c] * x[c] * rs;
 	}
 }
 
@@ -433,14 +532,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
 {
 	#pragma omp parallel for if ((long)N * C > PAR_MIN)
 	for (int n = 0; n < N; n++) {
-		const float *x = inp + (long)n * C;
-		float *y = out + (long)n * C;
-		double ss = 0;
-		for (int c = 0; c < C; c++)
-			ss += (double)x[c] * x[c];
-		float rs = (float)(1.0 / sqrt(ss / C + eps));
-		for (int c = 0; c < C; c++)
-			y[c] = x[c] * rs * (w ? w[c] : 1.0f);
+		float rs = rms_row_fwd(out + (long)n * C, inp + (long)n * C, w, C, eps);
 		if (rstd)
 			rstd[n] = rs;
 	}
@@ -453,30 +545,16 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 
 	if (dinp) {
 		#pragma omp parallel for if (par)
-		for (int n = 0; n < N; n++) {
-			const float *x = inp + (long)n * C, *d = dout + (long)n * C;
-			float *dx = dinp + (long)n * C;
-			float rs = rstd[n];
-			double s = 0;
-			for (int c = 0; c < C; c++)
-				s += (double)d[c] * (w ? w[c] : 1.0f) * x[c];
-			/* d/dx_j of x_i r w_i: r (dn_j - x_j r^2 mean(dn . x)) */
-			float k = (float)(s / C) * rs * rs;
-			for (int c = 0; c < C; c++)
-				dx[c] += rs * (d[c] * (w ? w[c] : 1.0f) - x[c] * k);
-		}
+		for (int n = 0; n < N; n++)
+			rms_row_bwd(dinp + (long)n * C, dout + (long)n * C, inp + (long)n * C, w,
+				    rstd[n], C);
 	}
 	if (dw) {
 		#pragma omp parallel if (par)
 		{
-			int nt = omp_get_num_threads(), id = omp_get_thread_num();
-			int c0 = (int)((long)C * id / nt), c1 = (int)((long)C * (id + 1) / nt);
-			for (int n = 0; n < N; n++) {
-				const float *x = inp + (long)n * C, *d = dout + (long)n * C;
-				float rs = rstd[n];
-				for (int c = c0; c < c1; c++)
-					dw[c] += d[c] * x[c] * rs;
-			}
+			long c0, c1;
+			my_range(C, &c0, &c1);
+			rms_cols_bwd(dw, dout, inp, rstd, N, C, (int)c0, (int)c1);
 		}
 	}
 }

@@ -15,7 +15,7 @@ check "it holds config, weights, tokenizer, preprocessor" -f model/config.json -
 
 seva-synth --split unlabeled -n 5 -s 4 >plain.mp
 seva-augment plain.mp >in.mp
-G="seva-generate -m model --max-new-tokens 6"
+G="seva-generate -j 1 -m model --max-new-tokens 6"
 # The answers of a stream, and its mean log-probs rounded: batching changes
 # the engine's float summation order, so log-probs agree to rounding only.
 answers() {

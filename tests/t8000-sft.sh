@@ -11,7 +11,7 @@ seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
 	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
 	{ cat init.err; exit 1; }
 seva-synth --split sft -n 24 -s 5 >sft.mp
-T="seva-sft -m base -b 4 --lr 3e-3 --warmup-ratio 0.1 -s 9"
+T="seva-sft -j 1 -m base -b 4 --lr 3e-3 --warmup-ratio 0.1 -s 9"
 
 expect "trains 2 epochs" $T --epochs 2 --metrics m.jsonl -o a sft.mp
 check "12 steps logged" "$(wc -l <m.jsonl)" = 12
@@ -69,7 +69,7 @@ raw = bytearray(raw)
 raw[off:off + 4 * C] = struct.pack("<f", float("nan")) * C
 open(path, "wb").write(raw)
 PY
-expect_fail "a NaN loss stops the run" 1 seva-sft -m poison -b 1 --train projector --save-every 1 \
+expect_fail "a NaN loss stops the run" 1 seva-sft -j 1 -m poison -b 1 --train projector --save-every 1 \
 	--max-steps 24 -s 2 --metrics n.jsonl -o n sft.mp
 stderr_has "the message names the step and the last good checkpoint" "loss is nan.*last good checkpoint"
 good=$(wc -l <n.jsonl)

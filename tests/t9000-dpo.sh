@@ -1,0 +1,109 @@
+#!/bin/bash
+# seva-dpo: loss log 2 exactly at step 0, rewards/accuracies rising, --score
+# then ref.json equals the in-memory reference, resume equals uninterrupted,
+# loss variants, --full, too-long pairs, bad input, the --score filter's
+# empty input, /dev/full and | head.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+FIX=$TOP/tests/fixtures/train
+
+seva-synth --tokenizer >tok.json
+seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
+	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
+	{ cat init.err; exit 1; }
+# Pairs as seva-pair writes them: the clean image, prompt, chosen, rejected.
+# The rejected answer hallucinates the same objects every time.
+seva-synth --split sft -n 16 -s 2 >sft.mp
+$PY - sft.mp pairs.mp long.mp bad.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+def pair(x, key=None, rejected="I see a purple heart and a pink star."):
+    return {"__key__": key or x["__key__"], "png": x["png"], "prompt.txt": x["json"]["prompt"],
+            "chosen.txt": x["json"]["answer"], "rejected.txt": rejected, "pair.json": {"source": x["__key__"]}}
+pk = lambda xs: b"".join(msgpack.packb(x, use_bin_type=True) for x in xs)
+open(sys.argv[2], "wb").write(pk([pair(x) for x in s]))
+long = pair(s[0], "long", " ".join(["a red circle and"] * 30) + " a star.")
+open(sys.argv[3], "wb").write(pk([pair(s[1]), long, pair(s[2])]))
+nochosen = pair(s[3], "nochosen"); del nochosen["chosen.txt"]
+open(sys.argv[4], "wb").write(pk([pair(s[4]), nochosen, pair(s[5])]))
+PY
+D="seva-dpo -j 1 -m base -b 4 --lr 1e-2 -s 4"
+
+expect "DPO trains" $D --max-steps 12 --metrics m.jsonl -o a pairs.mp
+check "TRL's metric names" "$(jq -s 'map(has("loss") and has("rewards/chosen") and has("rewards/rejected") and
+	has("rewards/accuracies") and has("rewards/margins") and has("logps/chosen") and has("logps/rejected") and
+	has("lr") and has("grad_norm") and has("pairs_per_s") and has("step") and has("epoch")) | all' m.jsonl)" = true
+check "step 1: policy == reference, loss is log 2 exactly" "$(head -1 m.jsonl | jq '.loss == 0.6931471805599453 and .["rewards/margins"] == 0')" = true
+check "rewards/accuracies rise (mean of the last 4 steps >= 0.75, first 0)" \
+	"$(jq -s '.[0]["rewards/accuracies"] == 0 and (.[-4:] | map(.["rewards/accuracies"]) | add / 4) >= 0.75' m.jsonl)" = true
+check "rewards/margins grow" "$(jq -s '(.[-4:] | map(.["rewards/margins"]) | add / 4) > 0.1' m.jsonl)" = true
+check "LoRA: merged model and PEFT adapter" -f a/model.safetensors -a -f a/adapter/adapter_config.json
+check "adapter: rank 16, alpha 32, all seven targets" \
+	"$(jq -c '[.r, .lora_alpha, (.target_modules | length)]' a/adapter/adapter_config.json)" = "[16,32,7]"
+
+# Reference scoring as its own stage
+expect_fail "--score with -o: usage" 2 $D --score -o /dev/null pairs.mp
+stderr_has "--score takes no -o" "usage"
+expect "--score writes pairs with ref.json" sh -c "$D --score pairs.mp >scored.mp"
+seva-cat -j scored.mp >scored.jsonl
+check "every pair has ref.json chosen/rejected/model" \
+	"$(jq -s 'length == 16 and (map(.["ref.json"] | (.chosen | type) == "number" and (.rejected | type) == "number" and .model == "base") | all)' scored.jsonl)" = true
+check "other fields pass through" "$(jq -s 'map(has("pair.json") and has("png")) | all' scored.jsonl)" = true
+expect "training from ref.json" $D --max-steps 12 --metrics s.jsonl -o b scored.mp
+jq -c 'del(.pairs_per_s)' m.jsonl >m.curve
+jq -c 'del(.pairs_per_s)' s.jsonl >s.curve
+same "--score then ref.json gives the same run as the in-memory reference" m.curve s.curve
+same "... and the same weights" a/model.safetensors b/model.safetensors
+$PY - scored.mp shifted.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+for x in s:
+    x["ref.json"]["chosen"] -= 5.0
+open(sys.argv[2], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in s))
+PY
+expect "ref.json is really used" $D --max-steps 1 --metrics x.jsonl -o x shifted.mp
+check "a shifted reference changes the step-1 loss" "$(jq '.loss != 0.6931471805599453' x.jsonl)" = true
+
+# Resume
+expect "uninterrupted" $D --epochs 1 --save-every 2 --metrics u.jsonl -o u pairs.mp
+expect "--stop-after 3" $D --epochs 1 --save-every 2 --stop-after 3 --metrics r.jsonl -o r pairs.mp
+expect "--resume" $D --epochs 1 --save-every 2 --resume --metrics r.jsonl -o r pairs.mp
+jq -c 'del(.pairs_per_s)' u.jsonl >u.curve
+jq -c 'del(.pairs_per_s)' r.jsonl >r.curve
+same "resumed run equals the uninterrupted one" u.curve r.curve
+same "... and writes the same model" u/model.safetensors r/model.safetensors
+
+# Variants and full fine-tuning
+for l in ipo hinge; do
+	expect "--loss $l" $D --loss $l --max-steps 2 --metrics $l.jsonl -o $l pairs.mp
+	check "--loss $l: finite losses" "$(jq -s 'map(.loss | isinfinite or isnan | not) | all' $l.jsonl)" = true
+done
+expect "hinge at step 1 is 1 (z = 0)" test "$(head -1 hinge.jsonl | jq .loss)" = 1
+expect "cDPO + SFT term" $D --label-smoothing 0.1 --sft-weight 0.5 --max-steps 2 --metrics c.jsonl -o c pairs.mp
+check "SFT term adds the chosen NLL per token at step 1" "$(head -1 c.jsonl | jq '.loss > 0.6931471805599453')" = true
+expect "--full" $D --full --lr 1e-3 --max-steps 2 --metrics f.jsonl -o f pairs.mp
+check "--full: loss log 2 at step 1 and no adapter" "$(head -1 f.jsonl | jq '.loss == 0.6931471805599453')" = true
+check "--full writes no adapter" ! -e f/adapter
+
+# Too long for the context (64 positions)
+expect "a long pair is truncated" $D --max-steps 1 -o t long.mp
+stderr_has "the truncation is counted" "1 pairs: answer truncated"
+expect "--skip-long skips it" $D --skip-long --max-steps 1 -o t2 long.mp
+stderr_has "and counts it" "1 pairs too long.*skipped"
+
+# Bad input
+expect_fail "a pair without chosen.txt fails" 1 $D --max-steps 1 -o y bad.mp
+stderr_has "the message names record and key" "record 2.*nochosen.*chosen.txt"
+expect_fail "-k skips it and exits 1" 1 $D -k --max-steps 1 -o y bad.mp
+stderr_has "-k counts" "1 samples skipped"
+expect_fail "--score on bad input fails" 1 sh -c "$D --score bad.mp >y.mp"
+: >empty
+expect "--score on empty input" sh -c "$D --score empty >empty.out"
+check "no output" ! -s empty.out
+expect_fail "training on no pairs fails" 1 $D -o z empty
+expect_fail "--score to /dev/full" 1 sh -c "$D --score pairs.mp >/dev/full"
+$D --score -b 1 pairs.mp 2>head.err | head -c 1 >/dev/null
+check "--score | head ends quietly" ! -s head.err
+expect_fail "no -o: usage" 2 seva-dpo -m base pairs.mp
+expect_fail "unknown loss: usage" 2 $D --loss kto -o z pairs.mp
+done_testing

@@ -35,6 +35,7 @@ static struct buf trl;       /* TRL JSON lines */
 static cJSON *seva_list;     /* SeVa's JSON list */
 static char *filter_desc;
 static char *spool_path;     /* --random-negative: the samples wait here */
+static struct progress prog;
 
 /* --random-negative: every sample's clean answer, in stream order. */
 static struct {
@@ -44,6 +45,7 @@ static struct {
 
 static _Noreturn void finish(int failed)
 {
+	progress_done(&prog);
 	if (w && failed)
 		rec_writer_abort(w), w = NULL;
 	if (w && rec_writer_close(w))
@@ -256,6 +258,7 @@ static void pair_stream(struct rec_reader *r, struct sample *s)
 			put(s);
 		free(clean);
 		free(aug);
+		progress_update(&prog, st.read, NULL);
 	}
 }
 
@@ -371,6 +374,7 @@ int main(int argc, char **argv)
 	struct sample s;
 	struct rec_writer *spool = NULL;
 	sample_init(&s);
+	progress_init(&prog, "samples", 0, opt.quiet);
 	if (opt.random_negative) {
 		const char *tmp = getenv("TMPDIR");
 		spool_path = xasprintf("%s/seva-pair.%ld.msgpack", tmp && *tmp ? tmp : "/tmp", (long)getpid());

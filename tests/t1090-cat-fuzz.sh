@@ -16,7 +16,7 @@ for h in msgpack tar; do
 	mkdir -p "corpus-$h"
 	cp "$FZ/corpus-$h"/* "corpus-$h"/
 	ASAN_OPTIONS=allocator_may_return_null=1 \
-		"$FZ/fuzz_$h" -max_total_time=4 -rss_limit_mb=2048 -timeout=10 \
+		"$FZ/fuzz_$h" -max_total_time=3 -rss_limit_mb=2048 -timeout=10 \
 		-artifact_prefix="$TMP/" "corpus-$h" >"fuzz-$h.log" 2>&1
 	rc=$?
 	if [ $rc = 0 ] && grep -q '^Done [0-9]* runs' "fuzz-$h.log"; then

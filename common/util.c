@@ -237,8 +237,34 @@ unsigned char *read_file(const char *path, size_t *len)
 	return buf_detach(&b, len);
 }
 
+/* Writes straight into a device or fifo (/dev/null, a pipe): renaming a
+ * temporary file over one would replace it. */
+static int write_file_direct(const char *path, const unsigned char *p, size_t len)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return error("open '%s':", path);
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			close(fd);
+			return error("write '%s':", path);
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (close(fd) < 0)
+		return error("close '%s':", path);
+	return 0;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t len)
 {
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+		return write_file_direct(path, data, len);
 	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	const unsigned char *p = data;

@@ -53,7 +53,8 @@ double arg_double(const char *opt, const char *s, double min, double max);
 
 /* Whole file into memory (NUL-terminated). NULL and error printed on failure. */
 unsigned char *read_file(const char *path, size_t *len);
-/* Writes PATH.tmp.PID, fsyncs, renames over PATH: readers never see half a file. */
+/* Writes PATH.tmp.PID, fsyncs, renames over PATH: readers never see half a
+ * file. Devices and fifos (/dev/null) are written directly, never replaced. */
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Makes DIR and its parents (mkdir -p). */
 int mkdir_p(const char *dir);

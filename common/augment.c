@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,10 +266,45 @@ static inline unsigned char clip8i(int v)
 	return v < 0 ? 0 : v > 255 ? 255 : (unsigned char)v;
 }
 
+/* C's round() for x >= 0 without the libm call: x - trunc(x) is exact. */
+static inline int round_half_up(double x)
+{
+	double t = trunc(x);
+	return (int)(x - t >= 0.5 ? t + 1 : t);
+}
+
 /* PIL's rgb2hsv / hsv2rgb (Convert.c, after colorsys) with the hue byte
  * shifted by uint8(shift * 255) modulo 256, as F_pil.adjust_hue does. */
+/* The per-pixel divisions of PIL's HSV code depend on bytes only: tables
+ * made once with the same float/double operations give the same values. */
+static struct {
+	float quot[256][256];      /* (float)a / (float)d, [d][a] */
+	float f[256];              /* (float)h * 6.0 / 255.0 - k */
+	unsigned char k[256];      /* floor((float)h * 6.0 / 255.0) % 6 */
+	float fs[256];             /* (float)s / 255.0 */
+	unsigned char p[256][256]; /* round(v * (1 - fs)), [s][v] */
+} hsv_store, *hsv = &hsv_store;
+
+static void hsv_tables(void)
+{
+	for (int d = 0; d < 256; d++)
+		for (int a = 0; a < 256; a++)
+			hsv->quot[d][a] = d ? (float)a / (float)d : 0;
+	for (int h = 0; h < 256; h++) {
+		int k = (int)floor((float)h * 6.0 / 255.0);
+		hsv->f[h] = (float)h * 6.0 / 255.0 - (float)k;
+		hsv->k[h] = (unsigned char)(k % 6);
+		hsv->fs[h] = (float)h / 255.0;
+	}
+	for (int su = 0; su < 256; su++)
+		for (int v = 0; v < 256; v++)
+			hsv->p[su][v] = clip8i(round_half_up((float)v * (1.0 - hsv->fs[su])));
+}
+
 void augment_hue(struct image *im, float shift)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, hsv_tables);
 	unsigned char dh = (unsigned char)(int)(shift * 255);
 	long n = (long)im->w * im->h;
 	for (long i = 0; i < n; i++) {
@@ -278,11 +314,9 @@ void augment_hue(struct image *im, float shift)
 		int minc = r < g ? (r < b ? r : b) : (g < b ? g : b);
 		unsigned char uh = 0, us = 0, uv = (unsigned char)maxc;
 		if (minc != maxc) {
-			float cr = (float)(maxc - minc);
-			float s = cr / (float)maxc;
-			float rc = (float)(maxc - r) / cr;
-			float gc = (float)(maxc - g) / cr;
-			float bc = (float)(maxc - b) / cr;
+			const float *q = hsv->quot[maxc - minc];
+			float s = hsv->quot[maxc][maxc - minc];
+			float rc = q[maxc - r], gc = q[maxc - g], bc = q[maxc - b];
 			float h;
 			if (r == maxc)
 				h = bc - gc;
@@ -290,7 +324,9 @@ void augment_hue(struct image *im, float shift)
 				h = 2.0 + rc - bc;
 			else
 				h = 4.0 + gc - rc;
-			h = fmod((h / 6.0 + 1.0), 1.0);
+			/* fmod(h / 6 + 1, 1) for an argument in (0, 2): exact. */
+			double hh = h / 6.0 + 1.0;
+			h = hh >= 1.0 ? hh - 1.0 : hh;
 			uh = clip8i((int)(h * 255.0));
 			us = clip8i((int)(s * 255.0));
 		}
@@ -299,20 +335,18 @@ void augment_hue(struct image *im, float shift)
 			px[0] = px[1] = px[2] = uv;
 			continue;
 		}
-		int k = (int)floor((float)uh * 6.0 / 255.0);
-		float f = (float)uh * 6.0 / 255.0 - (float)k;
-		float fs = (float)us / 255.0;
-		unsigned char p = clip8i((int)round((float)uv * (1.0 - fs)));
-		unsigned char q = clip8i((int)round((float)uv * (1.0 - fs * f)));
-		unsigned char t = clip8i((int)round((float)uv * (1.0 - fs * (1.0 - f))));
+		float f = hsv->f[uh], fs = hsv->fs[us];
+		unsigned char p = hsv->p[us][uv];
+		unsigned char qq = clip8i(round_half_up((float)uv * (1.0 - fs * f)));
+		unsigned char t = clip8i(round_half_up((float)uv * (1.0 - fs * (1.0 - f))));
 		unsigned char v = uv;
-		switch (k % 6) {
+		switch (hsv->k[uh]) {
 		case 0: px[0] = v, px[1] = t, px[2] = p; break;
-		case 1: px[0] = q, px[1] = v, px[2] = p; break;
+		case 1: px[0] = qq, px[1] = v, px[2] = p; break;
 		case 2: px[0] = p, px[1] = v, px[2] = t; break;
-		case 3: px[0] = p, px[1] = q, px[2] = v; break;
+		case 3: px[0] = p, px[1] = qq, px[2] = v; break;
 		case 4: px[0] = t, px[1] = p, px[2] = v; break;
-		default: px[0] = v, px[1] = p, px[2] = q; break;
+		default: px[0] = v, px[1] = p, px[2] = qq; break;
 		}
 	}
 }

@@ -14,6 +14,23 @@ SEVA_CFLAGS = -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -Icommon \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstb -lm -lpthread -fopenmp
 
+# MPI for data-parallel training (common/dist.c): on when mpicc is found,
+# MPI=1 forces it, MPI=0 leaves it out. Flags from pkg-config (OpenMPI's
+# ompi-c, or mpich), else the compiler becomes mpicc. bin/.mpi
+# remembers the choice, so switching it rebuilds dist.o and relinks.
+MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_PC  := $(firstword $(foreach p,ompi-c mpich,$(shell pkg-config --exists $(p) 2>/dev/null && echo $(p))))
+SEVA_CFLAGS += -DSEVA_MPI
+ifneq ($(MPI_PC),)
+SEVA_CFLAGS += $(shell pkg-config --cflags $(MPI_PC))
+LDLIBS  += -Wl,--as-needed $(shell pkg-config --libs $(MPI_PC)) -Wl,--no-as-needed
+else
+CC       = mpicc
+endif
+endif
+$(shell mkdir -p bin; [ "$$(cat bin/.mpi 2>/dev/null)" = "$(MPI)" ] || echo "$(MPI)" >bin/.mpi)
+
 
 LIB_SRC  = $(sort $(wildcard common/*.c))
 LIB_OBJ  = $(LIB_SRC:.c=.o)
@@ -27,6 +44,8 @@ all: $(TOOLS) $(UNITS)
 
 common/%.o: common/%.c $(wildcard common/*.h)
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -c -o $@ $<
+
+common/dist.o: bin/.mpi
 
 common/libseva.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

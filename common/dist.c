@@ -11,7 +11,9 @@
 #endif
 
 static int rank, size = 1, local_size = 1;
+#ifdef SEVA_MPI
 static int active; /* MPI_Init done, MPI_Finalize not yet */
+#endif
 
 /* The largest count handed to one MPI call (MPI counts are int). */
 #define DIST_CHUNK (1L << 28)

@@ -1,0 +1,289 @@
+#!/bin/bash
+# report.sh — a static HTML page for a SeVa run directory.
+#
+#   pipelines/report.sh [-n PAIRS] [-o FILE] RUNDIR
+#
+# Reads what pipelines/seva.sh leaves in RUNDIR — eval.base.json and
+# eval.aligned.json (seva-eval --json), dpo.jsonl (seva-dpo --metrics),
+# pairs.msgpack (seva-pair), augmented.msgpack (seva-augment) and pair.log — and
+# writes RUNDIR/report.html: the bench metrics before and after DPO, the DPO
+# curves (loss, rewards/accuracies, rewards/margins against step, drawn with
+# gnuplot) and a gallery of the first PAIRS pairs (default 24): clean image,
+# augmented view, question, chosen and rejected answer. Images and plots are
+# files in RUNDIR/report/ beside the page; nothing is fetched from the network.
+# A missing input leaves its section with a note instead of failing the page.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+export PATH="$top/bin:$PATH"
+
+npairs=24
+out=
+
+usage() { sed -n '3,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "report.sh: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	-n) [ $# -ge 2 ] || usage; npairs=$2; shift 2 ;;
+	-o) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
+	-h|--help) usage ;;
+	-*) echo "report.sh: unknown option '$1'" >&2; usage ;;
+	*) break ;;
+	esac
+done
+[ $# -eq 1 ] || usage
+case $npairs in ''|*[!0-9]*) echo "report.sh: -n wants a number, not '$npairs'" >&2; usage ;; esac
+run=${1%/}
+[ -d "$run" ] || die "$run: no such run directory"
+[ -n "$out" ] || out=$run/report.html
+for t in jq gnuplot seva-cat; do
+	command -v $t >/dev/null || die "$t not found (make deps; make)"
+done
+
+assets=$(dirname "$out")/report
+rm -rf "$assets"
+mkdir -p "$assets"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/seva-report.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+html=$tmp/page.html
+
+# -- The metrics table ---------------------------------------------------------
+# One row per metric; lower is better for CHAIR, higher for the rest. The
+# difference is green when the aligned model is better, red when worse.
+metrics_table() {
+	local base=$run/eval.base.json aligned=$run/eval.aligned.json
+	if [ ! -s "$base" ] || [ ! -s "$aligned" ]; then
+		echo "<p class=note>No metrics: $(basename "$base") or $(basename "$aligned") is missing in the run directory.</p>"
+		return
+	fi
+	jq -n -r --slurpfile b "$base" --slurpfile a "$aligned" '
+	def rows: [
+	  (["random", "popular", "adversarial"][] as $s |
+	    (["accuracy", "Accuracy"], ["precision", "Precision"], ["recall", "Recall"],
+	     ["f1", "F1"], ["yes_ratio", "Yes ratio"]) as [$k, $name] |
+	    {group: "POPE \($s) (n=\($b[0].pope[$s].n // $a[0].pope[$s].n // 0))",
+	     name: $name, path: ["pope", $s, $k], better: (if $k == "yes_ratio" then 0 else 1 end)}),
+	  {group: "CHAIR (n=\($b[0].chair.n // 0))", name: "CHAIR<sub>s</sub>", path: ["chair", "chair_s"], better: -1},
+	  {group: "CHAIR (n=\($b[0].chair.n // 0))", name: "CHAIR<sub>i</sub>", path: ["chair", "chair_i"], better: -1},
+	  {group: "CHAIR (n=\($b[0].chair.n // 0))", name: "Object recall", path: ["chair", "recall"], better: 1},
+	  {group: "Exact match", name: "Colour (n=\($b[0].color.n // 0))", path: ["color", "accuracy"], better: 1},
+	  {group: "Exact match", name: "Count (n=\($b[0].count.n // 0))", path: ["count", "accuracy"], better: 1}
+	];
+	def f: if . == null then "–" else (. * 10000 | round) as $n | (if $n < 0 then -$n else $n end) as $m |
+	  (if $n < 0 then "−" else "" end) + ($m / 10000 | floor | tostring) + "." + ($m % 10000 + 10000 | tostring | .[1:]) end;
+	def cls($d; $better): if $d == null or $d == 0 or $better == 0 then ""
+	  elif ($d * $better) > 0 then "up" else "down" end;
+	[rows[] | . as $r | . + {x: ($b[0] | getpath($r.path)), y: ($a[0] | getpath($r.path))}
+	  | select(.x != null or .y != null)] as $r |
+	($r | reduce (.[] | .group) as $g ([]; if index([$g]) then . else . + [$g] end)) as $order |
+	"<table class=metrics>",
+	"<thead><tr><th></th><th>Metric</th><th>Base</th><th>Aligned</th><th>Δ</th></tr></thead><tbody>",
+	($order[] as $g | [$r[] | select(.group == $g)] as $rows | range(0; $rows | length) as $i | $rows[$i] |
+	  (if .x != null and .y != null then .y - .x else null end) as $d |
+	  "<tr\(if $i == 0 then " class=first" else "" end)>" +
+	  (if $i == 0 then "<th rowspan=\($rows | length)>\(.group | @html)</th>" else "" end) +
+	  "<td>\(.name)</td><td>\(.x | f)</td><td>\(.y | f)</td>" +
+	  "<td class=\"\(cls($d; .better))\">\(if $d == null then "–" elif $d > 0 then "+" + ($d | f) else $d | f end)</td></tr>"),
+	"</tbody></table>",
+	"<p class=note>Δ is aligned − base; green where the aligned model is better (higher, or lower for CHAIR), red where it is worse. Yes ratio is best near 0.5 and is not coloured.</p>"
+	' || die "$base, $aligned: not metrics as seva-eval --json writes them"
+}
+
+# -- The DPO curves --------------------------------------------------------------
+# dpo.jsonl → a TSV of step and the three curves, then one gnuplot PNG each, the
+# raw values thin and a running mean (window: a tenth of the steps) thick.
+dpo_plots() {
+	local m=$run/dpo.jsonl
+	if [ ! -s "$m" ]; then
+		echo "<p class=note>No DPO metrics: $(basename "$m") is missing or empty (no pairs, or DPO did not run).</p>"
+		return
+	fi
+	jq -r 'select(type == "object" and .step != null) |
+		[.step, .loss, .["rewards/accuracies"], .["rewards/margins"], .["rewards/chosen"], .["rewards/rejected"]]
+		| map(if . == null then "NaN" else tostring end) | @tsv' "$m" >"$tmp/dpo.tsv" ||
+		die "$m: not JSON lines as seva-dpo --metrics writes them"
+	local steps
+	steps=$(wc -l <"$tmp/dpo.tsv")
+	if [ "$steps" -eq 0 ]; then
+		echo "<p class=note>$(basename "$m") has no lines with a step.</p>"
+		return
+	fi
+	local w=$(( steps / 10 > 1 ? steps / 10 : 1 ))
+	# Running mean of columns 2..6 over the last $w steps (NaN stays out of it).
+	awk -F'\t' -v w="$w" 'BEGIN { OFS = "\t" }
+	{
+		printf "%s", $1
+		for (c = 2; c <= 6; c++) {
+			v[c, NR % w] = $c; s = 0; k = 0
+			for (j = 0; j < w; j++) if ((c, j) in v && v[c, j] != "NaN") { s += v[c, j]; k++ }
+			printf "\t%s", (k ? s / k : "NaN")
+		}
+		printf "\n"
+	}' "$tmp/dpo.tsv" >"$tmp/dpo.mean.tsv"
+	local term='pngcairo size 376,300 font "DejaVu Sans,10"'
+	gnuplot -e 'set terminal' 2>&1 | grep -q pngcairo || term='png size 376,300'
+	gnuplot <<-EOF 2>"$tmp/gnuplot.err" || { cat "$tmp/gnuplot.err" >&2; die "gnuplot failed"; }
+	set terminal $term
+	set datafile separator "\t"
+	set datafile missing "NaN"
+	set grid lc rgb "#dddddd"
+	set border lc rgb "#555555"
+	set key top right
+	set xlabel "step"
+	set output "$assets/loss.png"
+	set title "loss"
+	plot "$tmp/dpo.tsv" using 1:2 with lines lw 1 lc rgb "#9ecae1" title "loss", \
+	     "$tmp/dpo.mean.tsv" using 1:2 with lines lw 2.5 lc rgb "#08519c" title "running mean ($w)", \
+	     log(2) with lines dt 2 lc rgb "#888888" title "log 2"
+	set output "$assets/accuracies.png"
+	set title "rewards/accuracies"
+	set yrange [-0.05:1.05]
+	set key bottom right
+	plot "$tmp/dpo.tsv" using 1:3 with lines lw 1 lc rgb "#a1d99b" title "rewards/accuracies", \
+	     "$tmp/dpo.mean.tsv" using 1:3 with lines lw 2.5 lc rgb "#006d2c" title "running mean ($w)"
+	set output "$assets/margins.png"
+	set title "rewards/margins (chosen − rejected)"
+	set autoscale y
+	set key below maxrows 2 font ",8"
+	plot "$tmp/dpo.tsv" using 1:4 with lines lw 1 lc rgb "#fdae6b" title "rewards/margins", \
+	     "$tmp/dpo.mean.tsv" using 1:4 with lines lw 2.5 lc rgb "#a63603" title "running mean ($w)", \
+	     "$tmp/dpo.mean.tsv" using 1:5 with lines lw 1.5 dt 3 lc rgb "#31a354" title "rewards/chosen (mean)", \
+	     "$tmp/dpo.mean.tsv" using 1:6 with lines lw 1.5 dt 3 lc rgb "#de2d26" title "rewards/rejected (mean)", \
+	     0 with lines dt 2 lc rgb "#888888" notitle
+	EOF
+	echo "<div class=plots>"
+	local p
+	for p in loss accuracies margins; do
+		echo "<img src=\"report/$p.png\" alt=\"DPO $p against step\" width=376 height=300>"
+	done
+	echo "</div>"
+	jq -s -r 'map(select(.step != null)) | .[-1] as $l |
+		"<p class=note>\(length) logged steps; last step \($l.step): loss \($l.loss // "–" | tostring | .[0:6]), " +
+		"rewards/accuracies \($l["rewards/accuracies"] // "–" | tostring | .[0:6]), " +
+		"rewards/margins \($l["rewards/margins"] // "–" | tostring | .[0:6]).</p>"' "$m"
+}
+
+# -- The gallery -----------------------------------------------------------------
+# The first $npairs pairs as JSON lines with base64 images. seva-cat is stopped
+# by a closed pipe once jq has enough (exit 141 is expected there).
+b64file() { # JQ-FILTER JSONFILE OUT: decode one base64 field into a file
+	jq -j "$1" "$2" | base64 -d >"$3"
+}
+gallery() {
+	local pairs=$run/pairs.msgpack
+	if [ ! -s "$pairs" ]; then
+		echo "<p class=note>No pairs: $(basename "$pairs") is missing or empty (every answer pair was identical, or pairing did not run).</p>"
+		return
+	fi
+	{ seva-cat -q -j --base64 -f png,jpg,jpeg,aug.png,prompt.txt,chosen.txt,rejected.txt,pair.json,json "$pairs" ||
+		[ $? = 141 ]; } | jq -c -n --argjson n "$npairs" 'limit($n; inputs)' >"$tmp/pairs.jsonl"
+	# Augmented views the pairs did not keep come from augmented.msgpack by key.
+	jq -r 'select(has("aug.png") | not) | .["pair.json"].source // .__key__' "$tmp/pairs.jsonl" | sort -u >"$tmp/want"
+	: >"$tmp/aug.jsonl"
+	if [ -s "$tmp/want" ] && [ -s "$run/augmented.msgpack" ]; then
+		jq -R . "$tmp/want" | jq -s 'map({(.): true}) | add' >"$tmp/want.json"
+		seva-cat -q -j --base64 -f aug.png "$run/augmented.msgpack" |
+			jq -c --slurpfile w "$tmp/want.json" 'select($w[0][.__key__] and has("aug.png"))' >"$tmp/aug.jsonl"
+	fi
+	local total shown i=0 line img aug ext key
+	total=$({ seva-cat -q -j -f pair.json "$pairs" || [ $? = 141 ]; } | wc -l)
+	shown=$(wc -l <"$tmp/pairs.jsonl")
+	echo "<p class=note>Showing $shown of $total pairs. Chosen is the answer on the clean image, rejected the answer on the augmented view (or, per pair.json, swapped or a random negative).</p>"
+	echo "<div class=gallery>"
+	while IFS= read -r line; do
+		printf '%s\n' "$line" >"$tmp/p.json"
+		img= aug=
+		for ext in png jpg jpeg; do
+			if jq -e --arg f "$ext" 'has($f)' "$tmp/p.json" >/dev/null; then
+				img=report/pair-$i.$ext
+				b64file ".[\"$ext\"].base64" "$tmp/p.json" "$(dirname "$out")/$img"
+				break
+			fi
+		done
+		if jq -e 'has("aug.png")' "$tmp/p.json" >/dev/null; then
+			aug=report/pair-$i.aug.png
+			b64file '.["aug.png"].base64' "$tmp/p.json" "$(dirname "$out")/$aug"
+		else
+			key=$(jq -r '.["pair.json"].source // .__key__' "$tmp/p.json")
+			jq -c --arg k "$key" 'select(.__key__ == $k)' "$tmp/aug.jsonl" | head -1 >"$tmp/a.json"
+			if [ -s "$tmp/a.json" ]; then
+				aug=report/pair-$i.aug.png
+				b64file '.["aug.png"].base64' "$tmp/a.json" "$(dirname "$out")/$aug"
+			fi
+		fi
+		jq -r --arg img "$img" --arg aug "$aug" '
+		def fig($src; $cap): if $src == "" then "<figure class=missing><div>no image</div><figcaption>\($cap)</figcaption></figure>"
+		  else "<figure><img src=\"\($src)\" alt=\"\($cap)\"><figcaption>\($cap)</figcaption></figure>" end;
+		(.["pair.json"] // {}) as $p |
+		($p.recipe.recipe // $p.recipe // "" | if type == "string" then . else tojson end) as $recipe |
+		"<div class=pair>",
+		"<div class=key>\(.__key__ | @html)\(if $p.mode and $p.mode != "augment" then " · " + ($p.mode | @html) else "" end)\(if $p.swap then " · swapped" else "" end)</div>",
+		"<div class=views>" + fig($img; "clean") +
+		  fig($aug; "augmented" + (if $recipe != "" then ": " + ($recipe | @html) else "" end) +
+		    (if $p.recipe.preview then " (preview)" else "" end)) + "</div>",
+		"<p class=q><b>Q</b> \(.["prompt.txt"] // .json.prompt // "" | @html)</p>",
+		"<p class=chosen><b>chosen</b> \(.["chosen.txt"] // "" | @html)</p>",
+		"<p class=rejected><b>rejected</b> \(.["rejected.txt"] // "" | @html)</p>",
+		"</div>"' "$tmp/p.json"
+		i=$((i + 1))
+	done <"$tmp/pairs.jsonl"
+	echo "</div>"
+}
+
+# -- The page --------------------------------------------------------------------
+name=$(basename "$(cd "$run" && pwd)")
+{
+	cat <<-EOF
+	<!DOCTYPE html>
+	<html lang=en>
+	<head>
+	<meta charset=utf-8>
+	<title>SeVa run $(printf '%s' "$name" | jq -Rr @html)</title>
+	<style>
+	body { font: 15px/1.45 "DejaVu Sans", sans-serif; color: #222; margin: 24px auto; max-width: 1160px; padding: 0 16px; }
+	h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; border-bottom: 1px solid #ccc; padding-bottom: 3px; margin-top: 28px; }
+	.note { color: #555; font-size: 13px; }
+	pre.log { background: #f6f6f6; padding: 6px 10px; font-size: 12px; white-space: pre-wrap; }
+	table.metrics { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+	table.metrics th, table.metrics td { padding: 3px 12px; border-bottom: 1px solid #eee; text-align: right; }
+	table.metrics thead th { border-bottom: 2px solid #999; }
+	table.metrics tbody th { text-align: left; vertical-align: top; font-weight: 600; }
+	table.metrics td:nth-child(2), table.metrics tr:not(.first) td:first-child { text-align: left; }
+	tr.first > * { border-top: 1px solid #bbb; }
+	td.up { color: #0a7d28; font-weight: 600; } td.down { color: #c0161b; font-weight: 600; }
+	.plots { display: flex; flex-wrap: wrap; gap: 10px; }
+	.plots img { border: 1px solid #ddd; }
+	.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 14px; }
+	.pair { border: 1px solid #ddd; border-radius: 6px; padding: 10px; background: #fcfcfc; }
+	.pair .key { font: 12px monospace; color: #666; margin-bottom: 6px; }
+	.views { display: flex; gap: 10px; }
+	figure { margin: 0; text-align: center; font-size: 12px; color: #555; max-width: 170px; }
+	figure img, figure.missing div { width: 160px; height: 160px; object-fit: contain; image-rendering: pixelated; border: 1px solid #ccc; background: #fff; }
+	figure.missing div { display: flex; align-items: center; justify-content: center; color: #999; }
+	figcaption { overflow-wrap: anywhere; }
+	.pair p { margin: 6px 0 0; font-size: 13px; max-height: 5.8em; overflow: auto; overflow-wrap: anywhere; }
+	.pair p b { display: inline-block; min-width: 62px; font-size: 11px; text-transform: uppercase; letter-spacing: .03em; }
+	.chosen b { color: #0a7d28; } .rejected b { color: #c0161b; } .q b { color: #333; }
+	</style>
+	</head>
+	<body>
+	<h1>SeVa run <code>$(printf '%s' "$name" | jq -Rr @html)</code></h1>
+	<p class=note>Written by pipelines/report.sh from $(printf '%s' "$run" | jq -Rr @html) on $(date -u '+%Y-%m-%d %H:%M UTC').</p>
+	EOF
+	if [ -s "$run/pair.log" ]; then
+		echo "<pre class=log>$(grep -v '^$' "$run/pair.log" | tail -3 | jq -Rr @html)</pre>"
+	fi
+	echo "<h2>Bench: base model and aligned model</h2>"
+	metrics_table
+	echo "<h2>DPO training</h2>"
+	dpo_plots
+	echo "<h2>Pairs</h2>"
+	gallery
+	echo "</body>"
+	echo "</html>"
+} >"$html"
+
+mv "$html" "$out.tmp"
+mv "$out.tmp" "$out"
+echo "report.sh: wrote $out" >&2

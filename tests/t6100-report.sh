@@ -1,0 +1,138 @@
+#!/bin/bash
+# pipelines/report.sh: a fake run directory (synthesised samples, answers put
+# in by a seva-cat JSON-lines round trip, hand-written DPO metrics), then the
+# page's table, plots and gallery; bad and missing inputs; a headless Chromium
+# screenshot when /usr/bin/chromium is installed.
+. "$(dirname "$0")/lib.sh"
+REPORT=$TOP/pipelines/report.sh
+PY=/usr/bin/python3
+
+# -- A run directory as pipelines/seva.sh leaves it ----------------------------------
+mkdir run
+seva-synth --split unlabeled -n 10 -s 4 >run/unlabeled.msgpack
+seva-augment -q -r diffusion:t=500 -s 4 run/unlabeled.msgpack >run/augmented.msgpack
+# Answers: the augmented view hallucinates a star, except on every third sample
+# (identical answers: seva-pair drops those). One answer carries HTML to escape.
+seva-cat -j --base64 run/augmented.msgpack >aug.jsonl
+jq -c '(.__key__ | tonumber) as $i |
+	. + {"response.txt": "I see <b>shapes</b> & \"things\" number \($i).",
+	     "aug.response.txt": (if $i % 3 == 0 then "I see <b>shapes</b> & \"things\" number \($i)."
+	                          else "I see a star and shapes number \($i)." end)}' aug.jsonl >gen.jsonl
+seva-cat gen.jsonl >run/generated.msgpack
+seva-pair run/generated.msgpack >run/pairs.msgpack 2>run/pair.log
+seva-cat -j run/pairs.msgpack >pairs.jsonl
+npairs=$(wc -l <pairs.jsonl)
+check "the fake run has pairs to show (6 of 10)" "$npairs" = 6
+
+# Bench answers: the base model says yes to everything and hallucinates a star;
+# the aligned one gets POPE right and stops hallucinating.
+seva-synth --split bench -n 3 -s 7 >bench.msgpack
+seva-cat -j --base64 bench.msgpack >bench.jsonl
+answer() { # MODE: base | aligned
+	jq -c --arg m "$1" '. + {"response.txt": (.json.truth |
+		if .task == "pope" then (if $m == "base" or .label == "yes" then "Yes." else "No." end)
+		elif .task == "describe" then "There is a " + (.objects | join(" and a ")) + (if $m == "base" then " and a star." else "." end)
+		elif .task == "color" then (if $m == "base" then "Red." else .answer end)
+		else (if $m == "base" then "Two." else .answer end) end)}' bench.jsonl >"bench.$1.jsonl"
+	seva-cat "bench.$1.jsonl" >"run/bench.$1.msgpack"
+	seva-eval --json -o "run/eval.$1.json" "run/bench.$1.msgpack"
+}
+answer base
+answer aligned
+
+# DPO metrics as seva-dpo --metrics writes them: loss from log 2 down, rewards up.
+jq -n -c 'range(1; 41) as $s | ($s / 40) as $t |
+	{step: $s, epoch: $t, loss: (0.6931471805599453 * (1 - 0.8 * $t)),
+	 "rewards/chosen": (0.5 * $t), "rewards/rejected": (-1.5 * $t), "rewards/accuracies": ([1, $t * 1.3] | min),
+	 "rewards/margins": (2 * $t), lr: 1e-4, grad_norm: 1}' >run/dpo.jsonl
+
+# -- The page -----------------------------------------------------------------------
+expect "report.sh RUNDIR" "$REPORT" run
+check "report.html written" -s run/report.html
+H=run/report.html
+check "one metrics table" "$(grep -c '<table class=metrics>' $H)" = 1
+f1() { jq -r ".pope.adversarial.f1 * 10000 | round" "run/eval.$1.json"; }
+b=$(f1 base) a=$(f1 aligned)
+check "adversarial F1 differs between base and aligned" "$b" != "$a"
+fmt() { printf '%d.%04d' $(($1 / 10000)) $(($1 % 10000)); }
+want="<td>F1</td><td>$(fmt "$b")</td><td>$(fmt "$a")</td><td class=\"up\">+$(fmt $((a - b)))</td>"
+if grep -qF "$want" $H; then ok "adversarial F1 row: base, aligned, green difference"
+else not_ok "adversarial F1 row"; { echo "want: $want"; grep -F '<td>F1</td>' $H; } | diag; fi
+check "POPE, CHAIR and exact-match rows" "$(grep -c -E 'POPE (random|popular|adversarial)|CHAIR<sub>[si]</sub>|Colour \(n=|Count \(n=' $H)" = 7
+check "CHAIR_s fell to 0: counted as better" "$(grep -c "CHAIR<sub>s</sub></td><td>0\.[0-9]*</td><td>0\.0000</td><td class=\"up\">−0\.[0-9]*</td>" $H)" = 1
+for p in loss accuracies margins; do
+	check "plot $p.png referenced" "$(grep -c "src=\"report/$p.png\"" $H)" = 1
+	check "plot $p.png is a PNG" "$(head -c 8 run/report/$p.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a
+	check "plot $p.png is not trivial (>4 KB)" "$(wc -c <run/report/$p.png)" -gt 4096
+done
+check "gallery: one card per pair" "$(grep -c '<div class=pair>' $H)" = "$npairs"
+check "gallery: clean and augmented image per pair" "$(grep -o 'src="report/pair-[0-9]*\(\.aug\)\?\.png"' $H | sort -u | wc -l)" = $((2 * npairs))
+missing=0
+for f in $(grep -o 'src="report/[^"]*"' $H | sed 's/^src="//; s/"$//'); do
+	[ -s "run/$f" ] || { missing=$((missing + 1)); echo "missing run/$f" | diag; }
+done
+check "every image the page names is beside it" $missing = 0
+# The gallery's images are the stream's bytes: clean from pairs, augmented from
+# augmented.msgpack by the pair's source key.
+k=$(jq -r -s '.[1].__key__' pairs.jsonl)
+check "2nd clean image is the pair's png" "$(sha256sum <run/report/pair-1.png | cut -c1-64)" = "$(jq -r -s '.[1].png.sha256' pairs.jsonl)"
+check "2nd augmented view is augmented.msgpack's aug.png for $k" "$(sha256sum <run/report/pair-1.aug.png | cut -c1-64)" = \
+	"$(seva-cat -j -f aug.png run/augmented.msgpack | jq -r --arg k "$k" 'select(.__key__ == $k) | .["aug.png"].sha256')"
+check "answers are HTML-escaped" "$(grep -c 'I see &lt;b&gt;shapes&lt;/b&gt; &amp; &quot;things&quot;' $H)" = "$npairs"
+check "no raw markup from the data" "$(grep -c '<b>shapes' $H)" = 0
+check "chosen and rejected shown" "$(grep -c '<p class=rejected><b>rejected</b> I see a star' $H)" = "$npairs"
+check "the recipe is named" "$(grep -c 'augmented: diffusion:t=500 (preview)' $H)" = "$npairs"
+check "no network references" "$(grep -c -E '(src|href)="(https?:)?//' $H)" = 0
+
+# Pairs that kept aug.png use it; -n limits the gallery; -o puts the page elsewhere.
+mkdir run2
+cp run/eval.*.json run/dpo.jsonl run2/
+seva-cat -j --base64 run/augmented.msgpack | jq -c '{key: .__key__, aug: .["aug.png"]}' >augs.jsonl
+seva-cat -j --base64 run/pairs.msgpack | jq -c --slurpfile a augs.jsonl \
+	'.__key__ as $k | . + {"aug.png": ($a | map(select(.key == $k))[0].aug)}' >p2.jsonl
+seva-cat p2.jsonl >run2/pairs.msgpack
+expect "pairs with aug.png, -n 2, -o" "$REPORT" -n 2 -o run2/page.html run2
+check "gallery limited to 2" "$(grep -c '<div class=pair>' run2/page.html)" = 2
+same "aug.png taken from the pair" run2/report/pair-1.aug.png run/report/pair-1.aug.png
+check "showing 2 of 6" "$(grep -c 'Showing 2 of 6 pairs' run2/page.html)" = 1
+
+# A run that made no pairs, and bad command lines.
+mkdir empty
+: >empty/pairs.msgpack
+expect "an empty run directory still gets a page" "$REPORT" empty
+check "... saying what is missing" "$(grep -c -E 'No metrics|No DPO metrics|No pairs' empty/report.html)" = 3
+expect_fail "no such run directory" 1 "$REPORT" nowhere
+stderr_has "names it" "report.sh: nowhere: no such run directory"
+expect_fail "no argument" 2 "$REPORT"
+expect_fail "bad -n" 2 "$REPORT" -n x run
+expect_fail "unknown option" 2 "$REPORT" --frobnicate run
+mkdir bad
+echo '{"step": 1, "loss": ' >bad/dpo.jsonl
+expect_fail "a broken dpo.jsonl fails the run" 1 "$REPORT" bad
+check "... and leaves no half-written page" ! -e bad/report.html
+
+# -- Headless Chromium -----------------------------------------------------------
+if [ -x /usr/bin/chromium ]; then
+	prof=$(mktemp -d "$TMP/chromium.XXXXXX")
+	timeout 60 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync --disable-dev-shm-usage \
+		--user-data-dir="$prof" --screenshot="$TMP/shot.png" --window-size=1200,2000 \
+		"file://$TMP/run/report.html" >chromium.log 2>&1
+	check "chromium wrote a screenshot" -s shot.png
+	expect "screenshot: 1200x2000 PNG with a page on it (many colours, not one blank)" $PY - shot.png <<-'PY'
+	import sys
+	from PIL import Image
+	im = Image.open(sys.argv[1]).convert("RGB")
+	assert im.size == (1200, 2000), im.size
+	colours = len(im.getcolors(1 << 24))
+	white = sum(1 for p in im.getdata() if p == (255, 255, 255)) / (1200 * 2000)
+	print(colours, white, file=sys.stderr)
+	assert colours > 200, "only %d colours" % colours
+	assert white < 0.97, "%.3f of the page is white" % white
+	PY
+else
+	ok "# SKIP no /usr/bin/chromium (Debian package chromium)"
+fi
+# SEVA_KEEP=DIR keeps the run directory and the screenshot for a look by eye.
+[ -z "${SEVA_KEEP:-}" ] || cp -r run shot.png "$SEVA_KEEP"/ 2>/dev/null || :
+done_testing

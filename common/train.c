@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "dist.h"
 #include "tensor.h"
 #include "util.h"
 
@@ -134,6 +135,34 @@ double train_clip_grad(struct vlm *m, double max_norm)
 	if (max_norm > 0 && isfinite(norm) && norm > max_norm)
 		train_scale_grad(m, (float)(max_norm / (norm + 1e-6)));
 	return norm;
+}
+
+void train_allreduce_grad(struct vlm *m)
+{
+	if (dist_size() == 1)
+		return;
+	long n = 0, off = 0;
+	for (int i = 0; i < m->ntensors; i++)
+		if (train_tensor_trains(m, &m->tensors[i]))
+			n += m->tensors[i].numel;
+	float *buf = xmalloc((size_t)(n ? n : 1) * sizeof(float));
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (train_tensor_trains(m, t)) {
+			memcpy(buf + off, t->grad, (size_t)t->numel * sizeof(float));
+			off += t->numel;
+		}
+	}
+	dist_allreduce_sum(buf, n);
+	off = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (train_tensor_trains(m, t)) {
+			memcpy(t->grad, buf + off, (size_t)t->numel * sizeof(float));
+			off += t->numel;
+		}
+	}
+	free(buf);
 }
 
 void train_scale_grad(struct vlm *m, float s)

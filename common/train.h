@@ -55,6 +55,11 @@ void train_opt_step(struct train_opt *o, struct vlm *m, float lr);
 double train_clip_grad(struct vlm *m, double max_norm);
 /* Multiplies the trainable gradients by S. */
 void train_scale_grad(struct vlm *m, float s);
+/* Data parallelism (dist.h): sums the trainable gradients over every rank,
+ * in place. Each rank's gradient is its rows' share of the global batch
+ * mean (divided by the global batch size), so the sum is the gradient of
+ * the whole batch, as one process computes it. One process: nothing. */
+void train_allreduce_grad(struct vlm *m);
 
 /* --- data order --- */
 /* ORDER (n) = a permutation of [0, n) for EPOCH: Fisher–Yates driven by

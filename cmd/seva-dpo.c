@@ -6,9 +6,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "dist.h"
 #include "prompt.h"
 #include "rec.h"
 #include "tensor.h"
@@ -204,6 +206,7 @@ static void score_range(long from, long to)
 {
 	uint32_t *idx = xmalloc((size_t)opt.batch * sizeof *idx);
 	float *lp = xmalloc((size_t)(2 * opt.batch) * sizeof *lp);
+	long b = 0;
 	for (long i = from; i < to;) {
 		int k = 0;
 		while (i < to && k < opt.batch) {
@@ -211,8 +214,8 @@ static void score_range(long from, long to)
 				idx[k++] = (uint32_t)i;
 			i++;
 		}
-		if (!k)
-			continue;
+		if (!k || b++ % dist_size() != dist_rank())
+			continue; /* with N ranks, each scores every N-th batch */
 		forward_pairs(idx, k, lp, 0);
 		for (int j = 0; j < k; j++) {
 			pairs[idx[j]].ref[0] = lp[2 * j];
@@ -334,6 +337,36 @@ struct stats {
 	double loss, rc, rr, acc, pc, pr;
 };
 
+/* The reference of every pair without ref.json. With N ranks each scores
+ * every N-th batch (the same batches as one process) and the others'
+ * numbers arrive by a sum in which each term but one is zero: exact. */
+static void score_all(void)
+{
+	unsigned char *need = xmalloc((size_t)n_pairs);
+	for (long i = 0; i < n_pairs; i++)
+		need[i] = !pairs[i].have_ref;
+	score_range(0, n_pairs);
+	if (dist_size() > 1) {
+		double *v = xcalloc((size_t)(2 * n_pairs), sizeof *v);
+		for (long i = 0; i < n_pairs; i++)
+			if (need[i] && pairs[i].have_ref) {
+				v[2 * i] = pairs[i].ref[0];
+				v[2 * i + 1] = pairs[i].ref[1];
+			}
+		for (long i = 0; i < 2 * n_pairs; i += 1L << 28)
+			dist_allreduce_sum_double(v + i, (int)(2 * n_pairs - i < 1L << 28 ?
+							       2 * n_pairs - i : 1L << 28));
+		for (long i = 0; i < n_pairs; i++)
+			if (need[i]) {
+				pairs[i].ref[0] = (float)v[2 * i];
+				pairs[i].ref[1] = (float)v[2 * i + 1];
+				pairs[i].have_ref = 1;
+			}
+		free(v);
+	}
+	free(need);
+}
+
 static int score_main(int argc, char **argv)
 {
 	struct rec_writer *w = rec_writer_open(NULL, opt.tar ? REC_TAR : REC_MSGPACK, 0);
@@ -394,6 +427,7 @@ int main(int argc, char **argv)
 	tensor_blas_setup(argv);
 	util_init(argv[0]);
 	check_stdout_at_exit();
+	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
 	while ((c = getopt_long(argc, argv, "m:o:b:s:j:tkqh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': opt.model = optarg; break;
@@ -447,6 +481,18 @@ int main(int argc, char **argv)
 	}
 	if (!opt.model || (!opt.score && !opt.out) || (opt.score && opt.out))
 		usage_die(usage_text);
+	if (dist_size() > 1) {
+		/* rank 0 speaks and writes; the ranks of a host share its cores */
+		if (opt.score)
+			die("--score runs as one process: shard its input instead "
+			    "(pipelines/shards.sh --score)");
+		if (dist_rank() > 0)
+			opt.quiet = 1;
+		if (!opt.threads) {
+			long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
+			opt.threads = cores > 1 ? (int)cores : 1;
+		}
+	}
 	tensor_set_threads(opt.threads);
 	if (lm_load(&lm, opt.model) < 0)
 		return 1;
@@ -488,7 +534,7 @@ int main(int argc, char **argv)
 	/* The reference is the initial weights (LoRA not yet added), scored
 	 * once before training as TRL's precompute_ref_log_probs does: no
 	 * second copy of the model for --full. */
-	score_range(0, n_pairs);
+	score_all();
 
 	long global = (long)opt.batch * opt.accum;
 	long per_epoch = (n_pairs + global - 1) / global;
@@ -515,7 +561,8 @@ int main(int argc, char **argv)
 	}
 	long resumed_at = st.step, last_saved = st.step;
 	FILE *mf = NULL;
-	if (opt.metrics && !(mf = train_metrics_open(opt.metrics, opt.resume ? st.step : -1)))
+	if (opt.metrics && dist_rank() == 0 &&
+	    !(mf = train_metrics_open(opt.metrics, opt.resume ? st.step : -1)))
 		return 1;
 	train_signals_install();
 
@@ -526,18 +573,27 @@ int main(int argc, char **argv)
 	progress_init(&pg, "steps", total, opt.quiet);
 
 	while (st.step < total) {
-		if (train_stop_signal) {
-			if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
-				return 1;
-			die("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
-			    "(continue with --resume)", (int)train_stop_signal, st.step, ckpt);
+		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
+			if (dist_rank() == 0) {
+				if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
+					return 1;
+				warn("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
+				     "(continue with --resume)", (int)train_stop_signal, st.step,
+				     ckpt);
+			}
+			dist_barrier(); /* no rank ends the job before that is written */
+			exit(1);
 		}
 		double t0 = now_seconds();
 		int k = train_next_batch(&st, (int)global, idx);
+		/* rank r takes rows r, r + N, ... of the global batch */
+		int kl = 0;
+		for (int i = dist_rank(); i < k; i += dist_size())
+			idx[kl++] = idx[i];
 		struct stats sum = { 0 };
 		vlm_zero_grad(lm.m);
-		for (int i = 0; i < k; i += opt.batch) {
-			int kb = k - i < opt.batch ? k - i : opt.batch;
+		for (int i = 0; i < kl; i += opt.batch) {
+			int kb = kl - i < opt.batch ? kl - i : opt.batch;
 			forward_pairs(idx + i, kb, lp, 1);
 			for (int j = 0; j < kb; j++) {
 				struct pair *p = &pairs[idx[i + j]];
@@ -555,6 +611,8 @@ int main(int argc, char **argv)
 			}
 			vlm_backward(lm.m, dlp);
 		}
+		train_allreduce_grad(lm.m);
+		dist_allreduce_sum_double((double *)&sum, sizeof sum / sizeof(double));
 		double loss = sum.loss / k;
 		double norm = train_clip_grad(lm.m, opt.clip);
 		if (!isfinite(loss) || !isfinite(norm))
@@ -586,7 +644,7 @@ int main(int argc, char **argv)
 				st.step < total;
 		if ((opt.save_every && st.step % opt.save_every == 0 && st.step < total) ||
 		    stop_here) {
-			if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
+			if (dist_rank() == 0 && train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
 				return 1;
 			last_saved = st.step;
 		}
@@ -601,7 +659,8 @@ int main(int argc, char **argv)
 	progress_done(&pg);
 	if (mf && fclose(mf) != 0)
 		die("write '%s':", opt.metrics);
-	if (train_save_model(lm.m, opt.out, !strcmp(opt.dtype, "bf16") ? "BF16" : "F32") < 0)
+	if (dist_rank() == 0 &&
+	    train_save_model(lm.m, opt.out, !strcmp(opt.dtype, "bf16") ? "BF16" : "F32") < 0)
 		return 1;
 
 	free(idx);

@@ -73,6 +73,11 @@ jq -c 'del(.pairs_per_s)' r.jsonl >r.curve
 same "resumed run equals the uninterrupted one" u.curve r.curve
 same "... and writes the same model" u/model.safetensors r/model.safetensors
 
+# Gradient accumulation: 2 passes of 2 pairs make the step that 1 pass of 4 makes
+expect "--accum 2 -b 2" seva-dpo -j 1 -m base -b 2 --accum 2 --lr 1e-2 -s 4 --max-steps 12 --metrics acc.jsonl -o acc pairs.mp
+check "accumulated steps follow the same curve (losses within 1e-5)" \
+	"$(jq -s --slurpfile b acc.jsonl '[., $b] | transpose | map((.[0].loss - .[1].loss) | fabs < 1e-5) | all' m.jsonl)" = true
+
 # Variants and full fine-tuning
 for l in ipo hinge; do
 	expect "--loss $l" $D --loss $l --max-steps 2 --metrics $l.jsonl -o $l pairs.mp

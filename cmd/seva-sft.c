@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "dist.h"
 #include "prompt.h"
 #include "rec.h"
 #include "tensor.h"
@@ -310,6 +311,7 @@ int main(int argc, char **argv)
 	tensor_blas_setup(argv);
 	util_init(argv[0]);
 	check_stdout_at_exit();
+	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
 	while ((c = getopt_long(argc, argv, "m:o:b:s:j:kqh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': opt.model = optarg; break;
@@ -353,6 +355,17 @@ int main(int argc, char **argv)
 	}
 	if (!opt.out || !!opt.model == !!opt.config || (opt.config && !opt.tokenizer))
 		usage_die(usage_text);
+	if (dist_size() > 1) {
+		/* rank 0 speaks and writes; the ranks of a host share its cores */
+		if (opt.init_only)
+			die("--init-only runs as one process");
+		if (dist_rank() > 0)
+			opt.quiet = 1;
+		if (!opt.threads) {
+			long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
+			opt.threads = cores > 1 ? (int)cores : 1;
+		}
+	}
 	tensor_set_threads(opt.threads);
 
 	char *stage = NULL, *ckpt = xasprintf("%s.ckpt", opt.out);
@@ -407,7 +420,8 @@ int main(int argc, char **argv)
 	}
 	long resumed_at = st.step;
 	FILE *mf = NULL;
-	if (opt.metrics && !(mf = train_metrics_open(opt.metrics, opt.resume ? st.step : -1)))
+	if (opt.metrics && dist_rank() == 0 &&
+	    !(mf = train_metrics_open(opt.metrics, opt.resume ? st.step : -1)))
 		return 1;
 	train_signals_install();
 
@@ -424,22 +438,33 @@ int main(int argc, char **argv)
 	progress_init(&p, "steps", total, opt.quiet);
 
 	while (st.step < total) {
-		if (train_stop_signal) {
-			if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
-				return 1;
-			die("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
-			    "(continue with --resume)", (int)train_stop_signal, st.step, ckpt);
+		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
+			if (dist_rank() == 0) {
+				if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
+					return 1;
+				warn("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
+				     "(continue with --resume)", (int)train_stop_signal, st.step,
+				     ckpt);
+			}
+			dist_barrier(); /* no rank ends the job before that is written */
+			exit(1);
 		}
 		double t0 = now_seconds();
 		int k = train_next_batch(&st, (int)global, idx);
 		double ntok = 0, loss = 0;
 		for (int i = 0; i < k; i++)
 			ntok += ex[idx[i]].ntok;
+		/* rank r takes rows r, r + N, ... of the global batch */
+		int kl = 0;
+		for (int i = dist_rank(); i < k; i += dist_size())
+			idx[kl++] = idx[i];
 		vlm_zero_grad(lm.m);
-		for (int i = 0; i < k; i += opt.batch) {
-			int kb = k - i < opt.batch ? k - i : opt.batch;
+		for (int i = 0; i < kl; i += opt.batch) {
+			int kb = kl - i < opt.batch ? kl - i : opt.batch;
 			loss += micro_step(idx + i, kb, ntok, ids, w, len, image_of, imgs, logp, dlogp);
 		}
+		train_allreduce_grad(lm.m);
+		dist_allreduce_sum_double(&loss, 1);
 		loss /= ntok;
 		double norm = train_clip_grad(lm.m, opt.clip);
 		if (!isfinite(loss) || !isfinite(norm))
@@ -467,7 +492,7 @@ int main(int argc, char **argv)
 				st.step < total;
 		if ((opt.save_every && st.step % opt.save_every == 0 && st.step < total) ||
 		    stop_here) {
-			if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
+			if (dist_rank() == 0 && train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
 				return 1;
 			last_saved = st.step;
 		}
@@ -482,7 +507,8 @@ int main(int argc, char **argv)
 	progress_done(&p);
 	if (mf && fclose(mf) != 0)
 		die("write '%s':", opt.metrics);
-	save_final(opt.out);
+	if (dist_rank() == 0)
+		save_final(opt.out);
 
 	free(idx);
 	free(ids);

@@ -317,13 +317,10 @@ void augment_hue(struct image *im, float shift)
 			const float *q = hsv->quot[maxc - minc];
 			float s = hsv->quot[maxc][maxc - minc];
 			float rc = q[maxc - r], gc = q[maxc - g], bc = q[maxc - b];
-			float h;
-			if (r == maxc)
-				h = bc - gc;
-			else if (g == maxc)
-				h = 2.0 + rc - bc;
-			else
-				h = 4.0 + gc - rc;
+			/* All three, then a select: the branch on which channel
+			 * is largest mispredicts on photos. */
+			float hr = bc - gc, hg = (float)(2.0 + rc - bc), hb = (float)(4.0 + gc - rc);
+			float h = r == maxc ? hr : g == maxc ? hg : hb;
 			/* fmod(h / 6 + 1, 1) for an argument in (0, 2): exact. */
 			double hh = h / 6.0 + 1.0;
 			h = hh >= 1.0 ? hh - 1.0 : hh;
@@ -339,15 +336,13 @@ void augment_hue(struct image *im, float shift)
 		unsigned char p = hsv->p[us][uv];
 		unsigned char qq = clip8i(round_half_up((float)uv * (1.0 - fs * f)));
 		unsigned char t = clip8i(round_half_up((float)uv * (1.0 - fs * (1.0 - f))));
-		unsigned char v = uv;
-		switch (hsv->k[uh]) {
-		case 0: px[0] = v, px[1] = t, px[2] = p; break;
-		case 1: px[0] = qq, px[1] = v, px[2] = p; break;
-		case 2: px[0] = p, px[1] = v, px[2] = t; break;
-		case 3: px[0] = p, px[1] = qq, px[2] = v; break;
-		case 4: px[0] = t, px[1] = p, px[2] = v; break;
-		default: px[0] = v, px[1] = p, px[2] = qq; break;
-		}
+		/* PIL's switch on the sextant, as a table: (v,t,p) (q,v,p)
+		 * (p,v,t) (p,q,v) (t,p,v) (v,p,q) over vals = {v, p, q, t}. */
+		static const unsigned char pick[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3},
+							 {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
+		unsigned char vals[4] = {uv, p, qq, t};
+		const unsigned char *pk = pick[hsv->k[uh]];
+		px[0] = vals[pk[0]], px[1] = vals[pk[1]], px[2] = vals[pk[2]];
 	}
 }
 

@@ -126,21 +126,33 @@ static void blas_version(char *out, size_t n)
 	snprintf(out, n, "%.*s", (int)len, cfg);
 }
 
+/* Sets name=value unless the environment has it; returns 1 if it did. */
+static int env_default(const char *name, const char *value)
+{
+	const char *cur = getenv(name);
+	if (cur && *cur)
+		return 0;
+	setenv(name, value, 1);
+	return 1;
+}
+
 void tensor_blas_setup(char **argv)
 {
 	const char *user = getenv("OPENBLAS_CORETYPE");
-	const char *guard = getenv("SEVA_BLAS_SELECTED");
+	const char *chosen = getenv("SEVA_BLAS_SELECTED");
+	const char *restarted = getenv("SEVA_RESTARTED");
 	const char *core = openblas_get_corename();
 	/* Tests pretend to be on a CPU that OpenBLAS does not know. */
 	const char *pretend = getenv("SEVA_BLAS_TEST_CORENAME");
-	const char *want;
-	char ver[64];
-	int avx512f, avx2_fma;
+	const char *want = NULL;
+	char ver[64], self[4096];
+	int avx512f, avx2_fma, change = 0;
+	ssize_t n;
 
 	blas_version(ver, sizeof(ver));
 	cpu_features(&avx512f, &avx2_fma);
 	if (user && *user) {
-		if (guard && !strcmp(guard, user))
+		if (chosen && !strcmp(chosen, user))
 			snprintf(blas_info, sizeof(blas_info),
 				 "%s core %s (selected by seva: cpu has %s)", ver, core,
 				 avx512f ? "avx512f" : "avx2+fma");
@@ -148,26 +160,44 @@ void tensor_blas_setup(char **argv)
 			snprintf(blas_info, sizeof(blas_info),
 				 "%s core %s (OPENBLAS_CORETYPE=%s from the environment)", ver,
 				 core, user);
-		return;
-	}
-	want = tensor_blas_choose(pretend && *pretend ? pretend : core, avx512f, avx2_fma);
-	if (!want || (guard && *guard) || !argv || !argv[0]) {
+	} else {
+		want = tensor_blas_choose(pretend && *pretend ? pretend : core, avx512f, avx2_fma);
 		snprintf(blas_info, sizeof(blas_info), "%s core %s (detected by OpenBLAS)", ver,
 			 core);
-		return;
 	}
-	/* OpenBLAS picks its kernels when the library is loaded, so the only
-	 * way to change them is to start again with the variable set. The
-	 * guard makes sure that happens at most once. */
-	setenv("OPENBLAS_CORETYPE", want, 1);
-	setenv("SEVA_BLAS_SELECTED", want, 1);
+	if ((restarted && *restarted) || !argv || !argv[0])
+		return;
+
+	/* Both libraries read these when they are loaded, before main(), so
+	 * the only way to change them is to start again with them set. The
+	 * guard makes sure that happens at most once; a value the user set is
+	 * never touched.
+	 * - OPENBLAS_CORETYPE: the kernel set for this CPU (the trap above).
+	 * - OMP_WAIT_POLICY=passive: idle OpenMP threads sleep instead of
+	 *   spinning; on a shared machine spinning took a third of our CPU
+	 *   time and made a DPO step slower, not faster.
+	 * - OPENBLAS_NUM_THREADS=1: we run OpenBLAS inside our own threads,
+	 *   so its pool is never used; do not start it. */
+	if (want) {
+		change |= env_default("OPENBLAS_CORETYPE", want);
+		setenv("SEVA_BLAS_SELECTED", want, 1);
+	}
+	change |= env_default("OMP_WAIT_POLICY", "passive");
+	change |= env_default("OPENBLAS_NUM_THREADS", "1");
+	if (!change)
+		return;
+	setenv("SEVA_RESTARTED", "1", 1);
 	fflush(NULL);
-	execv("/proc/self/exe", argv);
+	/* the path, not /proc/self/exe itself, so that tools run under
+	 * valgrind (which answers readlink for its client) restart right */
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = 0;
+		execv(self, argv);
+	}
 	snprintf(blas_info, sizeof(blas_info),
-		 "%s core %s (detected by OpenBLAS; restarting with %s failed: %s)", ver, core,
-		 want, strerror(errno));
-	unsetenv("OPENBLAS_CORETYPE");
-	unsetenv("SEVA_BLAS_SELECTED");
+		 "%s core %s (detected by OpenBLAS; restart with %s failed: %s)", ver, core,
+		 want ? want : "OMP_WAIT_POLICY=passive", strerror(errno));
 }
 
 const char *tensor_blas_info(void)

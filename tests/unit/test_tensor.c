@@ -877,7 +877,9 @@ static int sgemm_ok(void)
 static int run_child(const char *self, const char *env, char *out, size_t n)
 {
 	char cmd[4200];
-	snprintf(cmd, sizeof(cmd), "env -u OPENBLAS_CORETYPE -u SEVA_BLAS_SELECTED %s '%s' --blas-child",
+	snprintf(cmd, sizeof(cmd),
+		 "env -u OPENBLAS_CORETYPE -u SEVA_BLAS_SELECTED -u SEVA_RESTARTED "
+		 "-u OMP_WAIT_POLICY -u OPENBLAS_NUM_THREADS %s '%s' --blas-child",
 		 env, self);
 	FILE *p = popen(cmd, "r");
 	out[0] = 0;
@@ -934,11 +936,22 @@ static void test_blas(const char *self)
 	if (rc != 0 || (want && !strstr(line, "selected by seva")))
 		tap_diag("child exit %d, said: %s", rc, line);
 
+	tap_ok(strstr(line, "|wait=passive|restarted=1") != NULL,
+	       "the restart also makes idle OpenMP threads wait passively (%s)", line);
+
 	/* a value the user set is never overridden */
-	rc = run_child(self, "SEVA_BLAS_TEST_CORENAME=Prescott OPENBLAS_CORETYPE=Sandybridge", line,
-		       sizeof(line));
-	tap_ok(rc == 0 && !strncmp(line, "Sandybridge|", 12) && strstr(line, "from the environment"),
-	       "OPENBLAS_CORETYPE from the user is kept, sgemm right (exit %d: %s)", rc, line);
+	rc = run_child(self, "SEVA_BLAS_TEST_CORENAME=Prescott OPENBLAS_CORETYPE=Sandybridge "
+		       "OMP_WAIT_POLICY=active", line, sizeof(line));
+	tap_ok(rc == 0 && !strncmp(line, "Sandybridge|", 12) && strstr(line, "from the environment") &&
+	       strstr(line, "|wait=active|"),
+	       "OPENBLAS_CORETYPE and OMP_WAIT_POLICY from the user are kept, sgemm right "
+	       "(exit %d: %s)", rc, line);
+
+	/* nothing to change: no restart */
+	rc = run_child(self, "OPENBLAS_CORETYPE=Haswell OMP_WAIT_POLICY=active OPENBLAS_NUM_THREADS=2",
+		       line, sizeof(line));
+	tap_ok(rc == 0 && strstr(line, "|restarted=") && !strstr(line, "|restarted=1"),
+	       "no restart when the environment already says everything (%s)", line);
 
 	/* the kernel sets this CPU can run, each against the naive kernel */
 	static const char *cores[] = {"Haswell", "SkylakeX", "Cooperlake"};
@@ -957,7 +970,9 @@ static void test_blas(const char *self)
 static int blas_child(char **argv)
 {
 	tensor_blas_setup(argv);
-	printf("%s|%s\n", openblas_get_corename(), tensor_blas_info());
+	const char *wp = getenv("OMP_WAIT_POLICY"), *rs = getenv("SEVA_RESTARTED");
+	printf("%s|%s|wait=%s|restarted=%s\n", openblas_get_corename(), tensor_blas_info(),
+	       wp ? wp : "", rs ? rs : "");
 	return sgemm_ok() ? 0 : 1;
 }
 

@@ -592,34 +592,33 @@ void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *in
 /* ---------------------------------------------------------------------- */
 /* RoPE */
 
-/* cos/sin of pos * inv_freq_i for i < HS/2, computed in float the way
- * Hugging Face's LlamaRotaryEmbedding does, so angles round alike. */
-static void rope_angles(float *cs, float *sn, int pos, int HS, float theta)
-{
-	for (int i = 0; i < HS / 2; i++) {
-		float inv = 1.0f / powf(theta, (float)(2 * i) / (float)HS);
-		float a = (float)pos * inv;
-		cs[i] = cosf(a);
-		sn[i] = sinf(a);
-	}
-}
-
-/* sign +1: forward rotation; -1: its transpose (the inverse). */
+/* sign +1: forward rotation; -1: its transpose (the inverse). Angles are
+ * computed in float the way Hugging Face's LlamaRotaryEmbedding does
+ * (inv_freq = 1 / theta^(2i/HS), angle = pos * inv_freq), so they round
+ * alike; each row's cos/sin serve all its heads. */
 static void rope_apply(float *x, const int *pos, int N, int NH, int HS, float theta,
 		       float sign)
 {
 	int half = HS / 2;
+	float inv[half > 0 ? half : 1];
 
+	for (int i = 0; i < half; i++)
+		inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)HS);
 	#pragma omp parallel for if ((long)N * NH * HS > PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
-		rope_angles(cs, sn, pos[n], HS, theta);
+		for (int i = 0; i < half; i++) {
+			float a = (float)pos[n] * inv[i];
+			cs[i] = cosf(a);
+			sn[i] = sign * sinf(a);
+		}
 		for (int h = 0; h < NH; h++) {
 			float *r = x + ((long)n * NH + h) * HS;
+			#pragma omp simd
 			for (int i = 0; i < half; i++) {
-				float x1 = r[i], x2 = r[i + half], s = sign * sn[i];
-				r[i] = x1 * cs[i] - x2 * s;
-				r[i + half] = x2 * cs[i] + x1 * s;
+				float x1 = r[i], x2 = r[i + half];
+				r[i] = x1 * cs[i] - x2 * sn[i];
+				r[i + half] = x2 * cs[i] + x1 * sn[i];
 			}
 		}
 	}

@@ -6,11 +6,12 @@
 # benchmark scripts reuse: `tests/bin/bench-sgemm --value` prints the ceiling.
 cd "$(dirname "$0")/../.." || exit 1
 make -s common/libseva.a || exit 1
-SEVA_CFLAGS="-std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -Icommon $(pkg-config --cflags openblas)"
-LIBS="$(pkg-config --libs libarchive msgpack openblas libcjson libpcre2-8 libutf8proc 2>/dev/null) -lstb -lm -lpthread -fopenmp"
+# The Makefile's own compiler and flags (MPI and all), whatever they are today.
+mkvar() { make -s --no-print-directory -f Makefile -f - "print-$1" <<<'print-%: ; @echo $($*)'; }
+CC=$(mkvar CC) CFLAGS=$(mkvar CFLAGS) SEVA_CFLAGS=$(mkvar SEVA_CFLAGS) LIBS=$(mkvar LDLIBS)
 mkdir -p tests/bin
 if [ ! tests/bin/bench-sgemm -nt tests/bench/sgemm.c ] || [ ! tests/bin/bench-sgemm -nt common/libseva.a ]; then
-	cc -O2 -g $SEVA_CFLAGS -o tests/bin/bench-sgemm tests/bench/sgemm.c common/libseva.a $LIBS || exit 1
+	$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-sgemm tests/bench/sgemm.c common/libseva.a $LIBS || exit 1
 fi
 n=${SGEMM_N:-2048}
 echo "default: $(tests/bin/bench-sgemm --default -n "$n" -j 2)"
@@ -28,6 +29,6 @@ done
 echo "restart: $(SEVA_BLAS_TEST_CORENAME=Prescott tests/bin/bench-sgemm -n "$n" -j 2)"
 # Each kernel on the shapes of a DPO step on small.json.
 if [ ! tests/bin/bench-kernels -nt tests/bench/kernels.c ] || [ ! tests/bin/bench-kernels -nt common/libseva.a ]; then
-	cc -O2 -g $SEVA_CFLAGS -o tests/bin/bench-kernels tests/bench/kernels.c common/libseva.a $LIBS || exit 1
+	$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-kernels tests/bench/kernels.c common/libseva.a $LIBS || exit 1
 fi
 tests/bin/bench-kernels -j 2

@@ -1,0 +1,141 @@
+#!/bin/bash
+# Data-parallel DPO and SFT over MPI: mpirun -np 2 follows the one-process
+# loss curve (same global batch) within 1e-4 relative, rank 0 alone writes,
+# its model loads; a rank killed mid-run fails the job with a message naming
+# it and --resume continues from rank 0's last checkpoint to the very run an
+# uninterrupted job makes; a signal to one rank stops both with a checkpoint;
+# an input error on the ranks fails the job.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+FIX=$TOP/tests/fixtures/train
+
+if ! command -v mpirun >/dev/null; then
+	echo "ok 1 # skip mpirun not installed (apt-get install openmpi-bin libopenmpi-dev)"
+	echo "1..1"; exit 0
+fi
+if ! ldd "$TOP/bin/seva-dpo" | grep -q libmpi; then
+	echo "ok 1 # skip seva-dpo built without MPI (make MPI=1)"
+	echo "1..1"; exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI="mpirun -np 2 --oversubscribe"
+
+seva-synth --tokenizer >tok.json
+seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
+	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
+	{ cat init.err; exit 1; }
+seva-synth --split sft -n 16 -s 2 >sft.mp
+$PY - sft.mp pairs.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+def pair(x):
+    return {"__key__": x["__key__"], "png": x["png"], "prompt.txt": x["json"]["prompt"],
+            "chosen.txt": x["json"]["answer"], "rejected.txt": "I see a purple heart and a pink star."}
+open(sys.argv[2], "wb").write(b"".join(msgpack.packb(pair(x), use_bin_type=True) for x in s))
+PY
+
+# close A B KEYS...: every metric KEY of every step within 1e-4 relative.
+close() {
+	$PY - "$@" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+bad = [] if len(a) == len(b) else ["%d lines vs %d" % (len(a), len(b))]
+for x, y in zip(a, b):
+    for k in sys.argv[3:]:
+        d = abs(x[k] - y[k])
+        if d > 1e-4 * max(abs(x[k]), abs(y[k]), 1e-3):
+            bad.append("step %d %s: %.9g vs %.9g (diff %.3g)" % (x["step"], k, x[k], y[k], d))
+for l in bad[:10]:
+    print(l)
+PY
+}
+# curve METRICS: the metrics without the timing, to compare runs exactly.
+curve() { jq -c 'del(.pairs_per_s, .tokens_per_s)' "$1"; }
+
+# -b 3 does not divide the 16 pairs: the epoch's last global batch is uneven.
+D="seva-dpo -j 1 -m base -b 3 --accum 2 --lr 1e-2 -s 4 --epochs 6"
+expect "one process" $D --metrics one.jsonl -o one pairs.mp
+expect "mpirun -np 2" $MPI $D --save-every 4 --metrics two.jsonl -o two pairs.mp
+close one.jsonl two.jsonl loss grad_norm rewards/chosen rewards/rejected \
+	rewards/margins logps/chosen logps/rejected >curve.diff
+check "2 ranks follow the one-process loss curve within 1e-4 relative" ! -s curve.diff
+diag <curve.diff
+check "same steps, accuracies and lr" "$(jq -c '[.step, .epoch, .["rewards/accuracies"], .lr]' one.jsonl | md5sum)" \
+	= "$(jq -c '[.step, .epoch, .["rewards/accuracies"], .lr]' two.jsonl | md5sum)"
+check "step 1 loss is log 2 exactly on 2 ranks too" "$(head -1 two.jsonl | jq '.loss == 0.6931471805599453')" = true
+check "rank 0 alone wrote the model" -f two/model.safetensors -a -f two/adapter/adapter_config.json
+check "... and one metrics line per step" "$(wc -l <two.jsonl)" = "$(wc -l <one.jsonl)"
+$PY - one/model.safetensors two/model.safetensors >w.diff <<'PY'
+import json, struct, sys, numpy as np
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
+            for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys(), "different tensors"
+for k in a:
+    d = np.abs(a[k] - b[k]).max()
+    if d > 1e-4 * max(np.abs(a[k]).max(), 1e-3):
+        print("%s: max diff %.3g" % (k, d))
+PY
+check "the weights match the one-process run within 1e-4" ! -s w.diff
+diag <w.diff
+expect "the model of 2 ranks loads like any other (--score with it)" \
+	sh -c "seva-dpo -q --score -m two pairs.mp >scored.mp"
+
+# A rank dies mid-run: the job fails and says so; rank 0's last checkpoint
+# resumes to the run an uninterrupted job makes.
+$MPI $D --save-every 2 --metrics k.jsonl -o k pairs.mp >k.out 2>k.err &
+mp=$!
+for _ in $(seq 400); do [ -e k.ckpt/trainer.bin ] && break; sleep 0.02; done
+victim=
+for p in $(pgrep -P $mp); do
+	tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && victim=$p
+done
+[ -n "$victim" ] && kill -KILL "$victim"
+wait $mp
+rc=$?
+check "killing rank 1 fails the job (exit $rc)" -n "$victim" -a "$rc" -ne 0
+cp k.err "$TMP/.err"; diag <k.err
+stderr_has "... with a message naming the rank and the signal" "rank 1 .*signal 9"
+check "... mid-run ($(wc -l <k.jsonl) of 18 steps; no model written)" "$(wc -l <k.jsonl)" -lt 18 -a ! -e k/model.safetensors
+check "... with a checkpoint from rank 0" -f k.ckpt/trainer.bin
+expect "--resume on 2 ranks completes" $MPI $D --save-every 4 --resume --metrics k.jsonl -o k pairs.mp
+curve two.jsonl >two.curve
+curve k.jsonl >k.curve
+same "killed and resumed equals the uninterrupted 2-rank run" two.curve k.curve
+same "... and writes the same model" two/model.safetensors k/model.safetensors
+cp -r k.ckpt r.ckpt
+expect "a checkpoint of 2 ranks resumes in one process" $D --save-every 4 --resume -q -o r pairs.mp
+check "... to a model" -f r/model.safetensors
+
+# A signal to one rank stops every rank at the same step, with a checkpoint.
+$MPI $D --save-every 1000 --metrics g.jsonl -o g pairs.mp >g.out 2>g.err &
+mp=$!
+for _ in $(seq 400); do [ -s g.jsonl ] && break; sleep 0.02; done
+victim=
+for p in $(pgrep -P $mp); do
+	tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && victim=$p
+done
+[ -n "$victim" ] && kill -TERM "$victim"
+wait $mp
+rc=$?
+check "SIGTERM to rank 1 stops the job non-zero (exit $rc)" -n "$victim" -a "$rc" -ne 0
+cp g.err "$TMP/.err"
+stderr_has "... rank 0 saves and says so" "interrupted by signal .*checkpoint of step [0-9]+ saved"
+expect "... and --resume finishes it" $MPI $D --save-every 1000 --resume --metrics g.jsonl -o g pairs.mp
+curve g.jsonl >g.curve
+same "... to the same run" two.curve g.curve
+
+expect_fail "a missing input fails every rank" 1 $MPI $D -o x missing.mp
+stderr_has "... naming the file" "missing.mp"
+check "... and writes nothing" ! -e x.ckpt -a ! -e x
+
+# SFT: the same data parallelism.
+S="seva-sft -j 1 -m base -b 3 --lr 1e-3 -s 4 --max-steps 6"
+expect "SFT, one process" $S --metrics s1.jsonl -o s1 sft.mp
+expect "SFT, 2 ranks" $MPI $S --metrics s2.jsonl -o s2 sft.mp
+close s1.jsonl s2.jsonl loss grad_norm >sft.diff
+check "SFT: 2 ranks follow the one-process loss curve within 1e-4" ! -s sft.diff
+diag <sft.diff
+done_testing

@@ -389,6 +389,7 @@ static float *take(struct bump *b, size_t n)
 	b->off += (n + 15) & ~(size_t)15;
 	return p;
 }
+_Static_assert(sizeof(int) == sizeof(float), "int views share the float arenas' slots");
 static int *takei(struct bump *b, size_t n)
 {
 	int *p = b->base ? (int *)b->base + b->off : NULL;
@@ -420,7 +421,6 @@ static size_t vlay_bind(struct vlay *v, float *base, const struct vlm_config *c,
 static size_t dlay_bind(struct dlay *d, float *base, const struct vlm *m, const struct vlm_shape *s)
 {
 	const struct vlm_config *c = &m->cfg;
-	const struct vlm_impl *im = m->impl;
 	struct bump b = {base, 0};
 	size_t N = s->N, C = c->hidden, HS = c->hidden / c->heads;
 	size_t QD = c->heads * HS, KVD = c->kv_heads * HS;
@@ -439,7 +439,6 @@ static size_t dlay_bind(struct dlay *d, float *base, const struct vlm *m, const 
 	d->swi = take(&b, N * c->inter);
 	for (int lt = 0; lt < LT_N; lt++)
 		d->xa[lt] = s->r && (m->lora.targets & (1u << lt)) ? take(&b, N * s->r) : NULL;
-	(void)im;
 	return b.off;
 }
 

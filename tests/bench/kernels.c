@@ -78,6 +78,9 @@ int main(int argc, char **argv)
 
 	double attf = 4.0 * B * NH * T * T * HS / 2; /* causal: half the square */
 	TIME("matmul_forward (N,C)x(FF,C)", 2.0 * N * C * FF, matmul_forward(big, x, w, NULL, N, C, FF));
+	TIME("matmul_forward decode (1,C)x(FF,C)", 2.0 * C * FF, matmul_forward(big, x, w, NULL, 1, C, FF));
+	TIME("matmul_forward decode (8,C)x(FF,C)", 16.0 * C * FF, matmul_forward(big, x, w, NULL, 8, C, FF));
+	TIME("matmul_forward decode (8,FF)x(C,FF)", 16.0 * C * FF, matmul_forward(big, big2, w, NULL, 8, FF, C));
 	TIME("matmul_backward (N,FF)->(N,C),(FF,C)", 4.0 * N * C * FF,
 	     matmul_backward(x, w, NULL, big, y, w, N, C, FF));
 	TIME("attention_forward causal", attf,

@@ -17,7 +17,15 @@
  * OPENBLAS_CORETYPE is unset and openblas_get_corename() reports a generic
  * or older core while the CPU has AVX-512 (or AVX2+FMA), re-executes the
  * program (argv) with OPENBLAS_CORETYPE set. Never overrides a value the
- * user set. Call first thing in main() of tools that compute. */
+ * user set. Call first thing in main() of tools that compute.
+ * The same single restart also sets, when unset, OMP_WAIT_POLICY=passive
+ * (idle OpenMP threads sleep rather than spin: on a shared machine
+ * spinning cost a third of the CPU) and OPENBLAS_NUM_THREADS=1 (OpenBLAS
+ * runs inside our OpenMP threads, its own pool is never used); like the
+ * core type, both are read when the libraries load. So a tool normally
+ * restarts once (~5 ms); SEVA_RESTARTED=1 in the environment marks the
+ * restart done and turns it off. SEVA_BLAS_TEST_CORENAME pretends that
+ * OpenBLAS detected that core (for tests). */
 void tensor_blas_setup(char **argv);
 /* "OpenBLAS 0.3.21 core SkylakeX (selected by seva: cpu has avx512f)" */
 const char *tensor_blas_info(void);
@@ -26,7 +34,8 @@ const char *tensor_blas_info(void);
  * `corename` uses less of the CPU than it has, else NULL (also for a core
  * name this table does not know, which may be newer than it). */
 const char *tensor_blas_choose(const char *corename, int avx512f, int avx2_fma);
-/* Threads for our own OpenMP loops and OpenBLAS (0: all cores). */
+/* Threads for our own OpenMP loops (0: all cores). OpenBLAS itself runs
+ * single-threaded, called from those threads on slices of each product. */
 void tensor_set_threads(int n);
 
 /* Linear: out (N,OC) = inp (N,C) . w^T + bias, w (OC,C) torch layout,

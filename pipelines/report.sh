@@ -121,8 +121,8 @@ dpo_plots() {
 		}
 		printf "\n"
 	}' "$tmp/dpo.tsv" >"$tmp/dpo.mean.tsv"
-	local term='pngcairo size 376,300 font "DejaVu Sans,10"'
-	gnuplot -e 'set terminal' 2>&1 | grep -q pngcairo || term='png size 376,300'
+	local term='pngcairo size 360,290 font "DejaVu Sans,10"'
+	gnuplot -e 'set terminal' 2>&1 | grep -q pngcairo || term='png size 360,290'
 	gnuplot <<-EOF 2>"$tmp/gnuplot.err" || { cat "$tmp/gnuplot.err" >&2; die "gnuplot failed"; }
 	set terminal $term
 	set datafile separator "\t"
@@ -155,7 +155,7 @@ dpo_plots() {
 	echo "<div class=plots>"
 	local p
 	for p in loss accuracies margins; do
-		echo "<img src=\"report/$p.png\" alt=\"DPO $p against step\" width=376 height=300>"
+		echo "<img src=\"report/$p.png\" alt=\"DPO $p against step\" width=360 height=290>"
 	done
 	echo "</div>"
 	jq -s -r 'map(select(.step != null)) | .[-1] as $l |
@@ -193,7 +193,7 @@ gallery() {
 	echo "<div class=gallery>"
 	while IFS= read -r line; do
 		printf '%s\n' "$line" >"$tmp/p.json"
-		img= aug=
+		img='' aug=''
 		for ext in png jpg jpeg; do
 			if jq -e --arg f "$ext" 'has($f)' "$tmp/p.json" >/dev/null; then
 				img=report/pair-$i.$ext

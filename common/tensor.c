@@ -136,6 +136,14 @@ static int env_default(const char *name, const char *value)
 	return 1;
 }
 
+/* A restart would leave valgrind (which follows no exec by default) with
+ * nothing to check: under it, keep the process as it is. */
+static int under_valgrind(void)
+{
+	const char *pre = getenv("LD_PRELOAD");
+	return pre && strstr(pre, "vgpreload");
+}
+
 void tensor_blas_setup(char **argv)
 {
 	const char *user = getenv("OPENBLAS_CORETYPE");
@@ -165,7 +173,7 @@ void tensor_blas_setup(char **argv)
 		snprintf(blas_info, sizeof(blas_info), "%s core %s (detected by OpenBLAS)", ver,
 			 core);
 	}
-	if ((restarted && *restarted) || !argv || !argv[0])
+	if ((restarted && *restarted) || !argv || !argv[0] || under_valgrind())
 		return;
 
 	/* Both libraries read these when they are loaded, before main(), so
@@ -188,8 +196,6 @@ void tensor_blas_setup(char **argv)
 		return;
 	setenv("SEVA_RESTARTED", "1", 1);
 	fflush(NULL);
-	/* the path, not /proc/self/exe itself, so that tools run under
-	 * valgrind (which answers readlink for its client) restart right */
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
 		self[n] = 0;

@@ -878,7 +878,7 @@ static int run_child(const char *self, const char *env, char *out, size_t n)
 {
 	char cmd[4200];
 	snprintf(cmd, sizeof(cmd),
-		 "env -u OPENBLAS_CORETYPE -u SEVA_BLAS_SELECTED -u SEVA_RESTARTED "
+		 "env -u OPENBLAS_CORETYPE -u SEVA_BLAS_SELECTED -u SEVA_RESTARTED -u LD_PRELOAD "
 		 "-u OMP_WAIT_POLICY -u OPENBLAS_NUM_THREADS %s '%s' --blas-child",
 		 env, self);
 	FILE *p = popen(cmd, "r");
@@ -926,17 +926,19 @@ static void test_blas(const char *self)
 	 * makes the program restart itself with the right OPENBLAS_CORETYPE,
 	 * and sgemm there must match the naive kernel. */
 	int rc = run_child(self, "SEVA_BLAS_TEST_CORENAME=Prescott", line, sizeof(line));
+	const char *cw = strstr(line, "|want=");
+	want = cw && cw[6] ? cw + 6 : NULL;
 	snprintf(exp, sizeof(exp), "%s|", want ? want : "");
 	if (want)
 		tap_ok(rc == 0 && !strncmp(line, exp, strlen(exp)) && strstr(line, "selected by seva"),
 		       "a generic core restarts the program with OPENBLAS_CORETYPE=%s, sgemm right",
 		       want);
 	else
-		tap_ok(rc == 0, "no AVX2: nothing to select, sgemm right");
+		tap_ok(rc == 0 && cw, "no AVX2: nothing to select, sgemm right");
 	if (rc != 0 || (want && !strstr(line, "selected by seva")))
 		tap_diag("child exit %d, said: %s", rc, line);
 
-	tap_ok(strstr(line, "|wait=passive|restarted=1") != NULL,
+	tap_ok(strstr(line, "|wait=passive|restarted=1|") != NULL,
 	       "the restart also makes idle OpenMP threads wait passively (%s)", line);
 
 	/* a value the user set is never overridden */
@@ -971,8 +973,14 @@ static int blas_child(char **argv)
 {
 	tensor_blas_setup(argv);
 	const char *wp = getenv("OMP_WAIT_POLICY"), *rs = getenv("SEVA_RESTARTED");
-	printf("%s|%s|wait=%s|restarted=%s\n", openblas_get_corename(), tensor_blas_info(),
-	       wp ? wp : "", rs ? rs : "");
+	/* what this process's CPU asks for instead of a generic core (the
+	 * parent may see other features: valgrind hides AVX-512) */
+	__builtin_cpu_init();
+	const char *want = tensor_blas_choose("Prescott", __builtin_cpu_supports("avx512f") != 0,
+					      __builtin_cpu_supports("avx2") &&
+						      __builtin_cpu_supports("fma"));
+	printf("%s|%s|wait=%s|restarted=%s|want=%s\n", openblas_get_corename(), tensor_blas_info(),
+	       wp ? wp : "", rs ? rs : "", want ? want : "");
 	return sgemm_ok() ? 0 : 1;
 }
 

@@ -3,7 +3,8 @@
 #
 #   pipelines/seva.sh [-o RUNDIR] [-m BASE_MODEL] [-n UNLABELED] [-b BENCH_IMAGES]
 #                     [-r RECIPE] [-s SEED] [--input SHARDS...] [--llava JSON --images DIR]
-#                     [--bench-input FILE] [--dpo "SEVA-DPO OPTIONS"] [-q]
+#                     [--bench-input FILE] [--bench-base FILE] [--pair "SEVA-PAIR OPTIONS"]
+#                     [--dpo "SEVA-DPO OPTIONS"] [-q]
 #
 # On the embedded synthetic world by default (seva-synth); with --input (tar or
 # msgpack shards) or --llava (a LLaVA-format JSON and an image folder) on real
@@ -24,9 +25,11 @@ seed=0
 input=()
 llava= images= bench_input=
 dpo_opts=
+pair_opts=
+bench_base=
 quiet=
 
-usage() { sed -n '3,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	-o) run=$2; shift 2 ;;
@@ -40,6 +43,8 @@ while [ $# -gt 0 ]; do
 	--images) images=$2; shift 2 ;;
 	--bench-input) bench_input=$2; shift 2 ;;
 	--dpo) dpo_opts=$2; shift 2 ;;
+	--pair) pair_opts=$2; shift 2 ;;
+	--bench-base) bench_base=$2; shift 2 ;;
 	-q) quiet=-q; shift ;;
 	-h|--help) usage ;;
 	*) echo "seva.sh: unknown option '$1'" >&2; usage ;;
@@ -68,25 +73,39 @@ fi
 say "augment ($recipe) -> generate with $(basename "$model") -> pair"
 seva-augment $quiet -r "$recipe" -s "$seed" "$run/unlabeled.msgpack" > "$run/augmented.msgpack"
 seva-generate $quiet -m "$model" -s "$seed" "$run/augmented.msgpack" > "$run/generated.msgpack"
-seva-pair $quiet -s "$seed" "$run/generated.msgpack" > "$run/pairs.msgpack" 2> >(tee "$run/pair.log" >&2)
+# shellcheck disable=SC2086
+seva-pair $quiet -s "$seed" $pair_opts "$run/generated.msgpack" > "$run/pairs.msgpack" 2> >(tee "$run/pair.log" >&2)
 
-# 5. DPO on the pairs.
-say "DPO"
+# 5. DPO on the pairs. No pairs means the model answered both views alike
+# everywhere: nothing to learn from (e.g. -r none), so say so and stop.
+npairs=$(seva-cat -j "$run/pairs.msgpack" | wc -l)
+if [ "$npairs" -eq 0 ]; then
+	echo "seva.sh: no pairs: the base model answered the clean and the augmented view alike on every sample (recipe '$recipe'); nothing to train on" >&2
+	exit 1
+fi
+say "DPO on $npairs pairs"
 rm -rf "$run/aligned" "$run/aligned.ckpt"
 # shellcheck disable=SC2086
 seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" $dpo_opts "$run/pairs.msgpack"
 
 # 6-7. Answer the bench with both models and score side by side.
-if [ -n "$bench_input" ]; then
+if [ -n "$bench_base" ]; then
+	# The base model's answers on the bench, made once elsewhere (pipelines/ablate.sh).
+	say "the bench as answered by the base model in $bench_base"
+	seva-cat $quiet -x response.txt,gen.json "$bench_base" > "$run/bench.msgpack"
+	cp "$bench_base" "$run/bench.base.msgpack"
+elif [ -n "$bench_input" ]; then
 	seva-cat $quiet "$bench_input" > "$run/bench.msgpack"
 else
 	say "synthesising the bench ($bench images)"
 	seva-synth --split bench -n "$bench" -s $((seed + 1000)) > "$run/bench.msgpack"
 fi
 say "answering the bench with the base and the aligned model"
-seva-generate $quiet -m "$model" --views clean "$run/bench.msgpack" > "$run/bench.base.msgpack"
+[ -n "$bench_base" ] ||
+	seva-generate $quiet -m "$model" --views clean "$run/bench.msgpack" > "$run/bench.base.msgpack"
 seva-generate $quiet -m "$run/aligned" --views clean "$run/bench.msgpack" > "$run/bench.aligned.msgpack"
 seva-eval --json -o "$run/eval.base.json" "$run/bench.base.msgpack"
 seva-eval --json -o "$run/eval.aligned.json" "$run/bench.aligned.msgpack"
 seva-eval --compare "$run/eval.base.json" "$run/eval.aligned.json" | tee "$run/table.txt"
+"$here/report.sh" "$run"
 say "done in $(( $(date +%s) - start ))s; everything is in $run/"

@@ -20,6 +20,9 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPI="mpirun -np 2 --oversubscribe"
 
+expect "the collectives on 2 ranks (test_dist)" $MPI "$TOP/tests/bin/test_dist"
+check "... every check passed" "$(grep -c '^ok' "$TMP/.out")" = 9
+
 seva-synth --tokenizer >tok.json
 seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
 	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||

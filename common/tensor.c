@@ -885,20 +885,28 @@ void attention_decode(float *out, float *scratch, const float *q, const float *k
 {
 	float scale = 1.0f / sqrtf((float)HS);
 	int grp = NH / NKV;
-	long kstride = (long)NKV * HS;
+	long ldk = (long)NKV * HS;
 
-	#pragma omp parallel for collapse(2) if ((long)B * NH * S * HS > PAR_MIN)
+	blas_one_thread();
+	/* The query heads of a kv group read its cache once: scores (grp, n)
+	 * = Q K^T and out (grp, HS) = P V, one sgemm each. */
+	#pragma omp parallel for collapse(2) schedule(dynamic, 1) \
+		if ((long)B * NH * S * HS > PAR_MIN)
 	for (int b = 0; b < B; b++)
-		for (int h = 0; h < NH; h++) {
-			float *o = out + ((long)b * NH + h) * HS;
-			float *p = scratch + ((long)b * NH + h) * S;
-			long kv0 = (long)b * S * NKV * HS + (long)(h / grp) * HS;
-			if (n[b] <= 0) {
-				memset(o, 0, sizeof(float) * HS);
+		for (int kh = 0; kh < NKV; kh++) {
+			long r0 = (long)b * NH + (long)kh * grp; /* first head of the group */
+			long kv0 = (long)b * S * ldk + (long)kh * HS;
+			int L = n[b];
+			if (L <= 0) {
+				memset(out + r0 * HS, 0, sizeof(float) * grp * HS);
 				continue;
 			}
-			attend_row(o, p, q + ((long)b * NH + h) * HS, kc + kv0, vc + kv0, n[b],
-				   kstride, HS, scale);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, grp, L, HS, scale,
+				    q + r0 * HS, HS, kc + kv0, ldk, 0.0f, scratch + r0 * S, S);
+			for (int g = 0; g < grp; g++)
+				softmax_row(scratch + (r0 + g) * S, L, L);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, grp, HS, L, 1.0f,
+				    scratch + r0 * S, S, vc + kv0, ldk, 0.0f, out + r0 * HS, HS);
 		}
 }
 

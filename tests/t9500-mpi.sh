@@ -130,6 +130,18 @@ expect "... and --resume finishes it" $MPI $D --save-every 1000 --resume --metri
 curve g.jsonl >g.curve
 same "... to the same run" two.curve g.curve
 
+# Slurm: pipelines/dpo.sbatch runs srun (here a stand-in that calls mpirun).
+expect "dpo.sbatch parses (bash -n)" bash -n "$TOP/pipelines/dpo.sbatch"
+mkdir fakebin
+printf '#!/bin/bash\n[ "${1#--mpi=}" != "$1" ] && shift\nexec %s "$@"\n' "$MPI" >fakebin/srun
+chmod +x fakebin/srun
+expect "dpo.sbatch through srun" env PATH="$TMP/fakebin:$PATH" SLURM_CPUS_PER_TASK=1 \
+	bash "$TOP/pipelines/dpo.sbatch" ${D#seva-dpo -j 1} --metrics sb.jsonl -o sb pairs.mp
+curve sb.jsonl >sb.curve
+same "... is the same 2-rank run" two.curve sb.curve
+
+expect_fail "--score under mpirun is refused" 1 $MPI seva-dpo --score -m base pairs.mp
+stderr_has "... saying how to shard it instead" "--score runs as one process"
 expect_fail "a missing input fails every rank" 1 $MPI $D -o x missing.mp
 stderr_has "... naming the file" "missing.mp"
 check "... and writes nothing" ! -e x.ckpt -a ! -e x

@@ -662,6 +662,7 @@ int main(int argc, char **argv)
 	if (dist_rank() == 0 &&
 	    train_save_model(lm.m, opt.out, !strcmp(opt.dtype, "bf16") ? "BF16" : "F32") < 0)
 		return 1;
+	dist_barrier(); /* a rank exiting non-zero (-k skips) must not end rank 0's write */
 
 	free(idx);
 	free(lp);

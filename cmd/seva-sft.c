@@ -509,6 +509,7 @@ int main(int argc, char **argv)
 		die("write '%s':", opt.metrics);
 	if (dist_rank() == 0)
 		save_final(opt.out);
+	dist_barrier(); /* a rank exiting non-zero (-k skips) must not end rank 0's write */
 
 	free(idx);
 	free(ids);

@@ -28,13 +28,15 @@ seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
 	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
 	{ cat init.err; exit 1; }
 seva-synth --split sft -n 16 -s 2 >sft.mp
-$PY - sft.mp pairs.mp <<'PY'
+$PY - sft.mp pairs.mp bad.mp <<'PY'
 import msgpack, sys
 s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
 def pair(x):
     return {"__key__": x["__key__"], "png": x["png"], "prompt.txt": x["json"]["prompt"],
             "chosen.txt": x["json"]["answer"], "rejected.txt": "I see a purple heart and a pink star."}
 open(sys.argv[2], "wb").write(b"".join(msgpack.packb(pair(x), use_bin_type=True) for x in s))
+bad = pair(s[3]); del bad["chosen.txt"]
+open(sys.argv[3], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [pair(s[0]), bad, pair(s[1])]))
 PY
 
 # close A B KEYS...: every metric KEY of every step within 1e-4 relative.
@@ -145,6 +147,10 @@ stderr_has "... saying how to shard it instead" "--score runs as one process"
 expect_fail "a missing input fails every rank" 1 $MPI $D -o x missing.mp
 stderr_has "... naming the file" "missing.mp"
 check "... and writes nothing" ! -e x.ckpt -a ! -e x
+
+expect_fail "-k with a bad pair: exit 1 on 2 ranks" 1 $MPI $D -k --max-steps 2 -o kk bad.mp
+stderr_has "... the skip is counted" "1 samples skipped"
+check "... after rank 0 wrote the model" -f kk/model.safetensors
 
 # SFT: the same data parallelism.
 S="seva-sft -j 1 -m base -b 3 --lr 1e-3 -s 4 --max-steps 6"

@@ -56,6 +56,7 @@ run() {
 		"\($n): \(length) steps, \(length * ($b | tonumber) / $secs * 10 | round / 10) pairs/s, wall \($w) s"' \
 		"$T/m$n.jsonl"
 }
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (2 ranks need 2 idle cores to scale)"
 D="seva-dpo -q -j 1 -m $T/base -b $((B / 2)) --accum 2 --max-steps $STEPS -s 3"
 for mode in lora full; do
 	extra=

@@ -39,6 +39,12 @@ static void canonical_name(char *out, size_t n, const char *name)
 		out[0] = 0;
 }
 
+static int has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n >= k && !strcmp(s + n - k, suffix);
+}
+
 #define PEFT_PREFIX "base_model.model."
 
 /* Reads the tensors of ST whose names map into the table entries of PART
@@ -67,6 +73,16 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 		struct vlm_tensor *t = cname[0] ? vlm_tensor_find(m, cname) : NULL;
 		if (t && (t->part == VLM_PART_LORA) != lora)
 			t = NULL;
+		if (!t && !lora && cname[0] && has_suffix(cname, ".bias")) {
+			/* a bias beside a weight we use: a decoder with biases we would drop */
+			char wname[sizeof cname];
+			snprintf(wname, sizeof wname, "%.*sweight", (int)(strlen(cname) - 4), cname);
+			if (vlm_tensor_find(m, wname)) {
+				error("%s: tensor '%s': the model has no such bias (a decoder with attention or MLP biases is not supported)",
+				      ft->file, ft->name);
+				goto out;
+			}
+		}
 		if (!t) {
 			if (lora) {
 				error("%s: tensor '%s' is not a LoRA tensor of this model (rank %d, decoder q/k/v/o/gate/up/down only)",
@@ -112,11 +128,21 @@ out:
 struct vlm *vlm_load(const char *dir)
 {
 	struct vlm_config cfg;
+	struct preprocess pre;
 	struct safetensors st;
 	char *path = xasprintf("%s/config.json", dir);
 	struct vlm *m = NULL;
 
+	/* every configuration file before gigabytes of weights */
 	if (vlm_config_load(&cfg, path) || vlm_config_finish(&cfg))
+		goto fail;
+	free(path);
+	path = xasprintf("%s/preprocessor_config.json", dir);
+	if (vlm_preprocess_load(&pre, path, &cfg))
+		goto fail;
+	free(path);
+	path = xasprintf("%s/processor_config.json", dir);
+	if (vlm_processor_check(path, &cfg))
 		goto fail;
 	free(path);
 	path = NULL;
@@ -131,10 +157,7 @@ struct vlm *vlm_load(const char *dir)
 	safetensors_release(&st);
 	if (r)
 		goto fail;
-	path = xasprintf("%s/preprocessor_config.json", dir);
-	if (vlm_preprocess_load(&m->pre, path, &m->cfg))
-		goto fail;
-	free(path);
+	m->pre = pre;
 	free(m->dir);
 	m->dir = xstrdup(dir);
 	return m;
@@ -400,6 +423,8 @@ static int save_model(struct vlm *m, const char *dir, const char *dtype)
 	static const char *const copied[] = {
 		"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
 		"tokenizer.model", "added_tokens.json", "preprocessor_config.json",
+		"processor_config.json", "generation_config.json", "chat_template.json",
+		"chat_template.jinja",
 	};
 	if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
 		return error("%s: cannot save as '%s' (F32, BF16 or F16)", dir, dtype);

@@ -32,14 +32,20 @@ static const cJSON *jget(const cJSON *o, const char *key)
 	return cJSON_IsNull(v) ? NULL : v;
 }
 
-static long jint(struct jctx *c, const cJSON *o, const char *key, long def, long min, long max)
+/* An integer; a list (of JSON numbers) only where LIST says a key may be one,
+ * e.g. eos_token_id [128001, 128009]: its first element (an empty list is
+ * absent). */
+static long jint_ex(struct jctx *c, const cJSON *o, const char *key, long def, long min,
+		    long max, int list)
 {
 	const cJSON *v = jget(o, key);
 	if (!v)
 		return def;
-	/* Llama-3 configs give eos_token_id as a list; the first is the one we stop on. */
-	if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0)
+	if (list && cJSON_IsArray(v)) {
+		if (!cJSON_GetArraySize(v))
+			return def;
 		v = cJSON_GetArrayItem(v, 0);
+	}
 	if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
 		jerr(c, key, "not an integer");
 		return def;
@@ -51,6 +57,11 @@ static long jint(struct jctx *c, const cJSON *o, const char *key, long def, long
 		return def;
 	}
 	return (long)v->valuedouble;
+}
+
+static long jint(struct jctx *c, const cJSON *o, const char *key, long def, long min, long max)
+{
+	return jint_ex(c, o, key, def, min, max, 0);
 }
 
 static double jnum(struct jctx *c, const cJSON *o, const char *key, double def, double min,
@@ -117,8 +128,28 @@ static int parse_act(struct jctx *c, const char *key, const char *s, int allow_s
 
 #define INT_BIG (1L << 30)
 
+/* A model_type we do not run, named with the reason when it is a known one. */
+static void refuse_type(struct jctx *c, const char *type, const char *supported,
+			const char *const (*known)[2])
+{
+	char msg[320];
+	const char *why = NULL;
+	for (int i = 0; known && known[i][0]; i++)
+		if (!strcmp(type, known[i][0]))
+			why = known[i][1];
+	snprintf(msg, sizeof msg, "'%.60s' is not supported (%s)%s%s", type, supported,
+		 why ? ": " : "", why ? why : "");
+	jerr(c, "model_type", msg);
+}
+
 static void load_vision(struct vlm_config *cfg, struct jctx *c, const cJSON *v)
 {
+	static const char *const known[][2] = {
+		{"siglip_vision_model", "SigLIP towers have no class token or pre-LayerNorm"},
+		{"siglip2_vision_model", "SigLIP towers have no class token or pre-LayerNorm"},
+		{"clip_model", "give the vision tower's own config (clip_vision_model)"},
+		{NULL, NULL},
+	};
 	/* No vision_config at all: LlavaConfig's own CLIP ViT-L/14-336. A partial
 	 * one: CLIPVisionConfig's defaults (ViT-B/32 sizes) for what is missing. */
 	int llava = v == NULL;
@@ -130,7 +161,7 @@ static void load_vision(struct vlm_config *cfg, struct jctx *c, const cJSON *v)
 	}
 	const char *type = jstr(c, v, "model_type", "clip_vision_model");
 	if (strcmp(type, "clip_vision_model"))
-		jerr(c, "model_type", "unsupported vision tower (clip_vision_model)");
+		refuse_type(c, type, "clip_vision_model", known);
 	cfg->v_hidden = jint(c, v, "hidden_size", llava ? 1024 : 768, 1, INT_BIG);
 	cfg->v_inter = jint(c, v, "intermediate_size", llava ? 4096 : 3072, 1, INT_BIG);
 	cfg->v_layers = jint(c, v, "num_hidden_layers", llava ? 24 : 12, 1, 4096);
@@ -142,8 +173,50 @@ static void load_vision(struct vlm_config *cfg, struct jctx *c, const cJSON *v)
 	parse_act(c, "hidden_act", jstr(c, v, "hidden_act", "quick_gelu"), 0, &cfg->v_act);
 }
 
+/* rope_scaling: null, or a "default" rope_type (no scaling), is plain RoPE. */
+static void check_rope_scaling(struct jctx *c, const cJSON *t)
+{
+	const cJSON *rs = jget(t, "rope_scaling");
+	if (!rs)
+		return;
+	const cJSON *rt = cJSON_IsObject(rs) ? jget(rs, "rope_type") : NULL;
+	if (!rt && cJSON_IsObject(rs))
+		rt = jget(rs, "type");
+	const char *name = cJSON_IsString(rt) ? rt->valuestring : "?";
+	if (!strcmp(name, "default"))
+		return;
+	char msg[128];
+	snprintf(msg, sizeof msg, "RoPE scaling '%.40s' is not supported (null or \"default\" only)",
+		 name);
+	jerr(c, "rope_scaling", msg);
+}
+
+/* Mistral (bakLlava) is LLaMA with a sliding attention window. Inside the
+ * window the two compute the same, so the context is capped at it:
+ * absent means MistralConfig's 4096, null no window. */
+static void load_window(struct vlm_config *cfg, struct jctx *c, const cJSON *t)
+{
+	const cJSON *w = t ? cJSON_GetObjectItemCaseSensitive(t, "sliding_window") : NULL;
+	if (cJSON_IsNull(w))
+		return;
+	long win = jint(c, t, "sliding_window", 4096, 1, INT_BIG);
+	if (!c->err && win < cfg->max_pos) {
+		warn("%s: text_config.sliding_window %ld < max_position_embeddings %d: "
+		     "sequences are limited to %ld tokens, where the window changes nothing",
+		     c->file, win, cfg->max_pos, win);
+		cfg->max_pos = (int)win;
+	}
+}
+
 static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, const cJSON *top)
 {
+	static const char *const known[][2] = {
+		{"qwen2", "Qwen2 decoders have q/k/v projection biases"},
+		{"gemma", "Gemma decoders scale embeddings and use GeGLU"},
+		{"phi3", "Phi-3 decoders fuse q/k/v and gate/up projections"},
+		{"vicuna", "Vicuna is model_type \"llama\""},
+		{NULL, NULL},
+	};
 	c->sect = "text_config.";
 	if (t && !cJSON_IsObject(t)) {
 		c->sect = "";
@@ -151,29 +224,30 @@ static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, co
 		return;
 	}
 	const char *type = jstr(c, t, "model_type", "llama");
-	if (strcmp(type, "llama"))
-		jerr(c, "model_type", "unsupported decoder (llama)");
+	int mistral = !strcmp(type, "mistral");
+	if (!mistral && strcmp(type, "llama"))
+		refuse_type(c, type, "llama, mistral", known);
 	cfg->vocab = jint(c, t, "vocab_size", 32000, 1, INT_BIG);
 	cfg->hidden = jint(c, t, "hidden_size", 4096, 1, INT_BIG);
-	cfg->inter = jint(c, t, "intermediate_size", 11008, 1, INT_BIG);
+	cfg->inter = jint(c, t, "intermediate_size", mistral ? 14336 : 11008, 1, INT_BIG);
 	cfg->layers = jint(c, t, "num_hidden_layers", 32, 1, 4096);
 	cfg->heads = jint(c, t, "num_attention_heads", 32, 1, 65536);
-	cfg->kv_heads = jint(c, t, "num_key_value_heads", cfg->heads, 1, 65536);
-	cfg->max_pos = jint(c, t, "max_position_embeddings", 2048, 1, INT_BIG);
+	cfg->kv_heads = jint(c, t, "num_key_value_heads", mistral ? 8 : cfg->heads, 1, 65536);
+	cfg->max_pos = jint(c, t, "max_position_embeddings", mistral ? 4096 * 32 : 2048, 1, INT_BIG);
 	cfg->rms_eps = jnum(c, t, "rms_norm_eps", 1e-6, 0, 1);
 	cfg->rope_theta = jnum(c, t, "rope_theta", 10000, 1e-3, 1e12);
-	cfg->bos_id = jint(c, t, "bos_token_id", 1, -1, INT_BIG);
-	cfg->eos_id = jint(c, t, "eos_token_id", 2, -1, INT_BIG);
-	/* llava-hf keeps pad_token_id at the top level (32001) */
-	struct jctx tc = {c->file, "", 0};
-	long pad = jint(&tc, top, "pad_token_id", -1, -1, INT_BIG);
+	cfg->bos_id = jint_ex(c, t, "bos_token_id", 1, -1, INT_BIG, 1);
+	cfg->eos_id = jint_ex(c, t, "eos_token_id", 2, -1, INT_BIG, 1);
+	/* LlavaConfig's own pad_token_id (llava-hf: 32001) is the model's;
+	 * a complete text_config dump carries the decoder's (vicuna: 0) */
+	long pad = jint(c, t, "pad_token_id", -1, -1, INT_BIG);
+	struct jctx tc = {c->file, "", c->err};
+	cfg->pad_id = jint(&tc, top, "pad_token_id", pad, -1, INT_BIG);
 	c->err |= tc.err;
-	cfg->pad_id = jint(c, t, "pad_token_id", pad, -1, INT_BIG);
 	enum act a;
 	if (!parse_act(c, "hidden_act", jstr(c, t, "hidden_act", "silu"), 1, &a) && a != ACT_SILU)
 		jerr(c, "hidden_act", "the decoder's MLP must be silu (SwiGLU)");
-	if (jget(t, "rope_scaling"))
-		jerr(c, "rope_scaling", "RoPE scaling is not supported (remove it or use a model without it)");
+	check_rope_scaling(c, t);
 	if (jbool(c, t, "attention_bias", 0))
 		jerr(c, "attention_bias", "attention biases are not supported");
 	if (jbool(c, t, "mlp_bias", 0))
@@ -181,8 +255,10 @@ static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, co
 	if (cfg->heads > 0 && cfg->hidden % cfg->heads == 0 &&
 	    jint(c, t, "head_dim", cfg->hidden / cfg->heads, 1, INT_BIG) != cfg->hidden / cfg->heads)
 		jerr(c, "head_dim", "must be hidden_size / num_attention_heads");
+	if (mistral)
+		load_window(cfg, c, t);
 	/* LlavaConfig delegates tying to the text model; older files put it on top */
-	struct jctx tc2 = {c->file, "", 0};
+	struct jctx tc2 = {c->file, "", c->err};
 	int tie = jbool(&tc2, top, "tie_word_embeddings", 0);
 	c->err |= tc2.err;
 	cfg->tie_embeddings = jbool(c, t, "tie_word_embeddings", tie);
@@ -251,17 +327,35 @@ int vlm_config_load(struct vlm_config *cfg, const char *path)
 	struct jctx c = {path, "", 0};
 	memset(cfg, 0, sizeof *cfg);
 
+	static const char *const known[][2] = {
+		{"llava_next", "LLaVA-NeXT (1.6) tiles each image into a grid (image_grid_pinpoints)"},
+		{"llava_next_video", "LLaVA-NeXT tiles each image into a grid (image_grid_pinpoints)"},
+		{"llava_onevision", "LLaVA-OneVision tiles each image into a grid (image_grid_pinpoints)"},
+		{"vipllava", "VipLLaVA concatenates several vision layers into a normed projector"},
+		{"llava_llama", "an original LLaVA repository checkpoint: convert it to the llava-hf "
+				"layout (transformers' convert_llava_weights_to_hf.py)"},
+		{"llava_mistral", "an original LLaVA repository checkpoint: convert it to the llava-hf "
+				  "layout (transformers' convert_llava_weights_to_hf.py)"},
+		{NULL, NULL},
+	};
 	const char *type = jstr(&c, j, "model_type", "llava");
 	if (strcmp(type, "llava"))
-		jerr(&c, "model_type", "not a LLaVA config (llava)");
+		refuse_type(&c, type, "llava", known);
+	if (jget(j, "image_grid_pinpoints"))
+		jerr(&c, "image_grid_pinpoints", "tiling images into a grid (LLaVA-NeXT) is not supported");
 	/* newer transformers call it image_token_id */
 	long img = jint(&c, j, "image_token_id", 32000, 0, INT_BIG);
 	cfg->image_token_index = jint(&c, j, "image_token_index", img, 0, INT_BIG);
 	parse_act(&c, "projector_hidden_act", jstr(&c, j, "projector_hidden_act", "gelu"), 1,
 		  &cfg->proj_act);
-	if (cJSON_IsArray(jget(j, "vision_feature_layer")))
-		jerr(&c, "vision_feature_layer", "a list of layers is not supported");
-	cfg->feature_layer = jint(&c, j, "vision_feature_layer", -2, -4096, 4096);
+	if (!jbool(&c, j, "multimodal_projector_bias", 1))
+		jerr(&c, "multimodal_projector_bias", "a projector without biases is not supported");
+	/* transformers >= 4.47 also takes a list: the layers' features concatenated */
+	const cJSON *fl = jget(j, "vision_feature_layer");
+	if (cJSON_IsArray(fl) && cJSON_GetArraySize(fl) != 1)
+		jerr(&c, "vision_feature_layer",
+		     "a list of several layers (features concatenated) is not supported: one layer only");
+	cfg->feature_layer = jint_ex(&c, j, "vision_feature_layer", -2, -4096, 4096, 1);
 	const char *strat = jstr(&c, j, "vision_feature_select_strategy", "default");
 	if (!strcmp(strat, "default"))
 		cfg->drop_cls = 1;
@@ -275,9 +369,10 @@ int vlm_config_load(struct vlm_config *cfg, const char *path)
 	else
 		strcpy(cfg->chat_template, tmpl);
 
-	load_vision(cfg, &c, cJSON_GetObjectItemCaseSensitive(j, "vision_config"));
+	/* absent or null: LlavaConfig's defaults */
+	load_vision(cfg, &c, jget(j, "vision_config"));
 	c.sect = "";
-	load_text(cfg, &c, cJSON_GetObjectItemCaseSensitive(j, "text_config"), j);
+	load_text(cfg, &c, jget(j, "text_config"), j);
 	cJSON_Delete(j);
 	if (c.err)
 		return -1;
@@ -303,6 +398,8 @@ static int side_of(struct jctx *c, const cJSON *o, const char *key, int def, int
 	char sect[64];
 	snprintf(sect, sizeof sect, "%s.", key);
 	sub.sect = sect;
+	if (!jget(v, "shortest_edge") && !jget(v, "height") && !jget(v, "width"))
+		return def; /* every member null */
 	if (jget(v, "shortest_edge")) {
 		*shortest = 1;
 		int n = (int)jint(&sub, v, "shortest_edge", def, 1, 65536);
@@ -405,6 +502,45 @@ int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct v
 			 cfg->image_size, cfg->image_size);
 		jerr(&c, pre->mode == PREPROCESS_SHORTEST_CROP ? "crop_size" : "size", msg);
 	}
+	cJSON_Delete(j);
+	return c.err ? -1 : 0;
+}
+
+/* processor_config.json (LlavaProcessor, transformers >= 4.45): it counts
+ * the image's tokens from its own patch_size and select strategy, so both
+ * must be the model's; null members (files written before the processor
+ * knew them) say nothing. */
+int vlm_processor_check(const char *path, const struct vlm_config *cfg)
+{
+	if (access(path, F_OK) != 0)
+		return 0;
+	unsigned char *text = read_file(path, NULL);
+	if (!text)
+		return -1;
+	cJSON *j = cJSON_Parse((const char *)text);
+	free(text);
+	if (!cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		return error("%s: not a JSON object", path);
+	}
+	struct jctx c = {path, "", 0};
+	long p = jint(&c, j, "patch_size", cfg->patch_size, 1, 65536);
+	if (!c.err && p != cfg->patch_size) {
+		char msg[96];
+		snprintf(msg, sizeof msg, "%ld, but config.json's vision_config.patch_size is %d", p,
+			 cfg->patch_size);
+		jerr(&c, "patch_size", msg);
+	}
+	const char *mine = cfg->drop_cls ? "default" : "full";
+	const char *strat = jstr(&c, j, "vision_feature_select_strategy", mine);
+	if (!c.err && strcmp(strat, mine)) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "'%.20s', but config.json's is '%s'", strat, mine);
+		jerr(&c, "vision_feature_select_strategy", msg);
+	}
+	/* the class token: a CLIP tower has exactly one */
+	if (jint(&c, j, "num_additional_image_tokens", 1, 0, 65536) != 1 && !c.err)
+		jerr(&c, "num_additional_image_tokens", "not 1 (a CLIP tower adds one class token)");
 	cJSON_Delete(j);
 	return c.err ? -1 : 0;
 }

@@ -1,7 +1,9 @@
 #include "prompt.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -35,6 +37,52 @@ int lm_attach(struct lm *lm, struct vlm *m, struct tokenizer *tok)
 	return 0;
 }
 
+static int is_token_id(const cJSON *x)
+{
+	return cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble <= INT_MAX &&
+	       x->valuedouble == (double)(int)x->valuedouble;
+}
+
+/* generation_config.json's eos_token_id (an id or a list: Llama-3 stops on
+ * several) joins the stop ids; an absent file or a null says nothing. */
+static int load_generation_config(struct lm *lm, const char *dir)
+{
+	char *path = xasprintf("%s/generation_config.json", dir);
+	cJSON *j = NULL;
+	int ret = -1;
+	if (access(path, F_OK) != 0) {
+		ret = 0;
+		goto out;
+	}
+	unsigned char *text = read_file(path, NULL);
+	if (!text)
+		goto out;
+	j = cJSON_Parse((const char *)text);
+	free(text);
+	if (!cJSON_IsObject(j)) {
+		error("%s: not a JSON object", path);
+		goto out;
+	}
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id"), *x;
+	const cJSON *list = cJSON_IsArray(e) ? e : NULL;
+	int ok = !e || cJSON_IsNull(e) || is_token_id(e) || list;
+	cJSON_ArrayForEach(x, list)
+		ok = ok && is_token_id(x);
+	if (!ok) {
+		error("%s: eos_token_id: not a token id or a list of them", path);
+		goto out;
+	}
+	if (is_token_id(e))
+		add_stop(lm, e->valueint);
+	cJSON_ArrayForEach(x, list)
+		add_stop(lm, x->valueint);
+	ret = 0;
+out:
+	cJSON_Delete(j);
+	free(path);
+	return ret;
+}
+
 int lm_load(struct lm *lm, const char *dir)
 {
 	struct vlm *m = vlm_load(dir);
@@ -45,7 +93,13 @@ int lm_load(struct lm *lm, const char *dir)
 		vlm_free(m);
 		return -1;
 	}
-	return lm_attach(lm, m, tok);
+	if (lm_attach(lm, m, tok) < 0)
+		return -1;
+	if (load_generation_config(lm, dir) < 0) {
+		lm_release(lm);
+		return -1;
+	}
+	return 0;
 }
 
 void lm_release(struct lm *lm)

@@ -15,12 +15,14 @@ struct lm {
 	struct vlm *m;
 	struct tokenizer *tok;
 	struct chat chat;
-	int stop_ids[4];   /* end of turn and eos, deduplicated */
+	int stop_ids[8];   /* end of turn and eos (tokenizer, config.json,
+			      generation_config.json), deduplicated */
 	int n_stop;
 };
 
 /* Loads the model directory DIR and its tokenizer.json; sets up the chat
- * template named by config.json (seva_chat_template, default llava_v1).
+ * template named by config.json (seva_chat_template, default llava_v1);
+ * generation_config.json's eos_token_id (an id or a list) adds stop ids.
  * -1 with a message naming DIR on failure. */
 int lm_load(struct lm *lm, const char *dir);
 /* The same for a model made in memory (seva-sft from a config): takes

@@ -98,6 +98,10 @@ int vlm_config_load(struct vlm_config *cfg, const char *path);
 /* Reads preprocessor_config.json; absent file → CLIP defaults for cfg's
  * image size. */
 int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct vlm_config *cfg);
+/* Checks processor_config.json (LlavaProcessor) against CFG: absent file or
+ * null members → 0; a patch_size or vision_feature_select_strategy that
+ * differs from the model's → -1 with a message naming the file and key. */
+int vlm_processor_check(const char *path, const struct vlm_config *cfg);
 /* Fills derived fields; -1 with a message if the shapes are inconsistent. */
 int vlm_config_finish(struct vlm_config *cfg);
 

@@ -2,11 +2,8 @@
  * answers scored on the clean image), and --score: the reference log-probs
  * of each pair written back as ref.json. */
 #include <getopt.h>
-#include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,18 +25,12 @@ static const char usage_text[] =
 	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [--skip-long] [-k] [-q] [FILE...]";
 
 static struct {
-	const char *model, *out, *metrics, *dtype, *train, *targets;
-	int score, full, lora, batch, accum, epochs, keep, quiet, threads, resume, tar;
-	int skip_long, ignore_ref;
-	long max_steps, save_every, stop_after;
-	double lr, warmup, clip, wd, lora_alpha;
-	enum lr_schedule schedule;
+	struct train_args t;
+	const char *targets;
+	int score, full, tar, skip_long, ignore_ref;
 	struct dpo_opts dpo;
-	uint64_t seed;
 } opt = {
-	.lora = 16, .batch = 8, .accum = 1, .epochs = 1, .lr = -1, .warmup = 0.03, .clip = 1.0,
-	.schedule = LR_COSINE, .dtype = "f32", .targets = "q,k,v,o,gate,up,down",
-	.dpo = { DPO_SIGMOID, 0.1, 0, 0 },
+	.targets = "q,k,v,o,gate,up,down", .dpo = { DPO_SIGMOID, 0.1, 0, 0 },
 };
 
 /* One pair: both sequences are prompt + answer, on the same clean image. */
@@ -204,12 +195,12 @@ static void forward_pairs(const uint32_t *idx, int k, float *lp, int keep)
  * from a scoring run and the in-memory reference are the same numbers. */
 static void score_range(long from, long to)
 {
-	uint32_t *idx = xmalloc((size_t)opt.batch * sizeof *idx);
-	float *lp = xmalloc((size_t)(2 * opt.batch) * sizeof *lp);
+	uint32_t *idx = xmalloc((size_t)opt.t.batch * sizeof *idx);
+	float *lp = xmalloc((size_t)(2 * opt.t.batch) * sizeof *lp);
 	long b = 0;
 	for (long i = from; i < to;) {
 		int k = 0;
-		while (i < to && k < opt.batch) {
+		while (i < to && k < opt.t.batch) {
 			if (!pairs[i].have_ref)
 				idx[k++] = (uint32_t)i;
 			i++;
@@ -238,7 +229,7 @@ static void flush_scored(struct rec_writer *w)
 		cJSON_AddNumberToObject(j, "rejected", q->ref[1]);
 		cJSON_AddNumberToObject(j, "chosen_tokens", q->ntok[0]);
 		cJSON_AddNumberToObject(j, "rejected_tokens", q->ntok[1]);
-		cJSON_AddStringToObject(j, "model", opt.model);
+		cJSON_AddStringToObject(j, "model", opt.t.model);
 		sample_set_json(&q->s, "ref.json", j);
 		cJSON_Delete(j);
 		if (rec_write(w, &q->s) < 0)
@@ -249,93 +240,49 @@ static void flush_scored(struct rec_writer *w)
 	n_images = 0;
 }
 
-/* Reads every pair (into memory for training; for --score, writes each
- * batch back as soon as it is scored). */
+/* Takes the pair S (for --score, W: writes each batch back as soon as it
+ * is scored). Too long with --skip-long: counted, not an error. */
+static int pair_add(void *w, struct sample *s, const char **why)
+{
+	struct pair p;
+	int rc = pair_make(&p, s, why);
+	if (rc == -2) {
+		n_long++;
+		return 0;
+	}
+	if (rc < 0)
+		return -1;
+	if (w) {
+		p.s = *s;
+		sample_init(s);
+	}
+	pairs = xrealloc(pairs, (size_t)(n_pairs + 1) * sizeof *pairs);
+	pairs[n_pairs++] = p;
+	if (w && n_pairs == opt.t.batch)
+		flush_scored(w);
+	return 0;
+}
+
+/* Reads every pair: into memory for training, or through W for --score. */
 static void read_pairs(int argc, char **argv, struct rec_writer *w)
 {
-	int nfiles = optind < argc ? argc - optind : 1;
-	struct sample s;
-	sample_init(&s);
-	for (int fi = 0; fi < nfiles; fi++) {
-		struct rec_reader *r = rec_open(optind < argc ? argv[optind + fi] : "-");
-		int rc;
-		if (!r)
-			exit(1);
-		while ((rc = rec_read(r, &s)) != 0) {
-			const char *why;
-			struct pair p;
-			if (rc < 0) {
-				if (!opt.keep)
-					exit(1);
-				n_skipped++;
-				continue;
-			}
-			rc = pair_make(&p, &s, &why);
-			if (rc == -2) {
-				/* --skip-long: skipped and counted, as documented */
-				n_long++;
-				continue;
-			}
-			if (rc < 0) {
-				if (!opt.keep)
-					die("%s: %s", rec_where(r), why);
-				warn("%s: %s (skipped)", rec_where(r), why);
-				n_skipped++;
-				continue;
-			}
-			if (w) {
-				p.s = s;
-				sample_init(&s);
-			}
-			pairs = xrealloc(pairs, (size_t)(n_pairs + 1) * sizeof *pairs);
-			pairs[n_pairs++] = p;
-			if (w && n_pairs == opt.batch)
-				flush_scored(w);
-		}
-		rec_close(r);
-	}
-	sample_release(&s);
+	n_skipped = train_read_inputs(argv + optind, argc - optind, opt.t.keep, pair_add, w);
+	if (n_skipped < 0)
+		exit(1);
 }
 
-static unsigned parse_list(const char *s, const char *what, const char *const *names, int n)
-{
-	unsigned mask = 0;
-	char *copy = xstrdup(s), *save = NULL;
-	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		int i;
-		for (i = 0; i < n && strcmp(t, names[i]); i++)
-			;
-		if (i == n) {
-			fprintf(stderr, "%s: %s: unknown name '%s'\n", progname, what, t);
-			exit(2);
-		}
-		mask |= 1u << i;
-	}
-	free(copy);
-	return mask;
-}
-
-static const char *const part_names[] = { "vision", "projector", "decoder" };
 static const char *const target_names[] = { "q", "k", "v", "o", "gate", "up", "down" };
 
 static char *settings_json(unsigned parts, unsigned targets, long total)
 {
-	return xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,\"label_smoothing\":%.9g,"
-			 "\"sft_weight\":%.9g,\"lr\":%.9g,\"schedule\":\"%s\",\"warmup_ratio\":%.9g,"
-			 "\"total_steps\":%ld,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,"
-			 "\"weight_decay\":%.9g,\"seed\":%llu,\"train\":%u,\"lora\":%d,"
-			 "\"lora_alpha\":%.9g,\"lora_targets\":%u}",
-			 opt.model, dpo_loss_name(opt.dpo.type), opt.dpo.beta,
-			 opt.dpo.label_smoothing, opt.dpo.sft_weight, opt.lr,
-			 lr_schedule_name(opt.schedule), opt.warmup, total, opt.batch, opt.accum,
-			 opt.clip, opt.wd, (unsigned long long)opt.seed, parts,
-			 opt.full ? 0 : opt.lora, opt.lora_alpha, targets);
+	char *common = train_settings(&opt.t, total, parts, opt.full ? 0 : opt.t.lora);
+	char *s = xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,"
+			    "\"label_smoothing\":%.9g,\"sft_weight\":%.9g,%s,\"lora_targets\":%u}",
+			    opt.t.model, dpo_loss_name(opt.dpo.type), opt.dpo.beta,
+			    opt.dpo.label_smoothing, opt.dpo.sft_weight, common, targets);
+	free(common);
+	return s;
 }
-
-/* Sums over a global batch for the metrics (means over pairs). */
-struct stats {
-	double loss, rc, rr, acc, pc, pr;
-};
 
 /* The reference of every pair without ref.json. With N ranks each scores
  * every N-th batch (the same batches as one process) and the others'
@@ -378,60 +325,106 @@ static int score_main(int argc, char **argv)
 	return rec_writer_close(w) < 0 ? 1 : 0;
 }
 
+static void warn_long(void)
+{
+	if (n_long)
+		warn("%ld pairs too long for the context skipped (--skip-long)", n_long);
+	if (n_truncated)
+		warn("%ld pairs: answer truncated to fit the context", n_truncated);
+}
+
+/* The sums of a global batch for the metrics: means over its pairs. */
+enum { S_LOSS, S_RC, S_RR, S_ACC, S_MARGIN, S_PC, S_PR, NSUMS };
+static const char *const metric_names[NSUMS - 1] = {
+	"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+	"logps/chosen", "logps/rejected",
+};
+
+/* Forward and backward of pairs IDX (k): the gradient of the DPO loss
+ * summed over them / K (pairs in the global batch), and their sums. */
+static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *sum)
+{
+	float *lp = ctx, *dlp = lp + 2 * opt.t.batch;
+	forward_pairs(idx, k, lp, 1);
+	for (int j = 0; j < k; j++) {
+		struct pair *p = &pairs[idx[j]];
+		struct dpo_pair r;
+		dpo_pair_loss(&opt.dpo, lp[2 * j], lp[2 * j + 1], p->ref[0], p->ref[1],
+			      p->ntok[0], p->ntok[1], &r);
+		dlp[2 * j] = (float)(r.dpc / K);
+		dlp[2 * j + 1] = (float)(r.dpr / K);
+		sum[S_LOSS] += r.loss;
+		sum[S_RC] += r.reward_c;
+		sum[S_RR] += r.reward_r;
+		sum[S_ACC] += r.reward_c > r.reward_r;
+		sum[S_MARGIN] += r.reward_c - r.reward_r;
+		sum[S_PC] += lp[2 * j];
+		sum[S_PR] += lp[2 * j + 1];
+	}
+	vlm_backward(lm.m, dlp);
+}
+
+static void progress_text(void *ctx, const double *v, char *buf, size_t size)
+{
+	(void)ctx;
+	snprintf(buf, size, "acc %.2f, margin %.3f", v[S_ACC - 1], v[S_MARGIN - 1]);
+}
+
+static int train(unsigned parts, unsigned targets)
+{
+	long total = train_total_steps(&opt.t, n_pairs);
+	char *settings = settings_json(parts, targets, total);
+	float *lp = xmalloc((size_t)(4 * opt.t.batch) * sizeof *lp); /* logps, then d */
+	struct train_loop L = {
+		.m = lm.m, .a = &opt.t, .n = n_pairs, .total = total, .settings = settings,
+		.unit = "pairs", .micro = micro_step, .nsums = NSUMS, .names = metric_names,
+		.progress = progress_text, .ctx = lp,
+	};
+	if (!opt.full) {
+		vlm_lora_add(lm.m, opt.t.lora, (float)opt.t.lora_alpha, targets, opt.t.seed);
+		parts |= VLM_PART_LORA;
+	}
+	vlm_train_init(lm.m, parts);
+	int rc = train_run(&L);
+	free(lp);
+	free(settings);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	enum {
-		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_LORA, O_ALPHA, O_TARGETS,
-		O_TRAIN, O_LR, O_EPOCHS, O_MAXSTEPS, O_ACCUM, O_SCHED, O_WARMUP, O_CLIP, O_WD,
-		O_SAVE, O_STOP, O_RESUME, O_METRICS, O_DTYPE, O_IGNREF, O_SKIPLONG,
+		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
+		O_SKIPLONG,
 	};
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "output", required_argument, NULL, 'o' },
+		TRAIN_LONGOPTS,
 		{ "score", no_argument, NULL, O_SCORE },
 		{ "loss", required_argument, NULL, O_LOSS },
 		{ "beta", required_argument, NULL, O_BETA },
 		{ "label-smoothing", required_argument, NULL, O_LS },
 		{ "sft-weight", required_argument, NULL, O_SFTW },
 		{ "full", no_argument, NULL, O_FULL },
-		{ "lora", required_argument, NULL, O_LORA },
-		{ "lora-alpha", required_argument, NULL, O_ALPHA },
 		{ "lora-targets", required_argument, NULL, O_TARGETS },
-		{ "train", required_argument, NULL, O_TRAIN },
-		{ "lr", required_argument, NULL, O_LR },
-		{ "epochs", required_argument, NULL, O_EPOCHS },
-		{ "max-steps", required_argument, NULL, O_MAXSTEPS },
-		{ "batch", required_argument, NULL, 'b' },
-		{ "accum", required_argument, NULL, O_ACCUM },
-		{ "schedule", required_argument, NULL, O_SCHED },
-		{ "warmup-ratio", required_argument, NULL, O_WARMUP },
-		{ "clip", required_argument, NULL, O_CLIP },
-		{ "weight-decay", required_argument, NULL, O_WD },
-		{ "seed", required_argument, NULL, 's' },
-		{ "save-every", required_argument, NULL, O_SAVE },
-		{ "stop-after", required_argument, NULL, O_STOP },
-		{ "resume", no_argument, NULL, O_RESUME },
-		{ "metrics", required_argument, NULL, O_METRICS },
-		{ "dtype", required_argument, NULL, O_DTYPE },
 		{ "ignore-ref", no_argument, NULL, O_IGNREF },
 		{ "skip-long", no_argument, NULL, O_SKIPLONG },
 		{ "tar", no_argument, NULL, 't' },
-		{ "threads", required_argument, NULL, 'j' },
-		{ "keep-going", no_argument, NULL, 'k' },
-		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	int c;
+	int c, rc = 0;
 
 	tensor_blas_setup(argv);
 	util_init(argv[0]);
 	check_stdout_at_exit();
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
-	while ((c = getopt_long(argc, argv, "m:o:b:s:j:tkqh", longopts, NULL)) != -1) {
+	train_args_init(&opt.t);
+	opt.t.lr = -1; /* by --full */
+	opt.t.lora = 16;
+	while ((c = getopt_long(argc, argv, TRAIN_SHORTOPTS "th", longopts, NULL)) != -1) {
+		if (train_args_option(&opt.t, c, optarg, usage_text))
+			continue;
 		switch (c) {
-		case 'm': opt.model = optarg; break;
-		case 'o': opt.out = optarg; break;
 		case O_SCORE: opt.score = 1; break;
 		case O_LOSS:
 			if (dpo_loss_parse(optarg) < 0)
@@ -442,243 +435,55 @@ int main(int argc, char **argv)
 		case O_LS: opt.dpo.label_smoothing = arg_double("--label-smoothing", optarg, 0, 0.5); break;
 		case O_SFTW: opt.dpo.sft_weight = arg_double("--sft-weight", optarg, 0, 1e6); break;
 		case O_FULL: opt.full = 1; break;
-		case O_LORA: opt.lora = (int)arg_long("--lora", optarg, 1, 4096); break;
-		case O_ALPHA: opt.lora_alpha = arg_double("--lora-alpha", optarg, 1e-6, 1e6); break;
 		case O_TARGETS: opt.targets = optarg; break;
-		case O_TRAIN: opt.train = optarg; break;
-		case O_LR: opt.lr = arg_double("--lr", optarg, 0, 10); break;
-		case O_EPOCHS: opt.epochs = (int)arg_long("--epochs", optarg, 1, 1000000); break;
-		case O_MAXSTEPS: opt.max_steps = arg_long("--max-steps", optarg, 1, LONG_MAX); break;
-		case 'b': opt.batch = (int)arg_long("-b", optarg, 1, 65536); break;
-		case O_ACCUM: opt.accum = (int)arg_long("--accum", optarg, 1, 65536); break;
-		case O_SCHED:
-			if (lr_schedule_parse(optarg) < 0)
-				usage_die(usage_text);
-			opt.schedule = (enum lr_schedule)lr_schedule_parse(optarg);
-			break;
-		case O_WARMUP: opt.warmup = arg_double("--warmup-ratio", optarg, 0, 1); break;
-		case O_CLIP: opt.clip = arg_double("--clip", optarg, 0, 1e9); break;
-		case O_WD: opt.wd = arg_double("--weight-decay", optarg, 0, 10); break;
-		case 's': opt.seed = (uint64_t)arg_long("-s", optarg, 0, LONG_MAX); break;
-		case O_SAVE: opt.save_every = arg_long("--save-every", optarg, 0, LONG_MAX); break;
-		case O_STOP: opt.stop_after = arg_long("--stop-after", optarg, 1, LONG_MAX); break;
-		case O_RESUME: opt.resume = 1; break;
-		case O_METRICS: opt.metrics = optarg; break;
-		case O_DTYPE:
-			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
-				usage_die(usage_text);
-			opt.dtype = optarg;
-			break;
 		case O_IGNREF: opt.ignore_ref = 1; break;
 		case O_SKIPLONG: opt.skip_long = 1; break;
 		case 't': opt.tar = 1; break;
-		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
-		case 'k': opt.keep = 1; break;
-		case 'q': opt.quiet = 1; break;
 		case 'h': printf("usage: %s\n", usage_text); return 0;
 		default: usage_die(usage_text);
 		}
 	}
-	if (!opt.model || (!opt.score && !opt.out) || (opt.score && opt.out))
+	if (!opt.t.model || (!opt.score && !opt.t.out) || (opt.score && opt.t.out))
 		usage_die(usage_text);
-	if (dist_size() > 1) {
-		/* rank 0 speaks and writes; the ranks of a host share its cores */
-		if (opt.score)
-			die("--score runs as one process: shard its input instead "
-			    "(pipelines/shards.sh --score)");
-		if (dist_rank() > 0)
-			opt.quiet = 1;
-		if (!opt.threads) {
-			long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
-			opt.threads = cores > 1 ? (int)cores : 1;
-		}
-	}
-	tensor_set_threads(opt.threads);
-	if (lm_load(&lm, opt.model) < 0)
+	if (dist_size() > 1 && opt.score)
+		die("--score runs as one process: shard its input instead "
+		    "(pipelines/shards.sh --score)");
+	train_args_setup(&opt.t);
+	if (lm_load(&lm, opt.t.model) < 0)
 		return 1;
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
 
 	if (opt.score) {
-		int rc = score_main(argc, argv);
-		if (n_long)
-			warn("%ld pairs too long for the context skipped (--skip-long)", n_long);
-		if (n_truncated)
-			warn("%ld pairs: answer truncated to fit the context", n_truncated);
-		lm_release(&lm);
-		free(pairs);
-		free(images);
-		if (rc == 0 && n_skipped) {
-			warn("%ld samples skipped", n_skipped);
-			rc = 1;
-		}
-		return rc;
+		rc = score_main(argc, argv);
+		warn_long();
+	} else {
+		/* what trains: LoRA + projector by default, or the decoder in full */
+		unsigned parts = opt.t.train ? train_parse_parts(opt.t.train)
+					     : VLM_PART_PROJECTOR | (opt.full ? VLM_PART_DECODER : 0);
+		unsigned targets = train_parse_names(opt.targets, "--lora-targets", target_names, 7);
+		if (opt.t.lr < 0)
+			opt.t.lr = opt.full ? 1e-5 : 2e-4;
+		if (opt.t.lora_alpha == 0)
+			opt.t.lora_alpha = 2.0 * opt.t.lora;
+		read_pairs(argc, argv, NULL);
+		warn_long();
+		if (n_pairs == 0)
+			die("no pairs to train on");
+		/* The reference is the initial weights (LoRA not yet added), scored
+		 * once before training as TRL's precompute_ref_log_probs does: no
+		 * second copy of the model for --full. */
+		score_all();
+		rc = train(parts, targets) < 0;
 	}
-
-	/* what trains: LoRA + projector by default, or the decoder in full */
-	unsigned parts = opt.train ? parse_list(opt.train, "--train", part_names, 3)
-				   : VLM_PART_PROJECTOR | (opt.full ? VLM_PART_DECODER : 0);
-	unsigned targets = parse_list(opt.targets, "--lora-targets", target_names, 7);
-	if (opt.lr < 0)
-		opt.lr = opt.full ? 1e-5 : 2e-4;
-	if (opt.lora_alpha == 0)
-		opt.lora_alpha = 2.0 * opt.lora;
-
-	read_pairs(argc, argv, NULL);
-	if (n_long)
-		warn("%ld pairs too long for the context skipped (--skip-long)", n_long);
-	if (n_truncated)
-		warn("%ld pairs: answer truncated to fit the context", n_truncated);
-	if (n_pairs == 0)
-		die("no pairs to train on");
-	/* The reference is the initial weights (LoRA not yet added), scored
-	 * once before training as TRL's precompute_ref_log_probs does: no
-	 * second copy of the model for --full. */
-	score_all();
-
-	long global = (long)opt.batch * opt.accum;
-	long per_epoch = (n_pairs + global - 1) / global;
-	long total = opt.max_steps ? opt.max_steps : per_epoch * opt.epochs;
-	long warmup = lr_warmup_steps(total, opt.warmup);
-	char *settings = settings_json(parts, targets, total);
-	char *ckpt = xasprintf("%s.ckpt", opt.out);
-
-	if (!opt.full) {
-		vlm_lora_add(lm.m, opt.lora, (float)opt.lora_alpha, targets, opt.seed);
-		parts |= VLM_PART_LORA;
+	if (rc == 0 && n_skipped) {
+		warn("%ld samples skipped", n_skipped);
+		rc = 1;
 	}
-	vlm_train_init(lm.m, parts);
-	struct train_opt o;
-	struct train_state st;
-	train_opt_init(&o, lm.m, 0.9f, 0.999f, 1e-8f, (float)opt.wd);
-	train_state_init(&st, n_pairs, total, opt.seed);
-	if (opt.resume) {
-		int rc = train_ckpt_load(ckpt, lm.m, &o, &st, settings);
-		if (rc < 0)
-			return 1;
-		if (rc == 1 && !opt.quiet)
-			warn("--resume: no checkpoint in '%s', starting from step 0", ckpt);
-	}
-	long resumed_at = st.step, last_saved = st.step;
-	FILE *mf = NULL;
-	if (opt.metrics && dist_rank() == 0 &&
-	    !(mf = train_metrics_open(opt.metrics, opt.resume ? st.step : -1)))
-		return 1;
-	train_signals_install();
-
-	uint32_t *idx = xmalloc((size_t)global * sizeof *idx);
-	float *lp = xmalloc((size_t)(2 * opt.batch) * sizeof *lp);
-	float *dlp = xmalloc((size_t)(2 * opt.batch) * sizeof *dlp);
-	struct progress pg;
-	progress_init(&pg, "steps", total, opt.quiet);
-
-	while (st.step < total) {
-		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
-			if (dist_rank() == 0) {
-				if (train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
-					return 1;
-				warn("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
-				     "(continue with --resume)", (int)train_stop_signal, st.step,
-				     ckpt);
-			}
-			dist_barrier(); /* no rank ends the job before that is written */
-			exit(1);
-		}
-		double t0 = now_seconds();
-		int k = train_next_batch(&st, (int)global, idx);
-		/* rank r takes rows r, r + N, ... of the global batch */
-		int kl = 0;
-		for (int i = dist_rank(); i < k; i += dist_size())
-			idx[kl++] = idx[i];
-		struct stats sum = { 0 };
-		vlm_zero_grad(lm.m);
-		for (int i = 0; i < kl; i += opt.batch) {
-			int kb = kl - i < opt.batch ? kl - i : opt.batch;
-			forward_pairs(idx + i, kb, lp, 1);
-			for (int j = 0; j < kb; j++) {
-				struct pair *p = &pairs[idx[i + j]];
-				struct dpo_pair r;
-				dpo_pair_loss(&opt.dpo, lp[2 * j], lp[2 * j + 1], p->ref[0], p->ref[1],
-					      p->ntok[0], p->ntok[1], &r);
-				dlp[2 * j] = (float)(r.dpc / k);
-				dlp[2 * j + 1] = (float)(r.dpr / k);
-				sum.loss += r.loss;
-				sum.rc += r.reward_c;
-				sum.rr += r.reward_r;
-				sum.acc += r.reward_c > r.reward_r;
-				sum.pc += lp[2 * j];
-				sum.pr += lp[2 * j + 1];
-			}
-			vlm_backward(lm.m, dlp);
-		}
-		train_allreduce_grad(lm.m);
-		dist_allreduce_sum_double((double *)&sum, sizeof sum / sizeof(double));
-		double loss = sum.loss / k;
-		double norm = train_clip_grad(lm.m, opt.clip);
-		if (!isfinite(loss) || !isfinite(norm))
-			die("step %ld: %s is %g; stopped, the last good checkpoint (step %ld) is "
-			    "in '%s'", st.step + 1, isfinite(loss) ? "grad norm" : "loss",
-			    isfinite(loss) ? norm : loss, last_saved, ckpt);
-		double lr = lr_at(opt.schedule, opt.lr, st.step, total, warmup);
-		train_opt_step(&o, lm.m, (float)lr);
-		st.step++;
-		st.tokens += k;
-		double dt = now_seconds() - t0;
-		if (mf) {
-			static const char *const names[] = {
-				"step", "epoch", "loss", "rewards/chosen", "rewards/rejected",
-				"rewards/accuracies", "rewards/margins", "logps/chosen",
-				"logps/rejected", "lr", "grad_norm", "pairs_per_s",
-			};
-			double v[] = { (double)st.step, train_epoch_f(&st), loss, sum.rc / k,
-				       sum.rr / k, sum.acc / k, (sum.rc - sum.rr) / k, sum.pc / k,
-				       sum.pr / k, lr, norm, k / (dt > 0 ? dt : 1e-9) };
-			if (train_metrics_line(mf, names, v, 12) < 0)
-				die("write '%s':", opt.metrics);
-		}
-		char extra[128];
-		snprintf(extra, sizeof extra, "loss %.4f, acc %.2f, margin %.3f, %.1f pairs/s", loss,
-			 sum.acc / k, (sum.rc - sum.rr) / k, k / (dt > 0 ? dt : 1e-9));
-		progress_update(&pg, st.step, extra);
-		int stop_here = opt.stop_after && st.step - resumed_at >= opt.stop_after &&
-				st.step < total;
-		if ((opt.save_every && st.step % opt.save_every == 0 && st.step < total) ||
-		    stop_here) {
-			if (dist_rank() == 0 && train_ckpt_save(ckpt, lm.m, &o, &st, settings) < 0)
-				return 1;
-			last_saved = st.step;
-		}
-		if (stop_here) {
-			progress_done(&pg);
-			if (!opt.quiet)
-				warn("stopped after step %ld (--stop-after): continue with --resume",
-				     st.step);
-			return 0;
-		}
-	}
-	progress_done(&pg);
-	if (mf && fclose(mf) != 0)
-		die("write '%s':", opt.metrics);
-	if (dist_rank() == 0 &&
-	    train_save_model(lm.m, opt.out, !strcmp(opt.dtype, "bf16") ? "BF16" : "F32") < 0)
-		return 1;
-	dist_barrier(); /* a rank exiting non-zero (-k skips) must not end rank 0's write */
-
-	free(idx);
-	free(lp);
-	free(dlp);
-	free(settings);
-	free(ckpt);
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);
 	free(pairs);
 	free(images);
-	train_opt_release(&o);
-	train_state_release(&st);
 	lm_release(&lm);
-	if (n_skipped) {
-		warn("%ld samples skipped", n_skipped);
-		return 1;
-	}
-	return 0;
+	return rc;
 }

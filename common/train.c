@@ -1,6 +1,8 @@
 #include "train.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "dist.h"
+#include "rec.h"
 #include "tensor.h"
 #include "util.h"
 
@@ -615,5 +618,308 @@ int train_metrics_line(FILE *f, const char *const *names, const double *values, 
 	cJSON_Delete(j);
 	int rc = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 ? -1 : 0;
 	free(text);
+	return rc;
+}
+
+/* --- the options both training tools take --- */
+
+void train_args_init(struct train_args *a)
+{
+	memset(a, 0, sizeof *a);
+	a->batch = 8;
+	a->accum = 1;
+	a->epochs = 1;
+	a->warmup = 0.03;
+	a->clip = 1.0;
+	a->schedule = LR_COSINE;
+	a->dtype = "F32";
+}
+
+int train_args_option(struct train_args *a, int c, const char *arg, const char *usage)
+{
+	switch (c) {
+	case 'm': a->model = arg; break;
+	case 'o': a->out = arg; break;
+	case TRAIN_O_TRAIN: a->train = arg; break;
+	case TRAIN_O_LORA: a->lora = (int)arg_long("--lora", arg, 1, 4096); break;
+	case TRAIN_O_ALPHA: a->lora_alpha = arg_double("--lora-alpha", arg, 1e-6, 1e6); break;
+	case TRAIN_O_LR: a->lr = arg_double("--lr", arg, 0, 10); break;
+	case TRAIN_O_EPOCHS: a->epochs = (int)arg_long("--epochs", arg, 1, 1000000); break;
+	case TRAIN_O_MAXSTEPS: a->max_steps = arg_long("--max-steps", arg, 1, LONG_MAX); break;
+	case 'b': a->batch = (int)arg_long("-b", arg, 1, 65536); break;
+	case TRAIN_O_ACCUM: a->accum = (int)arg_long("--accum", arg, 1, 65536); break;
+	case TRAIN_O_SCHED:
+		if (lr_schedule_parse(arg) < 0)
+			usage_die(usage);
+		a->schedule = (enum lr_schedule)lr_schedule_parse(arg);
+		break;
+	case TRAIN_O_WARMUP: a->warmup = arg_double("--warmup-ratio", arg, 0, 1); break;
+	case TRAIN_O_CLIP: a->clip = arg_double("--clip", arg, 0, 1e9); break;
+	case TRAIN_O_WD: a->wd = arg_double("--weight-decay", arg, 0, 10); break;
+	case 's': a->seed = (uint64_t)arg_long("-s", arg, 0, LONG_MAX); break;
+	case TRAIN_O_SAVE: a->save_every = arg_long("--save-every", arg, 0, LONG_MAX); break;
+	case TRAIN_O_STOP: a->stop_after = arg_long("--stop-after", arg, 1, LONG_MAX); break;
+	case TRAIN_O_RESUME: a->resume = 1; break;
+	case TRAIN_O_METRICS: a->metrics = arg; break;
+	case TRAIN_O_DTYPE:
+		if (strcmp(arg, "f32") && strcmp(arg, "bf16"))
+			usage_die(usage);
+		a->dtype = !strcmp(arg, "bf16") ? "BF16" : "F32";
+		break;
+	case 'j': a->threads = (int)arg_long("-j", arg, 0, 1024); break;
+	case 'k': a->keep = 1; break;
+	case 'q': a->quiet = 1; break;
+	default: return 0;
+	}
+	return 1;
+}
+
+void train_args_setup(struct train_args *a)
+{
+	if (dist_size() > 1) {
+		/* rank 0 speaks and writes; the ranks of a host share its cores */
+		if (dist_rank() > 0)
+			a->quiet = 1;
+		if (!a->threads) {
+			long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist_local_size();
+			a->threads = cores > 1 ? (int)cores : 1;
+		}
+	}
+	tensor_set_threads(a->threads);
+}
+
+unsigned train_parse_names(const char *s, const char *what, const char *const *names, int n)
+{
+	unsigned mask = 0;
+	char *copy = xstrdup(s), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		int i;
+		for (i = 0; i < n && strcmp(t, names[i]); i++)
+			;
+		if (i == n) {
+			fprintf(stderr, "%s: %s: unknown name '%s' (", progname, what, t);
+			for (i = 0; i < n; i++)
+				fprintf(stderr, "%s%s", i ? ", " : "", names[i]);
+			fputs(")\n", stderr);
+			exit(2);
+		}
+		mask |= 1u << i;
+	}
+	free(copy);
+	return mask;
+}
+
+unsigned train_parse_parts(const char *s)
+{
+	/* bit i is VLM_PART_VISION, _PROJECTOR, _DECODER */
+	static const char *const parts[] = { "vision", "projector", "decoder" };
+	return train_parse_names(s, "--train", parts, 3);
+}
+
+long train_total_steps(const struct train_args *a, long n)
+{
+	long global = (long)a->batch * a->accum;
+	return a->max_steps ? a->max_steps : (n + global - 1) / global * a->epochs;
+}
+
+char *train_settings(const struct train_args *a, long total, unsigned parts, int lora)
+{
+	return xasprintf("\"lr\":%.9g,\"schedule\":\"%s\",\"warmup_ratio\":%.9g,"
+			 "\"total_steps\":%ld,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,"
+			 "\"weight_decay\":%.9g,\"seed\":%llu,\"train\":%u,\"lora\":%d,"
+			 "\"lora_alpha\":%.9g",
+			 a->lr, lr_schedule_name(a->schedule), a->warmup, total, a->batch,
+			 a->accum, a->clip, a->wd, (unsigned long long)a->seed, parts, lora,
+			 a->lora_alpha);
+}
+
+long train_read_inputs(char *const *files, int n, int keep,
+		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx)
+{
+	struct sample s;
+	long skipped = 0;
+	sample_init(&s);
+	for (int i = 0; i < (n ? n : 1) && skipped >= 0; i++) {
+		struct rec_reader *r = rec_open(n ? files[i] : "-");
+		int rc;
+		if (!r) {
+			skipped = -1;
+			break;
+		}
+		while ((rc = rec_read(r, &s)) != 0) {
+			const char *why = NULL;
+			if (rc > 0 && add(ctx, &s, &why) == 0)
+				continue;
+			if (!keep) {
+				if (rc > 0)
+					error("%s: %s", rec_where(r), why);
+				skipped = -1;
+				break;
+			}
+			if (rc > 0)
+				warn("%s: %s (skipped)", rec_where(r), why);
+			skipped++;
+		}
+		rec_close(r);
+	}
+	sample_release(&s);
+	return skipped;
+}
+
+/* --- the training loop --- */
+
+/* Checkpoint of the run so far, on rank 0. */
+static int save_ckpt(const struct train_loop *L, const char *ckpt, const struct train_opt *o,
+		     const struct train_state *st)
+{
+	return dist_rank() == 0 ? train_ckpt_save(ckpt, L->m, o, st, L->settings) : 0;
+}
+
+/* The gradient of the next global batch: the tool's forward and backward
+ * on this rank's rows, then the sums over ranks and clipping. Fills SUMS
+ * (added over ranks), the batch's DENOM and the grad NORM before clipping;
+ * returns the loss. */
+static double batch_grad(const struct train_loop *L, struct train_state *st, uint32_t *idx,
+			 double *sums, double *denom, double *norm)
+{
+	const struct train_args *a = L->a;
+	int k = train_next_batch(st, (int)((long)a->batch * a->accum), idx);
+	*denom = L->denom ? L->denom(L->ctx, idx, k) : k;
+	/* rank r takes rows r, r + N, ... of the global batch */
+	int kl = 0;
+	for (int i = dist_rank(); i < k; i += dist_size())
+		idx[kl++] = idx[i];
+	memset(sums, 0, TRAIN_SUMS * sizeof *sums);
+	vlm_zero_grad(L->m);
+	for (int i = 0; i < kl; i += a->batch)
+		L->micro(L->ctx, idx + i, kl - i < a->batch ? kl - i : a->batch, *denom, sums);
+	train_allreduce_grad(L->m);
+	dist_allreduce_sum_double(sums, L->nsums);
+	*norm = train_clip_grad(L->m, a->clip);
+	return sums[0] / *denom;
+}
+
+/* The step's metrics line and progress text. */
+static int report(const struct train_loop *L, FILE *mf, struct progress *p,
+		  const struct train_state *st, double loss, const double *sums, double denom,
+		  double lr, double norm, double dt)
+{
+	const char *names[TRAIN_SUMS + 5];
+	double v[TRAIN_SUMS + 5];
+	int n = 0, nv = L->nsums - 1;
+	double rate = denom / (dt > 0 ? dt : 1e-9);
+	char rate_name[64], text[160];
+	snprintf(rate_name, sizeof rate_name, "%s_per_s", L->unit);
+	names[n] = "step", v[n++] = (double)st->step;
+	names[n] = "epoch", v[n++] = train_epoch_f(st);
+	names[n] = "loss", v[n++] = loss;
+	for (int i = 0; i < nv; i++)
+		names[n] = L->names[i], v[n++] = sums[1 + i] / denom;
+	names[n] = "lr", v[n++] = lr;
+	names[n] = "grad_norm", v[n++] = norm;
+	names[n] = rate_name, v[n++] = rate;
+	if (mf && train_metrics_line(mf, names, v, n) < 0)
+		return error("write '%s':", L->a->metrics);
+	int len = snprintf(text, sizeof text, "loss %.4f, ", loss);
+	if (L->progress) {
+		L->progress(L->ctx, v + 3, text + len, sizeof text - (size_t)len);
+		len += (int)strlen(text + len);
+		len += snprintf(text + len, sizeof text - (size_t)len, ", ");
+	}
+	snprintf(text + len, sizeof text - (size_t)len, "lr %.2e, %.1f %s/s", lr, rate, L->unit);
+	progress_update(p, st->step, text);
+	return 0;
+}
+
+int train_run(const struct train_loop *L)
+{
+	const struct train_args *a = L->a;
+	char *ckpt = xasprintf("%s.ckpt", a->out);
+	long warmup = lr_warmup_steps(L->total, a->warmup);
+	uint32_t *idx = xmalloc((size_t)a->batch * (size_t)a->accum * sizeof *idx);
+	struct train_opt o;
+	struct train_state st;
+	struct progress p;
+	FILE *mf = NULL;
+	int rc = -1;
+
+	assert(L->nsums >= 1 && L->nsums <= TRAIN_SUMS);
+	train_opt_init(&o, L->m, 0.9f, 0.999f, 1e-8f, (float)a->wd);
+	train_state_init(&st, L->n, L->total, a->seed);
+	if (a->resume) {
+		int r = train_ckpt_load(ckpt, L->m, &o, &st, L->settings);
+		if (r < 0)
+			goto out;
+		if (r == 1 && !a->quiet)
+			warn("--resume: no checkpoint in '%s', starting from step 0", ckpt);
+	}
+	long resumed_at = st.step, last_saved = st.step;
+	if (a->metrics && dist_rank() == 0 &&
+	    !(mf = train_metrics_open(a->metrics, a->resume ? st.step : -1)))
+		goto out;
+	train_signals_install();
+	progress_init(&p, "steps", L->total, a->quiet);
+
+	while (st.step < L->total) {
+		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
+			if (save_ckpt(L, ckpt, &o, &st) < 0)
+				goto out;
+			if (dist_rank() == 0)
+				warn("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
+				     "(continue with --resume)", (int)train_stop_signal, st.step, ckpt);
+			goto stop; /* no rank ends the job before that is written */
+		}
+		double sums[TRAIN_SUMS], denom, norm, t0 = now_seconds();
+		double loss = batch_grad(L, &st, idx, sums, &denom, &norm);
+		if (!isfinite(loss) || !isfinite(norm)) {
+			error("step %ld: %s is %g; stopped, the last good checkpoint (step %ld) is "
+			      "in '%s'", st.step + 1, isfinite(loss) ? "grad norm" : "loss",
+			      isfinite(loss) ? norm : loss, last_saved, ckpt);
+			goto out;
+		}
+		double lr = lr_at(a->schedule, a->lr, st.step, L->total, warmup);
+		train_opt_step(&o, L->m, (float)lr);
+		st.step++;
+		st.tokens += (long)denom;
+		if (report(L, mf, &p, &st, loss, sums, denom, lr, norm, now_seconds() - t0) < 0)
+			goto out;
+		int stop_here = a->stop_after && st.step - resumed_at >= a->stop_after &&
+				st.step < L->total;
+		if ((a->save_every && st.step % a->save_every == 0 && st.step < L->total) ||
+		    stop_here) {
+			if (save_ckpt(L, ckpt, &o, &st) < 0)
+				goto out;
+			last_saved = st.step;
+		}
+		if (stop_here) {
+			progress_done(&p);
+			if (!a->quiet)
+				warn("stopped after step %ld (--stop-after): continue with --resume",
+				     st.step);
+			rc = 1;
+			goto stop;
+		}
+	}
+	progress_done(&p);
+	if (mf) {
+		int bad = fclose(mf) != 0;
+		mf = NULL;
+		if (bad) {
+			error("write '%s':", a->metrics);
+			goto out;
+		}
+	}
+	if (dist_rank() == 0 && train_save_model(L->m, a->out, a->dtype) < 0)
+		goto out;
+	rc = 0;
+stop:
+	dist_barrier(); /* a rank exiting non-zero (-k skips) must not end rank 0's write */
+out:
+	if (mf)
+		fclose(mf);
+	train_opt_release(&o);
+	train_state_release(&st);
+	free(idx);
+	free(ckpt);
 	return rc;
 }

@@ -1,9 +1,11 @@
 /* train — what the training tools (seva-sft, seva-dpo) share: learning-rate
  * schedules, AdamW over the trainable tensors of a struct vlm, global
  * grad-norm clipping, the per-epoch data order, the DPO losses with TRL's
- * formulas, metrics files, signals, and the trainer checkpoint (model +
+ * formulas, metrics files, signals, the trainer checkpoint (model +
  * optimizer state + step + data order + RNG), written atomically and
- * resumed exactly. Depends on vlm, tensor, rng, util. */
+ * resumed exactly, the options both tools take, and the training loop
+ * itself (train_run), so that a tool gives only its loss. Depends on vlm,
+ * tensor, rng, dist, util. */
 #ifndef SEVA_TRAIN_H
 #define SEVA_TRAIN_H
 
@@ -12,6 +14,7 @@
 #include <stdio.h>
 
 #include "rng.h"
+#include "sample.h"
 #include "vlm.h"
 
 /* --- learning-rate schedules (Hugging Face's get_*_schedule_with_warmup) --- */
@@ -155,5 +158,120 @@ FILE *train_metrics_open(const char *path, long resume_step);
  * Numbers print in their shortest exact form (integers as integers), so a
  * loss of log 2 reads back as exactly log 2. -1 on a write error. */
 int train_metrics_line(FILE *f, const char *const *names, const double *values, int n);
+
+/* --- the options both training tools take --- */
+struct train_args {
+	const char *model, *out, *metrics, *train;
+	const char *dtype;       /* of the saved model: "F32" or "BF16" */
+	int lora, batch, accum, epochs, keep, quiet, threads, resume;
+	long max_steps, save_every, stop_after;
+	double lr, lora_alpha, warmup, clip, wd;
+	enum lr_schedule schedule;
+	uint64_t seed;
+};
+
+/* Codes of the long options without a letter (a tool's own start at 256). */
+enum {
+	TRAIN_O_TRAIN = 1024, TRAIN_O_LORA, TRAIN_O_ALPHA, TRAIN_O_LR, TRAIN_O_EPOCHS,
+	TRAIN_O_MAXSTEPS, TRAIN_O_ACCUM, TRAIN_O_SCHED, TRAIN_O_WARMUP, TRAIN_O_CLIP, TRAIN_O_WD,
+	TRAIN_O_SAVE, TRAIN_O_STOP, TRAIN_O_RESUME, TRAIN_O_METRICS, TRAIN_O_DTYPE,
+};
+/* For getopt_long (<getopt.h>): the letters and the long options that
+ * train_args_option takes; a tool appends its own. */
+#define TRAIN_SHORTOPTS "m:o:b:s:j:kq"
+#define TRAIN_LONGOPTS \
+	{ "model", required_argument, NULL, 'm' }, \
+	{ "output", required_argument, NULL, 'o' }, \
+	{ "train", required_argument, NULL, TRAIN_O_TRAIN }, \
+	{ "lora", required_argument, NULL, TRAIN_O_LORA }, \
+	{ "lora-alpha", required_argument, NULL, TRAIN_O_ALPHA }, \
+	{ "lr", required_argument, NULL, TRAIN_O_LR }, \
+	{ "epochs", required_argument, NULL, TRAIN_O_EPOCHS }, \
+	{ "max-steps", required_argument, NULL, TRAIN_O_MAXSTEPS }, \
+	{ "batch", required_argument, NULL, 'b' }, \
+	{ "accum", required_argument, NULL, TRAIN_O_ACCUM }, \
+	{ "schedule", required_argument, NULL, TRAIN_O_SCHED }, \
+	{ "warmup-ratio", required_argument, NULL, TRAIN_O_WARMUP }, \
+	{ "clip", required_argument, NULL, TRAIN_O_CLIP }, \
+	{ "weight-decay", required_argument, NULL, TRAIN_O_WD }, \
+	{ "seed", required_argument, NULL, 's' }, \
+	{ "save-every", required_argument, NULL, TRAIN_O_SAVE }, \
+	{ "stop-after", required_argument, NULL, TRAIN_O_STOP }, \
+	{ "resume", no_argument, NULL, TRAIN_O_RESUME }, \
+	{ "metrics", required_argument, NULL, TRAIN_O_METRICS }, \
+	{ "dtype", required_argument, NULL, TRAIN_O_DTYPE }, \
+	{ "threads", required_argument, NULL, 'j' }, \
+	{ "keep-going", no_argument, NULL, 'k' }, \
+	{ "quiet", no_argument, NULL, 'q' }
+
+/* The defaults both tools share (-b 8, one epoch, cosine, warm-up 0.03,
+ * clip 1, F32); a tool then sets its own (lr, lora). */
+void train_args_init(struct train_args *a);
+/* Takes option C with argument ARG (getopt's optarg) into A. Returns 1 if C
+ * is one of TRAIN_LONGOPTS, 0 if the tool must handle it. A bad value ends
+ * the program with status 2 (USAGE, or a message naming the option). */
+int train_args_option(struct train_args *a, int c, const char *arg, const char *usage);
+/* After the options, under dist_size() > 1: ranks above 0 are quiet and,
+ * without -j, the ranks of a host share its cores; then sets the threads. */
+void train_args_setup(struct train_args *a);
+/* The mask of the names in the comma-separated list S (bit i for NAMES[i]);
+ * an unknown name ends the program with status 2 and a message naming
+ * WHAT (the option). */
+unsigned train_parse_names(const char *s, const char *what, const char *const *names, int n);
+/* --train PARTS: "vision,projector,decoder" → VLM_PART_* mask. */
+unsigned train_parse_parts(const char *s);
+/* Optimizer steps of the run: --max-steps, or the epochs of N examples in
+ * global batches of batch × accum. */
+long train_total_steps(const struct train_args *a, long n);
+/* The members (no braces) of a checkpoint's settings object that every
+ * training run shares, from "lr" to "lora_alpha"; malloc'd. */
+char *train_settings(const struct train_args *a, long total, unsigned parts, int lora);
+
+/* Reads the records of FILES (n of them; n == 0: standard input) and gives
+ * each to ADD, which may take the sample's contents (and sample_init it).
+ * A record that cannot be read, or that ADD refuses (-1, a reason in WHY),
+ * fails the read ("FILE: record N (key K): WHY") unless KEEP, which warns,
+ * skips and counts it. Returns the count skipped, -1 (message printed) on
+ * failure. */
+long train_read_inputs(char *const *files, int n, int keep,
+		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx);
+
+/* --- the training loop --- */
+#define TRAIN_SUMS 16
+
+/* What a tool gives train_run: the model and its data, and how one
+ * micro-batch's loss and gradient are made. */
+struct train_loop {
+	struct vlm *m;             /* after vlm_train_init */
+	const struct train_args *a;
+	long n;                    /* examples */
+	long total;                /* train_total_steps */
+	const char *settings;      /* JSON object a resume must match */
+	const char *unit;          /* what DENOM counts: the rate is "<unit>_per_s" */
+	/* What the loss of the global batch BATCH (k examples, the same on
+	 * every rank) is a mean over, e.g. its answer tokens; NULL: k. */
+	double (*denom)(void *ctx, const uint32_t *batch, int k);
+	/* Forward and backward of ROWS (n <= -b examples of this rank's share):
+	 * accumulates the gradient of (sum of the rows' losses) / DENOM, adds
+	 * that loss sum to SUMS[0] and the tool's sums to SUMS[1..nsums-1]. */
+	void (*micro)(void *ctx, const uint32_t *rows, int n, double denom, double *sums);
+	int nsums;                 /* <= TRAIN_SUMS */
+	const char *const *names;  /* (nsums - 1) metrics: sums[1..] / denom */
+	/* Optional: the progress line's text from the metrics' VALUES. */
+	void (*progress)(void *ctx, const double *values, char *buf, size_t size);
+	void *ctx;
+};
+
+/* Trains L->m for L->total steps as both tools do: AdamW, the schedule,
+ * clipping; resumes from OUT.ckpt with --resume; the global batch's rows
+ * are dealt out over the ranks (rank r takes rows r, r + N, ...) and the
+ * gradients and sums added up; a metrics line per step (step, epoch, loss,
+ * the tool's names, lr, grad_norm, rate) and the progress line on rank 0;
+ * a checkpoint every --save-every steps. Stops with a checkpoint at a
+ * signal (-1) or after --stop-after steps (1); stops at a loss or grad
+ * norm that is not finite (-1, naming the last good checkpoint). At the
+ * end rank 0 writes the model to OUT (0). Every rank returns only when
+ * rank 0's writing is done. -1 with a message on failure. */
+int train_run(const struct train_loop *L);
 
 #endif

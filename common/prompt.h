@@ -22,7 +22,8 @@ struct lm {
 
 /* Loads the model directory DIR and its tokenizer.json; sets up the chat
  * template named by config.json (seva_chat_template, default llava_v1);
- * generation_config.json's eos_token_id (an id or a list) adds stop ids.
+ * generation_config.json's eos_token_id (an id or a list) adds stop ids;
+ * tokenizer_config.json's add_bos_token false leaves BOS out of prompts.
  * -1 with a message naming DIR on failure. */
 int lm_load(struct lm *lm, const char *dir);
 /* The same for a model made in memory (seva-sft from a config): takes

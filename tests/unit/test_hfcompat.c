@@ -528,6 +528,26 @@ static void test_bundle(void)
 	tap_ok(r == 0 && lm.n_stop == 1 && lm.stop_ids[0] == 2, "eos_token_id null: the tokenizer's </s>");
 	if (!r)
 		lm_release(&lm);
+	/* a tokenizer that adds no BOS: LLaVA's prompt has none either */
+	put("bundle/tokenizer_config.json",
+	    "{\"add_bos_token\": false, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
+	capture();
+	r = lm_load(&lm, dir);
+	captured();
+	if (tap_ok(r == 0, "add_bos_token false loads")) {
+		int *ids2 = NULL;
+		int n2 = chat_encode_prompt(&lm.chat, "What is this?", 1, &ids2);
+		const char *turns[2] = {"What is this?", "A cat."};
+		float *w = NULL;
+		int n3 = chat_encode_conversation(&lm.chat, turns, 2, 1, &ids, &w);
+		tap_ok(n2 == n - 1 && ids2[0] != 1 && n3 > n2 && ids[0] == ids2[0],
+		       "add_bos_token false: prompts and conversations start without <s> (%d ids, first %d)",
+		       n2, n2 > 0 ? ids2[0] : -1);
+		free(ids2);
+		free(ids);
+		free(w);
+		lm_release(&lm);
+	}
 	put("bundle/generation_config.json", "{\"eos_token_id\": \"</s>\"}");
 	capture();
 	r = lm_load(&lm, dir);

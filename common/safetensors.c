@@ -139,6 +139,11 @@ static int open_one(struct safetensors *st, const char *path)
 	add_map(st, map, size, path);
 	const char *disp = st->paths[st->nfiles - 1];
 
+	/* a clone without git-lfs leaves pointer files where the weights belong */
+	static const char lfs[] = "version https://git-lfs";
+	if (size >= sizeof lfs - 1 && !memcmp(map, lfs, sizeof lfs - 1))
+		return error("%s: a Git LFS pointer, not the tensors: fetch the file (git lfs pull)",
+			     path);
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | map[i];
 	if (hlen > HEADER_MAX || hlen > size - 8)

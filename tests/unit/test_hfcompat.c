@@ -407,6 +407,17 @@ static void test_checkpoints(void)
 	expect_error(m ? 0 : -1, "vlm_load checks processor_config.json", "processor_config.json",
 		     "patch_size", NULL);
 	vlm_free(m);
+	/* a clone without git-lfs */
+	put("biased/processor_config.json", "{}");
+	put("biased/model.safetensors",
+	    "version https://git-lfs.github.com/spec/v1\n"
+	    "oid sha256:4d1e9f1cbd1f4c3a1d6a4a6f0e0c2b7f0f5b1f2d3c4b5a69788796a5b4c3d2e1\nsize 9976576152\n");
+	capture();
+	m = vlm_load(dir);
+	captured();
+	expect_error(m ? 0 : -1, "a Git LFS pointer where the weights belong is named as one",
+		     "model.safetensors: a Git LFS pointer", NULL);
+	vlm_free(m);
 	free(st);
 	free(e);
 	free(cfgp);

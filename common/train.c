@@ -862,6 +862,7 @@ int train_run(const struct train_loop *L)
 
 	while (st.step < L->total) {
 		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
+			progress_done(&p);
 			if (save_ckpt(L, ckpt, &o, &st) < 0)
 				goto out;
 			if (dist_rank() == 0)
@@ -901,13 +902,11 @@ int train_run(const struct train_loop *L)
 		}
 	}
 	progress_done(&p);
-	if (mf) {
-		int bad = fclose(mf) != 0;
-		mf = NULL;
-		if (bad) {
-			error("write '%s':", a->metrics);
-			goto out;
-		}
+	int bad = mf && fclose(mf) != 0;
+	mf = NULL;
+	if (bad) {
+		error("write '%s':", a->metrics);
+		goto out;
 	}
 	if (dist_rank() == 0 && train_save_model(L->m, a->out, a->dtype) < 0)
 		goto out;

@@ -147,9 +147,16 @@ struct vlm *vlm_load(const char *dir)
 	free(path);
 	path = NULL;
 	if (safetensors_open_dir(&st, dir, "model")) {
-		path = xasprintf("%s/pytorch_model.bin", dir);
-		if (access(path, F_OK) == 0)
-			error("%s: only safetensors weights are read; convert pytorch_model.bin", dir);
+		static const char *const pt[] = {"pytorch_model.bin", "pytorch_model.bin.index.json"};
+		for (size_t i = 0; i < ARRAY_LEN(pt); i++) {
+			path = xasprintf("%s/%s", dir, pt[i]);
+			if (access(path, F_OK) == 0) {
+				error("%s: only safetensors weights are read; convert %s", dir, pt[i]);
+				break;
+			}
+			free(path);
+			path = NULL;
+		}
 		goto fail;
 	}
 	m = vlm_new(&cfg);

@@ -418,6 +418,14 @@ static void test_checkpoints(void)
 	expect_error(m ? 0 : -1, "a Git LFS pointer where the weights belong is named as one",
 		     "model.safetensors: a Git LFS pointer", NULL);
 	vlm_free(m);
+	unlink(st);
+	put("biased/pytorch_model.bin.index.json", "{\"metadata\": {}, \"weight_map\": {}}");
+	capture();
+	m = vlm_load(dir);
+	captured();
+	expect_error(m ? 0 : -1, "PyTorch shards only: said so", "convert pytorch_model.bin.index.json",
+		     NULL);
+	vlm_free(m);
 	free(st);
 	free(e);
 	free(cfgp);

@@ -398,8 +398,12 @@ static int side_of(struct jctx *c, const cJSON *o, const char *key, int def, int
 	char sect[64];
 	snprintf(sect, sizeof sect, "%s.", key);
 	sub.sect = sect;
-	if (!jget(v, "shortest_edge") && !jget(v, "height") && !jget(v, "width"))
-		return def; /* every member null */
+	const cJSON *m;
+	int set = 0;
+	cJSON_ArrayForEach(m, v)
+		set |= !cJSON_IsNull(m);
+	if (!set)
+		return def; /* {} or every member null */
 	if (jget(v, "shortest_edge")) {
 		*shortest = 1;
 		int n = (int)jint(&sub, v, "shortest_edge", def, 1, 65536);

@@ -292,6 +292,14 @@ static void test_processors(void)
 		       b.resample == RESAMPLE_BICUBIC && b.mean[0] == a.mean[0] && b.std[2] == a.std[2],
 	       "null members: defaults (%s)", errbuf);
 
+	put("preprocessor_config.json", "{\"size\": {\"longest_edge\": 336, \"shortest_edge\": null}}");
+	p = tpath("preprocessor_config.json");
+	capture();
+	r = vlm_preprocess_load(&b, p, &c);
+	captured();
+	free(p);
+	expect_error(r, "a longest-edge size is not taken for a default", "size", "shortest_edge", NULL);
+
 	capture();
 	r = vlm_processor_check(HF "/llava-1.5-7b-hf.processor_config.json", &c);
 	captured();

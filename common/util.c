@@ -269,7 +269,7 @@ int write_file_atomic(const char *path, const void *data, size_t len)
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	const unsigned char *p = data;
 	if (fd < 0) {
-		error("create '%s':", tmp);
+		error("create '%s':", path);
 		free(tmp);
 		return -1;
 	}
@@ -374,11 +374,21 @@ void progress_done(struct progress *p)
 		fprintf(stderr, "\r\033[K");
 }
 
+static int stdout_reported;
+
+void stdout_error_reported(void)
+{
+	stdout_reported = 1;
+}
+
 static void close_stdout(void)
 {
-	/* A write error here must not be lost: it is the only place it shows. */
+	/* A write error here must not be lost: it is the only place it shows,
+	 * unless the writer that met it has said so. */
 	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
 		int saved = errno;
+		if (stdout_reported)
+			_exit(1);
 		fprintf(stderr, "%s: write error: %s\n", progname, strerror(saved));
 		_exit(1);
 	}

@@ -78,5 +78,8 @@ void progress_done(struct progress *p);
 /* Checks stdout at exit: flush and close errors become "write error" and
  * exit 1 (so `tool > /dev/full` fails). Call once from main. */
 void check_stdout_at_exit(void);
+/* A write error on stdout has been reported already (by the record writer):
+ * the check at exit then ends with status 1 without a second message. */
+void stdout_error_reported(void);
 
 #endif

@@ -3,6 +3,7 @@
  * augmented in parallel batches and written in input order; each one's
  * randomness comes from (seed, key) alone, so sharding changes nothing. */
 #include <getopt.h>
+#include <malloc.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,11 @@ int main(int argc, char **argv)
 	int c;
 	util_init(argv[0]);
 	check_stdout_at_exit();
+	/* Every sample allocates and frees the same few megabytes: keep them
+	 * in the heap instead of mapping and zeroing fresh pages each time
+	 * (a tenth of the run time went to the kernel). */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 	while ((c = getopt_long(argc, argv, "r:s:to:j:kqh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'r': opt.recipe = optarg; break;

@@ -385,25 +385,34 @@ static float box_radius(float radius, int passes)
 	return l + a;
 }
 
-/* One pass over N pixels with stride STRIDE bytes between them, channels
- * at +0..2, from the padded copy LINE (r+1 replicas each side). */
-static void box_line(unsigned char *out, size_t stride, const unsigned char *line, int n, int r,
-		     uint32_t ww, uint32_t fw)
+/* One pass down the columns of SRC (H rows of S bytes) into DST, all
+ * columns at once: ACC holds each column's window sum. */
+static void box_cols(unsigned char *restrict dst, const unsigned char *restrict src, int h,
+		     size_t s, int r, uint32_t ww, uint32_t fw, uint32_t *restrict acc)
 {
-	/* line[(i + r + 1) * 3 + c] is input i (clamped). */
-	const unsigned char *in = line + (size_t)(r + 1) * 3;
-	for (int c = 0; c < 3; c++) {
-		uint32_t acc = 0;
-		for (int k = -r; k <= r; k++)
-			acc += in[k * 3 + c];
-		for (int x = 0; x < n; x++) {
-			uint32_t bulk = acc * ww + (in[(x - r - 1) * 3 + c] + in[(x + r + 1) * 3 + c]) * fw;
-			out[x * stride + c] = (unsigned char)((bulk + (1u << 23)) >> 24);
-			acc += in[(x + r + 1) * 3 + c] - in[(x - r) * 3 + c];
+#define ROW(y) (src + (size_t)((y) < 0 ? 0 : (y) >= h ? h - 1 : (y)) * s)
+	memset(acc, 0, s * sizeof(*acc));
+	for (int k = -r; k <= r; k++) {
+		const unsigned char *p = ROW(k);
+		#pragma omp simd
+		for (size_t x = 0; x < s; x++)
+			acc[x] += p[x];
+	}
+	for (int y = 0; y < h; y++) {
+		const unsigned char *lo = ROW(y - r - 1), *hi = ROW(y + r + 1), *out = ROW(y - r);
+		unsigned char *d = dst + (size_t)y * s;
+		#pragma omp simd
+		for (size_t x = 0; x < s; x++) {
+			d[x] = (unsigned char)((acc[x] * ww + (uint32_t)(lo[x] + hi[x]) * fw +
+						(1u << 23)) >> 24);
+			acc[x] += (uint32_t)hi[x] - out[x];
 		}
 	}
+#undef ROW
 }
 
+/* The rows' passes run down the columns of the transposed image, where
+ * they vectorize; the sums and roundings are the same. */
 void augment_gaussian_blur(struct image *im, float radius)
 {
 	if (radius == 0 || im->w == 0 || im->h == 0)
@@ -412,27 +421,22 @@ void augment_gaussian_blur(struct image *im, float radius)
 	int r = (int)fr;
 	uint32_t ww = (uint32_t)((float)(1 << 24) / (fr * 2 + 1));
 	uint32_t fw = ((1 << 24) - (r * 2 + 1) * ww) / 2;
-	int maxn = im->w > im->h ? im->w : im->h;
-	unsigned char *line = xmalloc((size_t)(maxn + 2 * (r + 2)) * 3);
+	int w = im->w, h = im->h;
+	size_t n = (size_t)w * h * 3, mx = (size_t)(w > h ? w : h) * 3;
+	unsigned char *a = xmalloc(n), *b = xmalloc(n);
+	uint32_t *acc = xmalloc(mx * sizeof(*acc));
 
-	for (int axis = 0; axis < 2; axis++) {
-		int n = axis ? im->h : im->w, lines = axis ? im->w : im->h;
-		size_t step = axis ? (size_t)im->w * 3 : 3;    /* between pixels of a line */
-		size_t lstep = axis ? 3 : (size_t)im->w * 3;   /* between lines */
-		for (int pass = 0; pass < 3; pass++)
-			for (int l = 0; l < lines; l++) {
-				unsigned char *p = im->px + l * lstep;
-				unsigned char *d = line + (size_t)(r + 1) * 3;
-				for (int i = 0; i < n; i++)
-					memcpy(d + 3 * i, p + i * step, 3);
-				for (int i = 1; i <= r + 1; i++) {
-					memcpy(d - 3 * i, p, 3);
-					memcpy(d + 3 * (n - 1 + i), p + (n - 1) * step, 3);
-				}
-				box_line(p, step, line, n, r, ww, fw);
-			}
-	}
-	free(line);
+	image_transpose_px(a, im->px, w, h);
+	box_cols(b, a, w, (size_t)h * 3, r, ww, fw, acc);
+	box_cols(a, b, w, (size_t)h * 3, r, ww, fw, acc);
+	box_cols(b, a, w, (size_t)h * 3, r, ww, fw, acc);
+	image_transpose_px(im->px, b, h, w);
+	box_cols(a, im->px, h, (size_t)w * 3, r, ww, fw, acc);
+	box_cols(b, a, h, (size_t)w * 3, r, ww, fw, acc);
+	box_cols(im->px, b, h, (size_t)w * 3, r, ww, fw, acc);
+	free(a);
+	free(b);
+	free(acc);
 }
 
 /* Python's round(): half to even. */

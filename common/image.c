@@ -636,54 +636,63 @@ static int *coeffs_fixed(const double *kk, int n)
 	return k;
 }
 
+void image_transpose_px(unsigned char *restrict dst, const unsigned char *restrict src, int w,
+			int h)
+{
+	enum { T = 16 };
+	for (int y0 = 0; y0 < h; y0 += T)
+		for (int x0 = 0; x0 < w; x0 += T) {
+			int y1 = y0 + T < h ? y0 + T : h, x1 = x0 + T < w ? x0 + T : w;
+			for (int x = x0; x < x1; x++) {
+				unsigned char *d = dst + ((size_t)x * h + y0) * 3;
+				const unsigned char *p = src + ((size_t)y0 * w + x) * 3;
+				/* 4 bytes at a time: the 4th is the next pixel of the
+				 * row (read) and of the column (written next), both
+				 * inside the images; the last pixel of a run goes
+				 * byte by byte. */
+				for (int y = y0; y < y1 - 1; y++, d += 3, p += (size_t)w * 3) {
+					uint32_t v;
+					memcpy(&v, p, 4);
+					memcpy(d, &v, 4);
+				}
+				d[0] = p[0], d[1] = p[1], d[2] = p[2];
+			}
+		}
+}
+
 static inline unsigned char clip8(int v)
 {
 	v >>= PRECISION_BITS;
 	return v < 0 ? 0 : v > 255 ? 255 : (unsigned char)v;
 }
 
-/* out (rows x ow) from in (rows x iw), rows of in starting at y0. */
-static void resample_h8(unsigned char *out, int ow, const unsigned char *in, int iw, int rows,
-			const int *bounds, const int *k, int ksize)
+/* OUT (OH rows of S bytes) from IN (rows of S bytes): each output row a
+ * weighted sum of input rows, all columns at once in ACC (S entries).
+ * Unsigned sums wrap as PIL's int ones would; the total fits an int. */
+static void resample_v8(unsigned char *restrict out, int oh, const unsigned char *restrict in,
+			size_t s, const int *bounds, const int *k, int ksize, uint32_t *restrict acc)
 {
-	for (int y = 0; y < rows; y++) {
-		const unsigned char *src = in + (size_t)y * iw * 3;
-		unsigned char *dst = out + (size_t)y * ow * 3;
-		for (int x = 0; x < ow; x++) {
-			int xmin = bounds[2 * x], xn = bounds[2 * x + 1];
-			const int *kx = k + (size_t)x * ksize;
-			const unsigned char *p = src + xmin * 3;
-			int s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-			for (int i = 0; i < xn; i++) {
-				s0 += p[3 * i] * kx[i];
-				s1 += p[3 * i + 1] * kx[i];
-				s2 += p[3 * i + 2] * kx[i];
-			}
-			dst[3 * x] = clip8(s0);
-			dst[3 * x + 1] = clip8(s1);
-			dst[3 * x + 2] = clip8(s2);
-		}
-	}
-}
-
-static void resample_v8(unsigned char *out, int oh, const unsigned char *in, int w,
-			const int *bounds, const int *k, int ksize)
-{
-	size_t stride = (size_t)w * 3;
 	for (int y = 0; y < oh; y++) {
-		int ymin = bounds[2 * y], yn = bounds[2 * y + 1];
+		const unsigned char *p = in + (size_t)bounds[2 * y] * s;
 		const int *ky = k + (size_t)y * ksize;
-		unsigned char *dst = out + y * stride;
-		for (size_t x = 0; x < stride; x++) {
-			int s = 1 << (PRECISION_BITS - 1);
-			const unsigned char *p = in + ymin * stride + x;
-			for (int i = 0; i < yn; i++)
-				s += p[i * stride] * ky[i];
-			dst[x] = clip8(s);
+		unsigned char *dst = out + (size_t)y * s;
+		#pragma omp simd
+		for (size_t x = 0; x < s; x++)
+			acc[x] = 1u << (PRECISION_BITS - 1);
+		for (int i = 0; i < bounds[2 * y + 1]; i++, p += s) {
+			uint32_t kk = (uint32_t)ky[i];
+			#pragma omp simd
+			for (size_t x = 0; x < s; x++)
+				acc[x] += p[x] * kk;
 		}
+		#pragma omp simd
+		for (size_t x = 0; x < s; x++)
+			dst[x] = clip8((int32_t)acc[x]);
 	}
 }
 
+/* The horizontal pass runs as a vertical one on the transposed rows (where
+ * it vectorizes), then transposes back: same sums, same bytes. */
 void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode)
 {
 	const struct filter *f = &filters[mode];
@@ -700,9 +709,11 @@ void image_resize(struct image *out, const struct image *in, int w, int h, enum 
 	kv = coeffs_fixed(dv, h * ksv);
 	free(dh);
 	free(dv);
+	int mw = w > in->w ? w : in->w, mh = h > in->h ? h : in->h;
+	uint32_t *acc = xmalloc(sizeof(*acc) * 3 * (mw > mh ? mw : mh));
 
 	const unsigned char *src = in->px;
-	int sw = in->w, sh = in->h;
+	int sh = in->h;
 	unsigned char *tmp = NULL;
 	int y0 = 0;
 	if (w != in->w) {
@@ -710,22 +721,28 @@ void image_resize(struct image *out, const struct image *in, int w, int h, enum 
 		int first = bv[0], last = bv[2 * h - 2] + bv[2 * h - 1];
 		if (h == in->h)
 			first = 0, last = in->h;
-		tmp = xmalloc((size_t)w * (last - first) * 3);
-		resample_h8(tmp, w, in->px + (size_t)first * in->w * 3, in->w, last - first, bh,
-			    kh, ksh);
+		int rows = last - first;
+		unsigned char *t1 = xmalloc((size_t)in->w * rows * 3);
+		unsigned char *t2 = xmalloc((size_t)w * rows * 3);
+		image_transpose_px(t1, in->px + (size_t)first * in->w * 3, in->w, rows);
+		resample_v8(t2, w, t1, (size_t)rows * 3, bh, kh, ksh, acc);
+		free(t1);
+		tmp = xmalloc((size_t)w * rows * 3);
+		image_transpose_px(tmp, t2, rows, w);
+		free(t2);
 		src = tmp;
-		sw = w;
-		sh = last - first;
+		sh = rows;
 		y0 = first;
 	}
 	image_alloc(out, w, h);
 	if (h != in->h) {
 		for (int y = 0; y < h; y++)
 			bv[2 * y] -= y0;
-		resample_v8(out->px, h, src, sw, bv, kv, ksv);
+		resample_v8(out->px, h, src, (size_t)w * 3, bv, kv, ksv, acc);
 	} else {
 		memcpy(out->px, src, (size_t)w * sh * 3);
 	}
+	free(acc);
 	free(tmp);
 	free(bh);
 	free(bv);

@@ -47,6 +47,9 @@ enum resample { RESAMPLE_BILINEAR, RESAMPLE_BICUBIC };
 void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode);
 /* Float version (torchvision on tensors / antialias=True semantics). */
 void fimage_resize(struct fimage *out, const struct fimage *in, int w, int h, enum resample mode);
+/* DST (W rows of H pixels) = the transpose of SRC (H rows of W pixels),
+ * 3 bytes a pixel. */
+void image_transpose_px(unsigned char *dst, const unsigned char *src, int w, int h);
 /* Centred in a square of side max(w,h) filled with RGB (LLaVA's expand2square). */
 void image_pad_square(struct image *out, const struct image *in, const unsigned char rgb[3]);
 /* Centre crop to w x h as torchvision's center_crop (offsets round()). */
@@ -54,7 +57,10 @@ void image_center_crop(struct image *out, const struct image *in, int w, int h);
 
 /* What preprocessor_config.json says (CLIPImageProcessor fields). */
 enum preprocess_mode {
-	PREPROCESS_PAD_RESIZE,     /* LLaVA-1.5: pad to square with the mean colour, resize to size */
+	/* LLaVA-1.5: pad to square with the mean colour, resize to size. The
+	 * colour is int(mean * 255), truncated as LLaVA's expand2square call
+	 * writes it ((122, 116, 104) for CLIP), not rounded. */
+	PREPROCESS_PAD_RESIZE,
 	PREPROCESS_SHORTEST_CROP,  /* llava-hf: resize shortest edge to size, centre crop crop_size */
 	PREPROCESS_RESIZE,         /* plain resize to size x size */
 };

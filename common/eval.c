@@ -531,8 +531,11 @@ int eval_pope_files(struct eval *e, const char *questions, const char *answers)
 			cJSON_Delete(q);
 			cJSON_Delete(a);
 			if (qr || ar) {
-				error("%s: %s after %ld questions", qr ? answers : questions,
-				      qr ? "ends" : "has more lines", nq);
+				if (qr)
+					error("%s: ends after %ld questions", answers, nq);
+				else
+					error("%s: more answers than the %ld questions of '%s'",
+					      answers, nq, questions);
 				goto out;
 			}
 			break;

@@ -182,6 +182,21 @@ static void export(const struct sample *s, const struct field *img, const char *
 }
 
 /* Makes the pair of S in place; returns 1 if it is to be written. */
+/* Fields of the generated sample that the pair replaces. */
+static int consumed(const char *name)
+{
+	static const char *const gone[] = {
+		"response.txt", "aug.response.txt", "gen.json", "prompt.txt", "chosen.txt",
+		"rejected.txt", "pair.json", "ref.json",
+	};
+	if (!strncmp(name, "aug.", 4))
+		return 1;
+	for (size_t i = 0; i < sizeof gone / sizeof *gone; i++)
+		if (!strcmp(name, gone[i]))
+			return 1;
+	return 0;
+}
+
 static int make_pair(struct rec_reader *r, struct sample *s, char *clean, char *aug)
 {
 	const char *why;
@@ -210,10 +225,12 @@ static int make_pair(struct rec_reader *r, struct sample *s, char *clean, char *
 	cJSON_AddStringToObject(pj, "mode", opt.random_negative ? "random-negative" : "augment");
 	cJSON_AddBoolToObject(pj, "swap", opt.swap);
 
-	/* The pair keeps the key, the clean image and json; the rest goes. */
+	/* What the pair replaces goes (the answers, the augmented view, its
+	 * recipe, now in pair.json, and an older pair's fields); everything
+	 * else, fields unknown to us included, passes through as it came. */
 	for (size_t i = 0; i < s->nfields;) {
 		const char *n = s->fields[i].name;
-		if (&s->fields[i] != img && strcmp(n, "json"))
+		if (&s->fields[i] != img && consumed(n))
 			sample_remove(s, n);
 		else
 			i++;

@@ -19,7 +19,8 @@ with open("gen.mp", "wb") as f:
             "json": {"prompt": "<image>\nQuestion " + k},
             "aug.json": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1},
             "aug.png": b"aug", "response.txt": c, "aug.response.txt": r,
-            "gen.json": {"model": "m"}}, use_bin_type=True))
+            "gen.json": {"model": "m"}, "note.txt": "kept " + k, "extra.json": {"n": [1, 2.5]},
+            "blob.bin": b"\x00\xff", "ref.json": {"stale": 1}}, use_bin_type=True))
     # LLaVA-style question, no aug.json
     f.write(msgpack.packb({"__key__": "f", "jpg": b"jpeg",
         "json": {"conversations": [{"from": "human", "value": "Describe.\n<image>"}, {"from": "gpt", "value": "x"}]},
@@ -31,7 +32,8 @@ expect "pairs" seva-pair -o p.mp gen.mp
 stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 missing fields"
 seva-cat -j -o p.jsonl p.mp
 check "identical answers dropped, the rest kept" "$(keys p.jsonl)" = "a c d e f "
-expect "pair fields" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
+expect "pair fields: unknown ones pass through, the answers, aug.* and stale ones go" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "note.txt", "extra.json", "blob.bin", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
+expect "unknown fields untouched" jq -e -s '.[0] | ."note.txt" == "kept a" and ."extra.json" == {"n": [1, 2.5]} and ."blob.bin".bytes == 2' p.jsonl
 expect "chosen is the clean answer, markers stripped" jq -e -s '.[0]."chosen.txt" == "A red circle." and .[0]."rejected.txt" == "A blue circle."' p.jsonl
 expect "text after an end-of-turn marker cut" jq -e -s '.[3]."chosen.txt" == "Two circles." and .[2]."rejected.txt" == "Yes"' p.jsonl
 expect "prompt without <image>" jq -e -s '.[0]."prompt.txt" == "Question a" and .[4]."prompt.txt" == "Describe."' p.jsonl

@@ -6,7 +6,7 @@ BINDIR   = $(PREFIX)/bin
 MANDIR   = $(PREFIX)/share/man
 DESTDIR ?=
 
-PKGS     = libarchive msgpack openblas libcjson libpcre2-8 libutf8proc
+PKGS     = libarchive msgpack openblas libcjson libpcre2-8 libutf8proc libjpeg
 CC      ?= cc
 OPT     ?= -O2 -march=x86-64-v2 -mtune=native
 CFLAGS  ?= $(OPT) -g

@@ -7,7 +7,10 @@
 #include <string.h>
 
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdio.h>
 
+#include <jpeglib.h>
 #include <stb_image.h>
 
 #include "util.h"
@@ -58,6 +61,69 @@ void fimage_alloc(struct fimage *im, int w, int h)
 	im->px = xmalloc((size_t)w * h * 3 * sizeof(float));
 }
 
+/*
+ * JPEG through libjpeg(-turbo), with the settings PIL decodes with (the
+ * accurate integer IDCT, fancy upsampling): 3-4 times faster than stb and
+ * the same pixels as PIL. Anything it cannot do cleanly — an error, a
+ * corrupt-data warning, CMYK — returns 1 and stb decides as before.
+ */
+struct jpeg_err {
+	struct jpeg_error_mgr mgr;
+	jmp_buf jb;
+};
+
+static void jpeg_fail(j_common_ptr c)
+{
+	longjmp(((struct jpeg_err *)c->err)->jb, 1);
+}
+
+static void jpeg_message(j_common_ptr c, int level)
+{
+	if (level < 0) /* corrupt data: let stb judge the file */
+		longjmp(((struct jpeg_err *)c->err)->jb, 1);
+}
+
+static int decode_jpeg(struct image *im, const unsigned char *buf, size_t len, int w, int h)
+{
+	struct jpeg_decompress_struct ci;
+	struct jpeg_err je;
+	unsigned char *volatile px = NULL;
+
+	ci.err = jpeg_std_error(&je.mgr);
+	je.mgr.error_exit = jpeg_fail;
+	je.mgr.emit_message = jpeg_message;
+	if (setjmp(je.jb)) {
+		jpeg_destroy_decompress(&ci);
+		free(px);
+		return 1;
+	}
+	jpeg_create_decompress(&ci);
+	jpeg_mem_src(&ci, buf, (unsigned long)len);
+	jpeg_read_header(&ci, TRUE);
+	if (ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK ||
+	    (int)ci.image_width != w || (int)ci.image_height != h)
+		longjmp(je.jb, 1);
+	ci.out_color_space = JCS_RGB;
+	jpeg_start_decompress(&ci);
+	if (ci.output_components != 3)
+		longjmp(je.jb, 1);
+	px = xmalloc((size_t)w * h * 3);
+	while (ci.output_scanline < ci.output_height) {
+		JSAMPROW rows[16];
+		int n = (int)(ci.output_height - ci.output_scanline);
+		n = n < 16 ? n : 16;
+		for (int i = 0; i < n; i++)
+			rows[i] = px + (size_t)(ci.output_scanline + i) * w * 3;
+		jpeg_read_scanlines(&ci, rows, (JDIMENSION)n);
+	}
+	jpeg_finish_decompress(&ci);
+	jpeg_destroy_decompress(&ci);
+	im->w = w;
+	im->h = h;
+	im->px = px;
+	return 0;
+}
+
 int image_decode(struct image *im, const void *buf, size_t len, const char **err)
 {
 	static _Thread_local char msg[64];
@@ -93,6 +159,10 @@ int image_decode(struct image *im, const void *buf, size_t len, const char **err
 		*err = msg;
 		return -1;
 	}
+	const unsigned char *b = buf;
+	if (len > 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff &&
+	    decode_jpeg(im, buf, len, w, h) == 0)
+		return 0;
 	unsigned char *px = stbi_load_from_memory(buf, (int)len, &w, &h, &n, 3);
 	if (!px) {
 		const char *why = stbi_failure_reason();

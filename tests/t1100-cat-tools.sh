@@ -65,6 +65,8 @@ sweep seva-pair gen.mp nogen.mp "^seva-pair: nogen.mp: record 2 \(key bad\): no 
 sweep seva-eval ans.mp noans.mp "^seva-eval: noans.mp: record 2 \(key bad\): no response.txt"
 sweep "seva-tok $TOK" good.txt bad.txt "^seva-tok: bad.txt:2: want a JSON string"
 
+expect_fail "seva-pair -q -k" 1 seva-pair -q -k nogen.mp
+stderr_has "still counts the skip" "^seva-pair: 1 of 3 samples skipped"
 expect_fail "seva-augment: wrong type named" 1 seva-augment notjson.mp
 stderr_has "field and why" "^seva-augment: notjson.mp: record 2 \(key bad\): field 'json': not valid JSON"
 expect_fail "truncated msgpack" 1 seva-augment trunc.mp

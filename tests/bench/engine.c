@@ -33,13 +33,14 @@
  * precompute_ref_log_probs), so a step is policy forward + backward + AdamW.
  *
  *   engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default]
- *          [--what dpo|gen|all] CONFIG...
+ *          [--what dpo|gen|all] [--batch B] CONFIG...
  *
  * Prints one JSON line per figure. Every timed figure is also given per CPU
  * second of the process (gflops_cpu = GFLOP / (CPU seconds / threads)):
  * on a machine that other jobs share, the wall clock measures them too.
  * --ceiling is the sgemm figure the ceiling_pct fields are quoted against;
- * --sgemm N measures an N^3 sgemm first, for ceiling_cpu_pct. --default
+ * --sgemm N measures an N^3 sgemm first, for ceiling_cpu_pct. --batch B
+ * generates at batch B only (for profiles). --default
  * skips tensor_blas_setup (OpenBLAS keeps the core it detected). Built by
  * tests/bench/engine.sh. */
 #include <getopt.h>
@@ -351,12 +352,13 @@ int main(int argc, char **argv)
 {
 	static const char usage[] =
 		"engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default] "
-		"[--what dpo|gen|all] CONFIG...";
+		"[--what dpo|gen|all] [--batch B] CONFIG...";
 	static const struct option longopts[] = {
 		{"default", no_argument, NULL, 'D'}, {"what", required_argument, NULL, 'w'},
-		{"ceiling", required_argument, NULL, 'C'}, {"sgemm", required_argument, NULL, 'S'}, {"threads", required_argument, NULL, 'j'},
+		{"ceiling", required_argument, NULL, 'C'}, {"sgemm", required_argument, NULL, 'S'},
+		{"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 'j'},
 		{NULL, 0, NULL, 0}};
-	int steps = 1, setup = 1, dpo = 1, gen = 1, sgemm = 0, c;
+	int steps = 1, setup = 1, dpo = 1, gen = 1, sgemm = 0, gen_batch = 0, c;
 	double ceiling = 0;
 
 	util_init(argv[0]);
@@ -370,6 +372,7 @@ int main(int argc, char **argv)
 		case 'j': threads = (int)arg_long("-j", optarg, 0, 1024); break;
 		case 'n': steps = (int)arg_long("-n", optarg, 1, 1000); break;
 		case 'C': ceiling = arg_double("--ceiling", optarg, 0, 1e9); break;
+		case 'b': gen_batch = (int)arg_long("--batch", optarg, 1, 8); break;
 		case 'S': sgemm = (int)arg_long("--sgemm", optarg, 16, 8192); break;
 		case 'D': break;
 		case 'w':
@@ -399,8 +402,10 @@ int main(int argc, char **argv)
 		struct vlm *m = vlm_new(&cfg);
 		vlm_init_random(m, 1);
 		if (gen) {
-			bench_gen(m, name, 1, ceiling);
-			bench_gen(m, name, 8, ceiling);
+			if (gen_batch != 8)
+				bench_gen(m, name, gen_batch ? gen_batch : 1, ceiling);
+			if (!gen_batch || gen_batch == 8)
+				bench_gen(m, name, 8, ceiling);
 		}
 		if (dpo)
 			bench_dpo(m, name, steps, ceiling);

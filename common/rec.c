@@ -1245,7 +1245,37 @@ struct rec_writer {
 	struct archive *ar;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
+	struct rec_writer *next; /* open writers with a temporary file */
 };
+
+/* Writers by path whose temporary file is not yet renamed or removed: a
+ * program that exits without closing them (die() on bad input) leaves
+ * nothing behind. */
+static struct rec_writer *pending;
+
+static void remove_pending(void)
+{
+	for (struct rec_writer *w = pending; w; w = w->next)
+		unlink(w->tmp);
+}
+
+static void track(struct rec_writer *w)
+{
+	static int registered;
+	if (!registered && atexit(remove_pending) == 0)
+		registered = 1;
+	w->next = pending;
+	pending = w;
+}
+
+static void untrack(struct rec_writer *w)
+{
+	for (struct rec_writer **p = &pending; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			return;
+		}
+}
 
 static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *p, size_t n)
 {
@@ -1296,6 +1326,7 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 			rec_writer_abort(w);
 			return NULL;
 		}
+		track(w);
 	}
 	if (fmt == REC_MSGPACK) {
 		msgpack_sbuffer_init(&w->sb);
@@ -1459,6 +1490,7 @@ int rec_write(struct rec_writer *w, const struct sample *s)
 
 static void writer_free(struct rec_writer *w)
 {
+	untrack(w);
 	if (w->ar)
 		archive_write_free(w->ar);
 	if (w->fmt == REC_MSGPACK)

@@ -3,6 +3,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rec.h"
@@ -253,6 +254,35 @@ static void test_truncated(enum rec_format fmt, const char *what)
 	free(path);
 }
 
+/* A program that exits (die() on bad input) with a writer by path still
+ * open leaves neither the file nor its temporary behind. */
+static void test_exit_unclosed(void)
+{
+	char *path = xasprintf("%s/unclosed.mp", dir);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct sample s;
+		sample_init(&s);
+		sample_set_key(&s, "k");
+		sample_set_text(&s, "a.txt", "x");
+		struct rec_writer *w = rec_writer_open(path, REC_MSGPACK, 0);
+		if (!w || rec_write(w, &s))
+			_exit(3);
+		exit(1);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	tap_ok(WIFEXITED(st) && WEXITSTATUS(st) == 1, "child wrote a record and exited unclosed");
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)pid);
+	int left = access(tmp, F_OK) == 0, made = access(path, F_OK) == 0;
+	if (!tap_ok(!left && !made, "nothing left behind"))
+		tap_diag("temporary %s, file %s", left ? "left" : "gone", made ? "made" : "absent");
+	unlink(tmp);
+	unlink(path);
+	free(tmp);
+	free(path);
+}
+
 static void test_sha256(void)
 {
 	char hex[65];
@@ -291,6 +321,7 @@ int main(void)
 	test_tar_grouping();
 	test_truncated(REC_MSGPACK, "msgpack");
 	test_truncated(REC_TAR, "tar");
+	test_exit_unclosed();
 	test_sha256();
 	rmdir(dir);
 	return tap_done();

@@ -18,15 +18,36 @@ void util_init(const char *argv0)
 		progname = slash ? slash + 1 : argv0;
 }
 
+/* One line, written with one write: the messages of threads, or of the
+ * ranks of an MPI job sharing a terminal, do not interleave mid-line. */
 static void vmessage(const char *fmt, va_list ap)
 {
 	int saved = errno;
 	size_t n = strlen(fmt);
-	fprintf(stderr, "%s: ", progname);
-	vfprintf(stderr, fmt, ap);
-	if (n && fmt[n - 1] == ':')
-		fprintf(stderr, " %s", strerror(saved));
-	fputc('\n', stderr);
+	char small[1024], *line = small;
+	va_list aq;
+	va_copy(aq, ap);
+	int len = vsnprintf(NULL, 0, fmt, aq);
+	va_end(aq);
+	if (len < 0)
+		len = 0;
+	const char *why = n && fmt[n - 1] == ':' ? strerror(saved) : "";
+	size_t size = strlen(progname) + 2 + (size_t)len + 1 + strlen(why) + 2;
+	if (size > sizeof small && !(line = malloc(size))) {
+		line = small;
+		size = sizeof small;
+	}
+	size_t k = (size_t)snprintf(line, size, "%s: ", progname);
+	if (k < size)
+		k += (size_t)vsnprintf(line + k, size - k, fmt, ap);
+	if (*why && k < size)
+		k += (size_t)snprintf(line + k, size - k, " %s", why);
+	if (k > size - 2)
+		k = size - 2;
+	line[k++] = '\n';
+	fwrite(line, 1, k, stderr);
+	if (line != small)
+		free(line);
 }
 
 void die(const char *fmt, ...)

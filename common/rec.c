@@ -579,6 +579,9 @@ struct rec_reader {
 	char *next_broken; /* that member's data could not be read: why */
 	struct buf next_data;
 	struct keyset seen;
+	unsigned char tail[512]; /* the last bytes of the raw input */
+	size_t tail_len;
+	int at_end;              /* the raw input has ended */
 
 	struct buf line;  /* JSONL */
 	size_t cpos, clen;
@@ -608,8 +611,35 @@ static la_ssize_t tar_read_cb(struct archive *a, void *ud, const void **out)
 		archive_set_error(a, errno, "read error: %s", strerror(errno));
 		return -1;
 	}
+	if (n == 0)
+		r->at_end = 1;
+	if ((size_t)n >= sizeof r->tail) {
+		memcpy(r->tail, r->src.chunk + n - sizeof r->tail, sizeof r->tail);
+		r->tail_len = sizeof r->tail;
+	} else if (n > 0) {
+		size_t keep = sizeof r->tail - (size_t)n;
+		if (keep > r->tail_len)
+			keep = r->tail_len;
+		memmove(r->tail, r->tail + r->tail_len - keep, keep);
+		memcpy(r->tail + keep, r->src.chunk, (size_t)n);
+		r->tail_len = keep + (size_t)n;
+	}
 	*out = r->src.chunk;
 	return n;
+}
+
+/* libarchive takes an uncompressed tar that stops between members for a
+ * whole one (as GNU tar does). Our writers, GNU tar and Python's end with
+ * zero blocks; input that ran out on a member's bytes was cut short (a copy
+ * interrupted on a block boundary) and its last sample may be partial. */
+static int tar_cut_short(struct rec_reader *r)
+{
+	if (!r->at_end || archive_filter_count(r->ar) > 1 || r->tail_len < sizeof r->tail)
+		return 0;
+	for (size_t i = 0; i < r->tail_len; i++)
+		if (r->tail[i])
+			return 1;
+	return 0;
 }
 
 static int looks_like_tar(const unsigned char *h, size_t n)
@@ -937,6 +967,12 @@ static int tar_member(struct rec_reader *r)
 	char chunk[CHUNK];
 	for (;;) {
 		int rc = archive_read_next_header(r->ar, &e);
+		if (rc == ARCHIVE_EOF && tar_cut_short(r)) {
+			const char *what = "ends inside the archive, without its end blocks (cut short?)";
+			if (r->key)
+				return error("%s: %s", rec_where(r), what);
+			return error("%s: record %ld: %s", r->name, r->nrec + 1, what);
+		}
 		if (rc == ARCHIVE_EOF)
 			return 0;
 		if (rc == ARCHIVE_WARN) {

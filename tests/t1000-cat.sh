@@ -117,6 +117,16 @@ head -c 1636 cut.tar >cut2.tar
 expect_fail "truncated in the next sample" 1 seva-cat -j cut2.tar
 stderr_has "names the broken sample" "^seva-cat: cut2.tar: record 2 \(key 000002\): member '000002.bin'"
 check "the sample before it is kept" "$(jq -r '.__key__ + " " + .txt' "$TMP/.out")" = "000001 first"
+# Cut on a block boundary between members: libarchive sees a tar that just
+# ends; without the end blocks it is cut short.
+head -c 1024 cut.tar >cut3.tar
+expect_fail "cut between members" 1 seva-cat -j cut3.tar
+stderr_has "says so" "^seva-cat: cut3.tar: record 1 \(key 000001\): ends inside the archive, without its end blocks"
+expect_fail "... from a pipe too" 1 sh -c 'cat cut3.tar | seva-cat -j'
+head -c 5632 cut.tar >whole.tar
+expect "the end blocks without the padding are a whole tar" seva-cat -j whole.tar
+gzip -c cut.tar >cut.tar.gz
+expect "a compressed tar" seva-cat -j cut.tar.gz
 head -c 3100 a.mp >trunc.mp
 expect_fail "truncated msgpack" 1 seva-cat -o t.mp trunc.mp
 stderr_has "says truncated" "^seva-cat: trunc.mp: record 1: truncated msgpack"

@@ -5,8 +5,9 @@
  * Shapes use tensor.h's letters; the vision tower's are VC (hidden), VI
  * (intermediate), VNH heads of VHS, VT = NP+1 tokens per image, NI distinct
  * images, VN = NI*VT rows, IT image tokens in the decoder. QD = NH*HS and
- * KVD = NKV*HS. The decoder runs B sequences padded to T slots (N = B*T
- * rows); only the NR rows that carry a loss weight reach the lm head. */
+ * KVD = NKV*HS. The decoder runs B sequences of up to T slots (N = B*T):
+ * NU distinct rows, a prefix that sequences share computed once (see struct
+ * fwd); only the NR rows that carry a loss weight reach the lm head. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -368,13 +369,21 @@ struct dlay {
 	float *ln1, *r1, *q, *k, *v, *att, *atty, *mid, *ln2, *r2, *gate, *up, *swi;
 	float *xa[LT_N];
 };
+/* The decoder works on NU distinct rows: a prefix (image and prompt) that
+ * sequences share is computed once (chosen and rejected of a DPO pair), and
+ * padding not at all. Only attention sees the padded (B, T) slots: q, k, v
+ * are gathered into them (q, k, v of dlay) and its output scattered back
+ * from each row's first slot (its owner); in backward the slots' dk, dv
+ * (and dq) are summed back onto the rows. urow[slot] is the row of a slot
+ * (-1: padding); the slots of row u are uslot[ustart[u] .. ustart[u+1]),
+ * its owner first. */
 /* Everything else of a forward, and the layer blocks' bases. */
 struct fwd {
 	float *patches, *pe, *vemb, *vpm, *vpr, *vres, *feat, *p1, *p1a, *img;
-	float *res, *tmp, *xg, *xn, *hr, *logits, *lp, *gw;
+	float *res, *tmp, *uq, *uk, *uv, *patt, *xg, *xn, *hr, *logits, *lp, *gw;
 	float *vbase, *dbase;
 	size_t vstride, dstride;
-	int *pos, *len2, *rowid, *imgrow, *grow, *gtgt, *gb, *vlen, *ilist;
+	int *urow, *ustart, *uslot, *pos, *len2, *rowid, *imgrow, *grow, *gtgt, *gb, *vlen, *ilist;
 };
 
 /* Bump allocation over BASE (NULL: only count). Each view starts on a
@@ -422,23 +431,23 @@ static size_t dlay_bind(struct dlay *d, float *base, const struct vlm *m, const 
 {
 	const struct vlm_config *c = &m->cfg;
 	struct bump b = {base, 0};
-	size_t N = s->N, C = c->hidden, HS = c->hidden / c->heads;
+	size_t N = s->N, NU = s->NU, C = c->hidden, HS = c->hidden / c->heads;
 	size_t QD = c->heads * HS, KVD = c->kv_heads * HS;
-	d->ln1 = take(&b, N * C);
-	d->r1 = take(&b, N);
+	d->ln1 = take(&b, NU * C);
+	d->r1 = take(&b, NU);
 	d->q = take(&b, N * QD);
 	d->k = take(&b, N * KVD);
 	d->v = take(&b, N * KVD);
 	d->att = take(&b, (size_t)s->B * c->heads * s->T * s->T);
-	d->atty = take(&b, N * QD);
-	d->mid = take(&b, N * C);
-	d->ln2 = take(&b, N * C);
-	d->r2 = take(&b, N);
-	d->gate = take(&b, N * c->inter);
-	d->up = take(&b, N * c->inter);
-	d->swi = take(&b, N * c->inter);
+	d->atty = take(&b, NU * QD);
+	d->mid = take(&b, NU * C);
+	d->ln2 = take(&b, NU * C);
+	d->r2 = take(&b, NU);
+	d->gate = take(&b, NU * c->inter);
+	d->up = take(&b, NU * c->inter);
+	d->swi = take(&b, NU * c->inter);
 	for (int lt = 0; lt < LT_N; lt++)
-		d->xa[lt] = s->r && (m->lora.targets & (1u << lt)) ? take(&b, N * s->r) : NULL;
+		d->xa[lt] = s->r && (m->lora.targets & (1u << lt)) ? take(&b, NU * s->r) : NULL;
 	return b.off;
 }
 
@@ -450,8 +459,8 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	struct bump b = {base, 0};
 	size_t VC = c->v_hidden, C = c->hidden, NC = c->num_channels > 0 ? c->num_channels : 3;
 	size_t NP = c->np, PP = (size_t)c->patch_size * c->patch_size;
-	size_t HS = c->hidden / c->heads, QD = c->heads * HS;
-	size_t NIT = (size_t)s->NI * s->IT;
+	size_t HS = c->hidden / c->heads, QD = c->heads * HS, KVD = c->kv_heads * HS;
+	size_t NIT = (size_t)s->NI * s->IT, NU = s->NU;
 	f->patches = take(&b, s->NI * NP * NC * PP);
 	f->pe = take(&b, s->NI * NP * VC);
 	f->vemb = take(&b, s->VN * VC);
@@ -462,11 +471,15 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	f->p1 = take(&b, NIT * C);
 	f->p1a = take(&b, NIT * C);
 	f->img = take(&b, NIT * C);
-	f->res = take(&b, (size_t)s->ndres * s->N * C);
+	f->res = take(&b, (size_t)s->ndres * NU * C);
 	size_t wide = C > QD ? C : QD;
 	if ((size_t)c->inter > wide)
 		wide = c->inter;
-	f->tmp = take(&b, s->N * wide);
+	f->tmp = take(&b, NU * wide);
+	f->uq = take(&b, NU * QD);
+	f->uk = take(&b, NU * KVD);
+	f->uv = take(&b, NU * KVD);
+	f->patt = take(&b, s->N * QD);
 	f->xg = take(&b, (size_t)s->NR * C);
 	f->xn = take(&b, (size_t)s->NR * C);
 	f->hr = take(&b, s->NR);
@@ -481,10 +494,13 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	f->dbase = take(&b, f->dstride * s->nd);
 
 	struct bump bi = {(float *)ibase, 0};
-	f->pos = takei(&bi, s->N);
+	f->urow = takei(&bi, s->N);
+	f->ustart = takei(&bi, NU + 1);
+	f->uslot = takei(&bi, s->N);
+	f->pos = takei(&bi, NU);
 	f->len2 = takei(&bi, s->B);
-	f->rowid = takei(&bi, s->N);
-	f->imgrow = takei(&bi, s->N);
+	f->rowid = takei(&bi, NU);
+	f->imgrow = takei(&bi, NU);
 	f->grow = takei(&bi, s->NR);
 	f->gtgt = takei(&bi, s->NR);
 	f->gb = takei(&bi, s->NR);
@@ -512,7 +528,7 @@ static float *vres_at(const struct fwd *f, const struct vlm *m, const struct vlm
 }
 static float *res_at(const struct fwd *f, const struct vlm *m, const struct vlm_shape *s, int i)
 {
-	return f->res + (size_t)(s->ndres > 2 ? i : (i & 1)) * s->N * m->cfg.hidden;
+	return f->res + (size_t)(s->ndres > 2 ? i : (i & 1)) * s->NU * m->cfg.hidden;
 }
 
 /* --- activations of the MLPs --- */
@@ -640,6 +656,54 @@ static size_t grow_arena(float **p, size_t *cap, size_t n)
 	return n;
 }
 
+/* What slot t of sequence b holds once the image is expanded: its token id
+ * (>= 0), or -1 - the row of the image rows f->img it takes. */
+static int slot_key(const struct vlm_batch *batch, const int *ipos, const int *imap, int IT,
+		    int b, int t)
+{
+	int p = ipos[b];
+	if (p >= 0 && t >= p) {
+		if (t < p + IT)
+			return -1 - (imap[batch->image_of[b]] * IT + t - p);
+		t -= IT - 1;
+	}
+	return batch->ids[b][t];
+}
+
+/* dst (N slots, D) = the rows' src (NU, D); padding slots 0. With OWNER,
+ * only each row's owner slot gets it, the other slots 0. */
+static void rows_to_slots(float *dst, const float *src, const struct fwd *f, int owner, int N,
+			  int D)
+{
+#pragma omp parallel for if ((long)N * D > 65536)
+	for (int sl = 0; sl < N; sl++) {
+		int u = f->urow[sl];
+		float *d = dst + (size_t)sl * D;
+		if (u >= 0 && (!owner || f->uslot[f->ustart[u]] == sl))
+			memcpy(d, src + (size_t)u * D, D * sizeof(float));
+		else
+			memset(d, 0, D * sizeof(float));
+	}
+}
+
+/* dst (NU, D) = src at each row's owner slot (SUM 0), or the sum over all
+ * its slots in (b, t) order (SUM 1). */
+static void slots_to_rows(float *dst, const float *src, const struct fwd *f, int sum, int NU,
+			  int D)
+{
+#pragma omp parallel for if ((long)NU * D > 65536)
+	for (int u = 0; u < NU; u++) {
+		float *d = dst + (size_t)u * D;
+		int i = f->ustart[u], end = sum ? f->ustart[u + 1] : i + 1;
+		memcpy(d, src + (size_t)f->uslot[i] * D, D * sizeof(float));
+		for (i++; i < end; i++) {
+			const float *g = src + (size_t)f->uslot[i] * D;
+			for (int j = 0; j < D; j++)
+				d[j] += g[j];
+		}
+	}
+}
+
 int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		   const struct vlm_fwd_opts *o)
 {
@@ -724,34 +788,71 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	s.nd = keep ? L : 1;
 	s.ndres = keep ? L + 1 : 2;
 
+	/* each sequence's expanded length, and the rows its slots use: a
+	 * slot reuses the row of an earlier sequence's slot while the two
+	 * sequences agree on every slot so far (same token or same image row) */
+	int *len2 = xmalloc(B * sizeof(int)), *urow = xmalloc((size_t)B * T * sizeof(int));
+	int NU = 0;
+	for (int b = 0; b < B; b++) {
+		int io = batch->image_of ? batch->image_of[b] : -1;
+		len2[b] = batch->len[b] + (io >= 0 ? s.IT - 1 : 0);
+		int best = 0, from = -1;
+		for (int a = 0; a < b; a++) {
+			int n = len2[a] < len2[b] ? len2[a] : len2[b], t = 0;
+			while (t < n && slot_key(batch, ipos, imap, s.IT, a, t) ==
+					slot_key(batch, ipos, imap, s.IT, b, t))
+				t++;
+			if (t > best)
+				best = t, from = a;
+		}
+		for (int t = 0; t < T; t++)
+			urow[b * T + t] = t < best ? urow[from * T + t] : t < len2[b] ? NU++ : -1;
+	}
+	s.NU = NU;
+
 	struct fwd f;
 	size_t ni, nf = fwd_bind(&f, NULL, NULL, m, &s, &ni);
 	int ar = keep ? 1 : 0;
 	grow_arena(&im->acts[ar], &im->acts_cap[ar], nf);
 	grow_arena((float **)&im->iacts[ar], &im->iacts_cap[ar], ni);
 	fwd_bind(&f, im->acts[ar], im->iacts[ar], m, &s, &ni);
+	memcpy(f.len2, len2, B * sizeof(int));
+	memcpy(f.urow, urow, (size_t)B * T * sizeof(int));
+	free(len2);
+	free(urow);
 
-	/* rows: token ids, image rows, positions; the loss rows gathered */
+	/* rows: token ids, image rows, positions, the slots of each; the loss
+	 * rows gathered */
 	for (int i = 0; i < batch->n_images; i++)
 		if (imap[i] >= 0)
 			f.ilist[imap[i]] = i;
+	memset(f.ustart, 0, (NU + 1) * sizeof(int));
+	for (int sl = 0; sl < s.N; sl++)
+		if (f.urow[sl] >= 0)
+			f.ustart[f.urow[sl] + 1]++;
+	for (int u = 0; u < NU; u++)
+		f.ustart[u + 1] += f.ustart[u];
+	int *fill = xmalloc((NU + 1) * sizeof(int));
+	memcpy(fill, f.ustart, NU * sizeof(int));
+	for (int sl = 0; sl < s.N; sl++) {
+		int u = f.urow[sl];
+		if (u < 0)
+			continue;
+		if (fill[u] == f.ustart[u]) { /* the owner: first slot in (b, t) order */
+			int b = sl / T, t = sl % T, key = slot_key(batch, ipos, imap, s.IT, b, t);
+			f.pos[u] = t;
+			f.rowid[u] = key >= 0 ? key : -1;
+			f.imgrow[u] = key >= 0 ? -1 : -1 - key;
+		}
+		f.uslot[fill[u]++] = sl;
+	}
+	free(fill);
 	int r = 0;
 	for (int b = 0; b < B; b++) {
 		int n = batch->len[b], io = batch->image_of ? batch->image_of[b] : -1;
 		int shift = io >= 0 ? s.IT - 1 : 0;
-		f.len2[b] = n + shift;
-		for (int t = 0; t < T; t++) {
-			int row = b * T + t;
-			f.pos[row] = t;
-			f.rowid[row] = -1;
-			f.imgrow[row] = -1;
-			if (ipos[b] >= 0 && t >= ipos[b] && t < ipos[b] + s.IT)
-				f.imgrow[row] = imap[io] * s.IT + t - ipos[b];
-			else if (t < f.len2[b])
-				f.rowid[row] = batch->ids[b][ipos[b] >= 0 && t > ipos[b] ? t - shift : t];
-		}
 		if (gen) {
-			f.grow[b] = b * T + f.len2[b] - 1;
+			f.grow[b] = f.urow[b * T + f.len2[b] - 1];
 			f.gtgt[b] = -1;
 			f.gb[b] = b;
 			f.gw[b] = 0;
@@ -764,7 +865,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 			if (w == 0 || t == ipos[b])
 				continue;
 			int p = ipos[b] >= 0 && t > ipos[b] ? t + shift : t;
-			f.grow[r] = b * T + p - 1;
+			f.grow[r] = f.urow[b * T + p - 1];
 			f.gtgt[r] = batch->ids[b][t];
 			f.gb[r] = b;
 			f.gw[r] = w;
@@ -783,33 +884,33 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		matmul_forward(f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
 	}
 
-	/* decoder input: token embeddings, the image's rows, zeros for padding */
+	/* decoder input: token embeddings and the image's rows */
 	float *x0 = res_at(&f, m, &s, 0);
 	const float *emb = P(im->embed);
 #pragma omp parallel for
-	for (int row = 0; row < s.N; row++) {
-		float *dst = x0 + (size_t)row * C;
-		if (f.rowid[row] >= 0)
-			memcpy(dst, emb + (size_t)f.rowid[row] * C, C * sizeof(float));
-		else if (f.imgrow[row] >= 0)
-			memcpy(dst, f.img + (size_t)f.imgrow[row] * C, C * sizeof(float));
+	for (int u = 0; u < NU; u++) {
+		float *dst = x0 + (size_t)u * C;
+		if (f.rowid[u] >= 0)
+			memcpy(dst, emb + (size_t)f.rowid[u] * C, C * sizeof(float));
 		else
-			memset(dst, 0, C * sizeof(float));
+			memcpy(dst, f.img + (size_t)f.imgrow[u] * C, C * sizeof(float));
 	}
-	int N = s.N;
 	for (int l = 0; l < L; l++) {
 		const int *w = im->dl + l * DL_N;
 		struct dlay a = dlay_at(&f, m, &s, l);
 		float *x = res_at(&f, m, &s, l), *out = res_at(&f, m, &s, l + 1);
-		rmsnorm_forward(a.ln1, a.r1, x, P(w[DL_LN1]), N, C, c->rms_eps);
-		matmul_forward(a.q, a.ln1, P(w[DL_Q]), NULL, N, C, QD);
-		vlm_lora_apply(m, l, LT_Q, a.q, a.ln1, a.xa[LT_Q], f.tmp, N);
-		matmul_forward(a.k, a.ln1, P(w[DL_K]), NULL, N, C, KVD);
-		vlm_lora_apply(m, l, LT_K, a.k, a.ln1, a.xa[LT_K], f.tmp, N);
-		matmul_forward(a.v, a.ln1, P(w[DL_V]), NULL, N, C, KVD);
-		vlm_lora_apply(m, l, LT_V, a.v, a.ln1, a.xa[LT_V], f.tmp, N);
-		rope_forward(a.q, f.pos, N, NH, HS, c->rope_theta);
-		rope_forward(a.k, f.pos, N, NKV, HS, c->rope_theta);
+		rmsnorm_forward(a.ln1, a.r1, x, P(w[DL_LN1]), NU, C, c->rms_eps);
+		matmul_forward(f.uq, a.ln1, P(w[DL_Q]), NULL, NU, C, QD);
+		vlm_lora_apply(m, l, LT_Q, f.uq, a.ln1, a.xa[LT_Q], f.tmp, NU);
+		matmul_forward(f.uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
+		vlm_lora_apply(m, l, LT_K, f.uk, a.ln1, a.xa[LT_K], f.tmp, NU);
+		matmul_forward(f.uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
+		vlm_lora_apply(m, l, LT_V, f.uv, a.ln1, a.xa[LT_V], f.tmp, NU);
+		rope_forward(f.uq, f.pos, NU, NH, HS, c->rope_theta);
+		rope_forward(f.uk, f.pos, NU, NKV, HS, c->rope_theta);
+		rows_to_slots(a.q, f.uq, &f, 0, s.N, QD);
+		rows_to_slots(a.k, f.uk, &f, 0, s.N, KVD);
+		rows_to_slots(a.v, f.uv, &f, 0, s.N, KVD);
 		if (o->kc) {
 			size_t lo = (size_t)l * B * o->S * KVD;
 #pragma omp parallel for
@@ -821,21 +922,21 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 					memcpy(o->vc + dst, a.v + src, KVD * sizeof(float));
 				}
 		}
-		attention_forward(a.atty, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
-		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, N, QD, C);
-		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, N);
-		residual_forward(a.mid, a.mid, x, (long)N * C);
-		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), N, C, c->rms_eps);
-		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, N, C, FF);
-		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, N);
-		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, N, C, FF);
-		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, N);
-		swiglu_forward(a.swi, a.gate, a.up, (long)N * FF);
-		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, N, FF, C);
-		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, N);
-		residual_forward(out, out, a.mid, (long)N * C);
+		attention_forward(f.patt, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
+		slots_to_rows(a.atty, f.patt, &f, 0, NU, QD);
+		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, NU, QD, C);
+		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, NU);
+		residual_forward(a.mid, a.mid, x, (long)NU * C);
+		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), NU, C, c->rms_eps);
+		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, NU, C, FF);
+		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, NU);
+		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, NU, C, FF);
+		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, NU);
+		swiglu_forward(a.swi, a.gate, a.up, (long)NU * FF);
+		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, NU, FF, C);
+		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, NU);
+		residual_forward(out, out, a.mid, (long)NU * C);
 	}
-
 	/* the head, only on the rows that are scored */
 	if (logp)
 		memset(logp, 0, B * sizeof(float));
@@ -876,6 +977,7 @@ int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int k
 
 struct bwd {
 	float *dlp, *dlogits, *dxn, *dxg, *dres, *dln, *dq, *dk, *dv, *datty;
+	float *pdq, *pdk, *pdv, *patty; /* the same over the padded slots */
 	float *dswi, *dgate, *dup, *dxa;
 	float *dimg, *dp1a, *dp1, *dfeat;
 	float *dvres, *dvln, *dvq, *dvk, *dvv, *dvatty, *dvfc1, *dvact, *dvemb, *dpe;
@@ -885,7 +987,7 @@ static size_t bwd_bind(struct bwd *d, float *base, const struct vlm *m, const st
 {
 	const struct vlm_config *c = &m->cfg;
 	struct bump b = {base, 0};
-	size_t N = s->N, C = c->hidden, HS = c->hidden / c->heads;
+	size_t N = s->N, NU = s->NU, C = c->hidden, HS = c->hidden / c->heads;
 	size_t QD = c->heads * HS, KVD = c->kv_heads * HS, FF = c->inter;
 	size_t NIT = (size_t)s->NI * s->IT, VN = s->VN, VC = c->v_hidden, VI = c->v_inter;
 	int vis = m->trainable & VLM_PART_VISION;
@@ -893,16 +995,20 @@ static size_t bwd_bind(struct bwd *d, float *base, const struct vlm *m, const st
 	d->dlogits = take(&b, (size_t)s->NR * c->vocab);
 	d->dxn = take(&b, (size_t)s->NR * C);
 	d->dxg = take(&b, (size_t)s->NR * C);
-	d->dres = take(&b, N * C);
-	d->dln = take(&b, N * C);
-	d->dq = take(&b, N * QD);
-	d->dk = take(&b, N * KVD);
-	d->dv = take(&b, N * KVD);
-	d->datty = take(&b, N * QD);
-	d->dswi = take(&b, N * FF);
-	d->dgate = take(&b, N * FF);
-	d->dup = take(&b, N * FF);
-	d->dxa = take(&b, N * (size_t)s->r);
+	d->dres = take(&b, NU * C);
+	d->dln = take(&b, NU * C);
+	d->dq = take(&b, NU * QD);
+	d->dk = take(&b, NU * KVD);
+	d->dv = take(&b, NU * KVD);
+	d->datty = take(&b, NU * QD);
+	d->pdq = take(&b, N * QD);
+	d->pdk = take(&b, N * KVD);
+	d->pdv = take(&b, N * KVD);
+	d->patty = take(&b, N * QD);
+	d->dswi = take(&b, NU * FF);
+	d->dgate = take(&b, NU * FF);
+	d->dup = take(&b, NU * FF);
+	d->dxa = take(&b, NU * (size_t)s->r);
 	d->dimg = take(&b, NIT * C);
 	d->dp1a = take(&b, NIT * C);
 	d->dp1 = take(&b, NIT * C);
@@ -1030,7 +1136,7 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	grow_arena(&im->dacts, &im->dacts_cap, nb);
 	bwd_bind(&d, im->dacts, m, &s);
 
-	int N = s.N, NR = s.NR;
+	int N = s.NU, NR = s.NR;
 	unsigned tr = m->trainable;
 	int need_img = s.NI > 0 && (tr & (VLM_PART_PROJECTOR | VLM_PART_VISION));
 	/* the decoder's input gradient matters for the embeddings and the image */
@@ -1076,11 +1182,16 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 		zero(d.datty, (size_t)N * QD);
 		matmul_backward(d.datty, G(w[DL_O]), NULL, d.dres, a.atty, P(w[DL_O]), N, QD, C);
 		lora_backward(m, l, LT_O, d.datty, d.dres, a.atty, a.xa[LT_O], d.dxa, N);
-		zero(d.dq, (size_t)N * QD);
-		zero(d.dk, (size_t)N * KVD);
-		zero(d.dv, (size_t)N * KVD);
-		attention_backward(d.dq, d.dk, d.dv, d.datty, a.att, a.q, a.k, a.v, f.len2, s.B, s.T,
-				   NH, NKV, HS, 1);
+		/* attention over the padded slots; a row's output was its owner slot's */
+		rows_to_slots(d.patty, d.datty, &f, 1, s.N, QD);
+		zero(d.pdq, (size_t)s.N * QD);
+		zero(d.pdk, (size_t)s.N * KVD);
+		zero(d.pdv, (size_t)s.N * KVD);
+		attention_backward(d.pdq, d.pdk, d.pdv, d.patty, a.att, a.q, a.k, a.v, f.len2, s.B,
+				   s.T, NH, NKV, HS, 1);
+		slots_to_rows(d.dq, d.pdq, &f, 1, N, QD);
+		slots_to_rows(d.dk, d.pdk, &f, 1, N, KVD);
+		slots_to_rows(d.dv, d.pdv, &f, 1, N, KVD);
 		rope_backward(d.dq, f.pos, N, NH, HS, c->rope_theta);
 		rope_backward(d.dk, f.pos, N, NKV, HS, c->rope_theta);
 		float *dln = l > 0 || need_dx0 ? d.dln : NULL;

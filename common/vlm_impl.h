@@ -21,6 +21,7 @@ enum { LT_Q, LT_K, LT_V, LT_O, LT_GATE, LT_UP, LT_DOWN, LT_N };
 /* Shapes of one forward (see vlm.c's header comment for the letters). */
 struct vlm_shape {
 	int NI, VT, VN, IT, B, T, N, NR;
+	int NU;                   /* distinct decoder rows: slots of a shared prefix once, no padding */
 	int nv, nvres, nd, ndres; /* layer blocks held: all when kept, else 1 (2 residuals) */
 	int r;                    /* LoRA rank in use, 0 if none or disabled */
 	int gen;                  /* generation: NR = B last rows, no targets */

@@ -1,7 +1,8 @@
 /* test_decode — generation with the KV cache: equals greedy decoding by full
  * forwards (no cache), with and without LoRA; a sequence's tokens do not
  * depend on the batch (greedy and sampled); stop ids, the stop callback,
- * max_new_tokens, seeds, per-token log-probs, errors. */
+ * max_new_tokens, seeds, per-token log-probs, prompts sharing their start,
+ * errors. */
 #include <math.h>
 #include <string.h>
 
@@ -274,6 +275,27 @@ int main(int argc, char **argv)
 		gen_out_release(&st[s]);
 	}
 	tap_ok(ok, "max_new_tokens 0: nothing generated");
+	/* prompts that share their start (one image and question sampled with
+	 * two seeds, and a prefix of it) are prefilled once: each sequence's
+	 * tokens are still those it gets alone */
+	const int *sp[3] = {pids[2], pids[2], pids[2]};
+	int sl[3] = {9, 9, 6}, si[3] = {0, 0, 0}, io;
+	uint64_t sd[3] = {5, 6, 7};
+	struct vlm_batch sb = {.B = 3, .ids = sp, .len = sl, .n_images = 2, .images = images,
+			       .image_of = si};
+	struct gen_settings gsh = {.max_new_tokens = 8, .temperature = 0.9f, .top_p = 1};
+	vlm_generate(m, &sb, sd, &gsh, st);
+	ok = 1;
+	for (int s = 0; s < 3; s++) {
+		struct vlm_batch b1;
+		struct gen_out one;
+		single(&sb, s, &b1, &io);
+		vlm_generate(m, &b1, &sd[s], &gsh, &one);
+		ok &= same_out(&one, &st[s]) && one.n == 8 && fabsf(one.logp[7] - st[s].logp[7]) < 1e-5f;
+		gen_out_release(&one);
+		gen_out_release(&st[s]);
+	}
+	tap_ok(ok, "prompts sharing their start: each sequence's tokens and log-probs as alone");
 	/* the context bounds generation: 9 + 15 prompt positions, 48 slots */
 	struct gen_settings glong = gs;
 	glong.max_new_tokens = 100;

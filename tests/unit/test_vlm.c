@@ -2,7 +2,8 @@
  * end-to-end finite differences of d logp / d theta for every kind of
  * tensor (vision, projector, decoder, LoRA A/B), frozen parts untouched,
  * LoRA off = base, merge = LoRA forward, batch and padding independence,
- * GQA, tied embeddings and the "full" feature strategy. */
+ * prefixes shared by a batch's sequences computed once with the same
+ * results, GQA, tied embeddings and the "full" feature strategy. */
 #include <math.h>
 #include <string.h>
 
@@ -396,6 +397,102 @@ static void test_lora_and_batch(void)
 	vlm_free(m);
 }
 
+/* DPO-shaped batches: sequences that agree on their first slots (image and
+ * prompt) compute those rows once. Each sequence's log-prob and the summed
+ * gradients must equal those of the sequences run one at a time (nothing
+ * shared): the shared rows' gradients are the sum of both branches'. */
+static void test_shared_prefix(void)
+{
+	enum { NS = 6, SL = 14 };
+	struct vlm_config c;
+	struct vlm_batch b0;
+	tiny_config(&c, 0);
+	make_batch(&c, &b0); /* the images */
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 5, 0);
+	vlm_lora_add(m, 2, 4, LORA_ALL, 9);
+	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase);
+	unsigned all = VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER | VLM_PART_LORA;
+	vlm_train_init(m, all);
+
+	/* 0/1: a pair on image 0 (prompt 5 tokens, answers of 4 and 6);
+	 * 2: the same prompt on image 1 (shares the first token only);
+	 * 3: a copy of 0 (everything shared); 4: 0's prompt without the image;
+	 * 5: a prefix of 1 (its rows all inside 1's) */
+	static int sid[NS][SL];
+	static float sw[NS][SL];
+	const int *sp[NS];
+	const float *swp[NS];
+	int slen[NS] = {9, 11, 9, 9, 8, 7}, simg[NS] = {0, 0, 1, 0, -1, 0};
+	const int prompt[5] = {1, c.image_token_index, 7, 8, 9};
+	struct rng r;
+	rng_seed(&r, 3, "shared", "test");
+	for (int s = 0; s < NS; s++) {
+		for (int t = 0; t < slen[s]; t++) {
+			sid[s][t] = t < 5 ? prompt[t] : 3 + (int)rng_below(&r, c.vocab - 4);
+			sw[s][t] = t >= 5 ? 1.0f : 0.0f;
+		}
+		sp[s] = sid[s];
+		swp[s] = sw[s];
+	}
+	memcpy(sid[3], sid[0], sizeof sid[0]);
+	memcpy(sid[5], sid[1], sizeof sid[1]);
+	sid[4][1] = 5;
+	struct vlm_batch b = {.B = NS, .ids = sp, .len = slen, .weight = swp, .n_images = 2,
+			      .images = images, .image_of = simg};
+	const float cf[NS] = {1.0f, -0.8f, 0.6f, 0.3f, -0.5f, 0.7f};
+
+	float lp[NS], lp1[NS];
+	vlm_zero_grad(m);
+	if (vlm_forward(m, &b, lp, 1))
+		exit(1);
+	struct vlm_shape ks = ((struct vlm_impl *)m->impl)->ks;
+	vlm_backward(m, cf);
+	float *g = xmalloc(m->nparams * sizeof(float));
+	memcpy(g, m->grads, m->nparams * sizeof(float));
+	int slots = 0;
+	for (int s = 0; s < NS; s++)
+		slots += slen[s] + (simg[s] >= 0 ? c.img_tokens - 1 : 0);
+	/* rows: 0 and 1 share 4 + 16 slots, 2 the first token, 3 and 5 all of theirs */
+	int want = slots - (20 + 1 + (9 + 15) + (7 + 15) + 1);
+	tap_ok(ks.NU == want, "shared prefixes computed once: %d rows for %d slots (want %d)",
+	       ks.NU, slots, want);
+
+	vlm_zero_grad(m);
+	for (int s = 0; s < NS; s++) {
+		int io = simg[s] >= 0 ? 0 : -1;
+		struct vlm_batch b1 = {.B = 1, .ids = &sp[s], .len = &slen[s], .weight = &swp[s],
+				       .n_images = io >= 0, .images = images + (io >= 0 ? simg[s] : 0) * 3 * 16 * 16,
+				       .image_of = &io};
+		if (vlm_forward(m, &b1, &lp1[s], 1))
+			exit(1);
+		vlm_backward(m, &cf[s]);
+	}
+	tap_close(lp, lp1, NS, 1e-5f, 1e-5f, "shared prefixes: each log-prob equals the sequence alone's");
+	/* per tensor, against its largest gradient: the sums run in other
+	 * orders. The key bias's is rounding alone (softmax ignores a constant
+	 * added to every score of a row): not compared. */
+	double worst = 0;
+	const char *wn = "";
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (strstr(t->name, "k_proj.bias"))
+			continue;
+		const float *gs = g + (t->data - m->params);
+		double big = 0, d = 0;
+		for (long j = 0; j < t->numel; j++) {
+			big = fmax(big, fabs(t->grad[j]));
+			d = fmax(d, fabs(gs[j] - t->grad[j]));
+		}
+		if (d / (1e-7 + 1e-4 * big) > worst)
+			worst = d / (1e-7 + 1e-4 * big), wn = t->name;
+	}
+	tap_ok(worst <= 1, "shared prefixes: gradients equal the sum of the sequences' alone (worst %.3g, %s)",
+	       worst, wn);
+	free(g);
+	vlm_free(m);
+}
+
 static void test_tied_full(void)
 {
 	struct vlm_config c;
@@ -433,6 +530,7 @@ int main(int argc, char **argv)
 	test_layout();
 	test_gradients();
 	test_lora_and_batch();
+	test_shared_prefix();
 	test_tied_full();
 	return tap_done();
 }

@@ -54,7 +54,10 @@ done
 [ -e "$top/bin/seva-dpo" ] || { echo "seva.sh: tools not built: run 'make' in $top" >&2; exit 1; }
 [ -f "$model/config.json" ] || { echo "seva.sh: no model at '$model' (pipelines/base.sh builds it)" >&2; exit 1; }
 mkdir -p "$run"
-say() { [ -n "$quiet" ] || printf '\033[1mseva.sh:\033[0m %s\n' "$*" >&2; }
+say() {
+	[ -n "$quiet" ] && return
+	if [ -t 2 ]; then printf '\033[1mseva.sh:\033[0m %s\n' "$*" >&2; else printf 'seva.sh: %s\n' "$*" >&2; fi
+}
 start=$(date +%s)
 
 # 1. Unlabeled (image, question) samples.

@@ -231,118 +231,120 @@ static inline int luma(const unsigned char *p)
 	return (p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16;
 }
 
+/* Replaces every byte by LUT[byte]. */
+static void map_bytes(struct image *im, const unsigned char lut[256])
+{
+	size_t n = (size_t)im->w * im->h * 3;
+	unsigned char *p = im->px;
+	for (size_t i = 0; i < n; i++)
+		p[i] = lut[p[i]];
+}
+
+/* Brightness and contrast blend every byte with a constant: 256 blends
+ * made once give the same bytes as one per byte. */
 void augment_brightness(struct image *im, float f)
 {
-	long n = (long)im->w * im->h * 3;
-	for (long i = 0; i < n; i++)
-		im->px[i] = blend(0, im->px[i], f);
+	unsigned char lut[256];
+	for (int v = 0; v < 256; v++)
+		lut[v] = blend(0, v, f);
+	map_bytes(im, lut);
 }
 
 void augment_contrast(struct image *im, float f)
 {
 	long n = (long)im->w * im->h;
-	double sum = 0;
+	const unsigned char *p = im->px;
+	uint64_t sum = 0; /* exact, as PIL's histogram-weighted mean */
+	#pragma omp simd reduction(+ : sum)
 	for (long i = 0; i < n; i++)
-		sum += luma(im->px + 3 * i);
-	int mean = (int)(sum / (n ? n : 1) + 0.5);
-	for (long i = 0; i < 3 * n; i++)
-		im->px[i] = blend(mean, im->px[i], f);
+		sum += (uint32_t)luma(p + 3 * i);
+	int mean = (int)((double)sum / (n ? n : 1) + 0.5);
+	unsigned char lut[256];
+	for (int v = 0; v < 256; v++)
+		lut[v] = blend(mean, v, f);
+	map_bytes(im, lut);
 }
 
 void augment_saturation(struct image *im, float f)
 {
 	long n = (long)im->w * im->h;
+	unsigned char *px = im->px;
+	#pragma omp simd
 	for (long i = 0; i < n; i++) {
-		unsigned char *p = im->px + 3 * i;
+		unsigned char *p = px + 3 * i;
 		int l = luma(p);
-		p[0] = blend(l, p[0], f);
-		p[1] = blend(l, p[1], f);
-		p[2] = blend(l, p[2], f);
+		unsigned char r = blend(l, p[0], f), g = blend(l, p[1], f), b = blend(l, p[2], f);
+		p[0] = r, p[1] = g, p[2] = b;
 	}
 }
 
-static inline unsigned char clip8i(int v)
-{
-	return v < 0 ? 0 : v > 255 ? 255 : (unsigned char)v;
-}
-
-/* C's round() for x >= 0 without the libm call: x - trunc(x) is exact. */
+/* C's round() for 0 <= x < 2^24 without the libm call: x - trunc(x) is
+ * exact; trunc through int and float (the vectorizer takes those). */
 static inline int round_half_up(double x)
 {
-	double t = trunc(x);
-	return (int)(x - t >= 0.5 ? t + 1 : t);
+	int t = (int)x;
+	return t + (x - (double)(float)t >= 0.5);
 }
 
-/* PIL's rgb2hsv / hsv2rgb (Convert.c, after colorsys) with the hue byte
- * shifted by uint8(shift * 255) modulo 256, as F_pil.adjust_hue does. */
-/* The per-pixel divisions of PIL's HSV code depend on bytes only: tables
- * made once with the same float/double operations give the same values. */
-static struct {
-	float quot[256][256];      /* (float)a / (float)d, [d][a] */
-	float f[256];              /* (float)h * 6.0 / 255.0 - k */
-	unsigned char k[256];      /* floor((float)h * 6.0 / 255.0) % 6 */
-	float fs[256];             /* (float)s / 255.0 */
-	unsigned char p[256][256]; /* round(v * (1 - fs)), [s][v] */
-} hsv_store, *hsv = &hsv_store;
-
-static void hsv_tables(void)
-{
-	for (int d = 0; d < 256; d++)
-		for (int a = 0; a < 256; a++)
-			hsv->quot[d][a] = d ? (float)a / (float)d : 0;
-	for (int h = 0; h < 256; h++) {
-		int k = (int)floor((float)h * 6.0 / 255.0);
-		hsv->f[h] = (float)h * 6.0 / 255.0 - (float)k;
-		hsv->k[h] = (unsigned char)(k % 6);
-		hsv->fs[h] = (float)h / 255.0;
-	}
-	for (int su = 0; su < 256; su++)
-		for (int v = 0; v < 256; v++)
-			hsv->p[su][v] = clip8i(round_half_up((float)v * (1.0 - hsv->fs[su])));
-}
-
+/*
+ * PIL's rgb2hsv / hsv2rgb (Convert.c, after colorsys) with the hue byte
+ * shifted by uint8(shift * 255) modulo 256, as F_pil.adjust_hue does.
+ * The same float and double operations in the same order, with selects
+ * instead of branches so that the loop vectorizes: IEEE division and
+ * conversion are exact, so the lanes give PIL's bytes. A grey pixel (no
+ * chroma) gets s = 0 and comes back as (v, v, v) without a special case.
+ */
 void augment_hue(struct image *im, float shift)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, hsv_tables);
-	unsigned char dh = (unsigned char)(int)(shift * 255);
+	int dh = (unsigned char)(int)(shift * 255);
 	long n = (long)im->w * im->h;
+	unsigned char *px = im->px;
+	#pragma omp simd
 	for (long i = 0; i < n; i++) {
-		unsigned char *px = im->px + 3 * i;
-		int r = px[0], g = px[1], b = px[2];
-		int maxc = r > g ? (r > b ? r : b) : (g > b ? g : b);
-		int minc = r < g ? (r < b ? r : b) : (g < b ? g : b);
-		unsigned char uh = 0, us = 0, uv = (unsigned char)maxc;
-		if (minc != maxc) {
-			const float *q = hsv->quot[maxc - minc];
-			float s = hsv->quot[maxc][maxc - minc];
-			float rc = q[maxc - r], gc = q[maxc - g], bc = q[maxc - b];
-			/* All three, then a select: the branch on which channel
-			 * is largest mispredicts on photos. */
-			float hr = bc - gc, hg = (float)(2.0 + rc - bc), hb = (float)(4.0 + gc - rc);
-			float h = r == maxc ? hr : g == maxc ? hg : hb;
-			/* fmod(h / 6 + 1, 1) for an argument in (0, 2): exact. */
-			double hh = h / 6.0 + 1.0;
-			h = hh >= 1.0 ? hh - 1.0 : hh;
-			uh = clip8i((int)(h * 255.0));
-			us = clip8i((int)(s * 255.0));
-		}
-		uh = (unsigned char)(uh + dh);
-		if (us == 0) {
-			px[0] = px[1] = px[2] = uv;
-			continue;
-		}
-		float f = hsv->f[uh], fs = hsv->fs[us];
-		unsigned char p = hsv->p[us][uv];
-		unsigned char qq = clip8i(round_half_up((float)uv * (1.0 - fs * f)));
-		unsigned char t = clip8i(round_half_up((float)uv * (1.0 - fs * (1.0 - f))));
-		/* PIL's switch on the sextant, as a table: (v,t,p) (q,v,p)
-		 * (p,v,t) (p,q,v) (t,p,v) (v,p,q) over vals = {v, p, q, t}. */
-		static const unsigned char pick[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3},
-							 {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
-		unsigned char vals[4] = {uv, p, qq, t};
-		const unsigned char *pk = pick[hsv->k[uh]];
-		px[0] = vals[pk[0]], px[1] = vals[pk[1]], px[2] = vals[pk[2]];
+		int r = px[3 * i], g = px[3 * i + 1], b = px[3 * i + 2];
+		int maxc = r > g ? r : g, minc = r < g ? r : g;
+		maxc = maxc > b ? maxc : b;
+		minc = minc < b ? minc : b;
+		int d = maxc - minc;
+		/* d | !d: d, or 1 for a grey pixel (then unused); written
+		 * without a branch the converts would move into. */
+		float fd = (float)(d | (d == 0));
+		float s = (float)d / (float)(maxc | (maxc == 0));
+		float rc = (float)(maxc - r) / fd, gc = (float)(maxc - g) / fd;
+		float bc = (float)(maxc - b) / fd;
+		float hr = bc - gc, hg = (float)(2.0 + rc - bc), hb = (float)(4.0 + gc - rc);
+		/* The channel that is the max picks its formula (r first, then
+		 * g), as products with 1 and 0: exact (hg, hb > 0), and no
+		 * branch for the compiler to sink the arithmetic into. */
+		int ir = r == maxc, ig = !ir & (g == maxc), ib = !ir & !ig;
+		float h = hr * (float)ir + hg * (float)ig + hb * (float)ib;
+		/* fmod(h / 6 + 1, 1) for an argument in (0, 2): exact. */
+		double hh = h / 6.0 + 1.0;
+		h = (float)(hh - (double)(float)(int)hh); /* floor, as hh > 0 */
+		int chroma = -(d != 0); /* grey: hue and saturation 0 */
+		int uh = (int)(h * 255.0) & chroma, us = (int)(s * 255.0) & chroma;
+		uh = (uh + dh) & 255;
+
+		/* Small ints go to double through float (exact): the
+		 * vectorizer widens float to double, not int to double. */
+		double h6 = (double)(float)uh * 6.0 / 255.0;
+		int k = (int)h6; /* floor: h6 >= 0 */
+		float f = (float)(h6 - (double)(float)k), fs = (float)((double)(float)us / 255.0);
+		double v = (double)(float)maxc;
+		int p = round_half_up(v * (1.0 - fs));
+		int q = round_half_up(v * (1.0 - fs * f));
+		int t = round_half_up(v * (1.0 - fs * (1.0 - f)));
+		/* The sextant: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q),
+		 * as masks (the compiler would make a branch tree of ?:). */
+		k -= 6 * (k == 6);
+		int m0 = -(k == 0), m1 = -(k == 1), m2 = -(k == 2);
+		int m3 = -(k == 3), m4 = -(k == 4), m5 = -(k == 5);
+		int o0 = (maxc & (m0 | m5)) | (q & m1) | (t & m4) | (p & (m2 | m3));
+		int o1 = (maxc & (m1 | m2)) | (t & m0) | (q & m3) | (p & (m4 | m5));
+		int o2 = (maxc & (m3 | m4)) | (t & m2) | (q & m5) | (p & (m0 | m1));
+		px[3 * i] = (unsigned char)o0;
+		px[3 * i + 1] = (unsigned char)o1;
+		px[3 * i + 2] = (unsigned char)o2;
 	}
 }
 

@@ -182,11 +182,15 @@ int image_decode(struct image *im, const void *buf, size_t len, const char **err
  * filter with the smallest sum of |residual| (libpng's heuristic), runs of
  * a repeated byte as distance-1 matches, one dynamic-Huffman block per
  * 256 KiB. Photos compress nearly as well as zlib -6, flat synthetic
- * scenes well, at a small fraction of the time.
+ * scenes well, at a small fraction of the time. The loops over bytes are
+ * written for the vectorizer (filters and their costs in one pass, 16
+ * bytes at a time looking for runs, Adler-32 as two sums, CRC-32 by
+ * slices of 8).
  */
 
-static uint32_t crc_table[256];
+static uint32_t crc_table[8][256];
 static unsigned char len_sym[259]; /* match length → index into len_base */
+static uint16_t tok_sym[256 + 259];  /* token → literal/length symbol */
 
 static const uint16_t len_base[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27,
 				      31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
@@ -198,23 +202,70 @@ static void png_tables(void)
 	for (int s = 0; s < 29; s++)
 		for (int l = len_base[s]; l < (s < 28 ? len_base[s + 1] : 259); l++)
 			len_sym[l] = (unsigned char)s;
+	for (int t = 0; t < 256 + 259; t++)
+		tok_sym[t] = (uint16_t)(t < 256 ? t : 257 + len_sym[t < 259 ? 3 : t - 256]);
 	for (uint32_t n = 0; n < 256; n++) {
 		uint32_t c = n;
 		for (int k = 0; k < 8; k++)
 			c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-		crc_table[n] = c;
+		crc_table[0][n] = c;
 	}
+	for (int k = 1; k < 8; k++)
+		for (int n = 0; n < 256; n++)
+			crc_table[k][n] = crc_table[0][crc_table[k - 1][n] & 0xff] ^
+					  (crc_table[k - 1][n] >> 8);
 }
 
+/* CRC-32 eight bytes a step: table k holds a byte's CRC shifted past k
+ * more zero bytes. */
 static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+	const uint32_t(*t)[256] = crc_table;
+	for (; n >= 8; p += 8, n -= 8) {
+		uint32_t lo = c ^ (p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+				   (uint32_t)p[3] << 24);
+		c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^
+		    t[4][lo >> 24] ^ t[3][p[4]] ^ t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
+	}
+	for (; n > 0; n--)
+		c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
 	return c;
 }
 
+static uint32_t adler32(const unsigned char *d, size_t n)
+{
+	uint32_t a = 1, b = 0;
+	while (n > 0) {
+		/* Over M bytes: a += sum d_k, b += M a + sum (M - k) d_k; the
+		 * sums fit 32 bits for M <= 5552 (zlib's NMAX). */
+		size_t m = n < 5552 ? n : 5552;
+		uint32_t sa = 0, sb = 0;
+		#pragma omp simd reduction(+ : sa, sb)
+		for (size_t k = 0; k < m; k++) {
+			sa += d[k];
+			sb += (uint32_t)(m - k) * d[k];
+		}
+		b = (uint32_t)((b + (uint64_t)m * a + sb) % 65521);
+		a = (a + sa) % 65521;
+		d += m;
+		n -= m;
+	}
+	return b << 16 | a;
+}
+
+static inline void store_le64(unsigned char *p, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(p, &v, 8);
+#else
+	for (int k = 0; k < 8; k++)
+		p[k] = (unsigned char)(v >> 8 * k);
+#endif
+}
+
+/* Deflate's LSB-first bits into a buffer sized beforehand. */
 struct bits {
-	struct buf *out;
+	unsigned char *p;
 	uint64_t acc;
 	int n;
 };
@@ -224,9 +275,11 @@ static inline void put_bits(struct bits *b, uint32_t v, int n)
 	b->acc |= (uint64_t)v << b->n;
 	b->n += n;
 	if (b->n >= 32) {
-		unsigned char w[4] = {(unsigned char)b->acc, (unsigned char)(b->acc >> 8),
-				      (unsigned char)(b->acc >> 16), (unsigned char)(b->acc >> 24)};
-		buf_add(b->out, w, 4);
+		b->p[0] = (unsigned char)b->acc;
+		b->p[1] = (unsigned char)(b->acc >> 8);
+		b->p[2] = (unsigned char)(b->acc >> 16);
+		b->p[3] = (unsigned char)(b->acc >> 24);
+		b->p += 4;
 		b->acc >>= 32;
 		b->n -= 32;
 	}
@@ -234,16 +287,13 @@ static inline void put_bits(struct bits *b, uint32_t v, int n)
 
 static void flush_bits(struct bits *b)
 {
-	while (b->n > 0) {
-		unsigned char c = (unsigned char)b->acc;
-		buf_add(b->out, &c, 1);
+	for (; b->n > 0; b->n -= 8) {
+		*b->p++ = (unsigned char)b->acc;
 		b->acc >>= 8;
-		b->n -= 8;
 	}
 	b->n = 0;
 	b->acc = 0;
 }
-
 /* Code lengths (at most LIMIT bits) for N symbols of frequency FREQ: plain
  * Huffman, the frequencies halved until the longest code fits. */
 static void huff_lengths(const uint32_t *freq, int n, int limit, unsigned char *len)
@@ -333,11 +383,20 @@ static void stored_blocks(struct bits *bw, const unsigned char *raw, size_t n, i
 		flush_bits(bw); /* to a byte boundary */
 		unsigned char h[4] = {(unsigned char)m, (unsigned char)(m >> 8),
 				      (unsigned char)~m, (unsigned char)(~m >> 8)};
-		buf_add(bw->out, h, 4);
-		buf_add(bw->out, raw, m);
+		memcpy(bw->p, h, 4);
+		memcpy(bw->p + 4, raw, m);
+		bw->p += 4 + m;
 		raw += m;
 		n -= m;
 	} while (n > 0);
+}
+
+/* Bytes a zlib stream of N bytes may take: stored blocks' 5 bytes per
+ * 65535, and per 256 KiB block a Huffman header (at most ~600 bytes) or
+ * the cost estimate's 300 bytes of slack. */
+static size_t zlib_bound(size_t n)
+{
+	return n + 5 * (n / 65535 + 1) + 1024 * (n / (256 * 1024) + 1) + 16;
 }
 
 /* Tokens: a literal byte (< 256) or 256 + run length (3..258). RAW (N
@@ -345,9 +404,20 @@ static void stored_blocks(struct bits *bw, const unsigned char *raw, size_t n, i
 static void deflate_block(struct bits *bw, const uint16_t *tok, size_t ntok,
 			  const unsigned char *raw, size_t n, int last)
 {
-	uint32_t lf[286] = {0}, df[2] = {1, 1}, cf[19] = {0};
-	for (size_t i = 0; i < ntok; i++)
-		lf[tok[i] < 256 ? tok[i] : 257 + len_sym[tok[i] - 256]]++;
+	/* Symbol counts: four tables, so that runs of one symbol do not wait
+	 * on their own increments. */
+	uint32_t lf4[4][286] = {{0}}, lf[286], cf[19] = {0};
+	size_t i4 = ntok & ~(size_t)3;
+	for (size_t i = 0; i < i4; i += 4) {
+		lf4[0][tok_sym[tok[i]]]++;
+		lf4[1][tok_sym[tok[i + 1]]]++;
+		lf4[2][tok_sym[tok[i + 2]]]++;
+		lf4[3][tok_sym[tok[i + 3]]]++;
+	}
+	for (size_t i = i4; i < ntok; i++)
+		lf4[0][tok_sym[tok[i]]]++;
+	for (int k = 0; k < 286; k++)
+		lf[k] = lf4[0][k] + lf4[1][k] + lf4[2][k] + lf4[3][k];
 	lf[256] = 1;
 	unsigned char ll[286], dl[2] = {1, 1}, cl[19];
 	uint16_t lc[286], dc[2], cc[19];
@@ -361,7 +431,6 @@ static void deflate_block(struct bits *bw, const uint16_t *tok, size_t ntok,
 	}
 	huff_codes(ll, 286, lc);
 	huff_codes(dl, 2, dc);
-	(void)df;
 
 	int hlit = 286;
 	while (hlit > 257 && !ll[hlit - 1])
@@ -423,129 +492,155 @@ static void deflate_block(struct bits *bw, const uint16_t *tok, size_t ntok,
 		else if (s == 18)
 			put_bits(bw, x, 7);
 	}
-	for (size_t i = 0; i < ntok; i++) {
-		unsigned t = tok[i];
-		if (t < 256) {
-			put_bits(bw, lc[t], ll[t]);
-			continue;
-		}
-		int l = (int)t - 256, s = len_sym[l];
-		put_bits(bw, lc[257 + s], ll[257 + s]);
-		if (len_extra[s])
-			put_bits(bw, l - len_base[s], len_extra[s]);
-		put_bits(bw, dc[0], dl[0]); /* distance 1 */
+	/* Each token as one write: a literal's code, or a run's length code,
+	 * its extra bits and the distance-1 code (at most 15 + 5 + 1 bits). */
+	uint32_t code[259 + 256];
+	unsigned char nbits[259 + 256];
+	for (int t = 0; t < 256; t++)
+		code[t] = lc[t], nbits[t] = ll[t];
+	for (int l = 3; l <= 258; l++) {
+		int s = len_sym[l], e = len_extra[s], sym = 257 + s;
+		code[256 + l] = lc[sym] | (uint32_t)(l - len_base[s]) << ll[sym] |
+				(uint32_t)dc[0] << (ll[sym] + e);
+		nbits[256 + l] = (unsigned char)(ll[sym] + e + dl[0]);
 	}
+	/* Whole bytes go out after every token, 8 bytes stored unconditionally
+	 * (the buffer has the slack): no branch to mispredict. */
+	unsigned char *p = bw->p;
+	uint64_t acc = bw->acc;
+	int nb = bw->n;
+	for (size_t i = 0; i < ntok; i++) {
+		acc |= (uint64_t)code[tok[i]] << nb;
+		nb += nbits[tok[i]];
+		store_le64(p, acc);
+		p += nb >> 3;
+		acc >>= nb & ~7;
+		nb &= 7;
+	}
+	bw->p = p, bw->acc = acc, bw->n = nb;
 	put_bits(bw, lc[256], ll[256]);
 }
 
-/* zlib stream of DATA into OUT: header, blocks of RLE tokens, adler32. */
-static void zlib_rle(struct buf *out, const unsigned char *data, size_t n)
+/* Tokens for DATA[I..END): literals, and runs of 3 to 258 copies of the
+ * byte before (distance 1) wherever one starts. Returns how many. */
+static size_t rle_tokens(uint16_t *tok, const unsigned char *data, size_t i, size_t end)
 {
-	static const unsigned char hdr[2] = {0x78, 0x01};
-	buf_add(out, hdr, 2);
-	struct bits bw = {out, 0, 0};
-	const size_t chunk = 256 * 1024;
-	uint16_t *tok = xmalloc(sizeof(uint16_t) * (chunk + 1));
-	size_t i = 0;
-	do {
-		size_t start = i, end = n - i > chunk ? i + chunk : n, nt = 0;
-		while (i < end) {
-			/* A run continues the previous byte (distance 1). */
-			if (i > 0) {
-				size_t r = 0, max = end - i < 258 ? end - i : 258;
-				while (r < max && data[i + r] == data[i - 1])
-					r++;
-				if (r >= 3) {
-					tok[nt++] = (uint16_t)(256 + r);
-					i += r;
-					continue;
-				}
-			}
+	size_t nt = 0;
+	if (i == 0 && end > 0)
+		tok[nt++] = data[i++];
+	while (i < end) {
+		/* 16 positions at once: a run starts at k when the 3 bytes
+		 * from k repeat the one before. None: 16 literals. */
+		if (end - i >= 18) {
+			const unsigned char *d = data + i;
+			unsigned char f[16];
+			#pragma omp simd
+			for (int k = 0; k < 16; k++)
+				f[k] = (d[k] == d[k - 1]) & (d[k + 1] == d[k - 1]) &
+				       (d[k + 2] == d[k - 1]);
+			uint64_t f0, f1;
+			memcpy(&f0, f, 8);
+			memcpy(&f1, f + 8, 8);
+			int k0 = 0;
+			if (f0 | f1)
+				while (!f[k0])
+					k0++;
+			else
+				k0 = 16;
+			/* All 16 (TOK has room); those past k0 are overwritten. */
+			#pragma omp simd
+			for (int k = 0; k < 16; k++)
+				tok[nt + k] = d[k];
+			nt += k0;
+			i += k0;
+			if (k0 == 16)
+				continue;
+		}
+		size_t r = 0, max = end - i < 258 ? end - i : 258;
+		while (r < max && data[i + r] == data[i - 1])
+			r++;
+		if (r >= 3) {
+			tok[nt++] = (uint16_t)(256 + r);
+			i += r;
+		} else {
 			tok[nt++] = data[i++];
 		}
-		deflate_block(&bw, tok, nt, data + start, i - start, i >= n);
+	}
+	return nt;
+}
+
+/* zlib stream of DATA into OUT (zlib_bound(N) bytes): header, blocks of
+ * RLE tokens, adler32. Returns its length. */
+static size_t zlib_rle(unsigned char *out, const unsigned char *data, size_t n)
+{
+	out[0] = 0x78, out[1] = 0x01;
+	struct bits bw = {out + 2, 0, 0};
+	const size_t chunk = 256 * 1024;
+	uint16_t *tok = xmalloc(sizeof(uint16_t) * (chunk + 16));
+	size_t i = 0;
+	do {
+		size_t end = n - i > chunk ? i + chunk : n;
+		size_t nt = rle_tokens(tok, data, i, end);
+		deflate_block(&bw, tok, nt, data + i, end - i, end >= n);
+		i = end;
 	} while (i < n);
 	flush_bits(&bw);
 	free(tok);
-	uint32_t a = 1, b = 0;
-	for (size_t k = 0; k < n;) {
-		size_t m = n - k < 5552 ? n - k : 5552;
-		for (size_t e = k + m; k < e; k++)
-			a += data[k], b += a;
-		a %= 65521, b %= 65521;
-	}
-	unsigned char tr[4] = {(unsigned char)(b >> 8), (unsigned char)b, (unsigned char)(a >> 8),
-			       (unsigned char)a};
-	buf_add(out, tr, 4);
-}
-
-/* Sum of |residual| as signed bytes: libpng's filter heuristic. */
-static long residual_cost(const unsigned char *c, size_t n)
-{
-	long sum = 0;
-	size_t x = 0;
-	/* Fixed-length blocks: -O2's cheap vectorizer takes them. */
-	for (; x + 32 <= n; x += 32) {
-		unsigned s = 0;
-		for (int k = 0; k < 32; k++) {
-			unsigned char a = c[x + k], b = (unsigned char)-a;
-			s += a < b ? a : b;
-		}
-		sum += s;
-	}
-	for (; x < n; x++) {
-		unsigned char a = c[x], b = (unsigned char)-a;
-		sum += a < b ? a : b;
-	}
-	return sum;
+	uint32_t a = adler32(data, n);
+	unsigned char tr[4] = {(unsigned char)(a >> 24), (unsigned char)(a >> 16),
+			       (unsigned char)(a >> 8), (unsigned char)a};
+	memcpy(bw.p, tr, 4);
+	return (size_t)(bw.p + 4 - out);
 }
 
 /* Filtered scanlines: each row's filter type byte, then its residuals;
- * per row the filter with the smallest cost. One loop per filter so the
- * compiler vectorizes them. */
+ * per row the filter with the smallest sum of |residual| as signed bytes
+ * (libpng's heuristic), the first of equals. The four filters and their
+ * costs in one pass. */
 static unsigned char *png_filter(const struct image *im, size_t *len)
 {
 	size_t stride = (size_t)im->w * 3;
 	unsigned char *out = xmalloc((stride + 1) * im->h);
-	unsigned char *cand = xmalloc(stride * 5);
+	unsigned char *cand = xmalloc(stride * 4);
 	unsigned char *zero = xcalloc(stride, 1);
 	for (int y = 0; y < im->h; y++) {
-		const unsigned char *row = im->px + y * stride;
-		const unsigned char *up = y ? row - stride : zero;
-		unsigned char *c0 = cand, *c1 = cand + stride, *c2 = cand + 2 * stride;
-		unsigned char *c3 = cand + 3 * stride, *c4 = cand + 4 * stride;
+		const unsigned char *restrict row = im->px + y * stride;
+		const unsigned char *restrict up = y ? row - stride : zero;
+		unsigned char *restrict c1 = cand, *restrict c2 = cand + stride;
+		unsigned char *restrict c3 = cand + 2 * stride, *restrict c4 = cand + 3 * stride;
+		unsigned s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+#define COST(v) ((unsigned char)(v) < (unsigned char)-(v) ? (unsigned char)(v) : (unsigned char)-(v))
+		/* The first pixel: no left neighbour (a = c = 0, so Paeth
+		 * predicts up). */
 		size_t n0 = stride < 3 ? stride : 3;
 		for (size_t x = 0; x < n0; x++) {
 			c1[x] = row[x];
-			c3[x] = (unsigned char)(row[x] - (up[x] >> 1));
-			c4[x] = (unsigned char)(row[x] - up[x]);
-		}
-		for (size_t x = 3; x < stride; x++) {
-			c1[x] = (unsigned char)(row[x] - row[x - 3]);
-			c3[x] = (unsigned char)(row[x] - ((row[x - 3] + up[x]) >> 1));
-		}
-		for (size_t x = 0; x < stride; x++)
 			c2[x] = (unsigned char)(row[x] - up[x]);
-		if (y)
-			for (size_t x = 3; x < stride; x++) {
-				int a = row[x - 3], b = up[x], cc = up[x - 3];
-				int pa = abs(b - cc), pb = abs(a - cc), pc = abs(a + b - 2 * cc);
-				int pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : cc;
-				c4[x] = (unsigned char)(row[x] - pred);
-			}
-		else
-			memcpy(c4 + n0, c1 + n0, stride - n0); /* Paeth on row 0 is Sub */
-		long best = -1;
-		int bf = 0;
-		const unsigned char *cs[5] = {row, c1, c2, c3, c4};
-		(void)c0;
-		for (int f = 0; f < 5; f++) {
-			long sum = residual_cost(cs[f], stride);
-			if (best < 0 || sum < best)
-				best = sum, bf = f;
+			c3[x] = (unsigned char)(row[x] - (up[x] >> 1));
+			c4[x] = c2[x];
+			s0 += COST(row[x]), s1 += COST(c1[x]), s2 += COST(c2[x]);
+			s3 += COST(c3[x]), s4 += COST(c4[x]);
 		}
+		#pragma omp simd reduction(+ : s0, s1, s2, s3, s4)
+		for (size_t x = 3; x < stride; x++) {
+			int a = row[x - 3], b = up[x], c = up[x - 3], v = row[x];
+			int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+			int pred = (pa <= pb) & (pa <= pc) ? a : pb <= pc ? b : c;
+			unsigned char r1 = (unsigned char)(v - a), r2 = (unsigned char)(v - b);
+			unsigned char r3 = (unsigned char)(v - ((a + b) >> 1));
+			unsigned char r4 = (unsigned char)(v - pred);
+			c1[x] = r1, c2[x] = r2, c3[x] = r3, c4[x] = r4;
+			s0 += COST(v), s1 += COST(r1), s2 += COST(r2), s3 += COST(r3);
+			s4 += COST(r4);
+		}
+#undef COST
+		unsigned sum[5] = {s0, s1, s2, s3, s4};
+		int bf = 0;
+		for (int f = 1; f < 5; f++)
+			if (sum[f] < sum[bf])
+				bf = f;
 		out[y * (stride + 1)] = (unsigned char)bf;
-		memcpy(out + y * (stride + 1) + 1, cs[bf], stride);
+		memcpy(out + y * (stride + 1) + 1, bf ? cand + (bf - 1) * stride : row, stride);
 	}
 	free(zero);
 	free(cand);
@@ -573,9 +668,8 @@ int image_encode_png(const struct image *im, unsigned char **out, size_t *len)
 	pthread_once(&once, png_tables);
 	if (im->w <= 0 || im->h <= 0)
 		return -1;
-	struct buf b, z;
+	struct buf b;
 	buf_init(&b);
-	buf_init(&z);
 	buf_add(&b, "\x89PNG\r\n\x1a\n", 8);
 	unsigned char ihdr[13] = {(unsigned char)(im->w >> 24), (unsigned char)(im->w >> 16),
 				  (unsigned char)(im->w >> 8), (unsigned char)im->w,
@@ -585,11 +679,12 @@ int image_encode_png(const struct image *im, unsigned char **out, size_t *len)
 	png_chunk(&b, "IHDR", ihdr, 13);
 	size_t flen;
 	unsigned char *filtered = png_filter(im, &flen);
-	zlib_rle(&z, filtered, flen);
+	unsigned char *z = xmalloc(zlib_bound(flen));
+	size_t zlen = zlib_rle(z, filtered, flen);
 	free(filtered);
-	png_chunk(&b, "IDAT", z.data, z.len);
+	png_chunk(&b, "IDAT", z, zlen);
 	png_chunk(&b, "IEND", (const unsigned char *)"", 0);
-	buf_release(&z);
+	free(z);
 	*out = buf_detach(&b, len);
 	return 0;
 }

@@ -18,10 +18,15 @@
  *   vision, per image: NP * 2*(3*P*P)*VC (patches)
  *     + v_used * [ (NP+1) * 2*(4*VC^2 + 2*VC*VI) + 4*VC*(NP+1)^2 ]
  *   projector, per image: IT * 2*(VC*C + C^2)
- *   decoder, per sequence of T slots: L * [ T * 2*(2*C^2 + 2*C*KV + 3*C*FF)
- *     + 2*C*T*(T+1) ]  (causal attention: QK^T and AV over the T(T+1)/2
- *     unmasked pairs, 2*C each) + R * 2*C*V (lm head on the R positions
- *     that predict a response token)
+ *   decoder, per pair of T-slot sequences sharing their first P slots:
+ *     L * [ (P + 2*(T-P)) * 2*(2*C^2 + 2*C*KV + 3*C*FF) + 4*C*A ]
+ *     + 2*R * 2*C*V, where A = P(P+1)/2 + T(T+1) - P(P+1) are the unmasked
+ *     (query, key) pairs of causal attention (QK^T and AV, 2*C each), the
+ *     shared prefix's once, and the lm head runs on the R positions that
+ *     predict a response token. P is measured on the data: the image's IT
+ *     slots, since chosen and rejected prompts are drawn independently as
+ *     the peer's are (real SeVa pairs share the prompt too); seva computes
+ *     a shared prefix once (the peer computes 2*T rows per pair).
  *   step = reference forward + policy forward + policy backward, where the
  *   backward is 2x the forward (dX and dW) of the decoder and lm head,
  *   2x for the second projector layer and 1x for the first (no dX: vision
@@ -82,11 +87,12 @@ static double proj_flops(const struct vlm_config *c)
 	return (double)c->img_tokens * 2 * ((double)c->v_hidden * c->hidden + (double)c->hidden * c->hidden);
 }
 
-/* Decoder layers over T slots (no lm head). */
-static double dec_flops(const struct vlm_config *c, double T)
+/* Decoder layers (no lm head) over ROWS rows with PAIRS unmasked (query,
+ * key) pairs of causal attention in all. */
+static double dec_flops(const struct vlm_config *c, double rows, double pairs)
 {
 	double C = c->hidden, KV = (double)c->kv_heads * (c->hidden / c->heads), FF = c->inter;
-	return c->layers * (T * 2 * (2 * C * C + 2 * C * KV + 3 * C * FF) + 2 * C * T * (T + 1));
+	return c->layers * (rows * 2 * (2 * C * C + 2 * C * KV + 3 * C * FF) + 4 * C * pairs);
 }
 
 static double head_flops(const struct vlm_config *c, double positions)
@@ -94,15 +100,21 @@ static double head_flops(const struct vlm_config *c, double positions)
 	return positions * 2 * (double)c->hidden * c->vocab;
 }
 
-/* With REF, the reference forward counts too (the peer's step). */
-static double dpo_step_flops(const struct vlm_config *c, int ref)
+/* A DPO step on PAIRS pairs of two T-slot sequences, pair i's two sharing
+ * their first P[i] slots. With REF, the reference forward counts too (the
+ * peer's step). */
+static double dpo_step_flops(const struct vlm_config *c, const int *P, int ref)
 {
-	double T = c->img_tokens + PROMPT + RESP, nseq = 2 * PAIRS;
-	double seq = dec_flops(c, T) + head_flops(c, RESP);
-	double fwd = PAIRS * (vision_flops(c) + proj_flops(c)) + nseq * seq;
+	double T = c->img_tokens + PROMPT + RESP, dec = 0;
+	for (int i = 0; i < PAIRS; i++) {
+		double p = P[i];
+		dec += dec_flops(c, p + 2 * (T - p), p * (p + 1) / 2 + (T * (T + 1) - p * (p + 1)))
+		       + 2 * head_flops(c, RESP);
+	}
+	double fwd = PAIRS * (vision_flops(c) + proj_flops(c)) + dec;
 	double proj1 = (double)c->img_tokens * 2 * c->v_hidden * c->hidden;
 	double proj2 = (double)c->img_tokens * 2 * (double)c->hidden * c->hidden;
-	double bwd = 2 * nseq * seq + PAIRS * (proj1 + 2 * proj2);
+	double bwd = 2 * dec + PAIRS * (proj1 + 2 * proj2);
 	return (ref ? 2 : 1) * fwd + bwd;
 }
 
@@ -111,12 +123,11 @@ static double dpo_step_flops(const struct vlm_config *c, int ref)
  * each attending to everything before it. */
 static double gen_flops(const struct vlm_config *c, int B)
 {
-	double T0 = c->img_tokens + PROMPT, C = c->hidden;
-	double f = vision_flops(c) + proj_flops(c) + dec_flops(c, T0) + head_flops(c, 1);
-	for (int i = 1; i < NEW_TOKENS; i++) {
-		double S = T0 + i; /* keys attended, the new one included */
-		f += dec_flops(c, 1) - c->layers * 2 * C * 2 + c->layers * 4 * C * S + head_flops(c, 1);
-	}
+	double T0 = c->img_tokens + PROMPT;
+	double f = vision_flops(c) + proj_flops(c) + dec_flops(c, T0, T0 * (T0 + 1) / 2) +
+		   head_flops(c, 1);
+	for (int i = 1; i < NEW_TOKENS; i++)
+		f += dec_flops(c, 1, T0 + i) + head_flops(c, 1); /* keys: the new one included */
 	return B * f;
 }
 
@@ -265,9 +276,21 @@ static void bench_dpo(struct vlm *m, const char *name, int steps, double ceiling
 	/* pair i = sequences 2i (chosen), 2i+1 (rejected) on image i */
 	data_init(&d, c, 2 * PAIRS, RESP, 2, 1, "dpo");
 	struct vlm_batch vb = data_batch(&d);
-	time_dpo(m, ref, rlp, &o, &vb, name, "dpo_step", steps, dpo_step_flops(c, 1), ceiling);
+	/* the slots a pair's two sequences share: their common first tokens,
+	 * the image expanded to its rows */
+	int P[PAIRS];
+	for (int i = 0; i < PAIRS; i++) {
+		const int *x = d.ids[2 * i], *y = d.ids[2 * i + 1];
+		int k = 0, n = d.len[2 * i];
+		while (k < n && k < d.len[2 * i + 1] && x[k] == y[k])
+			k++;
+		P[i] = k > 0 && x[0] == c->image_token_index ? k - 1 + c->img_tokens : k;
+		if (k == n)
+			die("pair %d: chosen and rejected are the same", i);
+	}
+	time_dpo(m, ref, rlp, &o, &vb, name, "dpo_step", steps, dpo_step_flops(c, P, 1), ceiling);
 	time_dpo(m, NULL, rlp, &o, &vb, name, "dpo_step_ref_precomputed", steps,
-		 dpo_step_flops(c, 0), ceiling);
+		 dpo_step_flops(c, P, 0), ceiling);
 	train_opt_release(&o);
 	data_release(&d);
 	vlm_free(ref);

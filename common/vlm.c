@@ -376,14 +376,19 @@ struct dlay {
  * from each row's first slot (its owner); in backward the slots' dk, dv
  * (and dq) are summed back onto the rows. urow[slot] is the row of a slot
  * (-1: padding); the slots of row u are uslot[ustart[u] .. ustart[u+1]),
- * its owner first. */
+ * its owner first.
+ * The last layer computes k and v for every row but q, the attention output,
+ * o and the MLP only for the NQ rows the head reads: hrow[i] is the i-th of
+ * them (hpos its position), hidx[u] = i (-1: not read), and its output and
+ * grow index them. */
 /* Everything else of a forward, and the layer blocks' bases. */
 struct fwd {
 	float *patches, *pe, *vemb, *vpm, *vpr, *vres, *feat, *p1, *p1a, *img;
-	float *res, *tmp, *uq, *uk, *uv, *patt, *xg, *xn, *hr, *logits, *lp, *gw;
+	float *res, *tmp, *uq, *uk, *uv, *patt, *hx, *xg, *xn, *hr, *logits, *lp, *gw;
 	float *vbase, *dbase;
 	size_t vstride, dstride;
 	int *urow, *ustart, *uslot, *pos, *len2, *rowid, *imgrow, *grow, *gtgt, *gb, *vlen, *ilist;
+	int *hrow, *hidx, *hpos;
 };
 
 /* Bump allocation over BASE (NULL: only count). Each view starts on a
@@ -480,6 +485,7 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	f->uk = take(&b, NU * KVD);
 	f->uv = take(&b, NU * KVD);
 	f->patt = take(&b, s->N * QD);
+	f->hx = take(&b, (size_t)s->NR * C);
 	f->xg = take(&b, (size_t)s->NR * C);
 	f->xn = take(&b, (size_t)s->NR * C);
 	f->hr = take(&b, s->NR);
@@ -506,6 +512,9 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	f->gb = takei(&bi, s->NR);
 	f->vlen = takei(&bi, s->NI);
 	f->ilist = takei(&bi, s->NI);
+	f->hrow = takei(&bi, NU);
+	f->hidx = takei(&bi, NU);
+	f->hpos = takei(&bi, NU);
 	*ints = bi.off;
 	return b.off;
 }
@@ -671,29 +680,32 @@ static int slot_key(const struct vlm_batch *batch, const int *ipos, const int *i
 }
 
 /* dst (N slots, D) = the rows' src (NU, D); padding slots 0. With OWNER,
- * only each row's owner slot gets it, the other slots 0. */
-static void rows_to_slots(float *dst, const float *src, const struct fwd *f, int owner, int N,
-			  int D)
+ * only each row's owner slot gets it, the other slots 0. With MAP, row u
+ * of the slots is row map[u] of src (-1: 0). */
+static void rows_to_slots(float *dst, const float *src, const struct fwd *f, const int *map,
+			  int owner, int N, int D)
 {
 #pragma omp parallel for if ((long)N * D > 65536)
 	for (int sl = 0; sl < N; sl++) {
-		int u = f->urow[sl];
+		int u = f->urow[sl], k = u >= 0 && map ? map[u] : u;
 		float *d = dst + (size_t)sl * D;
-		if (u >= 0 && (!owner || f->uslot[f->ustart[u]] == sl))
-			memcpy(d, src + (size_t)u * D, D * sizeof(float));
+		if (k >= 0 && (!owner || f->uslot[f->ustart[u]] == sl))
+			memcpy(d, src + (size_t)k * D, D * sizeof(float));
 		else
 			memset(d, 0, D * sizeof(float));
 	}
 }
 
-/* dst (NU, D) = src at each row's owner slot (SUM 0), or the sum over all
- * its slots in (b, t) order (SUM 1). */
-static void slots_to_rows(float *dst, const float *src, const struct fwd *f, int sum, int NU,
-			  int D)
+/* dst (n, D): row i = src at the owner slot of row rows[i] (all rows if
+ * ROWS is NULL) with SUM 0, or the sum over all its slots in (b, t) order
+ * with SUM 1. */
+static void slots_to_rows(float *dst, const float *src, const struct fwd *f, const int *rows,
+			  int sum, int n, int D)
 {
-#pragma omp parallel for if ((long)NU * D > 65536)
-	for (int u = 0; u < NU; u++) {
-		float *d = dst + (size_t)u * D;
+#pragma omp parallel for if ((long)n * D > 65536)
+	for (int r = 0; r < n; r++) {
+		int u = rows ? rows[r] : r;
+		float *d = dst + (size_t)r * D;
 		int i = f->ustart[u], end = sum ? f->ustart[u + 1] : i + 1;
 		memcpy(d, src + (size_t)f->uslot[i] * D, D * sizeof(float));
 		for (i++; i < end; i++) {
@@ -874,6 +886,22 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	}
 	if (o->out_len)
 		memcpy(o->out_len, f.len2, B * sizeof(int));
+	/* the rows the head reads, in row order; grow then indexes them */
+	int NQ = 0;
+	for (int u = 0; u < NU; u++)
+		f.hidx[u] = -1;
+	for (int i = 0; i < s.NR; i++)
+		f.hidx[f.grow[i]] = 0;
+	for (int u = 0; u < NU; u++)
+		if (f.hidx[u] == 0) {
+			f.hidx[u] = NQ;
+			f.hrow[NQ] = u;
+			f.hpos[NQ++] = f.pos[u];
+		}
+	if (L > 0)
+		for (int i = 0; i < s.NR; i++)
+			f.grow[i] = f.hidx[f.grow[i]];
+	s.NQ = NQ;
 
 	/* vision tower and projector, once per distinct image */
 	if (s.NI > 0) {
@@ -899,18 +927,27 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		const int *w = im->dl + l * DL_N;
 		struct dlay a = dlay_at(&f, m, &s, l);
 		float *x = res_at(&f, m, &s, l), *out = res_at(&f, m, &s, l + 1);
+		/* the last layer's queries and what follows them: the head's rows */
+		int last = l == L - 1, n = last ? NQ : NU;
+		const int *sel = last ? f.hrow : NULL;
 		rmsnorm_forward(a.ln1, a.r1, x, P(w[DL_LN1]), NU, C, c->rms_eps);
-		matmul_forward(f.uq, a.ln1, P(w[DL_Q]), NULL, NU, C, QD);
-		vlm_lora_apply(m, l, LT_Q, f.uq, a.ln1, a.xa[LT_Q], f.tmp, NU);
+		const float *qx = a.ln1;
+		if (last) {
+			for (int i = 0; i < n; i++)
+				memcpy(f.hx + (size_t)i * C, a.ln1 + (size_t)sel[i] * C, C * sizeof(float));
+			qx = f.hx;
+		}
+		matmul_forward(f.uq, qx, P(w[DL_Q]), NULL, n, C, QD);
+		vlm_lora_apply(m, l, LT_Q, f.uq, qx, a.xa[LT_Q], f.tmp, n);
 		matmul_forward(f.uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
 		vlm_lora_apply(m, l, LT_K, f.uk, a.ln1, a.xa[LT_K], f.tmp, NU);
 		matmul_forward(f.uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
 		vlm_lora_apply(m, l, LT_V, f.uv, a.ln1, a.xa[LT_V], f.tmp, NU);
-		rope_forward(f.uq, f.pos, NU, NH, HS, c->rope_theta);
+		rope_forward(f.uq, last ? f.hpos : f.pos, n, NH, HS, c->rope_theta);
 		rope_forward(f.uk, f.pos, NU, NKV, HS, c->rope_theta);
-		rows_to_slots(a.q, f.uq, &f, 0, s.N, QD);
-		rows_to_slots(a.k, f.uk, &f, 0, s.N, KVD);
-		rows_to_slots(a.v, f.uv, &f, 0, s.N, KVD);
+		rows_to_slots(a.q, f.uq, &f, last ? f.hidx : NULL, 0, s.N, QD);
+		rows_to_slots(a.k, f.uk, &f, NULL, 0, s.N, KVD);
+		rows_to_slots(a.v, f.uv, &f, NULL, 0, s.N, KVD);
 		if (o->kc) {
 			size_t lo = (size_t)l * B * o->S * KVD;
 #pragma omp parallel for
@@ -922,20 +959,26 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 					memcpy(o->vc + dst, a.v + src, KVD * sizeof(float));
 				}
 		}
-		attention_forward(f.patt, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
-		slots_to_rows(a.atty, f.patt, &f, 0, NU, QD);
-		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, NU, QD, C);
-		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, NU);
-		residual_forward(a.mid, a.mid, x, (long)NU * C);
-		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), NU, C, c->rms_eps);
-		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, NU, C, FF);
-		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, NU);
-		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, NU, C, FF);
-		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, NU);
-		swiglu_forward(a.swi, a.gate, a.up, (long)NU * FF);
-		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, NU, FF, C);
-		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, NU);
-		residual_forward(out, out, a.mid, (long)NU * C);
+		if (n > 0) /* else no row reads the last layer (no loss rows) */
+			attention_forward(f.patt, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
+		slots_to_rows(a.atty, f.patt, &f, sel, 0, n, QD);
+		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, n, QD, C);
+		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, n);
+		if (last)
+			for (int i = 0; i < n; i++)
+				residual_forward(a.mid + (size_t)i * C, a.mid + (size_t)i * C,
+						 x + (size_t)sel[i] * C, C);
+		else
+			residual_forward(a.mid, a.mid, x, (long)n * C);
+		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), n, C, c->rms_eps);
+		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, n, C, FF);
+		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, n);
+		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, n, C, FF);
+		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, n);
+		swiglu_forward(a.swi, a.gate, a.up, (long)n * FF);
+		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, n, FF, C);
+		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, n);
+		residual_forward(out, out, a.mid, (long)n * C);
 	}
 	/* the head, only on the rows that are scored */
 	if (logp)
@@ -978,6 +1021,7 @@ int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int k
 struct bwd {
 	float *dlp, *dlogits, *dxn, *dxg, *dres, *dln, *dq, *dk, *dv, *datty;
 	float *pdq, *pdk, *pdv, *patty; /* the same over the padded slots */
+	float *dres2, *dhx;             /* below the last layer: all rows; its q input */
 	float *dswi, *dgate, *dup, *dxa;
 	float *dimg, *dp1a, *dp1, *dfeat;
 	float *dvres, *dvln, *dvq, *dvk, *dvv, *dvatty, *dvfc1, *dvact, *dvemb, *dpe;
@@ -1005,6 +1049,8 @@ static size_t bwd_bind(struct bwd *d, float *base, const struct vlm *m, const st
 	d->pdk = take(&b, N * KVD);
 	d->pdv = take(&b, N * KVD);
 	d->patty = take(&b, N * QD);
+	d->dres2 = take(&b, NU * C);
+	d->dhx = take(&b, (size_t)s->NR * C);
 	d->dswi = take(&b, NU * FF);
 	d->dgate = take(&b, NU * FF);
 	d->dup = take(&b, NU * FF);
@@ -1143,7 +1189,8 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	int need_dx0 = (tr & VLM_PART_DECODER) || need_img;
 
 	/* head: logprob → lm_head → final norm, scattered back to the rows */
-	zero(d.dres, (size_t)N * C);
+	float *dres = d.dres; /* the last layer's NQ rows, then all rows */
+	zero(dres, (size_t)N * C);
 	if (NR > 0) {
 		for (int i = 0; i < NR; i++)
 			d.dlp[i] = dlogp[f.gb[i]] * f.gw[i];
@@ -1154,7 +1201,7 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 		zero(d.dxg, (size_t)NR * C);
 		rmsnorm_backward(d.dxg, G(im->norm), d.dxn, f.xg, P(im->norm), f.hr, NR, C);
 		for (int i = 0; i < NR; i++) {
-			float *dst = d.dres + (size_t)f.grow[i] * C;
+			float *dst = dres + (size_t)f.grow[i] * C;
 			const float *g = d.dxg + (size_t)i * C;
 			for (int j = 0; j < C; j++)
 				dst[j] += g[j];
@@ -1165,46 +1212,65 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 		const int *w = im->dl + l * DL_N;
 		struct dlay a = dlay_at(&f, m, &s, l);
 		const float *x = res_at(&f, m, &s, l);
+		/* the last layer: q onwards on the head's n rows (see struct fwd) */
+		int last = l == L - 1, n = last ? s.NQ : N;
+		const int *sel = last ? f.hrow : NULL;
 		/* out = mid + down(swiglu(gate(ln2), up(ln2))) */
-		zero(d.dswi, (size_t)N * FF);
-		matmul_backward(d.dswi, G(w[DL_DOWN]), NULL, d.dres, a.swi, P(w[DL_DOWN]), N, FF, C);
-		lora_backward(m, l, LT_DOWN, d.dswi, d.dres, a.swi, a.xa[LT_DOWN], d.dxa, N);
-		zero(d.dgate, (size_t)N * FF);
-		zero(d.dup, (size_t)N * FF);
-		swiglu_backward(d.dgate, d.dup, d.dswi, a.gate, a.up, (long)N * FF);
-		zero(d.dln, (size_t)N * C);
-		matmul_backward(d.dln, G(w[DL_GATE]), NULL, d.dgate, a.ln2, P(w[DL_GATE]), N, C, FF);
-		lora_backward(m, l, LT_GATE, d.dln, d.dgate, a.ln2, a.xa[LT_GATE], d.dxa, N);
-		matmul_backward(d.dln, G(w[DL_UP]), NULL, d.dup, a.ln2, P(w[DL_UP]), N, C, FF);
-		lora_backward(m, l, LT_UP, d.dln, d.dup, a.ln2, a.xa[LT_UP], d.dxa, N);
-		rmsnorm_backward(d.dres, G(w[DL_LN2]), d.dln, a.mid, P(w[DL_LN2]), a.r2, N, C);
+		zero(d.dswi, (size_t)n * FF);
+		matmul_backward(d.dswi, G(w[DL_DOWN]), NULL, dres, a.swi, P(w[DL_DOWN]), n, FF, C);
+		lora_backward(m, l, LT_DOWN, d.dswi, dres, a.swi, a.xa[LT_DOWN], d.dxa, n);
+		zero(d.dgate, (size_t)n * FF);
+		zero(d.dup, (size_t)n * FF);
+		swiglu_backward(d.dgate, d.dup, d.dswi, a.gate, a.up, (long)n * FF);
+		zero(d.dln, (size_t)n * C);
+		matmul_backward(d.dln, G(w[DL_GATE]), NULL, d.dgate, a.ln2, P(w[DL_GATE]), n, C, FF);
+		lora_backward(m, l, LT_GATE, d.dln, d.dgate, a.ln2, a.xa[LT_GATE], d.dxa, n);
+		matmul_backward(d.dln, G(w[DL_UP]), NULL, d.dup, a.ln2, P(w[DL_UP]), n, C, FF);
+		lora_backward(m, l, LT_UP, d.dln, d.dup, a.ln2, a.xa[LT_UP], d.dxa, n);
+		rmsnorm_backward(dres, G(w[DL_LN2]), d.dln, a.mid, P(w[DL_LN2]), a.r2, n, C);
 		/* mid = x + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-		zero(d.datty, (size_t)N * QD);
-		matmul_backward(d.datty, G(w[DL_O]), NULL, d.dres, a.atty, P(w[DL_O]), N, QD, C);
-		lora_backward(m, l, LT_O, d.datty, d.dres, a.atty, a.xa[LT_O], d.dxa, N);
+		zero(d.datty, (size_t)n * QD);
+		matmul_backward(d.datty, G(w[DL_O]), NULL, dres, a.atty, P(w[DL_O]), n, QD, C);
+		lora_backward(m, l, LT_O, d.datty, dres, a.atty, a.xa[LT_O], d.dxa, n);
+		if (last) {
+			/* below the last layer every row has a gradient: its residual's
+			 * on the head's rows, the rest through k and v */
+			zero(d.dres2, (size_t)N * C);
+			for (int i = 0; i < n; i++)
+				memcpy(d.dres2 + (size_t)sel[i] * C, dres + (size_t)i * C, C * sizeof(float));
+			dres = d.dres2;
+		}
 		/* attention over the padded slots; a row's output was its owner slot's */
-		rows_to_slots(d.patty, d.datty, &f, 1, s.N, QD);
+		rows_to_slots(d.patty, d.datty, &f, last ? f.hidx : NULL, 1, s.N, QD);
 		zero(d.pdq, (size_t)s.N * QD);
 		zero(d.pdk, (size_t)s.N * KVD);
 		zero(d.pdv, (size_t)s.N * KVD);
-		attention_backward(d.pdq, d.pdk, d.pdv, d.patty, a.att, a.q, a.k, a.v, f.len2, s.B,
-				   s.T, NH, NKV, HS, 1);
-		slots_to_rows(d.dq, d.pdq, &f, 1, N, QD);
-		slots_to_rows(d.dk, d.pdk, &f, 1, N, KVD);
-		slots_to_rows(d.dv, d.pdv, &f, 1, N, KVD);
-		rope_backward(d.dq, f.pos, N, NH, HS, c->rope_theta);
+		if (n > 0)
+			attention_backward(d.pdq, d.pdk, d.pdv, d.patty, a.att, a.q, a.k, a.v, f.len2,
+					   s.B, s.T, NH, NKV, HS, 1);
+		slots_to_rows(d.dq, d.pdq, &f, sel, 1, n, QD);
+		slots_to_rows(d.dk, d.pdk, &f, NULL, 1, N, KVD);
+		slots_to_rows(d.dv, d.pdv, &f, NULL, 1, N, KVD);
+		rope_backward(d.dq, last ? f.hpos : f.pos, n, NH, HS, c->rope_theta);
 		rope_backward(d.dk, f.pos, N, NKV, HS, c->rope_theta);
 		float *dln = l > 0 || need_dx0 ? d.dln : NULL;
 		if (dln)
 			zero(dln, (size_t)N * C);
-		matmul_backward(dln, G(w[DL_Q]), NULL, d.dq, a.ln1, P(w[DL_Q]), N, C, QD);
-		lora_backward(m, l, LT_Q, dln, d.dq, a.ln1, a.xa[LT_Q], d.dxa, N);
+		float *dqx = last && dln ? d.dhx : dln;
+		if (last && dln)
+			zero(dqx, (size_t)n * C);
+		matmul_backward(dqx, G(w[DL_Q]), NULL, d.dq, last ? f.hx : a.ln1, P(w[DL_Q]), n, C, QD);
+		lora_backward(m, l, LT_Q, dqx, d.dq, last ? f.hx : a.ln1, a.xa[LT_Q], d.dxa, n);
+		if (last && dln)
+			for (int i = 0; i < n; i++)
+				residual_forward(dln + (size_t)sel[i] * C, dln + (size_t)sel[i] * C,
+						 dqx + (size_t)i * C, C);
 		matmul_backward(dln, G(w[DL_K]), NULL, d.dk, a.ln1, P(w[DL_K]), N, C, KVD);
 		lora_backward(m, l, LT_K, dln, d.dk, a.ln1, a.xa[LT_K], d.dxa, N);
 		matmul_backward(dln, G(w[DL_V]), NULL, d.dv, a.ln1, P(w[DL_V]), N, C, KVD);
 		lora_backward(m, l, LT_V, dln, d.dv, a.ln1, a.xa[LT_V], d.dxa, N);
 		if (dln)
-			rmsnorm_backward(d.dres, G(w[DL_LN1]), dln, x, P(w[DL_LN1]), a.r1, N, C);
+			rmsnorm_backward(dres, G(w[DL_LN1]), dln, x, P(w[DL_LN1]), a.r1, N, C);
 	}
 	if (!need_dx0)
 		return;
@@ -1213,7 +1279,7 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	if (G(im->embed))
 		for (int row = 0; row < N; row++)
 			if (f.rowid[row] >= 0)
-				embedding_backward(G(im->embed), d.dres + (size_t)row * C, &f.rowid[row], 1, C);
+				embedding_backward(G(im->embed), dres + (size_t)row * C, &f.rowid[row], 1, C);
 	if (!need_img)
 		return;
 
@@ -1223,7 +1289,7 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	for (int row = 0; row < N; row++)
 		if (f.imgrow[row] >= 0) {
 			float *dst = d.dimg + (size_t)f.imgrow[row] * C;
-			const float *g = d.dres + (size_t)row * C;
+			const float *g = dres + (size_t)row * C;
 			for (int j = 0; j < C; j++)
 				dst[j] += g[j];
 		}

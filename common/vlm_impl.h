@@ -22,6 +22,7 @@ enum { LT_Q, LT_K, LT_V, LT_O, LT_GATE, LT_UP, LT_DOWN, LT_N };
 struct vlm_shape {
 	int NI, VT, VN, IT, B, T, N, NR;
 	int NU;                   /* distinct decoder rows: slots of a shared prefix once, no padding */
+	int NQ;                   /* rows the head reads: all the last layer computes beyond k, v */
 	int nv, nvres, nd, ndres; /* layer blocks held: all when kept, else 1 (2 residuals) */
 	int r;                    /* LoRA rank in use, 0 if none or disabled */
 	int gen;                  /* generation: NR = B last rows, no targets */

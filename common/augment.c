@@ -531,6 +531,33 @@ static void add_noise(float *chw, long n, double ab, uint64_t seed, const char *
 	}
 }
 
+/* add_noise on the CHW tensor of IM in [0,1] (x = byte / 255), clamped
+ * and truncated back to bytes in place: the same float operations without
+ * the tensor (the noise goes plane by plane). */
+static void add_noise_pixels(struct image *im, double ab, uint64_t seed, const char *key,
+			     const char *purpose)
+{
+	struct rng rg;
+	rng_seed(&rg, seed, key, purpose);
+	float a = (float)sqrt(ab), b = (float)sqrt(1 - ab);
+	float eps[256];
+	long plane = (long)im->w * im->h;
+	for (int c = 0; c < 3; c++)
+		for (long i = 0; i < plane; i += 256) {
+			long m = plane - i < 256 ? plane - i : 256;
+			rng_normal_fill(&rg, eps, m);
+			unsigned char *p = im->px + 3 * i + c;
+			#pragma omp simd
+			for (long j = 0; j < m; j++) {
+				float v = a * ((float)p[3 * j] / 255.0f) + b * eps[j];
+				/* Clamping to [0,1] then truncating v * 255 is
+				 * truncating then clamping to 0..255. */
+				int t = (int)(v * 255.0f);
+				p[3 * j] = (unsigned char)(t < 0 ? 0 : t > 255 ? 255 : t);
+			}
+		}
+}
+
 static void to_chw(float *chw, const struct image *im, const float *mean, const float *std)
 {
 	long plane = (long)im->w * im->h;
@@ -661,18 +688,7 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 			/* POVID: [0,1] pixels, clamped, back to bytes as
 			 * torchvision's to_pil_image does (x * 255, truncated). */
 			pixel_ops++;
-			long plane = (long)cur.w * cur.h;
-			float *chw = xmalloc(sizeof(float) * 3 * plane);
-			static const float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
-			to_chw(chw, &cur, zero, one);
-			add_noise(chw, 3 * plane, ab, seed, key, purpose);
-			for (int c = 0; c < 3; c++)
-				for (long i = 0; i < plane; i++) {
-					float v = chw[c * plane + i];
-					v = v < 0 ? 0 : v > 1 ? 1 : v;
-					cur.px[3 * i + c] = (unsigned char)(v * 255.0f);
-				}
-			free(chw);
+			add_noise_pixels(&cur, ab, seed, key, purpose);
 			break;
 		}
 		}

@@ -294,50 +294,129 @@ static void flush_bits(struct bits *b)
 	b->n = 0;
 	b->acc = 0;
 }
+/* A min-heap of positions keyed by (weight of the node there, position):
+ * the order in which the selection below picks. */
+struct huff_pq {
+	int at[288], where[288], n;
+	const int *node;
+	const uint64_t *w;
+};
+
+static inline int pq_less(const struct huff_pq *q, int p, int r)
+{
+	uint64_t a = q->w[q->node[p]], b = q->w[q->node[r]];
+	return a < b || (a == b && p < r);
+}
+
+static void pq_set(struct huff_pq *q, int i, int p)
+{
+	q->at[i] = p;
+	q->where[p] = i;
+}
+
+static void pq_up(struct huff_pq *q, int i)
+{
+	int p = q->at[i];
+	while (i > 0 && pq_less(q, p, q->at[(i - 1) / 2])) {
+		pq_set(q, i, q->at[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	pq_set(q, i, p);
+}
+
+static void pq_down(struct huff_pq *q, int i)
+{
+	int p = q->at[i];
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= q->n)
+			break;
+		if (c + 1 < q->n && pq_less(q, q->at[c + 1], q->at[c]))
+			c++;
+		if (!pq_less(q, q->at[c], p))
+			break;
+		pq_set(q, i, q->at[c]);
+		i = c;
+	}
+	pq_set(q, i, p);
+}
+
+static void pq_push(struct huff_pq *q, int p)
+{
+	q->at[q->n] = p;
+	pq_up(q, q->n++);
+}
+
+static void pq_remove(struct huff_pq *q, int p)
+{
+	int i = q->where[p], last = q->at[--q->n];
+	if (i == q->n)
+		return;
+	q->at[i] = last;
+	pq_up(q, i);
+	pq_down(q, q->where[last]);
+}
+
+static int pq_pop(struct huff_pq *q)
+{
+	int p = q->at[0];
+	pq_remove(q, p);
+	return p;
+}
+
 /* Code lengths (at most LIMIT bits) for N symbols of frequency FREQ: plain
- * Huffman, the frequencies halved until the longest code fits. */
+ * Huffman, the frequencies halved until the longest code fits. The live
+ * nodes sit at positions 0..hn-1; each step merges the two smallest by
+ * (weight, position), puts the new node at the first one's position and
+ * moves the last position's node into the second's (ties broken this way
+ * fix the codes, so the bytes). A heap finds them. */
 static void huff_lengths(const uint32_t *freq, int n, int limit, unsigned char *len)
 {
 	uint32_t f[288];
-	int node_parent[2 * 288], heap[288], hn;
+	int parent[2 * 288], node[288], hn;
 	uint64_t w[2 * 288];
+	struct huff_pq q;
 	memcpy(f, freq, sizeof(uint32_t) * n);
 	for (;;) {
 		hn = 0;
 		memset(len, 0, n);
 		for (int i = 0; i < n; i++)
 			if (f[i])
-				w[i] = f[i], heap[hn++] = i;
+				w[i] = f[i], node[hn++] = i;
 		if (hn == 0)
 			return;
 		if (hn == 1) {
-			len[heap[0]] = 1;
+			len[node[0]] = 1;
 			return;
 		}
-		/* O(n^2) selection is fine for 288 symbols. */
-		int next = n, alive = hn;
-		while (alive > 1) {
-			int a = -1, b = -1;
-			for (int i = 0; i < hn; i++) {
-				int s = heap[i];
-				if (a < 0 || w[s] < w[heap[a]])
-					b = a, a = i;
-				else if (b < 0 || w[s] < w[heap[b]])
-					b = i;
-			}
-			int sa = heap[a], sb = heap[b];
+		q.node = node, q.w = w, q.n = 0;
+		for (int p = 0; p < hn; p++)
+			pq_push(&q, p);
+		int next = n;
+		while (hn > 1) {
+			int a = pq_pop(&q), b = pq_pop(&q);
+			int sa = node[a], sb = node[b], last = hn - 1;
 			w[next] = w[sa] + w[sb];
-			node_parent[sa] = next, node_parent[sb] = next;
-			heap[a] = next++;
-			heap[b] = heap[--hn];
-			alive--;
+			parent[sa] = next, parent[sb] = next;
+			node[a] = next++;
+			node[b] = node[last];
+			hn--;
+			if (last == b) {
+				pq_push(&q, a);
+			} else if (last == a) {
+				pq_push(&q, b); /* the new node moved on to b */
+			} else {
+				pq_remove(&q, last);
+				pq_push(&q, b);
+				pq_push(&q, a);
+			}
 		}
 		int root = next - 1, maxlen = 0;
 		for (int i = 0; i < n; i++) {
 			if (!f[i])
 				continue;
 			int d = 0;
-			for (int s = i; s != root; s = node_parent[s])
+			for (int s = i; s != root; s = parent[s])
 				d++;
 			len[i] = (unsigned char)d;
 			maxlen = d > maxlen ? d : maxlen;

@@ -112,26 +112,41 @@ static void bad_sample(void)
 		finish(1);
 }
 
-/* Augments and writes the first N slots, in order. */
+/* Writes out one augmented slot (or reports its error). */
+static void emit_slot(struct slot *sl)
+{
+	if (sl->err) {
+		error("%s", sl->err);
+		free(sl->err);
+		sl->err = NULL;
+		bad_sample();
+		return;
+	}
+	if (rec_write(w, &sl->s)) {
+		if (rec_writer_failed(w))
+			finish(1);
+		bad_sample();
+	}
+}
+
+/* Augments and writes the first N slots, in order. Whichever thread
+ * finishes a sample writes every finished one that is next in line, so
+ * writing overlaps the other threads' work and nobody waits for order. */
 static void flush_batch(struct slot *b, int n, struct progress *p)
 {
+	int next = 0;
+	char *done = xcalloc((size_t)n + 1, 1);
 	#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads) if (n > 1)
-	for (int i = 0; i < n; i++)
-		augment_slot(&b[i]);
 	for (int i = 0; i < n; i++) {
-		if (b[i].err) {
-			error("%s", b[i].err);
-			free(b[i].err);
-			b[i].err = NULL;
-			bad_sample();
-			continue;
-		}
-		if (rec_write(w, &b[i].s)) {
-			if (rec_writer_failed(w))
-				finish(1);
-			bad_sample();
+		augment_slot(&b[i]);
+		#pragma omp critical(seva_augment_emit)
+		{
+			done[i] = 1;
+			while (next < n && done[next])
+				emit_slot(&b[next++]);
 		}
 	}
+	free(done);
 	progress_update(p, nread, NULL);
 }
 
@@ -212,8 +227,9 @@ int main(int argc, char **argv)
 	if (!w)
 		finish(1);
 
-	/* A few samples per thread keep the threads busy between writes. */
-	int cap = opt.threads > 1 ? 4 * opt.threads : 1;
+	/* Enough samples per thread that the wait for the slowest at the
+	 * end of a batch is a small part of it. */
+	int cap = opt.threads > 1 ? 16 * opt.threads : 1;
 	struct slot *b = xcalloc((size_t)cap, sizeof(*b));
 	for (int i = 0; i < cap; i++)
 		sample_init(&b[i].s);

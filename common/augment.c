@@ -499,6 +499,18 @@ static void swap_images(struct image *a, struct image *b)
 	*b = t;
 }
 
+/* The view to change in place: CUR, made a copy of *SRC first unless it
+ * is already. */
+static struct image *own(struct image *cur, const struct image **src)
+{
+	if (*src != cur) {
+		image_alloc(cur, (*src)->w, (*src)->h);
+		memcpy(cur->px, (*src)->px, (size_t)cur->w * cur->h * 3);
+		*src = cur;
+	}
+	return cur;
+}
+
 static double jitter_factor(struct rng *rg, double strength, int hue)
 {
 	if (hue)
@@ -579,8 +591,9 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 	rng_seed(&rg, seed, key, "augment");
 	image_init(&cur);
 	image_init(&tmp);
-	image_alloc(&cur, in->w, in->h);
-	memcpy(cur.px, in->px, (size_t)in->w * in->h * 3);
+	/* The view is IN itself until an op writes: a crop reads it where it
+	 * is, an op in place gets its own copy first (own). */
+	const struct image *src = in;
 
 	cJSON_AddStringToObject(j, "recipe", r->text);
 	cJSON_AddNumberToObject(j, "seed", (double)seed);
@@ -607,14 +620,14 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 			break;
 		case AUGMENT_RRC: {
 			int box[4];
-			augment_rrc_box(&rg, cur.w, cur.h, op->scale, op->ratio, box);
+			augment_rrc_box(&rg, src->w, src->h, op->scale, op->ratio, box);
 			add_number_array(o, "box", box, 4);
-			crop(&tmp, &cur, box);
+			if (op->size > 0)
+				image_resize_box(&tmp, src, box, op->size, op->size, RESAMPLE_BILINEAR);
+			else
+				crop(&tmp, src, box);
 			swap_images(&cur, &tmp);
-			if (op->size > 0) {
-				image_resize(&tmp, &cur, op->size, op->size, RESAMPLE_BILINEAR);
-				swap_images(&cur, &tmp);
-			}
+			src = &cur;
 			int sz[2] = {cur.w, cur.h};
 			add_number_array(o, "size", sz, 2);
 			break;
@@ -629,6 +642,7 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 			}
 			double strength[4] = {op->bright, op->contrast, op->sat, op->hue};
 			double f[4];
+			own(&cur, &src);
 			cJSON *ord = cJSON_AddArrayToObject(o, "order");
 			for (int i = 0; i < 4; i++)
 				if (strength[order[i]] > 0)
@@ -653,16 +667,16 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 			break;
 		}
 		case AUGMENT_GRAY:
-			augment_grayscale(&cur);
+			augment_grayscale(own(&cur, &src));
 			break;
 		case AUGMENT_BLUR: {
 			double s = rng_range(&rg, op->sigma[0], op->sigma[1]);
 			cJSON_AddNumberToObject(o, "sigma", s);
-			augment_gaussian_blur(&cur, (float)s);
+			augment_gaussian_blur(own(&cur, &src), (float)s);
 			break;
 		}
 		case AUGMENT_HFLIP:
-			augment_hflip(&cur);
+			augment_hflip(own(&cur, &src));
 			break;
 		case AUGMENT_DIFFUSION: {
 			double ab = augment_alpha_bar(op->schedule, op->t);
@@ -688,12 +702,13 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 			/* POVID: [0,1] pixels, clamped, back to bytes as
 			 * torchvision's to_pil_image does (x * 255, truncated). */
 			pixel_ops++;
-			add_noise_pixels(&cur, ab, seed, key, purpose);
+			add_noise_pixels(own(&cur, &src), ab, seed, key, purpose);
 			break;
 		}
 		}
 	}
 
+	own(&cur, &src);
 	if (base_is_clean)
 		*base_is_clean = pixel_ops == 0;
 	if (tensor_ops) {

@@ -880,8 +880,9 @@ static int *coeffs_fixed(const double *kk, int n)
 	return k;
 }
 
-void image_transpose_px(unsigned char *restrict dst, const unsigned char *restrict src, int w,
-			int h)
+/* image_transpose_px with SRC's rows STRIDE bytes apart. */
+static void transpose_rows(unsigned char *restrict dst, const unsigned char *restrict src, int w,
+			   int h, size_t stride)
 {
 	enum { T = 16 };
 	for (int y0 = 0; y0 < h; y0 += T)
@@ -889,12 +890,13 @@ void image_transpose_px(unsigned char *restrict dst, const unsigned char *restri
 			int y1 = y0 + T < h ? y0 + T : h, x1 = x0 + T < w ? x0 + T : w;
 			for (int x = x0; x < x1; x++) {
 				unsigned char *d = dst + ((size_t)x * h + y0) * 3;
-				const unsigned char *p = src + ((size_t)y0 * w + x) * 3;
-				/* 4 bytes at a time: the 4th is the next pixel of the
-				 * row (read) and of the column (written next), both
-				 * inside the images; the last pixel of a run goes
-				 * byte by byte. */
-				for (int y = y0; y < y1 - 1; y++, d += 3, p += (size_t)w * 3) {
+				const unsigned char *p = src + (size_t)y0 * stride + (size_t)x * 3;
+				/* 4 bytes at a time: the 4th is the next pixel
+				 * (read: of the row, or the next row's first, as
+				 * the last is never read so) and of the column
+				 * (written next); a run's last pixel goes byte by
+				 * byte. */
+				for (int y = y0; y < y1 - 1; y++, d += 3, p += stride) {
 					uint32_t v;
 					memcpy(&v, p, 4);
 					memcpy(d, &v, 4);
@@ -904,26 +906,32 @@ void image_transpose_px(unsigned char *restrict dst, const unsigned char *restri
 		}
 }
 
+void image_transpose_px(unsigned char *dst, const unsigned char *src, int w, int h)
+{
+	transpose_rows(dst, src, w, h, (size_t)w * 3);
+}
+
 static inline unsigned char clip8(int v)
 {
 	v >>= PRECISION_BITS;
 	return v < 0 ? 0 : v > 255 ? 255 : (unsigned char)v;
 }
 
-/* OUT (OH rows of S bytes) from IN (rows of S bytes): each output row a
+/* OUT (OH rows of S bytes) from IN (rows of S bytes, STRIDE apart): each output row a
  * weighted sum of input rows, all columns at once in ACC (S entries).
  * Unsigned sums wrap as PIL's int ones would; the total fits an int. */
 static void resample_v8(unsigned char *restrict out, int oh, const unsigned char *restrict in,
-			size_t s, const int *bounds, const int *k, int ksize, uint32_t *restrict acc)
+			size_t s, size_t stride, const int *bounds, const int *k, int ksize,
+			uint32_t *restrict acc)
 {
 	for (int y = 0; y < oh; y++) {
-		const unsigned char *p = in + (size_t)bounds[2 * y] * s;
+		const unsigned char *p = in + (size_t)bounds[2 * y] * stride;
 		const int *ky = k + (size_t)y * ksize;
 		unsigned char *dst = out + (size_t)y * s;
 		#pragma omp simd
 		for (size_t x = 0; x < s; x++)
 			acc[x] = 1u << (PRECISION_BITS - 1);
-		for (int i = 0; i < bounds[2 * y + 1]; i++, p += s) {
+		for (int i = 0; i < bounds[2 * y + 1]; i++, p += stride) {
 			uint32_t kk = (uint32_t)ky[i];
 			#pragma omp simd
 			for (size_t x = 0; x < s; x++)
@@ -937,54 +945,62 @@ static void resample_v8(unsigned char *restrict out, int oh, const unsigned char
 
 /* The horizontal pass runs as a vertical one on the transposed rows (where
  * it vectorizes), then transposes back: same sums, same bytes. */
-void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode)
+void image_resize_box(struct image *out, const struct image *in, const int box[4], int w, int h,
+		      enum resample mode)
 {
 	const struct filter *f = &filters[mode];
-	if (w == in->w && h == in->h) {
+	int bw = box[2], bh_ = box[3];
+	size_t stride = (size_t)in->w * 3;
+	const unsigned char *org = in->px + (size_t)box[1] * stride + (size_t)box[0] * 3;
+	if (w == bw && h == bh_) {
 		image_alloc(out, w, h);
-		memcpy(out->px, in->px, (size_t)w * h * 3);
+		for (int y = 0; y < h; y++)
+			memcpy(out->px + (size_t)y * w * 3, org + y * stride, (size_t)w * 3);
 		return;
 	}
 	int *bh = NULL, *bv = NULL, *kh = NULL, *kv = NULL;
 	double *dh, *dv;
-	int ksh = coeffs(in->w, w, f, &bh, &dh);
-	int ksv = coeffs(in->h, h, f, &bv, &dv);
+	int ksh = coeffs(bw, w, f, &bh, &dh);
+	int ksv = coeffs(bh_, h, f, &bv, &dv);
 	kh = coeffs_fixed(dh, w * ksh);
 	kv = coeffs_fixed(dv, h * ksv);
 	free(dh);
 	free(dv);
-	int mw = w > in->w ? w : in->w, mh = h > in->h ? h : in->h;
+	int mw = w > bw ? w : bw, mh = h > bh_ ? h : bh_;
 	uint32_t *acc = xmalloc(sizeof(*acc) * 3 * (mw > mh ? mw : mh));
 
-	const unsigned char *src = in->px;
-	int sh = in->h;
+	const unsigned char *src = org;
+	size_t sstride = stride;
+	int sh = bh_;
 	unsigned char *tmp = NULL;
 	int y0 = 0;
-	if (w != in->w) {
+	if (w != bw) {
 		/* Only the rows the vertical pass reads. */
 		int first = bv[0], last = bv[2 * h - 2] + bv[2 * h - 1];
-		if (h == in->h)
-			first = 0, last = in->h;
+		if (h == bh_)
+			first = 0, last = bh_;
 		int rows = last - first;
-		unsigned char *t1 = xmalloc((size_t)in->w * rows * 3);
+		unsigned char *t1 = xmalloc((size_t)bw * rows * 3);
 		unsigned char *t2 = xmalloc((size_t)w * rows * 3);
-		image_transpose_px(t1, in->px + (size_t)first * in->w * 3, in->w, rows);
-		resample_v8(t2, w, t1, (size_t)rows * 3, bh, kh, ksh, acc);
+		transpose_rows(t1, org + (size_t)first * stride, bw, rows, stride);
+		resample_v8(t2, w, t1, (size_t)rows * 3, (size_t)rows * 3, bh, kh, ksh, acc);
 		free(t1);
 		tmp = xmalloc((size_t)w * rows * 3);
 		image_transpose_px(tmp, t2, rows, w);
 		free(t2);
 		src = tmp;
+		sstride = (size_t)w * 3;
 		sh = rows;
 		y0 = first;
 	}
 	image_alloc(out, w, h);
-	if (h != in->h) {
+	if (h != bh_) {
 		for (int y = 0; y < h; y++)
 			bv[2 * y] -= y0;
-		resample_v8(out->px, h, src, (size_t)w * 3, bv, kv, ksv, acc);
+		resample_v8(out->px, h, src, (size_t)w * 3, sstride, bv, kv, ksv, acc);
 	} else {
-		memcpy(out->px, src, (size_t)w * sh * 3);
+		for (int y = 0; y < sh; y++)
+			memcpy(out->px + (size_t)y * w * 3, src + y * sstride, (size_t)w * 3);
 	}
 	free(acc);
 	free(tmp);
@@ -992,6 +1008,12 @@ void image_resize(struct image *out, const struct image *in, int w, int h, enum 
 	free(bv);
 	free(kh);
 	free(kv);
+}
+
+void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode)
+{
+	int box[4] = {0, 0, in->w, in->h};
+	image_resize_box(out, in, box, w, h, mode);
 }
 
 void fimage_resize(struct fimage *out, const struct fimage *in, int w, int h, enum resample mode)

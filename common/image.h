@@ -45,6 +45,10 @@ enum resample { RESAMPLE_BILINEAR, RESAMPLE_BICUBIC };
 /* Resizes as PIL's Image.resize does (antialiased when shrinking, support
  * scaled by the ratio), on 8-bit data with PIL's rounding. */
 void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode);
+/* The same for the window BOX = {x, y, w, h} of IN: the bytes of cropping
+ * it out, then image_resize, without the copy. */
+void image_resize_box(struct image *out, const struct image *in, const int box[4], int w, int h,
+		      enum resample mode);
 /* Float version (torchvision on tensors / antialias=True semantics). */
 void fimage_resize(struct fimage *out, const struct fimage *in, int w, int h, enum resample mode);
 /* DST (W rows of H pixels) = the transpose of SRC (H rows of W pixels),

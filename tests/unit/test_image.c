@@ -150,6 +150,31 @@ static void test_resize(void)
 		image_resize(&out, &in, in.w, in.h, RESAMPLE_BICUBIC);
 		tap_ok(out.w == in.w && !memcmp(out.px, in.px, (size_t)in.w * in.h * 3),
 		       "resize to the same size copies %s", srcs[s]);
+
+		/* A window resized in place = the window copied out, then
+		 * resized: both passes, one, none. */
+		static const int boxes[][6] = {{3, 2, 11, 9, 16, 11}, {0, 5, 19, 10, 19, 21},
+					       {4, 0, 9, 23, 30, 23}, {2, 3, 7, 8, 7, 8},
+					       {1, 1, 15, 17, 5, 3}};
+		for (int b = 0; b < 5; b++) {
+			const int *bx = boxes[b];
+			struct image crop, want;
+			image_init(&crop), image_init(&want);
+			image_alloc(&crop, bx[2], bx[3]);
+			for (int y = 0; y < bx[3]; y++)
+				memcpy(crop.px + (size_t)y * bx[2] * 3,
+				       in.px + ((size_t)(y + bx[1]) * in.w + bx[0]) * 3, (size_t)bx[2] * 3);
+			int exact = 1;
+			for (int m = 0; m < 2; m++) {
+				image_resize(&want, &crop, bx[4], bx[5], m);
+				image_resize_box(&out, &in, bx, bx[4], bx[5], m);
+				exact &= out.w == want.w && out.h == want.h &&
+					 !memcmp(out.px, want.px, (size_t)want.w * want.h * 3);
+			}
+			tap_ok(exact, "resize_box %s {%d,%d,%d,%d} -> %dx%d = crop, resize", srcs[s],
+			       bx[0], bx[1], bx[2], bx[3], bx[4], bx[5]);
+			image_release(&crop), image_release(&want);
+		}
 		image_release(&in);
 		image_release(&out);
 	}

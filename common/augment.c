@@ -570,12 +570,36 @@ static void add_noise_pixels(struct image *im, double ab, uint64_t seed, const c
 		}
 }
 
+/* (byte / 255 - mean) / std per channel: 256 values each, made once. */
 static void to_chw(float *chw, const struct image *im, const float *mean, const float *std)
 {
 	long plane = (long)im->w * im->h;
-	for (int c = 0; c < 3; c++)
+	for (int c = 0; c < 3; c++) {
+		float lut[256];
+		for (int v = 0; v < 256; v++)
+			lut[v] = (v / 255.0f - mean[c]) / std[c];
+		const unsigned char *p = im->px + c;
+		float *d = chw + c * plane;
 		for (long i = 0; i < plane; i++)
-			chw[c * plane + i] = (im->px[3 * i + c] / 255.0f - mean[c]) / std[c];
+			d[i] = lut[p[3 * i]];
+	}
+}
+
+/* The inverse for the preview: (x std + mean) 255, rounded half to even
+ * and clipped to bytes (an integral float in int range: clip the int). */
+static void from_chw(struct image *im, const float *chw, const float *mean, const float *std)
+{
+	long plane = (long)im->w * im->h;
+	for (int c = 0; c < 3; c++) {
+		const float *x = chw + c * plane;
+		unsigned char *p = im->px + c;
+		float sd = std[c], mn = mean[c];
+		#pragma omp simd
+		for (long i = 0; i < plane; i++) {
+			int t = (int)nearbyintf((x[i] * sd + mn) * 255.0f);
+			p[3 * i] = (unsigned char)(t < 0 ? 0 : t > 255 ? 255 : t);
+		}
+	}
 }
 
 void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *key,
@@ -728,12 +752,7 @@ void augment_apply(const struct augment_recipe *r, uint64_t seed, const char *ke
 		float *chw = xmalloc(sizeof(float) * 3 * plane);
 		to_chw(chw, &cur, pp.mean, pp.std);
 		augment_apply_tensor(j, key, chw, 3, cur.h, cur.w);
-		for (int c = 0; c < 3; c++)
-			for (long i = 0; i < plane; i++) {
-				float v = (chw[c * plane + i] * pp.std[c] + pp.mean[c]) * 255.0f;
-				v = nearbyintf(v);
-				cur.px[3 * i + c] = v <= 0 ? 0 : v >= 255 ? 255 : (unsigned char)v;
-			}
+		from_chw(&cur, chw, pp.mean, pp.std);
 		free(chw);
 	}
 	image_release(out);

@@ -15,6 +15,7 @@
 
 #include "rng.h"
 #include "tensor.h"
+#include "tensor_extra.h"
 #include "util.h"
 #include "vlm.h"
 #include "vlm_impl.h"
@@ -166,6 +167,7 @@ void vlm_free(struct vlm *m)
 			free(im->iacts[i]);
 		}
 		free(im->dacts);
+		free(im->mmx);
 		free(im->kv);
 		free(im->dec);
 		free(im);
@@ -575,6 +577,43 @@ static void act_backward(enum act a, float *dinp, const float *inp, const float 
 #define P(i) (m->tensors[i].data)
 #define G(i) (m->tensors[i].grad)
 
+static size_t grow_arena(float **p, size_t *cap, size_t n);
+
+/* out (N,OC) = inp (N,C) . w^T + bias for the forward passes, where a row's
+ * result must not depend on the rest of the batch (DESIGN sec. 6: sharded
+ * runs equal the serial run byte for byte). OpenBLAS does not promise it:
+ * sgemv for one row, its small-matrix kernels, and matmul_forward's column
+ * slicing below 32 rows a thread sum in other orders. So small or thin
+ * weights (C*OC < 16384, or a side of 64 or less: test-sized models, LoRA)
+ * go through tensor_extra's fixed-order product, and the others through
+ * sgemm on at least 64 rows (padded), where OpenBLAS's blocked kernels sum
+ * every row alike whatever the row count (checked on this machine for the
+ * shapes of the bench configs; test_vlm checks the whole forward). */
+static void mm_fwd(struct vlm *m, float *out, const float *inp, const float *w, const float *bias,
+		   int N, int C, int OC)
+{
+	struct vlm_impl *im = m->impl;
+	if (N <= 0)
+		return;
+	if ((long)C * OC < 16384 || C <= 64 || OC <= 64) {
+		matmul_rows_forward(out, inp, w, N, C, OC);
+		if (bias)
+			for (int n = 0; n < N; n++)
+				residual_forward(out + (size_t)n * OC, out + (size_t)n * OC, bias, OC);
+		return;
+	}
+	if (N >= 64) {
+		matmul_forward(out, inp, w, bias, N, C, OC);
+		return;
+	}
+	grow_arena(&im->mmx, &im->mmx_cap, 64 * ((size_t)C + OC));
+	float *x = im->mmx, *y = im->mmx + 64 * (size_t)C;
+	memcpy(x, inp, (size_t)N * C * sizeof(float));
+	memset(x + (size_t)N * C, 0, (size_t)(64 - N) * C * sizeof(float));
+	matmul_forward(y, x, w, bias, 64, C, OC);
+	memcpy(out, y, (size_t)N * OC * sizeof(float));
+}
+
 void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, float *xa,
 		    float *tmp, int N)
 {
@@ -585,10 +624,10 @@ void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, floa
 	const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
 	int r = A->shape[0], in = A->shape[1], out = B->shape[0];
 	float s = m->lora.alpha / m->lora.rank;
-	matmul_forward(xa, x, A->data, NULL, N, in, r);
+	mm_fwd(m, xa, x, A->data, NULL, N, in, r);
 	for (long i = 0; i < (long)N * r; i++)
 		xa[i] *= s;
-	matmul_forward(tmp, xa, B->data, NULL, N, r, out);
+	mm_fwd(m, tmp, xa, B->data, NULL, N, r, out);
 	residual_forward(y, y, tmp, (long)N * out);
 }
 
@@ -616,7 +655,7 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 					       img + ((size_t)ch * S + gy * P + y) * S + gx * P,
 					       P * sizeof(float));
 		}
-	matmul_forward(f->pe, f->patches, P(im->patch), NULL, NI * NP, CPP, VC);
+	mm_fwd(m, f->pe, f->patches, P(im->patch), NULL, NI * NP, CPP, VC);
 	const float *pos = P(im->pos), *cls = P(im->cls);
 #pragma omp parallel for collapse(2)
 	for (int i = 0; i < NI; i++)
@@ -635,16 +674,16 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 		struct vlay a = vlay_at(f, m, s, l);
 		float *x = vres_at(f, m, s, l), *out = vres_at(f, m, s, l + 1);
 		layernorm_forward(a.ln1, a.m1, a.r1, x, P(w[VL_LN1_W]), P(w[VL_LN1_B]), VN, VC, c->v_eps);
-		matmul_forward(a.q, a.ln1, P(w[VL_Q_W]), P(w[VL_Q_B]), VN, VC, VC);
-		matmul_forward(a.k, a.ln1, P(w[VL_K_W]), P(w[VL_K_B]), VN, VC, VC);
-		matmul_forward(a.v, a.ln1, P(w[VL_V_W]), P(w[VL_V_B]), VN, VC, VC);
+		mm_fwd(m, a.q, a.ln1, P(w[VL_Q_W]), P(w[VL_Q_B]), VN, VC, VC);
+		mm_fwd(m, a.k, a.ln1, P(w[VL_K_W]), P(w[VL_K_B]), VN, VC, VC);
+		mm_fwd(m, a.v, a.ln1, P(w[VL_V_W]), P(w[VL_V_B]), VN, VC, VC);
 		attention_forward(a.atty, a.att, a.q, a.k, a.v, f->vlen, NI, VT, VNH, VNH, VHS, 0);
-		matmul_forward(a.mid, a.atty, P(w[VL_O_W]), P(w[VL_O_B]), VN, VC, VC);
+		mm_fwd(m, a.mid, a.atty, P(w[VL_O_W]), P(w[VL_O_B]), VN, VC, VC);
 		residual_forward(a.mid, a.mid, x, (long)VN * VC);
 		layernorm_forward(a.ln2, a.m2, a.r2, a.mid, P(w[VL_LN2_W]), P(w[VL_LN2_B]), VN, VC, c->v_eps);
-		matmul_forward(a.fc1, a.ln2, P(w[VL_FC1_W]), P(w[VL_FC1_B]), VN, VC, VI);
+		mm_fwd(m, a.fc1, a.ln2, P(w[VL_FC1_W]), P(w[VL_FC1_B]), VN, VC, VI);
 		act_forward(c->v_act, a.act, a.fc1, (long)VN * VI);
-		matmul_forward(out, a.act, P(w[VL_FC2_W]), P(w[VL_FC2_B]), VN, VI, VC);
+		mm_fwd(m, out, a.act, P(w[VL_FC2_W]), P(w[VL_FC2_B]), VN, VI, VC);
 		residual_forward(out, out, a.mid, (long)VN * VC);
 	}
 	const float *hid = vres_at(f, m, s, c->v_used);
@@ -907,9 +946,9 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	if (s.NI > 0) {
 		int NIT = s.NI * s.IT;
 		vision_forward(m, &f, &s, batch->images);
-		matmul_forward(f.p1, f.feat, P(im->p1_w), P(im->p1_b), NIT, c->v_hidden, C);
+		mm_fwd(m, f.p1, f.feat, P(im->p1_w), P(im->p1_b), NIT, c->v_hidden, C);
 		act_forward(c->proj_act, f.p1a, f.p1, (long)NIT * C);
-		matmul_forward(f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
+		mm_fwd(m, f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
 	}
 
 	/* decoder input: token embeddings and the image's rows */
@@ -937,11 +976,11 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 				memcpy(f.hx + (size_t)i * C, a.ln1 + (size_t)sel[i] * C, C * sizeof(float));
 			qx = f.hx;
 		}
-		matmul_forward(f.uq, qx, P(w[DL_Q]), NULL, n, C, QD);
+		mm_fwd(m, f.uq, qx, P(w[DL_Q]), NULL, n, C, QD);
 		vlm_lora_apply(m, l, LT_Q, f.uq, qx, a.xa[LT_Q], f.tmp, n);
-		matmul_forward(f.uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
+		mm_fwd(m, f.uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
 		vlm_lora_apply(m, l, LT_K, f.uk, a.ln1, a.xa[LT_K], f.tmp, NU);
-		matmul_forward(f.uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
+		mm_fwd(m, f.uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
 		vlm_lora_apply(m, l, LT_V, f.uv, a.ln1, a.xa[LT_V], f.tmp, NU);
 		rope_forward(f.uq, last ? f.hpos : f.pos, n, NH, HS, c->rope_theta);
 		rope_forward(f.uk, f.pos, NU, NKV, HS, c->rope_theta);
@@ -962,7 +1001,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		if (n > 0) /* else no row reads the last layer (no loss rows) */
 			attention_forward(f.patt, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
 		slots_to_rows(a.atty, f.patt, &f, sel, 0, n, QD);
-		matmul_forward(a.mid, a.atty, P(w[DL_O]), NULL, n, QD, C);
+		mm_fwd(m, a.mid, a.atty, P(w[DL_O]), NULL, n, QD, C);
 		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, n);
 		if (last)
 			for (int i = 0; i < n; i++)
@@ -971,12 +1010,12 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		else
 			residual_forward(a.mid, a.mid, x, (long)n * C);
 		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), n, C, c->rms_eps);
-		matmul_forward(a.gate, a.ln2, P(w[DL_GATE]), NULL, n, C, FF);
+		mm_fwd(m, a.gate, a.ln2, P(w[DL_GATE]), NULL, n, C, FF);
 		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, n);
-		matmul_forward(a.up, a.ln2, P(w[DL_UP]), NULL, n, C, FF);
+		mm_fwd(m, a.up, a.ln2, P(w[DL_UP]), NULL, n, C, FF);
 		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, n);
 		swiglu_forward(a.swi, a.gate, a.up, (long)n * FF);
-		matmul_forward(out, a.swi, P(w[DL_DOWN]), NULL, n, FF, C);
+		mm_fwd(m, out, a.swi, P(w[DL_DOWN]), NULL, n, FF, C);
 		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, n);
 		residual_forward(out, out, a.mid, (long)n * C);
 	}
@@ -989,7 +1028,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		for (int i = 0; i < s.NR; i++)
 			memcpy(f.xg + (size_t)i * C, xl + (size_t)f.grow[i] * C, C * sizeof(float));
 		rmsnorm_forward(f.xn, f.hr, f.xg, P(im->norm), s.NR, C, c->rms_eps);
-		matmul_forward(f.logits, f.xn, P(im->lm_head), NULL, s.NR, C, V);
+		mm_fwd(m, f.logits, f.xn, P(im->lm_head), NULL, s.NR, C, V);
 		if (gen) {
 			memcpy(o->last_logits, f.logits, (size_t)B * V * sizeof(float));
 		} else {

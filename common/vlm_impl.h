@@ -52,6 +52,10 @@ struct vlm_impl {
 	int kept;                      /* 1 if acts[1] holds a forward for backward */
 	struct vlm_shape ks;           /* its shapes */
 
+	/* forward products of fewer than 64 rows, padded (vlm.c's mm_fwd) */
+	float *mmx;
+	size_t mmx_cap;
+
 	/* decoding */
 	float *kv;
 	size_t kv_cap;

@@ -362,6 +362,151 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 	}
 }
 
+/* ---------------------------------------------------------------------- */
+/* Row-wise linear: every out[n][o] summed in one order fixed by C alone.
+ *
+ * The order: 16 lanes, lane j summing w[c] * x[c] for c = j, j+16, ... over
+ * the first C - C%16 channels; the lanes added as a fixed tree; then the
+ * tail channels one by one; then the bias. Each product and each sum is
+ * rounded on its own (no fused multiply-add: the baseline build has none,
+ * and the AVX2 and AVX-512 copies must give its bits), and nothing is
+ * reassociated (no -ffast-math), so the three copies below differ only in
+ * how wide the registers are that carry the same lanes. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
+typedef float rw_v16 __attribute__((vector_size(64)));
+typedef float rw_v16u __attribute__((vector_size(64), aligned(4)));
+
+enum { RW_LANES = 16, RW_OB = 32 /* output channels per block: 64 KB of w at C 512 */ };
+
+static inline __attribute__((always_inline)) float rw_hsum(const rw_v16 *v)
+{
+	rw_v16 a = *v;
+	float t[8];
+	for (int i = 0; i < 8; i++)
+		t[i] = a[i] + a[i + 8];
+	for (int i = 0; i < 4; i++)
+		t[i] += t[i + 4];
+	return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+/* the tail channels and the bias, in the order the contract fixes */
+static inline __attribute__((always_inline)) float rw_finish(float s, const float *wr,
+							     const float *x, int CV, int C,
+							     const float *bias, int o)
+{
+	for (int c = CV; c < C; c++) {
+		float p = wr[c] * x[c];
+		s = s + p;
+	}
+	return bias ? s + bias[o] : s;
+}
+
+/* Rows [n, n+R) against output channels [o0, o1): R rows share each load
+ * of a weight vector, and w is streamed in order (a lone row runs at the
+ * speed of memory). The sums are the same whatever R. */
+static inline __attribute__((always_inline)) void
+rw_pass(float *out, const float *inp, const float *w, const float *bias, int n, int C, int OC,
+	int o0, int o1, const int R)
+{
+	int CV = C - C % RW_LANES;
+	const float *x = inp + (long)n * C;
+	for (int o = o0; o < o1; o++) {
+		const float *wr = w + (long)o * C;
+		rw_v16 a[4] = {{0}};
+		for (int c = 0; c < CV; c += RW_LANES) {
+			rw_v16 wv = *(const rw_v16u *)(wr + c);
+			#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				a[r] += wv * *(const rw_v16u *)(x + (long)r * C + c);
+		}
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			out[(long)(n + r) * OC + o] =
+				rw_finish(rw_hsum(&a[r]), wr, x + (long)r * C, CV, C, bias, o);
+	}
+}
+
+/* Output channels [o0, o1) of every row: four rows at a time, then two,
+ * then one. */
+static inline __attribute__((always_inline)) void
+rw_block(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+	 int o0, int o1)
+{
+	int n = 0;
+	for (; n + 4 <= N; n += 4)
+		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 4);
+	if (n + 2 <= N) {
+		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 2);
+		n += 2;
+	}
+	if (n < N)
+		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 1);
+}
+
+/* The same source for each instruction set (chosen by rw_use, not by
+ * target_clones, so that tests can run every copy the CPU has). */
+typedef void rw_fn(float *, const float *, const float *, const float *, int, int, int, int,
+		   int);
+static void rw_v2(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+		  int OC, int o0, int o1)
+{
+	rw_block(out, inp, w, bias, N, C, OC, o0, o1);
+}
+__attribute__((target("arch=x86-64-v3"))) static void
+rw_v3(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+      int o0, int o1)
+{
+	rw_block(out, inp, w, bias, N, C, OC, o0, o1);
+}
+__attribute__((target("arch=x86-64-v4"))) static void
+rw_v4(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+      int o0, int o1)
+{
+	rw_block(out, inp, w, bias, N, C, OC, o0, o1);
+}
+
+#pragma GCC pop_options
+
+static rw_fn *const rw_fns[3] = {rw_v2, rw_v3, rw_v4};
+static int rw_use = -1; /* index into rw_fns; -1 until first use */
+
+/* the widest copy this CPU runs */
+static int rw_cpu_level(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("x86-64-v4"))
+		return 2;
+	if (__builtin_cpu_supports("x86-64-v3"))
+		return 1;
+	return 0;
+}
+
+int tensor_rowwise_level(int level)
+{
+	int top = rw_cpu_level();
+	if (level >= 0 && level <= top)
+		__atomic_store_n(&rw_use, level, __ATOMIC_RELAXED);
+	else if (level < 0 && __atomic_load_n(&rw_use, __ATOMIC_RELAXED) < 0)
+		__atomic_store_n(&rw_use, top, __ATOMIC_RELAXED);
+	return __atomic_load_n(&rw_use, __ATOMIC_RELAXED);
+}
+
+void matmul_forward_rowwise(float *out, const float *inp, const float *w, const float *bias,
+			    int N, int C, int OC)
+{
+	if (N <= 0 || OC <= 0)
+		return;
+	rw_fn *fn = rw_fns[tensor_rowwise_level(-1)];
+	int nb = (OC + RW_OB - 1) / RW_OB;
+	#pragma omp parallel for schedule(static) num_threads(mm_threads((double)N * C * OC))
+	for (int b = 0; b < nb; b++) {
+		int o0 = b * RW_OB, o1 = o0 + RW_OB < OC ? o0 + RW_OB : OC;
+		fn(out, inp, w, bias, N, C > 0 ? C : 0, OC, o0, o1);
+	}
+}
+
 void matmul_forward_naive(float *out, const float *inp, const float *w, const float *bias,
 			  int N, int C, int OC)
 {

@@ -42,6 +42,28 @@ void tensor_set_threads(int n);
  * bias (OC) or NULL. */
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
 		    int N, int C, int OC);
+/* The same product for the few rows of a decoding step (N = the active
+ * sequences, 1-64), where batch invariance matters: each output row is a
+ * function of its input row (and w, bias) alone, bit for bit the same
+ * whatever N, the row's place in the batch, the thread count, the CPU's
+ * instruction set (baseline, AVX2 or AVX-512 copy) and OpenBLAS's core:
+ * our own loops, no BLAS. out[n][o] = the sum of w[o][c] * inp[n][c] in 16
+ * lanes (lane j over c = j, j+16, ... below C - C%16), the lanes added
+ * pairwise (j + j+8, then + j+4, then (0+2) + (1+3)), the C%16 tail
+ * channels one by one, then + bias[o]; every product and sum rounded on
+ * its own (no fused multiply-add). Reads each weight row once per call and
+ * uses it for every row (threads over blocks of output channels): faster
+ * than matmul_forward's sgemv/sgemm for N <= 8; for many rows (prefill,
+ * training) matmul_forward is the fast one. Results differ from
+ * matmul_forward's in the last bits. */
+void matmul_forward_rowwise(float *out, const float *inp, const float *w, const float *bias,
+			    int N, int C, int OC);
+/* For tests: makes matmul_forward_rowwise use its copy for instruction set
+ * `level` (0 x86-64-v2, 1 x86-64-v3 AVX2+FMA, 2 x86-64-v4 AVX-512) if the
+ * CPU runs it; level < 0 changes nothing. Returns the level in use (by
+ * default the widest the CPU runs). Not thread-safe against concurrent
+ * products. */
+int tensor_rowwise_level(int level);
 /* dinp (N,C) += dout . w;  dw (OC,C) += dout^T . inp;  dbias (OC) += sum_n dout. */
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 		     const float *inp, const float *w, int N, int C, int OC);

@@ -81,6 +81,12 @@ int main(int argc, char **argv)
 	TIME("matmul_forward decode (1,C)x(FF,C)", 2.0 * C * FF, matmul_forward(big, x, w, NULL, 1, C, FF));
 	TIME("matmul_forward decode (8,C)x(FF,C)", 16.0 * C * FF, matmul_forward(big, x, w, NULL, 8, C, FF));
 	TIME("matmul_forward decode (8,FF)x(C,FF)", 16.0 * C * FF, matmul_forward(big, big2, w, NULL, 8, FF, C));
+	TIME("matmul_forward_rowwise (1,C)x(FF,C)", 2.0 * C * FF,
+	     matmul_forward_rowwise(big, x, w, NULL, 1, C, FF));
+	TIME("matmul_forward_rowwise (8,C)x(FF,C)", 16.0 * C * FF,
+	     matmul_forward_rowwise(big, x, w, NULL, 8, C, FF));
+	TIME("matmul_forward_rowwise (8,FF)x(C,FF)", 16.0 * C * FF,
+	     matmul_forward_rowwise(big, big2, w, NULL, 8, FF, C));
 	TIME("matmul_backward (N,FF)->(N,C),(FF,C)", 4.0 * N * C * FF,
 	     matmul_backward(x, w, NULL, big, y, w, N, C, FF));
 	TIME("attention_forward causal", attf,

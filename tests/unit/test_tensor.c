@@ -680,6 +680,128 @@ static void test_logprob(void)
 }
 
 /* ---------------------------------------------------------------------- */
+/* batch invariance: matmul_forward_rowwise, logprob_forward */
+
+/* rows `pick` (n of them) of pool (., C) copied to dst */
+static void gather(float *dst, const float *pool, const int *pick, int n, int C)
+{
+	for (int i = 0; i < n; i++)
+		memcpy(dst + (long)i * C, pool + (long)pick[i] * C, sizeof(float) * C);
+}
+
+/* a random order of 0..n-1 */
+static void shuffle(int *p, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = i;
+	for (int i = n - 1; i > 0; i--) {
+		int j = (int)((frand() + 1) * 0.5f * (i + 1)) % (i + 1), t = p[i];
+		p[i] = p[j], p[j] = t;
+	}
+}
+
+/* rows of got (n, len) bit for bit equal to ref's rows pick[] */
+static int same_rows(const float *got, const float *ref, const int *pick, int n, int len,
+		     const char *what, int N, int threads, int level)
+{
+	for (int i = 0; i < n; i++) {
+		const float *a = got + (long)i * len, *b = ref + (long)pick[i] * len;
+		if (memcmp(a, b, sizeof(float) * len)) {
+			int j = 0;
+			while (a[j] == b[j] && j < len - 1)
+				j++;
+			note("%s: N=%d threads=%d level=%d: row %d (pool row %d) [%d] %.9g != alone "
+			     "%.9g", what, N, threads, level, i, pick[i], j, (double)a[j], (double)b[j]);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void test_rowwise(void)
+{
+	static const int sz[][3] = {{1, 1, 1}, {1, 37, 5}, {3, 16, 33}, {5, 47, 70},
+				    {8, 512, 130}, {13, 100, 64}, {2, 0, 3}};
+	char what[112];
+	for (size_t i = 0; i < ARRAY_LEN_(sz); i++) {
+		int N = sz[i][0], C = sz[i][1], OC = sz[i][2];
+		float *inp = rnd((long)N * C, 1), *w = rnd((long)OC * C, 1), *bias = rnd(OC, 1);
+		float *o1 = rnd((long)N * OC, 9), *o2 = zeros((long)N * OC);
+		for (int b = 0; b < 2; b++) {
+			matmul_forward_rowwise(o1, inp, w, b ? bias : NULL, N, C, OC);
+			matmul_forward_naive(o2, inp, w, b ? bias : NULL, N, C, OC);
+			snprintf(what, sizeof(what),
+				 "matmul_forward_rowwise vs naive N=%d C=%d OC=%d bias=%d", N, C, OC, b);
+			tap_close(o1, o2, (long)N * OC, 1e-4f * sqrtf((float)C + 1), 1e-4f, what);
+		}
+		free(inp), free(w), free(bias), free(o1), free(o2);
+	}
+
+	/* Every row alone (N=1, one thread) is the reference; then batches of
+	 * 1..20 of the pool's rows in random order, at an odd float offset, on
+	 * 1 and 2 threads, with each instruction set's copy this CPU runs.
+	 * C=515: 32 lanes-blocks and a tail of 3; OC=161: a partial block of
+	 * output channels; N*C*OC > 65536 so that threads do split it. */
+	enum { P = 20, C = 515, OC = 161 };
+	int top = tensor_rowwise_level(-1), bad = 0, pick[P];
+	float *pool = rnd((long)P * C, 1), *w = rnd((long)OC * C, 0.1f), *bias = rnd(OC, 1);
+	float *ref = zeros((long)P * OC), *xin = zeros((long)P * C + 1), *y = zeros((long)P * OC + 1);
+	tap_diag("matmul_forward_rowwise: this CPU runs instruction-set copies 0..%d", top);
+	tensor_set_threads(1);
+	for (int p = 0; p < P; p++)
+		matmul_forward_rowwise(ref + (long)p * OC, pool + (long)p * C, w, bias, 1, C, OC);
+	for (int level = 0; level <= top; level++) {
+		tensor_rowwise_level(level);
+		for (int threads = 1; threads <= 2; threads++) {
+			tensor_set_threads(threads);
+			for (int N = 1; N <= P; N++) {
+				shuffle(pick, P);
+				gather(xin + 1, pool, pick, N, C);
+				matmul_forward_rowwise(y + 1, xin + 1, w, bias, N, C, OC);
+				bad += same_rows(y + 1, ref, pick, N, OC, "rowwise", N, threads, level);
+			}
+		}
+	}
+	tensor_rowwise_level(top);
+	loop_ok(bad, "matmul_forward_rowwise: each row's bits independent of N (1..20), its place, "
+		     "alignment, threads (1, 2) and instruction set");
+	float *n1 = zeros((long)P * OC);
+	matmul_forward_naive(n1, pool, w, bias, P, C, OC);
+	tap_close(ref, n1, (long)P * OC, 1e-4f * sqrtf((float)C), 1e-4f,
+		  "matmul_forward_rowwise reference rows vs naive");
+	free(pool), free(w), free(bias), free(ref), free(xin), free(y), free(n1);
+
+	/* logprob_forward: a row's log-probability from its row alone. V=2051
+	 * (odd) puts consecutive rows at every alignment. */
+	enum { V = 2051 };
+	float *lpool = rnd((long)P * V, 6), *lref = zeros(P), *lx = zeros((long)P * V + 3);
+	float *lp = zeros(P);
+	int tpool[P], tg[P];
+	for (int p = 0; p < P; p++)
+		tpool[p] = (p * 977) % V;
+	tensor_set_threads(1);
+	for (int p = 0; p < P; p++)
+		logprob_forward(lref + p, lpool + (long)p * V, tpool + p, 1, V);
+	bad = 0;
+	for (int threads = 1; threads <= 2; threads++) {
+		tensor_set_threads(threads);
+		for (int N = 1; N <= P; N++) {
+			shuffle(pick, P);
+			int off = N % 4;
+			gather(lx + off, lpool, pick, N, V);
+			for (int i = 0; i < N; i++)
+				tg[i] = tpool[pick[i]];
+			logprob_forward(lp, lx + off, tg, N, V);
+			bad += same_rows(lp, lref, pick, N, 1, "logprob", N, threads, -1);
+		}
+	}
+	loop_ok(bad, "logprob_forward: each row's bits independent of N (1..20), its place, "
+		     "alignment and threads (1, 2)");
+	tensor_set_threads(0);
+	free(lpool), free(lref), free(lx), free(lp);
+}
+
+/* ---------------------------------------------------------------------- */
 /* AdamW: three steps against torch.optim.AdamW(lr=0.01, betas=(0.9, 0.95),
  * eps=1e-8, weight_decay=0.1); the first step by hand for element 0:
  * p = 0.5 (1 - 0.001) - 0.01 * (0.01/0.1) / (sqrt(5e-4/0.05) + 1e-8) = 0.4895 */
@@ -996,6 +1118,7 @@ int main(int argc, char **argv)
 	self[n > 0 ? n : 0] = 0;
 
 	test_matmul();
+	test_rowwise();
 	test_norm(0);
 	test_norm(1);
 	test_rope();

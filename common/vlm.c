@@ -15,7 +15,6 @@
 
 #include "rng.h"
 #include "tensor.h"
-#include "tensor_extra.h"
 #include "util.h"
 #include "vlm.h"
 #include "vlm_impl.h"
@@ -585,7 +584,7 @@ static size_t grow_arena(float **p, size_t *cap, size_t n);
  * sgemv for one row, its small-matrix kernels, and matmul_forward's column
  * slicing below 32 rows a thread sum in other orders. So small or thin
  * weights (C*OC < 16384, or a side of 64 or less: test-sized models, LoRA)
- * go through tensor_extra's fixed-order product, and the others through
+ * go through matmul_forward_rowwise's fixed-order product, and the others through
  * sgemm on at least 64 rows (padded), where OpenBLAS's blocked kernels sum
  * every row alike whatever the row count (checked on this machine for the
  * shapes of the bench configs; test_vlm checks the whole forward). */
@@ -596,10 +595,7 @@ static void mm_fwd(struct vlm *m, float *out, const float *inp, const float *w, 
 	if (N <= 0)
 		return;
 	if ((long)C * OC < 16384 || C <= 64 || OC <= 64) {
-		matmul_rows_forward(out, inp, w, N, C, OC);
-		if (bias)
-			for (int n = 0; n < N; n++)
-				residual_forward(out + (size_t)n * OC, out + (size_t)n * OC, bias, OC);
+		matmul_forward_rowwise(out, inp, w, bias, N, C, OC);
 		return;
 	}
 	if (N >= 64) {

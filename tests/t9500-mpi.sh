@@ -115,7 +115,11 @@ expect "a checkpoint of 2 ranks resumes in one process" $D --save-every 4 --resu
 check "... to a model" -f r/model.safetensors
 
 # A signal to one rank stops every rank at the same step, with a checkpoint.
-$MPI $D --save-every 1000 --metrics g.jsonl -o g pairs.mp >g.out 2>g.err &
+# A run long enough (180 steps) that the signal always lands mid-run, and
+# its uninterrupted twin to compare the resumed run with.
+DL="seva-dpo -j 1 -m base -b 3 --accum 2 --lr 1e-2 -s 4 --epochs 60"
+expect "a longer 2-rank run" $MPI $DL --save-every 1000 --metrics gl.jsonl -o gl pairs.mp
+$MPI $DL --save-every 1000 --metrics g.jsonl -o g pairs.mp >g.out 2>g.err &
 mp=$!
 for _ in $(seq 400); do [ -s g.jsonl ] && break; sleep 0.02; done
 victim=
@@ -128,9 +132,10 @@ rc=$?
 check "SIGTERM to rank 1 stops the job non-zero (exit $rc)" -n "$victim" -a "$rc" -ne 0
 cp g.err "$TMP/.err"
 stderr_has "... rank 0 saves and says so" "interrupted by signal .*checkpoint of step [0-9]+ saved"
-expect "... and --resume finishes it" $MPI $D --save-every 1000 --resume --metrics g.jsonl -o g pairs.mp
+expect "... and --resume finishes it" $MPI $DL --save-every 1000 --resume --metrics g.jsonl -o g pairs.mp
+curve gl.jsonl >gl.curve
 curve g.jsonl >g.curve
-same "... to the same run" two.curve g.curve
+same "... to the same run" gl.curve g.curve
 
 # Slurm: pipelines/dpo.sbatch runs srun (here a stand-in that calls mpirun).
 expect "dpo.sbatch parses (bash -n)" bash -n "$TOP/pipelines/dpo.sbatch"

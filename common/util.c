@@ -82,6 +82,12 @@ void usage_die(const char *usage)
 	exit(2);
 }
 
+void usage_help(const char *usage)
+{
+	printf("usage: %s\n", usage);
+	exit(0);
+}
+
 void *xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);
@@ -233,6 +239,42 @@ double arg_double(const char *opt, const char *s, double min, double max)
 	if (parse_double(opt, s, min, max, &v))
 		exit(2);
 	return v;
+}
+
+int parse_choice(const char *opt, const char *s, const char *const *names, int n)
+{
+	struct buf b;
+	for (int i = 0; i < n; i++)
+		if (!strcmp(s, names[i]))
+			return i;
+	buf_init(&b);
+	for (int i = 0; i < n; i++)
+		buf_printf(&b, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+	warn("%s: not %s: '%s'", opt, b.data ? (char *)b.data : "", s);
+	buf_release(&b);
+	return -1;
+}
+
+int arg_choice(const char *opt, const char *s, const char *const *names, int n)
+{
+	int i = parse_choice(opt, s, names, n);
+	if (i < 0)
+		exit(2);
+	return i;
+}
+
+uint64_t arg_seed(const char *opt, const char *s)
+{
+	return (uint64_t)arg_long(opt, s, 0, ARG_SEED_MAX);
+}
+
+int report_skips(long skipped, long read, long unread)
+{
+	if (skipped)
+		warn("%ld of %ld samples skipped", skipped, read);
+	if (unread)
+		warn("%ld input%s could not be read", unread, unread == 1 ? "" : "s");
+	return skipped || unread;
 }
 
 unsigned char *read_file(const char *path, size_t *len)

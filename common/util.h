@@ -21,6 +21,9 @@ void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Exit 2 with "usage: ..." for bad command lines. */
 _Noreturn void usage_die(const char *usage);
+/* --help: "usage: ..." on stdout and exit 0 (git's and GNU's convention:
+ * asked-for help is output; a usage error goes to stderr, exit 2). */
+_Noreturn void usage_help(const char *usage);
 
 /* Allocation that dies on failure ("out of memory" is not recoverable here). */
 void *xmalloc(size_t n);
@@ -50,6 +53,20 @@ int parse_double(const char *opt, const char *s, double min, double max, double 
 /* Shorthands for cmd/: the same checks, exit 2 on failure. */
 long arg_long(const char *opt, const char *s, long min, long max);
 double arg_double(const char *opt, const char *s, double min, double max);
+/* A word from a fixed list: the index of S in NAMES (N of them); on failure
+ * "OPTION: not a, b or c: 'S'" and -1 (arg_choice: exit 2). */
+int parse_choice(const char *opt, const char *s, const char *const *names, int n);
+int arg_choice(const char *opt, const char *s, const char *const *names, int n);
+/* A run seed (-s): 0 to 2^53 - 1, so that it survives JSON (whose numbers
+ * are doubles) exactly in the records and files that name it. Exit 2. */
+#define ARG_SEED_MAX 9007199254740991L
+uint64_t arg_seed(const char *opt, const char *s);
+
+/* The closing words of a run that skipped (-k): "N of M samples skipped"
+ * when SKIPPED, "N inputs could not be read" when UNREAD, on stderr even
+ * when quiet. Returns 1 if anything was skipped (the exit status says so),
+ * else 0. */
+int report_skips(long skipped, long read, long unread);
 
 /* Whole file into memory (NUL-terminated). NULL and error printed on failure. */
 unsigned char *read_file(const char *path, size_t *len);

@@ -17,6 +17,14 @@ int main(void)
 	tap_ok(parse_long("-n", "", 0, 100, &v) < 0, "parse_long refuses empty");
 	tap_ok(parse_double("--lr", "1e-3", 0, 1, &d) == 0 && d == 1e-3, "parse_double accepts 1e-3");
 	tap_ok(parse_double("--lr", "nan", 0, 1, &d) < 0, "parse_double refuses nan");
+	static const char *const names[] = { "constant", "linear", "cosine" };
+	tap_ok(parse_choice("--schedule", "cosine", names, 3) == 2, "parse_choice finds a name");
+	tap_ok(parse_choice("--schedule", "cos", names, 3) < 0, "parse_choice refuses a prefix");
+	tap_ok(parse_choice("--schedule", "", names, 3) < 0, "parse_choice refuses empty");
+	tap_ok((double)ARG_SEED_MAX == 9007199254740991.0 &&
+		       (double)ARG_SEED_MAX + 1 == 9007199254740992.0 &&
+		       (long)(double)ARG_SEED_MAX == ARG_SEED_MAX,
+	       "ARG_SEED_MAX is 2^53 - 1, exact as a double");
 
 	struct buf b;
 	buf_init(&b);

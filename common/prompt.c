@@ -256,10 +256,18 @@ bad:
 
 int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, const char **why)
 {
+	/* The reason names the field, as seva-augment's does: a sample may
+	 * hold several images (png, aug.png). */
+	static _Thread_local char reason[160];
+	const char *inner = "";
 	struct image im;
 	image_init(&im);
-	if (image_decode(&im, f->data, f->len, why) < 0)
+	if (image_decode(&im, f->data, f->len, &inner) < 0) {
+		snprintf(reason, sizeof reason, "field '%s': cannot decode image: %s", f->name,
+			 inner ? inner : "");
+		*why = reason;
 		return -1;
+	}
 	image_preprocess(chw, &im, &m->pre);
 	image_release(&im);
 	return 0;

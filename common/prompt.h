@@ -46,7 +46,8 @@ void prompt_turns_free(char **turns, int n);
 
 /* Decodes the image field F and writes the model's input tensor CHW
  * (3 * S * S floats, S = preprocess_side(&m->pre)) as m->pre says. -1 with a
- * reason in *WHY (static text). */
+ * reason in *WHY ("field 'png': cannot decode image: ..."; the thread's
+ * static buffer, valid until its next call). */
 int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, const char **why);
 
 /* Every token of a sequence fits the context: prompt ids with at most one

@@ -14,7 +14,7 @@ seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
 # Pairs as seva-pair writes them: the clean image, prompt, chosen, rejected.
 # The rejected answer hallucinates the same objects every time.
 seva-synth --split sft -n 16 -s 2 >sft.mp
-$PY - sft.mp pairs.mp long.mp bad.mp <<'PY'
+$PY - sft.mp pairs.mp long.mp bad.mp badimg.mp <<'PY'
 import msgpack, sys
 s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
 def pair(x, key=None, rejected="I see a purple heart and a pink star."):
@@ -26,6 +26,8 @@ long = pair(s[0], "long", " ".join(["a red circle and"] * 30) + " a star.")
 open(sys.argv[3], "wb").write(pk([pair(s[1]), long, pair(s[2])]))
 nochosen = pair(s[3], "nochosen"); del nochosen["chosen.txt"]
 open(sys.argv[4], "wb").write(pk([pair(s[4]), nochosen, pair(s[5])]))
+badimg = dict(pair(s[6], "badimg"), png=b"not an image")
+open(sys.argv[5], "wb").write(pk([pair(s[4]), badimg]))
 PY
 D="seva-dpo -j 1 -m base -b 4 --lr 1e-2 -s 4"
 
@@ -99,6 +101,8 @@ stderr_has "and counts it" "1 pairs too long.*skipped"
 # Bad input
 expect_fail "a pair without chosen.txt fails" 1 $D --max-steps 1 -o y bad.mp
 stderr_has "the message names record and key" "record 2.*nochosen.*chosen.txt"
+expect_fail "an image that does not decode fails" 1 $D --max-steps 1 -o y badimg.mp
+stderr_has "the message names the record, key and field" "^seva-dpo: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
 expect_fail "-k skips it and exits 1" 1 $D -k --max-steps 1 -o y bad.mp
 stderr_has "-k counts" "1 samples skipped"
 expect_fail "--score on bad input fails" 1 sh -c "$D --score bad.mp >y.mp"

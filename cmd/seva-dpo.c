@@ -412,6 +412,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	const char *const loss_names[] = {
+		dpo_loss_name(DPO_SIGMOID), dpo_loss_name(DPO_IPO), dpo_loss_name(DPO_HINGE),
+	};
 	int c, rc = 0;
 
 	tensor_blas_setup(argv);
@@ -427,9 +430,8 @@ int main(int argc, char **argv)
 		switch (c) {
 		case O_SCORE: opt.score = 1; break;
 		case O_LOSS:
-			if (dpo_loss_parse(optarg) < 0)
-				usage_die(usage_text);
-			opt.dpo.type = (enum dpo_loss_type)dpo_loss_parse(optarg);
+			opt.dpo.type = (enum dpo_loss_type)arg_choice("--loss", optarg, loss_names,
+								      (int)ARRAY_LEN(loss_names));
 			break;
 		case O_BETA: opt.dpo.beta = arg_double("--beta", optarg, 1e-9, 1e9); break;
 		case O_LS: opt.dpo.label_smoothing = arg_double("--label-smoothing", optarg, 0, 0.5); break;

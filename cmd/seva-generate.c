@@ -248,14 +248,9 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 
 static int parse_views(const char *s)
 {
-	if (!strcmp(s, "clean"))
-		return VIEW_CLEAN;
-	if (!strcmp(s, "aug"))
-		return VIEW_AUG;
-	if (!strcmp(s, "both"))
-		return VIEW_CLEAN | VIEW_AUG;
-	fprintf(stderr, "%s: --views: clean, aug or both, not '%s'\n", progname, s);
-	exit(2);
+	static const char *const names[] = { "clean", "aug", "both" };
+	static const int views[] = { VIEW_CLEAN, VIEW_AUG, VIEW_CLEAN | VIEW_AUG };
+	return views[arg_choice("--views", s, names, 3)];
 }
 
 int main(int argc, char **argv)

@@ -637,6 +637,9 @@ void train_args_init(struct train_args *a)
 
 int train_args_option(struct train_args *a, int c, const char *arg, const char *usage)
 {
+	/* a bad value names its option and the values it takes, not the usage */
+	static const char *const dtype_names[] = { "f32", "bf16" };
+	(void)usage;
 	switch (c) {
 	case 'm': a->model = arg; break;
 	case 'o': a->out = arg; break;
@@ -649,9 +652,8 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 	case 'b': a->batch = (int)arg_long("-b", arg, 1, 65536); break;
 	case TRAIN_O_ACCUM: a->accum = (int)arg_long("--accum", arg, 1, 65536); break;
 	case TRAIN_O_SCHED:
-		if (lr_schedule_parse(arg) < 0)
-			usage_die(usage);
-		a->schedule = (enum lr_schedule)lr_schedule_parse(arg);
+		a->schedule = (enum lr_schedule)arg_choice("--schedule", arg, schedule_names,
+							   (int)ARRAY_LEN(schedule_names));
 		break;
 	case TRAIN_O_WARMUP: a->warmup = arg_double("--warmup-ratio", arg, 0, 1); break;
 	case TRAIN_O_CLIP: a->clip = arg_double("--clip", arg, 0, 1e9); break;
@@ -662,9 +664,7 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 	case TRAIN_O_RESUME: a->resume = 1; break;
 	case TRAIN_O_METRICS: a->metrics = arg; break;
 	case TRAIN_O_DTYPE:
-		if (strcmp(arg, "f32") && strcmp(arg, "bf16"))
-			usage_die(usage);
-		a->dtype = !strcmp(arg, "bf16") ? "BF16" : "F32";
+		a->dtype = arg_choice("--dtype", arg, dtype_names, 2) ? "BF16" : "F32";
 		break;
 	case 'j': a->threads = (int)arg_long("-j", arg, 0, 1024); break;
 	case 'k': a->keep = 1; break;

@@ -209,7 +209,8 @@ enum {
 void train_args_init(struct train_args *a);
 /* Takes option C with argument ARG (getopt's optarg) into A. Returns 1 if C
  * is one of TRAIN_LONGOPTS, 0 if the tool must handle it. A bad value ends
- * the program with status 2 (USAGE, or a message naming the option). */
+ * the program with status 2 and a message naming the option and the values
+ * it takes (USAGE is no longer printed; the parameter stays for callers). */
 int train_args_option(struct train_args *a, int c, const char *arg, const char *usage);
 /* After the options, under dist_size() > 1: ranks above 0 are quiet and,
  * without -j, the ranks of a host share its cores; then sets the threads. */

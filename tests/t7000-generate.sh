@@ -121,5 +121,6 @@ $G -b 1 in.mp 2>head.err | head -c 1 >/dev/null
 check "| head ends quietly" ! -s head.err
 expect_fail "no model: usage" 2 seva-generate in.mp
 expect_fail "bad --views: usage" 2 $G --views sideways in.mp
+stderr_has "names the option and its values" "^seva-generate: --views: not clean, aug or both: 'sideways'"
 expect_fail "missing model directory" 1 seva-generate -m nowhere in.mp
 done_testing

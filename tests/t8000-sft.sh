@@ -109,4 +109,8 @@ stderr_has "says so" "no training examples"
 expect_fail "no -o: usage" 2 seva-sft -m base sft.mp
 expect_fail "--config without --tokenizer: usage" 2 seva-sft --config "$FIX/tiny-config.json" -o x
 expect_fail "unknown part: usage" 2 $T --train brain -o x sft.mp
+expect_fail "unknown schedule: usage" 2 $T --schedule cosin -o x sft.mp
+stderr_has "names the option and its values" "^seva-sft: --schedule: not constant, linear or cosine: 'cosin'"
+expect_fail "unknown dtype: usage" 2 $T --dtype fp16 -o x sft.mp
+stderr_has "names the option and its values" "^seva-sft: --dtype: not f32 or bf16: 'fp16'"
 done_testing

@@ -115,4 +115,5 @@ $D --score -b 1 pairs.mp 2>head.err | head -c 1 >/dev/null
 check "--score | head ends quietly" ! -s head.err
 expect_fail "no -o: usage" 2 seva-dpo -m base pairs.mp
 expect_fail "unknown loss: usage" 2 $D --loss kto -o z pairs.mp
+stderr_has "names the option and its values" "^seva-dpo: --loss: not sigmoid, ipo or hinge: 'kto'"
 done_testing

@@ -22,7 +22,8 @@ static const char usage_text[] =
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--skip-long]\n"
 	"       [-j THREADS] [-k] [-q] [FILE...]\n"
-	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [--skip-long] [-k] [-q] [FILE...]";
+	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [-k] [-q]\n"
+	"       [FILE...]";
 
 static struct {
 	struct train_args t;
@@ -316,7 +317,8 @@ static void score_all(void)
 
 static int score_main(int argc, char **argv)
 {
-	struct rec_writer *w = rec_writer_open(NULL, opt.tar ? REC_TAR : REC_MSGPACK, 0);
+	/* -o FILE as in every stream tool (written whole, then renamed) */
+	struct rec_writer *w = rec_writer_open(opt.t.out, opt.tar ? REC_TAR : REC_MSGPACK, 0);
 	if (!w)
 		return 1;
 	opt.ignore_ref = 1; /* --score computes afresh */
@@ -423,7 +425,7 @@ int main(int argc, char **argv)
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
 	train_args_init(&opt.t);
 	opt.t.lr = -1; /* by --full */
-	opt.t.lora = 16;
+	opt.t.lora = 0; /* 16 unless --full; both given is a usage error */
 	while ((c = getopt_long(argc, argv, TRAIN_SHORTOPTS "th", longopts, NULL)) != -1) {
 		if (train_args_option(&opt.t, c, optarg, usage_text))
 			continue;
@@ -445,8 +447,14 @@ int main(int argc, char **argv)
 		default: usage_die(usage_text);
 		}
 	}
-	if (!opt.t.model || (!opt.score && !opt.t.out) || (opt.score && opt.t.out))
+	if (!opt.t.model || (!opt.score && !opt.t.out))
 		usage_die(usage_text);
+	if (opt.full && opt.t.lora) {
+		warn("--full trains the decoder's weights, --lora adapters: one or the other");
+		usage_die(usage_text);
+	}
+	if (!opt.full && !opt.t.lora)
+		opt.t.lora = 16;
 	if (dist_size() > 1 && opt.score)
 		die("--score runs as one process: shard its input instead "
 		    "(pipelines/shards.sh --score)");

@@ -44,9 +44,11 @@ check "adapter: rank 16, alpha 32, all seven targets" \
 	"$(jq -c '[.r, .lora_alpha, (.target_modules | length)]' a/adapter/adapter_config.json)" = "[16,32,7]"
 
 # Reference scoring as its own stage
-expect_fail "--score with -o: usage" 2 $D --score -o /dev/null pairs.mp
-stderr_has "--score takes no -o" "usage"
 expect "--score writes pairs with ref.json" sh -c "$D --score pairs.mp >scored.mp"
+expect "--score -o FILE, as every stream tool" $D --score -o scored-o.mp pairs.mp
+same "-o FILE holds what stdout gets" scored.mp scored-o.mp
+expect "--score -t -o FILE" $D --score -t -o scored.tar pairs.mp
+check "a tar shard" "$(tar -tf scored.tar | grep -c 'ref.json$')" = 16
 seva-cat -j scored.mp >scored.jsonl
 check "every pair has ref.json chosen/rejected/model" \
 	"$(jq -s 'length == 16 and (map(.["ref.json"] | (.chosen | type) == "number" and (.rejected | type) == "number" and .model == "base") | all)' scored.jsonl)" = true
@@ -88,6 +90,9 @@ done
 expect "hinge at step 1 is 1 (z = 0)" test "$(head -1 hinge.jsonl | jq .loss)" = 1
 expect "cDPO + SFT term" $D --label-smoothing 0.1 --sft-weight 0.5 --max-steps 2 --metrics c.jsonl -o c pairs.mp
 check "SFT term adds the chosen NLL per token at step 1" "$(head -1 c.jsonl | jq '.loss > 0.6931471805599453')" = true
+expect_fail "--full with --lora: usage" 2 $D --full --lora 4 -o f pairs.mp
+stderr_has "says which two" "^seva-dpo: --full trains the decoder's weights, --lora adapters: one or the other"
+check "and writes nothing" ! -e f
 expect "--full" $D --full --lr 1e-3 --max-steps 2 --metrics f.jsonl -o f pairs.mp
 check "--full: loss log 2 at step 1 and no adapter" "$(head -1 f.jsonl | jq '.loss == 0.6931471805599453')" = true
 check "--full writes no adapter" ! -e f/adapter

@@ -54,7 +54,7 @@ bin/%: cmd/%.c common/libseva.a
 	@mkdir -p bin
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -o $@ $< common/libseva.a $(LDLIBS)
 
-tests/bin/%: tests/unit/%.c tests/unit/tap.h common/libseva.a
+tests/bin/%: tests/unit/%.c tests/unit/tap.h tests/unit/testutil.h common/libseva.a
 	@mkdir -p tests/bin
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -Itests/unit -o $@ $< common/libseva.a $(LDLIBS)
 

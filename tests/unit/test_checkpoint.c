@@ -14,69 +14,11 @@
 #include "safetensors.h"
 #include "tap.h"
 #include "tensor.h"
+#include "testutil.h"
 #include "util.h"
 #include "vlm.h"
 
 #define REF "tests/fixtures/ref"
-
-static char tmpdir[64];
-static char errbuf[8192];
-static int saved_fd = -1;
-
-/* stderr into errbuf between capture() and captured(). */
-static void capture(void)
-{
-	char *p = xasprintf("%s/stderr", tmpdir);
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	fflush(stderr);
-	saved_fd = dup(2);
-	dup2(fd, 2);
-	close(fd);
-	free(p);
-}
-
-static void captured(void)
-{
-	char *p = xasprintf("%s/stderr", tmpdir);
-	fflush(stderr);
-	dup2(saved_fd, 2);
-	close(saved_fd);
-	FILE *f = fopen(p, "r");
-	size_t n = f ? fread(errbuf, 1, sizeof errbuf - 1, f) : 0;
-	errbuf[n] = 0;
-	if (f)
-		fclose(f);
-	free(p);
-}
-
-static char *tpath(const char *name)
-{
-	return xasprintf("%s/%s", tmpdir, name);
-}
-
-static void put(const char *name, const char *text)
-{
-	char *p = tpath(name);
-	FILE *f = fopen(p, "w");
-	fputs(text, f);
-	fclose(f);
-	free(p);
-}
-
-/* Checks that R is -1 and the message contains each of the NULL-terminated needles. */
-static void expect_error(int r, const char *what, ...)
-{
-	va_list ap;
-	const char *needle;
-	int ok = r == -1;
-	va_start(ap, what);
-	while (ok && (needle = va_arg(ap, const char *)))
-		ok = strstr(errbuf, needle) != NULL;
-	va_end(ap);
-	if (!tap_ok(ok, "%s", what)) {
-		tap_diag("returned %d, message: %s", r, errbuf);
-	}
-}
 
 static int load_config_text(struct vlm_config *c, const char *json)
 {
@@ -669,17 +611,12 @@ static void test_lora(void)
 int main(void)
 {
 	util_init("test_checkpoint");
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/seva-ckpt.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		die("mkdtemp:");
+	make_tmpdir("/tmp/seva-ckpt.XXXXXX");
 	test_config();
 	test_preprocess();
 	test_safetensors();
 	test_model_dirs();
 	test_lora();
-	char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-	if (system(cmd))
-		tap_diag("could not remove %s", tmpdir);
-	free(cmd);
+	remove_tmpdir();
 	return tap_done();
 }

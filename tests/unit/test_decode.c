@@ -8,41 +8,16 @@
 
 #include "rng.h"
 #include "tap.h"
+#include "testutil.h"
 #include "util.h"
 #include "vlm.h"
 #include "vlm_impl.h"
 
 static void tiny_config(struct vlm_config *c)
 {
-	memset(c, 0, sizeof *c);
-	c->image_size = 16;
-	c->patch_size = 4;
-	c->num_channels = 3;
-	c->v_hidden = 16;
-	c->v_inter = 24;
-	c->v_layers = 2;
-	c->v_heads = 2;
-	c->v_act = ACT_QUICK_GELU;
-	c->v_eps = 1e-5f;
-	c->feature_layer = -2;
-	c->drop_cls = 1;
-	c->proj_act = ACT_GELU;
-	c->hidden = 32;
-	c->inter = 40;
-	c->layers = 2;
-	c->heads = 4;
-	c->kv_heads = 2;
-	c->vocab = 41;
+	tiny_config_base(c);
 	c->max_pos = 48;
-	c->rms_eps = 1e-5f;
-	c->rope_theta = 10000;
-	c->image_token_index = 40;
-	c->bos_id = 1;
-	c->eos_id = 2;
-	c->pad_id = -1;
-	strcpy(c->chat_template, "seva");
-	if (vlm_config_finish(c))
-		exit(1);
+	tiny_finish(c);
 }
 
 /* Large weights: peaked, varied next-token distributions. */

@@ -9,10 +9,9 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "testutil.h"
 #include "train.h"
 #include "util.h"
-
-static char tmpdir[256];
 
 /* --- schedules --- */
 
@@ -345,35 +344,11 @@ static void randomize_from(struct vlm *m, int from, uint64_t seed);
 static struct vlm *tiny_model(void)
 {
 	struct vlm_config c;
-	memset(&c, 0, sizeof c);
-	c.image_size = 16;
-	c.patch_size = 4;
-	c.num_channels = 3;
-	c.v_hidden = 16;
-	c.v_inter = 24;
-	c.v_layers = 2;
-	c.v_heads = 2;
-	c.v_act = ACT_QUICK_GELU;
-	c.v_eps = 1e-5f;
+	tiny_config_base(&c);
 	c.feature_layer = -1;
-	c.drop_cls = 1;
-	c.proj_act = ACT_GELU;
-	c.hidden = 32;
-	c.inter = 40;
-	c.layers = 2;
-	c.heads = 4;
-	c.kv_heads = 2;
 	c.vocab = 37;
-	c.max_pos = 64;
-	c.rms_eps = 1e-5f;
-	c.rope_theta = 10000;
 	c.image_token_index = 36;
-	c.bos_id = 1;
-	c.eos_id = 2;
-	c.pad_id = -1;
-	strcpy(c.chat_template, "seva");
-	if (vlm_config_finish(&c))
-		exit(1);
+	tiny_finish(&c);
 	struct vlm *m = vlm_new(&c);
 	randomize_from(m, 0, 5);
 	return m;
@@ -575,8 +550,7 @@ static void test_dpo_model(void)
 
 int main(void)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/test_train.%ld", (long)getpid());
-	mkdir_p(tmpdir);
+	make_tmpdir("/tmp/test_train.XXXXXX");
 	test_schedules();
 	test_adamw();
 	test_clip();
@@ -585,9 +559,6 @@ int main(void)
 	test_dpo();
 	test_metrics();
 	test_dpo_model();
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		tap_diag("could not remove %s", tmpdir);
+	remove_tmpdir();
 	return tap_done();
 }

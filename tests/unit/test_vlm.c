@@ -9,6 +9,7 @@
 
 #include "rng.h"
 #include "tap.h"
+#include "testutil.h"
 #include "util.h"
 #include "vlm.h"
 #include "vlm_impl.h"
@@ -17,36 +18,13 @@
  * which 2 run (feature layer -2), GQA decoder (NH 4, NKV 2). */
 static void tiny_config(struct vlm_config *c, int tied)
 {
-	memset(c, 0, sizeof *c);
-	c->image_size = 16;
-	c->patch_size = 4;
-	c->num_channels = 3;
-	c->v_hidden = 16;
-	c->v_inter = 24;
+	tiny_config_base(c);
 	c->v_layers = 3;
-	c->v_heads = 2;
-	c->v_act = ACT_QUICK_GELU;
-	c->v_eps = 1e-5f;
 	c->feature_layer = tied ? -1 : -2;
 	c->drop_cls = tied ? 0 : 1;
-	c->proj_act = ACT_GELU;
-	c->hidden = 32;
-	c->inter = 40;
-	c->layers = 2;
-	c->heads = 4;
 	c->kv_heads = tied ? 4 : 2;
-	c->vocab = 41;
-	c->max_pos = 64;
-	c->rms_eps = 1e-5f;
-	c->rope_theta = 10000;
 	c->tie_embeddings = tied;
-	c->image_token_index = 40;
-	c->bos_id = 1;
-	c->eos_id = 2;
-	c->pad_id = -1;
-	strcpy(c->chat_template, "seva");
-	if (vlm_config_finish(c))
-		exit(1);
+	tiny_finish(c);
 }
 
 /* O(1) activations so that gradients are far from rounding: matrices
@@ -106,6 +84,16 @@ static void make_batch(const struct vlm_config *c, struct vlm_batch *b)
 	b->n_images = 2;
 	b->images = images;
 	b->image_of = image_of;
+}
+
+/* The untied tiny model with weights of seed 5, and the batch. */
+static struct vlm *untied_model(struct vlm_config *c, struct vlm_batch *b)
+{
+	tiny_config(c, 0);
+	make_batch(c, b);
+	struct vlm *m = vlm_new(c);
+	randomize(m, 5, 0);
+	return m;
 }
 
 static double objective(const float *logp, const float *coef, int B)
@@ -232,10 +220,7 @@ static void test_gradients(void)
 {
 	struct vlm_config c;
 	struct vlm_batch b;
-	tiny_config(&c, 0);
-	make_batch(&c, &b);
-	struct vlm *m = vlm_new(&c);
-	randomize(m, 5, 0);
+	struct vlm *m = untied_model(&c, &b);
 	vlm_lora_add(m, 3, 6, LORA_ALL, 9);
 	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase); /* B != 0 so A gets a gradient */
 	grads_of(m, &b, VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER | VLM_PART_LORA);
@@ -326,10 +311,7 @@ static void test_lora_and_batch(void)
 {
 	struct vlm_config c;
 	struct vlm_batch b;
-	tiny_config(&c, 0);
-	make_batch(&c, &b);
-	struct vlm *m = vlm_new(&c);
-	randomize(m, 5, 0);
+	struct vlm *m = untied_model(&c, &b);
 	float base[NB], lora[NB], off[NB], merged[NB], one[1];
 	vlm_forward(m, &b, base, 0);
 	vlm_lora_add(m, 4, 16, LORA_Q | LORA_V | LORA_O | LORA_UP | LORA_DOWN, 9);
@@ -405,10 +387,7 @@ static void test_shared_prefix(void)
 	enum { NS = 6, SL = 14 };
 	struct vlm_config c;
 	struct vlm_batch b0;
-	tiny_config(&c, 0);
-	make_batch(&c, &b0); /* the images */
-	struct vlm *m = vlm_new(&c);
-	randomize(m, 5, 0);
+	struct vlm *m = untied_model(&c, &b0); /* the images */
 	vlm_lora_add(m, 2, 4, LORA_ALL, 9);
 	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase);
 	unsigned all = VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER | VLM_PART_LORA;

@@ -48,7 +48,8 @@ struct pair {
 
 static struct lm lm;
 static struct pair *pairs;
-static long n_pairs, n_skipped, n_truncated, n_long;
+static long n_pairs, n_truncated, n_long;
+static struct train_reads reads;
 static float *images;
 static long n_images, img_floats;
 
@@ -267,8 +268,7 @@ static int pair_add(void *w, struct sample *s, const char **why)
 /* Reads every pair: into memory for training, or through W for --score. */
 static void read_pairs(int argc, char **argv, struct rec_writer *w)
 {
-	n_skipped = train_read_inputs(argv + optind, argc - optind, opt.t.keep, pair_add, w);
-	if (n_skipped < 0)
+	if (train_read_counted(argv + optind, argc - optind, opt.t.keep, pair_add, w, &reads) < 0)
 		exit(1);
 }
 
@@ -478,18 +478,19 @@ int main(int argc, char **argv)
 			opt.t.lora_alpha = 2.0 * opt.t.lora;
 		read_pairs(argc, argv, NULL);
 		warn_long();
-		if (n_pairs == 0)
-			die("no pairs to train on");
+		if (n_pairs == 0) {
+			report_skips(reads.skipped, reads.read, reads.unread);
+			die("no pairs: %s, nothing to train on",
+			    reads.read ? "every pair was skipped" : "the input is empty");
+		}
 		/* The reference is the initial weights (LoRA not yet added), scored
 		 * once before training as TRL's precompute_ref_log_probs does: no
 		 * second copy of the model for --full. */
 		score_all();
 		rc = train(parts, targets) < 0;
 	}
-	if (rc == 0 && n_skipped) {
-		warn("%ld samples skipped", n_skipped);
+	if (rc == 0 && report_skips(reads.skipped, reads.read, reads.unread))
 		rc = 1;
-	}
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);
 	free(pairs);

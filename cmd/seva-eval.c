@@ -182,7 +182,12 @@ static int score(struct eval *e, struct exports *x, const struct opts *o, struct
 	return rc;
 }
 
-/* Scores the samples of PATH into E; returns the number skipped, or -1 to stop. */
+/* Samples read, and inputs that could not be opened (-k), for the closing count. */
+static long n_read, n_unread;
+
+/* Scores the samples of PATH into E; returns the number skipped, or -1 to
+ * stop. With -k an input that cannot be opened is counted and passed over,
+ * as seva-cat does. */
 static long score_file(struct eval *e, struct exports *x, const struct opts *o, const char *path)
 {
 	struct rec_reader *r = rec_open(path);
@@ -190,10 +195,13 @@ static long score_file(struct eval *e, struct exports *x, const struct opts *o, 
 	long skipped = 0;
 	int rc;
 
-	if (!r)
-		return -1;
+	if (!r) {
+		n_unread++;
+		return o->keep ? 0 : -1;
+	}
 	sample_init(&s);
 	while ((rc = rec_read(r, &s)) != 0) {
+		n_read++;
 		if (rc > 0 && score(e, x, o, r, &s) == 0)
 			continue;
 		if (!o->keep) {
@@ -357,10 +365,8 @@ int main(int argc, char **argv)
 		status = emit(&o, &b);
 		if (!status && write_exports(&x, &o) < 0)
 			status = 1;
-		if (skipped) {
-			warn("skipped %ld sample%s", skipped, skipped == 1 ? "" : "s");
+		if (report_skips(skipped, n_read, n_unread))
 			status = 1;
-		}
 	}
 	cJSON_Delete(x.mmvet);
 	cJSON_Delete(x.llava);

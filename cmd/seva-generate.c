@@ -49,7 +49,7 @@ struct batch {
 };
 
 static struct lm lm;
-static long n_skipped, n_done, n_tokens;
+static long n_read, n_skipped, n_unread, n_done, n_tokens;
 
 /* Stops sequence b once it has its own budget of new tokens, so a
  * sequence's result does not depend on the other prompts of its batch. */
@@ -324,10 +324,16 @@ int main(int argc, char **argv)
 		const char *path = optind < argc ? argv[optind + fi] : "-";
 		struct rec_reader *r = rec_open(path);
 		int rc;
-		if (!r)
-			return 1;
+		if (!r) {
+			/* -k goes on to the next input, as seva-cat does */
+			if (!opt.keep)
+				return 1;
+			n_unread++;
+			continue;
+		}
 		while ((rc = rec_read(r, &s)) != 0) {
 			const char *why;
+			n_read++;
 			if (rc < 0) {
 				if (!opt.keep)
 					return 1;
@@ -360,9 +366,5 @@ int main(int argc, char **argv)
 	free(b.jobs);
 	free(b.images);
 	lm_release(&lm);
-	if (n_skipped) {
-		warn("%ld samples skipped", n_skipped);
-		return 1;
-	}
-	return 0;
+	return report_skips(n_skipped, n_read, n_unread);
 }

@@ -37,7 +37,8 @@ struct example {
 
 static struct lm lm;
 static struct example *ex;
-static long n_ex, n_skipped;
+static long n_ex;
+static struct train_reads reads;
 static float *images;   /* (n_images, 3, S, S), decoded once */
 static long n_images, img_floats;
 
@@ -311,18 +312,19 @@ int main(int argc, char **argv)
 	}
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
-	n_skipped = train_read_inputs(argv + optind, argc - optind, opt.t.keep, example_add, NULL);
-	if (n_skipped < 0)
+	if (train_read_counted(argv + optind, argc - optind, opt.t.keep, example_add, NULL,
+			       &reads) < 0)
 		return 1;
-	if (n_ex == 0)
-		die("no training examples");
+	if (n_ex == 0) {
+		report_skips(reads.skipped, reads.read, reads.unread);
+		die("no training examples: %s, nothing to train on",
+		    reads.read ? "every sample was skipped" : "the input is empty");
+	}
 	int trc = train(parts);
 	if (trc < 0)
 		rc = 1;
-	else if (n_skipped) {
-		warn("%ld samples skipped", n_skipped);
+	else if (report_skips(reads.skipped, reads.read, reads.unread))
 		rc = 1;
-	}
 
 	for (long i = 0; i < n_ex; i++) {
 		free(ex[i].ids);

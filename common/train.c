@@ -733,37 +733,51 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 			 a->lora_alpha);
 }
 
-long train_read_inputs(char *const *files, int n, int keep,
-		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx)
+int train_read_counted(char *const *files, int n, int keep,
+		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx,
+		       struct train_reads *c)
 {
 	struct sample s;
-	long skipped = 0;
+	int rc = 0;
+	memset(c, 0, sizeof *c);
 	sample_init(&s);
-	for (int i = 0; i < (n ? n : 1) && skipped >= 0; i++) {
+	for (int i = 0; i < (n ? n : 1) && rc == 0; i++) {
 		struct rec_reader *r = rec_open(n ? files[i] : "-");
-		int rc;
+		int got;
 		if (!r) {
-			skipped = -1;
-			break;
+			if (!keep)
+				rc = -1;
+			c->unread++;
+			continue;
 		}
-		while ((rc = rec_read(r, &s)) != 0) {
+		while ((got = rec_read(r, &s)) != 0) {
 			const char *why = NULL;
-			if (rc > 0 && add(ctx, &s, &why) == 0)
+			c->read++;
+			if (got > 0 && add(ctx, &s, &why) == 0)
 				continue;
 			if (!keep) {
-				if (rc > 0)
+				if (got > 0)
 					error("%s: %s", rec_where(r), why);
-				skipped = -1;
+				rc = -1;
 				break;
 			}
-			if (rc > 0)
+			if (got > 0)
 				warn("%s: %s (skipped)", rec_where(r), why);
-			skipped++;
+			c->skipped++;
 		}
 		rec_close(r);
 	}
 	sample_release(&s);
-	return skipped;
+	return rc;
+}
+
+long train_read_inputs(char *const *files, int n, int keep,
+		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx)
+{
+	struct train_reads c;
+	if (train_read_counted(files, n, keep, add, ctx, &c) < 0)
+		return -1;
+	return c.skipped + c.unread;
 }
 
 /* --- the training loop --- */

@@ -106,9 +106,14 @@ expect_fail "a sample without a question fails" 1 $G -o bad-out.mp bad.mp
 stderr_has "the message names the record and the key" "record 2.*noq.*(prompt|conversations)"
 expect_fail "-k skips bad samples and exits 1" 1 $G -k -o k-out.mp bad.mp
 stderr_has "-k names the undecodable image and its field" "record 3 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
-stderr_has "-k reports the count" "2 samples skipped"
+stderr_has "-k reports the count" "^seva-generate: 2 of 4 samples skipped"
 seva-cat -j k-out.mp >k.jsonl
 check "-k writes the good samples" "$(jq -r .__key__ k.jsonl | tr '\n' ' ')" = "000001 000002 "
+expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $G -k --views clean -o m-out.mp conv.mp nosuch.mp conv.mp
+stderr_has "... named" "^seva-generate: open 'nosuch.mp'"
+stderr_has "... counted" "^seva-generate: 1 input could not be read"
+seva-cat -j m-out.mp >m.jsonl
+check "... and the other files still answered" "$(jq -r .__key__ m.jsonl | tr '\n' ' ')" = "conv 000000 conv 000000 "
 head -c 100 in.mp >trunc.mp
 expect_fail "truncated msgpack fails" 1 $G -o t.mp trunc.mp
 

@@ -82,7 +82,7 @@ expect "LoRA" $T --lora 4 --max-steps 2 --dtype bf16 -o l sft.mp
 check "LoRA: PEFT adapter beside the merged model" -f l/adapter/adapter_config.json -a \
 	-f l/adapter/adapter_model.safetensors -a -f l/model.safetensors
 check "bf16 weights" "$(head -c 4000 l/model.safetensors | grep -c BF16)" -ge 1
-$PY - sft.mp conv.mp bad.mp badimg.mp <<'PY'
+$PY - sft.mp conv.mp bad.mp badimg.mp allbad.mp <<'PY'
 import msgpack, sys
 s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
 a, b = s[0]["json"], s[1]["json"]
@@ -94,6 +94,7 @@ noans = {"__key__": "noans", "png": s[0]["png"], "json": {"prompt": "What is it?
 open(sys.argv[3], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [s[3], noans, s[4]]))
 badimg = dict(s[5], __key__="badimg", png=b"not an image")
 open(sys.argv[4], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [s[3], badimg]))
+open(sys.argv[5], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [badimg, noans]))
 PY
 expect "multi-turn LLaVA conversations train" $T --max-steps 1 -o c conv.mp
 expect_fail "a sample without an answer fails" 1 $T --max-steps 1 -o b bad.mp
@@ -101,11 +102,17 @@ stderr_has "the message names the record and key" "record 2.*noans.*answer"
 expect_fail "an image that does not decode fails" 1 $T --max-steps 1 -o b badimg.mp
 stderr_has "the message names the record, key and field" "^seva-sft: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
 expect_fail "-k skips it, trains, exits 1" 1 $T -k --max-steps 1 -o k bad.mp
-stderr_has "-k reports the count" "1 samples skipped"
+stderr_has "-k reports the count" "^seva-sft: 1 of 3 samples skipped"
 check "-k still writes the model" -f k/model.safetensors
+expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $T -k --max-steps 1 -o k2 nosuch.mp conv.mp
+stderr_has "... counted" "^seva-sft: 1 input could not be read"
+check "... after training on the other file" -f k2/model.safetensors
 : >empty
 expect_fail "empty input: nothing to train" 1 $T -o e empty
-stderr_has "says so" "no training examples"
+stderr_has "says why" "^seva-sft: no training examples: the input is empty, nothing to train on"
+expect_fail "every sample skipped: nothing to train" 1 $T -k -o e allbad.mp
+stderr_has "counts them" "^seva-sft: 2 of 2 samples skipped"
+stderr_has "says why" "^seva-sft: no training examples: every sample was skipped, nothing to train on"
 expect_fail "no -o: usage" 2 seva-sft -m base sft.mp
 expect_fail "--config without --tokenizer: usage" 2 seva-sft --config "$FIX/tiny-config.json" -o x
 expect_fail "unknown part: usage" 2 $T --train brain -o x sft.mp

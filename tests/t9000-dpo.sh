@@ -109,12 +109,16 @@ stderr_has "the message names record and key" "record 2.*nochosen.*chosen.txt"
 expect_fail "an image that does not decode fails" 1 $D --max-steps 1 -o y badimg.mp
 stderr_has "the message names the record, key and field" "^seva-dpo: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
 expect_fail "-k skips it and exits 1" 1 $D -k --max-steps 1 -o y bad.mp
-stderr_has "-k counts" "1 samples skipped"
+stderr_has "-k counts" "^seva-dpo: 1 of 3 samples skipped"
+expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $D -k --max-steps 1 -o k2 nosuch.mp pairs.mp
+stderr_has "... counted" "^seva-dpo: 1 input could not be read"
+check "... after training on the other file" -f k2/model.safetensors
 expect_fail "--score on bad input fails" 1 sh -c "$D --score bad.mp >y.mp"
 : >empty
 expect "--score on empty input" sh -c "$D --score empty >empty.out"
 check "no output" ! -s empty.out
 expect_fail "training on no pairs fails" 1 $D -o z empty
+stderr_has "says why" "^seva-dpo: no pairs: the input is empty, nothing to train on"
 expect_fail "--score to /dev/full" 1 sh -c "$D --score pairs.mp >/dev/full"
 $D --score -b 1 pairs.mp 2>head.err | head -c 1 >/dev/null
 check "--score | head ends quietly" ! -s head.err

@@ -91,13 +91,10 @@ static _Noreturn void finish(int failed)
 	free_list(opt.keep);
 	free_list(opt.drop);
 	sample_release(&cur);
-	if (nskipped)
-		warn("%ld of %ld samples skipped", nskipped, nread);
-	if (nunread)
-		warn("%ld inputs could not be read", nunread);
+	int skipped = report_skips(nskipped, nread, nunread);
 	if (out_failed)
 		_exit(1);
-	exit(failed || nskipped || nunread ? 1 : 0);
+	exit(failed || skipped ? 1 : 0);
 }
 
 /* A sample that could not be read or made: skipped and counted with -k,

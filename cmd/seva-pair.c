@@ -27,7 +27,7 @@ static struct {
 } opt = { .fmt = REC_MSGPACK };
 
 static struct {
-	long read, kept, identical, short_, missing, bad;
+	long read, kept, identical, short_, missing, bad, unread;
 } st;
 
 static struct rec_writer *w;
@@ -62,9 +62,10 @@ static _Noreturn void finish(int failed)
 	if (!opt.quiet)
 		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld missing fields, %ld bad",
 		     st.read, st.kept, st.identical, st.short_, st.missing, st.bad);
-	else if (opt.keep_going && st.missing + st.bad)
-		warn("%ld of %ld samples skipped", st.missing + st.bad, st.read);
-	exit(failed || st.missing || st.bad ? 1 : 0);
+	/* the -k count in every tool's words, -q or not */
+	if (opt.keep_going)
+		report_skips(st.missing + st.bad, st.read, st.unread);
+	exit(failed || st.missing || st.bad || st.unread ? 1 : 0);
 }
 
 /* A sample that cannot be paired for what it lacks or holds: the end of
@@ -404,7 +405,7 @@ int main(int argc, char **argv)
 	for (int i = optind; i < argc || i == optind; i++) {
 		struct rec_reader *r = rec_open(i < argc ? argv[i] : NULL);
 		if (!r) {
-			skip(&st.bad);
+			skip(&st.unread);
 			continue;
 		}
 		if (opt.random_negative)

@@ -29,7 +29,7 @@ static struct {
 
 static struct tokenizer *tok;
 static struct chat chat;
-static long nlines, nbad;
+static long nlines, nbad, nunread;
 
 /* The model directory's config.json: chat template and image token (the
  * HF LlavaConfig default 32000 where it is silent). */
@@ -159,8 +159,10 @@ static int do_file(const char *path)
 	size_t cap = 0;
 	ssize_t len;
 	long lineno = 0;
-	if (!f)
-		return error("open '%s':", path);
+	if (!f) {
+		error("open '%s':", path);
+		return -2;
+	}
 	while ((len = getline(&line, &cap, f)) >= 0) {
 		lineno++;
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
@@ -251,10 +253,17 @@ int main(int argc, char **argv)
 
 	if (optind == argc)
 		failed = do_file("-") < 0;
-	for (int i = optind; i < argc && !failed; i++)
-		failed = do_file(argv[i]) < 0;
+	for (int i = optind; i < argc && !failed; i++) {
+		int rc = do_file(argv[i]);
+		/* -k goes past an input that cannot be opened, as seva-cat does */
+		if (rc == -2 && opt.keep_going)
+			nunread++;
+		else
+			failed = rc < 0;
+	}
 	if (nbad && opt.keep_going)
 		warn("%ld of %ld lines skipped", nbad, nlines);
+	report_skips(0, 0, nunread);
 	tokenizer_free(tok);
-	return failed || nbad ? 1 : 0;
+	return failed || nbad || nunread ? 1 : 0;
 }

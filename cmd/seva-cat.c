@@ -322,6 +322,7 @@ int main(int argc, char **argv)
 		case O_LLAVA: opt.llava = optarg; break;
 		case O_IMAGES: opt.images = optarg; break;
 		case O_BASE64: opt.flags |= REC_BASE64; break;
+		case 'h': usage_help(usage);
 		default: usage_die(usage);
 		}
 	}

@@ -443,7 +443,7 @@ int main(int argc, char **argv)
 		case O_IGNREF: opt.ignore_ref = 1; break;
 		case O_SKIPLONG: opt.skip_long = 1; break;
 		case 't': opt.tar = 1; break;
-		case 'h': printf("usage: %s\n", usage_text); return 0;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

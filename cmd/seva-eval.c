@@ -304,6 +304,7 @@ int main(int argc, char **argv)
 		case 'M': o.mmvet = optarg; break;
 		case 'L': o.llava = optarg; break;
 		case 'I': o.model_id = optarg; break;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

@@ -293,7 +293,7 @@ int main(int argc, char **argv)
 		case 't': opt.tar = 1; break;
 		case 'k': opt.keep = 1; break;
 		case 'q': opt.quiet = 1; break;
-		case 'h': printf("usage: %s\n", usage_text); return 0;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

@@ -374,6 +374,7 @@ int main(int argc, char **argv)
 		case O_TRL: opt.trl = optarg; break;
 		case O_SEVA: opt.seva = optarg; break;
 		case O_IMAGES: opt.images = optarg; break;
+		case 'h': usage_help(usage);
 		default: usage_die(usage);
 		}
 	}

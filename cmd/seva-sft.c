@@ -274,7 +274,7 @@ int main(int argc, char **argv)
 		case O_TOK: opt.tokenizer = optarg; break;
 		case O_PRE: opt.preprocessor = optarg; break;
 		case O_INIT: opt.init_only = 1; break;
-		case 'h': printf("usage: %s\n", usage_text); return 0;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

@@ -77,6 +77,7 @@ int main(int argc, char **argv)
 		case 'o': out = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'T': tokenizer = 1; break;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

@@ -222,6 +222,7 @@ int main(int argc, char **argv)
 		case 'W': opt.tokens = 1; break;
 		case 'k': opt.keep_going = 1; break;
 		case 'q': opt.quiet = 1; break;
+		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}

@@ -82,6 +82,19 @@ expect_fail "seva-synth --tokenizer > /dev/full" 1 sh -c 'exec seva-synth --toke
 expect_fail "seva-synth -o in a missing folder" 1 seva-synth --split sft -n 1 -o nodir/x.mp
 stderr_has "names the path asked for" "create 'nodir/x.mp':"
 
+# --help is asked-for output: usage on stdout, exit 0; a usage error is not:
+# usage on stderr, nothing on stdout, exit 2 (git's and GNU's convention).
+# seva-augment joins the list when it takes -h.
+for t in cat synth pair eval generate sft dpo tok; do
+	expect "seva-$t --help: exit 0" seva-$t --help
+	check "seva-$t --help: usage on stdout" "$(head -c $((13 + ${#t})) "$TMP/.out")" = "usage: seva-$t "
+	check "seva-$t --help: nothing on stderr" ! -s "$TMP/.err"
+	expect "seva-$t -h: the same" seva-$t -h
+	expect_fail "seva-$t, a usage error: exit 2" 2 seva-$t --no-such-option
+	check "seva-$t, a usage error: nothing on stdout" ! -s "$TMP/.out"
+	stderr_has "seva-$t, a usage error: usage on stderr" "^usage: seva-$t "
+done
+
 # numbers from argv
 for a in "seva-synth --split sft -n -1" "seva-synth --split sft -n 1x" "seva-synth --split sft -n 1 --size 0" \
 	"seva-augment -s -1" "seva-augment -j 100000" "seva-augment -r diffusion:t=1001" "seva-augment -r jitter:p=2" \

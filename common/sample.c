@@ -1,5 +1,7 @@
 #include "sample.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -97,13 +99,52 @@ void sample_set_text(struct sample *s, const char *name, const char *text)
 	sample_set(s, name, FIELD_TEXT, text, strlen(text));
 }
 
-void sample_set_json(struct sample *s, const char *name, const struct cJSON *json)
+/* Each number of ITEM and its siblings and children becomes raw text: the
+ * bytes cJSON prints where they read back exactly, else 17 digits. */
+static void exact_numbers(cJSON *item)
 {
-	char *text = cJSON_PrintUnformatted(json);
+	for (; item; item = item->next) {
+		if (cJSON_IsNumber(item)) {
+			double d = item->valuedouble;
+			char t[40];
+			if (!isfinite(d))
+				strcpy(t, "null");
+			else if (d == (double)item->valueint)
+				snprintf(t, sizeof t, "%d", item->valueint);
+			else if (snprintf(t, sizeof t, "%1.15g", d), strtod(t, NULL) != d)
+				snprintf(t, sizeof t, "%1.17g", d);
+			char *raw = cJSON_malloc(strlen(t) + 1);
+			if (!raw)
+				die("out of memory (printing JSON)");
+			strcpy(raw, t);
+			item->type = cJSON_Raw | (item->type & cJSON_StringIsConst);
+			item->valuestring = raw;
+		}
+		exact_numbers(item->child);
+	}
+}
+
+char *sample_json_print(const struct cJSON *json, int pretty)
+{
+	cJSON *copy = cJSON_Duplicate(json, 1);
+	char *text;
+	if (!copy)
+		die("out of memory (printing JSON)");
+	exact_numbers(copy);
+	text = pretty ? cJSON_Print(copy) : cJSON_PrintUnformatted(copy);
+	cJSON_Delete(copy);
 	if (!text)
 		die("out of memory (printing JSON)");
-	sample_set(s, name, FIELD_JSON, text, strlen(text));
+	char *s = xstrdup(text);
 	cJSON_free(text);
+	return s;
+}
+
+void sample_set_json(struct sample *s, const char *name, const struct cJSON *json)
+{
+	char *text = sample_json_print(json, 0);
+	sample_set(s, name, FIELD_JSON, text, strlen(text));
+	free(text);
 }
 
 int sample_remove(struct sample *s, const char *name)

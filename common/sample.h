@@ -45,8 +45,13 @@ struct field *sample_get(const struct sample *s, const char *name);
 void sample_set(struct sample *s, const char *name, enum field_type type,
 		const void *data, size_t len);
 void sample_set_text(struct sample *s, const char *name, const char *text);
-/* Stores JSON as compact text (cJSON_PrintUnformatted). */
+/* Stores JSON as compact text (sample_json_print's, not pretty). */
 void sample_set_json(struct sample *s, const char *name, const struct cJSON *json);
+/* JSON as cJSON prints it (compact, or PRETTY as cJSON_Print), except that
+ * every number reads back exactly: cJSON's own printing keeps 15 digits
+ * when they come within a relative DBL_EPSILON, so a seed near 2^53 or a
+ * double one ulp away changed. Malloc'd; the caller frees. */
+char *sample_json_print(const struct cJSON *json, int pretty);
 /* Takes ownership of DATA (malloc'd, len bytes + 1 for a NUL). */
 void sample_take(struct sample *s, const char *name, enum field_type type,
 		 unsigned char *data, size_t len);

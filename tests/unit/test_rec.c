@@ -1,10 +1,13 @@
 /* test_rec — sample operations, the three record encodings, JSON <-> msgpack
  * conversion, tar grouping, truncation errors, sha256 vectors. */
+#include <math.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "rec.h"
 #include "sha256.h"
@@ -309,6 +312,50 @@ static void test_sha256(void)
 	free(big);
 }
 
+/* sample_set_json: numbers read back exactly (cJSON's own printing lost a
+ * seed near 2^53 and doubles one ulp off), every other byte as cJSON's. */
+static void test_json_numbers(void)
+{
+	double exact[] = { 9007199254740991.0, 9007199254740989.0, 4503599627370497.0,
+			   nextafter(0.1, 1), nextafter(1e300, 0), -nextafter(2.5, 3) };
+	for (size_t i = 0; i < sizeof exact / sizeof *exact; i++) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddNumberToObject(j, "seed", exact[i]);
+		char *text = sample_json_print(j, 0);
+		cJSON *back = cJSON_Parse(text);
+		double got = back ? cJSON_GetObjectItem(back, "seed")->valuedouble : NAN;
+		tap_ok(got == exact[i], "number %.17g reads back exactly from %s (got %.17g)",
+		       exact[i], text, got);
+		cJSON_Delete(back);
+		cJSON_Delete(j);
+		free(text);
+	}
+	/* as cJSON prints it where cJSON is exact */
+	const char *src = "{\"a\":[1,-2,0.5,0.1,1e-07,123456789012,1.5e+300,null,true,false],"
+			  "\"s\":\"q\\\"\\\\\\n\\t\\u0001 ✓\",\"o\":{\"x\":-0.25,\"y\":{}},\"e\":[]}";
+	cJSON *j = cJSON_Parse(src);
+	char *want = cJSON_PrintUnformatted(j), *got = sample_json_print(j, 0);
+	tap_ok(want && !strcmp(want, got), "compact text as cJSON's: %s", got);
+	free(got);
+	cJSON_free(want);
+	want = cJSON_Print(j);
+	got = sample_json_print(j, 1);
+	tap_ok(want && !strcmp(want, got), "pretty text as cJSON's");
+	free(got);
+	cJSON_free(want);
+	struct sample smp;
+	sample_init(&smp);
+	cJSON *g = cJSON_CreateObject();
+	cJSON_AddNumberToObject(g, "seed", 9007199254740991.0);
+	sample_set_json(&smp, "gen.json", g);
+	struct field *f = sample_get(&smp, "gen.json");
+	tap_ok(f && f->len == 25 && !memcmp(f->data, "{\"seed\":9007199254740991}", 25),
+	       "sample_set_json keeps a seed of 2^53-1: %s", f ? (const char *)f->data : "(none)");
+	sample_release(&smp);
+	cJSON_Delete(g);
+	cJSON_Delete(j);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir))
@@ -318,6 +365,7 @@ int main(void)
 	test_roundtrip(REC_TAR, 0, "tar (5 MB field)");
 	test_roundtrip(REC_JSONL, REC_BASE64, "jsonl --base64");
 	test_json_types();
+	test_json_numbers();
 	test_tar_grouping();
 	test_truncated(REC_MSGPACK, "msgpack");
 	test_truncated(REC_TAR, "tar");

@@ -1,7 +1,6 @@
 /* seva-generate — answers each sample's question with the model, on the
  * clean image (response.txt) and on the augmented view (aug.response.txt). */
 #include <getopt.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,15 +200,14 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 	for (int i = 0; i < b->n; i++) {
 		struct job *j = &b->jobs[i];
 		cJSON *g = cJSON_CreateObject(), *set, *tok, *mlp, *fin;
-		char seed[32];
 		cJSON_AddStringToObject(g, "model", opt.model);
 		set = cJSON_AddObjectToObject(g, "settings");
 		cJSON_AddNumberToObject(set, "temperature", opt.temperature);
 		cJSON_AddNumberToObject(set, "top_k", opt.top_k);
 		cJSON_AddNumberToObject(set, "top_p", opt.top_p);
 		cJSON_AddNumberToObject(set, "max_new_tokens", j->cap);
-		snprintf(seed, sizeof seed, "%llu", (unsigned long long)opt.seed);
-		cJSON_AddStringToObject(set, "seed", seed);
+		/* exact: -s is at most 2^53 - 1 */
+		cJSON_AddNumberToObject(set, "seed", (double)opt.seed);
 		tok = cJSON_AddObjectToObject(g, "tokens");
 		mlp = cJSON_AddObjectToObject(g, "mean_logp");
 		fin = cJSON_AddObjectToObject(g, "finish");
@@ -287,7 +285,7 @@ int main(int argc, char **argv)
 		case O_TEMP: opt.temperature = (float)arg_double("--temperature", optarg, 0, 100); break;
 		case O_TOPK: opt.top_k = (int)arg_long("--top-k", optarg, 0, 1 << 24); break;
 		case O_TOPP: opt.top_p = (float)arg_double("--top-p", optarg, 0, 1); break;
-		case 's': opt.seed = (uint64_t)arg_long("-s", optarg, 0, LONG_MAX); break;
+		case 's': opt.seed = arg_seed("-s", optarg); break;
 		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
 		case 'o': opt.output = optarg; break;
 		case 't': opt.tar = 1; break;

@@ -364,7 +364,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 't': opt.fmt = REC_TAR; break;
 		case 'o': opt.out = optarg; break;
-		case 's': opt.seed = (uint64_t)arg_long("-s", optarg, 0, 0x7fffffffffffffffL); break;
+		case 's': opt.seed = arg_seed("-s", optarg); break;
 		case 'k': opt.keep_going = 1; break;
 		case 'q': opt.quiet = 1; break;
 		case O_NORMALIZE: opt.normalize = 1; break;

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'n': count = arg_long("-n", optarg, 0, 100000000); break;
-		case 's': seed = arg_long("-s", optarg, 0, 0x7fffffffffffffffL); break;
+		case 's': seed = (long)arg_seed("-s", optarg); break;
 		case 'Z': size = arg_long("--size", optarg, 16, 4096); break;
 		case 'B': start = arg_long("--start", optarg, 0, 899999999); break;
 		case 't': fmt = REC_TAR; break;

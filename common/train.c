@@ -294,19 +294,17 @@ static char *state_json(const struct train_state *st, const struct train_opt *o,
 			const char *settings)
 {
 	cJSON *j = cJSON_CreateObject();
-	char seed[32];
 	cJSON_AddNumberToObject(j, "step", (double)st->step);
 	cJSON_AddNumberToObject(j, "total_steps", (double)st->total);
 	cJSON_AddNumberToObject(j, "epoch", st->epoch);
 	cJSON_AddNumberToObject(j, "pos", (double)st->pos);
 	cJSON_AddNumberToObject(j, "examples", (double)st->n);
-	snprintf(seed, sizeof seed, "%llu", (unsigned long long)st->seed);
-	cJSON_AddStringToObject(j, "seed", seed);
+	cJSON_AddNumberToObject(j, "seed", (double)st->seed); /* -s: exact below 2^53 */
 	cJSON_AddNumberToObject(j, "adamw_t", (double)o->t);
 	cJSON *s = cJSON_Parse(settings ? settings : "{}");
 	if (s)
 		cJSON_AddItemToObject(j, "settings", s);
-	char *text = cJSON_Print(j);
+	char *text = sample_json_print(j, 1);
 	cJSON_Delete(j);
 	return text;
 }
@@ -658,7 +656,7 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 	case TRAIN_O_WARMUP: a->warmup = arg_double("--warmup-ratio", arg, 0, 1); break;
 	case TRAIN_O_CLIP: a->clip = arg_double("--clip", arg, 0, 1e9); break;
 	case TRAIN_O_WD: a->wd = arg_double("--weight-decay", arg, 0, 10); break;
-	case 's': a->seed = (uint64_t)arg_long("-s", arg, 0, LONG_MAX); break;
+	case 's': a->seed = arg_seed("-s", arg); break;
 	case TRAIN_O_SAVE: a->save_every = arg_long("--save-every", arg, 0, LONG_MAX); break;
 	case TRAIN_O_STOP: a->stop_after = arg_long("--stop-after", arg, 1, LONG_MAX); break;
 	case TRAIN_O_RESUME: a->resume = 1; break;

@@ -101,6 +101,12 @@ for a in "seva-synth --split sft -n -1" "seva-synth --split sft -n 1x" "seva-syn
 	"seva-cat --split p --per 0" "seva-pair --min-len -1" "seva-pair -s 99999999999999999999"; do
 	expect_fail "$a: out of range" 2 $a u.mp
 done
+# -s: 0 to 2^53-1 in every tool, so that a seed survives JSON exactly
+for a in "seva-synth --split sft -n 1" seva-augment seva-pair "seva-generate -m m" "seva-sft -m m -o o" "seva-dpo -m m -o o"; do
+	expect_fail "$a -s 2^53: out of range" 2 $a -s 9007199254740992 empty
+	stderr_has "$a -s 2^53: names the range" "^${a%% *}: -s: not an integer in \[0, 9007199254740991\]"
+done
+expect "seva-synth -s 2^53-1" seva-synth --split sft -n 1 -s 9007199254740991
 
 # POPE files that do not line up: the answer file is named.
 head -2 "$TOP/tests/fixtures/pope/answers.jsonl" >two.jsonl

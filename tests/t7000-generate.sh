@@ -45,6 +45,9 @@ answers out.mp out.ans; answers b1.mp b1.ans; answers b3.mp b3.ans
 same "greedy output does not depend on the batch size (1 vs 8)" out.ans b1.ans
 same "greedy output does not depend on the batch size (3 vs 8)" out.ans b3.ans
 expect "greedy again" $G -o again.mp in.mp
+expect "the largest seed, 2^53-1" $G -s 9007199254740991 -o smax.mp in.mp
+seva-cat -j smax.mp >smax.jsonl
+check "gen.json: the seed is a number, exact" "$(jq -rs 'map(.["gen.json"].settings.seed) | unique | tostring' smax.jsonl)" = "[9007199254740991]"
 same "deterministic" out.mp again.mp
 
 S="$G --temperature 1.5 --top-k 50 --top-p 0.95"

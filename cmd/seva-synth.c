@@ -12,7 +12,7 @@
 
 static const char usage_text[] =
 	"seva-synth --split sft|unlabeled|bench -n COUNT [-s SEED] [--size PIXELS]\n"
-	"                  [--start INDEX] [-t | -f FORMAT] [-o FILE] [-q]\n"
+	"                  [--start INDEX] [--turns N] [-t | -f FORMAT] [-o FILE] [-q]\n"
 	"       seva-synth --tokenizer [-o FILE]";
 
 static int write_tokenizer(const char *out)
@@ -41,6 +41,7 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },
 		{ "size", required_argument, NULL, 'Z' },
 		{ "start", required_argument, NULL, 'B' },
+		{ "turns", required_argument, NULL, 'N' },
 		{ "tar", no_argument, NULL, 't' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'o' },
@@ -50,7 +51,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	int split = -1, fmt = REC_MSGPACK, quiet = 0, tokenizer = 0, c;
-	long count = -1, seed = 0, size = 64, start = 0;
+	long count = -1, seed = 0, size = 64, start = 0, turns = 1;
 	const char *out = NULL;
 
 	util_init(argv[0]);
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
 		case 's': seed = (long)arg_seed("-s", optarg); break;
 		case 'Z': size = arg_long("--size", optarg, 16, 4096); break;
 		case 'B': start = arg_long("--start", optarg, 0, 899999999); break;
+		case 'N': turns = arg_long("--turns", optarg, 1, 8); break;
 		case 't': fmt = REC_TAR; break;
 		case 'f':
 			if ((fmt = rec_format_parse(optarg)) < 0) {
@@ -107,7 +109,7 @@ int main(int argc, char **argv)
 	for (long i = start; i < start + count && !rc; i++) {
 		unsigned char *png;
 		size_t len;
-		int n = synth_items(split, (uint64_t)seed, i, &sc, items);
+		int n = synth_items_turns(split, (uint64_t)seed, i, (int)turns, &sc, items);
 		synth_render(&im, &sc, (int)size);
 		if (image_encode_png(&im, &png, &len) < 0)
 			die("image %06ld: cannot encode PNG", i);

@@ -652,8 +652,54 @@ static int bench_items(const struct synth_scene *sc, uint64_t seed, const char *
 	return n;
 }
 
+/* TURNS questions about one sft image as a LLaVA conversation: each image
+ * then teaches several answers for one pass of the vision tower. At most
+ * one description, always last, so that no short answer can be copied
+ * from a description earlier in the context instead of read off the image. */
+static void sft_conversation(const struct synth_scene *sc, int turns, struct rng *q,
+			     struct rng *syn, struct synth_item *it)
+{
+	cJSON *conv = cJSON_CreateArray();
+	double mix[T_N];
+	int task[8], describe = 0, n = 0;
+
+	memcpy(mix, sft_mix, sizeof(mix));
+	for (int t = 0; t < turns; t++) {
+		int k = pick_weighted(q, mix, T_N);
+		if (k == T_DESCRIBE)
+			describe = 1, mix[T_DESCRIBE] = 0;
+		else
+			task[n++] = k;
+	}
+	if (describe)
+		task[n++] = T_DESCRIBE;
+	for (int t = 0; t < n; t++) {
+		char *prompt, *answer;
+		question(sc, task[t], q, syn, &prompt, &answer);
+		char *human = t == 0 ? xasprintf("<image>\n%s", prompt) : xstrdup(prompt);
+		cJSON *h = cJSON_CreateObject(), *g = cJSON_CreateObject();
+		cJSON_AddStringToObject(h, "from", "human");
+		cJSON_AddStringToObject(h, "value", human);
+		cJSON_AddStringToObject(g, "from", "gpt");
+		cJSON_AddStringToObject(g, "value", answer);
+		cJSON_AddItemToArray(conv, h);
+		cJSON_AddItemToArray(conv, g);
+		free(human);
+		free(prompt);
+		free(answer);
+	}
+	cJSON_AddItemToObject(it->json, "conversations", conv);
+	cJSON_AddItemToObject(it->json, "objects", objects_json(sc));
+}
+
 int synth_items(enum synth_split split, uint64_t seed, long index,
 		struct synth_scene *sc, struct synth_item *items)
+{
+	return synth_items_turns(split, seed, index, 1, sc, items);
+}
+
+int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
+		      struct synth_scene *sc, struct synth_item *items)
 {
 	char id[24], skey[48], *prompt, *answer;
 	struct rng q, syn;
@@ -668,6 +714,15 @@ int synth_items(enum synth_split split, uint64_t seed, long index,
 
 	rng_seed(&q, seed, skey, "question");
 	rng_seed(&syn, seed, skey, "synonym");
+	if (split == SYNTH_SFT && turns > 1) {
+		struct synth_item *it = &items[n++];
+		snprintf(it->key, sizeof(it->key), "%s", id);
+		it->json = cJSON_CreateObject();
+		cJSON_AddStringToObject(it->json, "task", "conversation");
+		cJSON_AddStringToObject(it->json, "image_id", id);
+		sft_conversation(sc, turns, &q, &syn, it);
+		return n;
+	}
 	int task = pick_weighted(&q, split == SYNTH_SFT ? sft_mix : unlabeled_mix, T_N);
 	question(sc, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
 	struct synth_item *it = item_add(items, &n, id, prompt, task_names[task], id);

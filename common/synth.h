@@ -94,6 +94,11 @@ struct synth_item {
  * of items; the caller renders SC and deletes each item's json. */
 int synth_items(enum synth_split split, uint64_t seed, long index,
 		struct synth_scene *sc, struct synth_item *items);
+/* The same, but an sft image with TURNS > 1 gives one item whose
+ * json.conversations asks TURNS questions (LLaVA's format); TURNS is
+ * ignored for the other splits. */
+int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
+		      struct synth_scene *sc, struct synth_item *items);
 
 /* Texts (malloc'd). SYN_RNG, when not NULL, swaps in a synonym now and then. */
 char *synth_describe(const struct synth_scene *sc, struct rng *syn_rng);

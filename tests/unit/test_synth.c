@@ -359,6 +359,75 @@ static void test_items_and_vocab(void)
 	tap_ok(uniq && adv == 2 * (sc.n < 3 ? sc.n : 3), "bench keys unique, %d adversarial", adv);
 }
 
+/* --turns: one conversation per sft image, checked against the scene. */
+static void test_conversations(void)
+{
+	struct synth_item items[SYNTH_MAX_ITEMS];
+	struct synth_scene sc;
+	int bad_shape = 0, bad_describe = 0, bad_answer = 0, image_first = 0, n4 = 0, describes = 0;
+
+	for (long i = 0; i < 300; i++) {
+		int n = synth_items_turns(SYNTH_SFT, 5, i, 4, &sc, items);
+		cJSON *conv = cJSON_GetObjectItem(items[0].json, "conversations");
+		int nt = cJSON_GetArraySize(conv), desc_at = -1;
+		bad_shape += n != 1 || nt != 8;
+		for (int t = 0; t < nt; t += 2) {
+			const char *q = cJSON_GetArrayItem(conv, t)->child->next->valuestring;
+			const char *a = cJSON_GetArrayItem(conv, t + 1)->child->next->valuestring;
+			image_first += t == 0 && !strncmp(q, "<image>\n", 7);
+			bad_shape += strstr(q, "<image>") && t > 0;
+			if (!strncmp(a, "There is", 8)) {
+				bad_describe += desc_at >= 0;
+				desc_at = t;
+				describes++;
+				int objs = 0;
+				for (const char *p = a; (p = strstr(p, " a ")); p++)
+					objs++;
+				bad_answer += objs != sc.n;
+			}
+			if (!strncmp(q, "How many", 8)) {
+				static const char *const num[] = { "", "One.", "Two.", "Three.", "Four." };
+				bad_answer += strcmp(a, num[sc.n]) != 0;
+			}
+			if (!strncmp(q, "Is there a ", 11)) {
+				char word[32] = "";
+				sscanf(q + 11, "%31s", word);
+				int present = 0;
+				for (int k = 0; k < sc.n; k++) {
+					const char *nm = synth_shapes[sc.obj[k].shape];
+					present |= !strcmp(word, nm);
+					for (int y = 0; y < 3 && synth_synonyms[sc.obj[k].shape][y]; y++)
+						present |= !strncmp(word, synth_synonyms[sc.obj[k].shape][y],
+								    strlen(word));
+				}
+				bad_answer += strcmp(a, present ? "Yes." : "No.") != 0;
+			}
+		}
+		bad_describe += desc_at >= 0 && desc_at != nt - 2;
+		n4 += nt == 8;
+		cJSON_Delete(items[0].json);
+	}
+	tap_ok(!bad_shape && n4 == 300, "--turns 4: one item of 4 question/answer turns per image");
+	tap_ok(image_first == 300, "the first question, and only it, carries <image> (%d of 300)",
+	       image_first);
+	tap_ok(!bad_describe && describes > 100,
+	       "at most one description, always the last turn (%d descriptions)", describes);
+	tap_ok(!bad_answer, "counts and yes/no answers match the scene (%d wrong)", bad_answer);
+
+	/* turns 1 is the single-question sample, byte for byte */
+	int same = 1;
+	for (long i = 0; i < 50; i++) {
+		struct synth_item a[SYNTH_MAX_ITEMS], b[SYNTH_MAX_ITEMS];
+		synth_items(SYNTH_SFT, 9, i, &sc, a);
+		synth_items_turns(SYNTH_SFT, 9, i, 1, &sc, b);
+		char *x = cJSON_PrintUnformatted(a[0].json), *y = cJSON_PrintUnformatted(b[0].json);
+		same &= !strcmp(x, y);
+		free(x), free(y);
+		cJSON_Delete(a[0].json), cJSON_Delete(b[0].json);
+	}
+	tap_ok(same, "--turns 1 gives the single-question samples");
+}
+
 static void test_tokenizer_json(void)
 {
 	char *text = synth_tokenizer_json();
@@ -405,6 +474,7 @@ int main(void)
 	test_negatives();
 	test_describe();
 	test_items_and_vocab();
+	test_conversations();
 	test_tokenizer_json();
 	return tap_done();
 }

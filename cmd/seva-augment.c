@@ -96,13 +96,10 @@ static _Noreturn void finish(int failed)
 	if (w && rec_writer_close(w))
 		failed = out_failed = 1;
 	augment_release(&recipe);
-	if (nskipped)
-		warn("%ld of %ld samples skipped", nskipped, nread);
-	if (nunread)
-		warn("%ld inputs could not be read", nunread);
+	int skipped = report_skips(nskipped, nread, nunread);
 	if (out_failed)
 		_exit(1);
-	exit(failed || nskipped || nunread ? 1 : 0);
+	exit(failed || skipped ? 1 : 0);
 }
 
 static void bad_sample(void)
@@ -215,6 +212,7 @@ int main(int argc, char **argv)
 		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
 		case 'k': opt.keep_going = 1; break;
 		case 'q': opt.quiet = 1; break;
+		case 'h': usage_help(usage);
 		default: usage_die(usage);
 		}
 	}

@@ -84,8 +84,7 @@ stderr_has "names the path asked for" "create 'nodir/x.mp':"
 
 # --help is asked-for output: usage on stdout, exit 0; a usage error is not:
 # usage on stderr, nothing on stdout, exit 2 (git's and GNU's convention).
-# seva-augment joins the list when it takes -h.
-for t in cat synth pair eval generate sft dpo tok; do
+for t in cat synth augment pair eval generate sft dpo tok; do
 	expect "seva-$t --help: exit 0" seva-$t --help
 	check "seva-$t --help: usage on stdout" "$(head -c $((13 + ${#t})) "$TMP/.out")" = "usage: seva-$t "
 	check "seva-$t --help: nothing on stderr" ! -s "$TMP/.err"

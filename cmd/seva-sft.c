@@ -1,6 +1,8 @@
 /* seva-sft — supervised fine-tuning: loss on the assistant's tokens only.
  * Also makes randomly initialised model directories (--init-only). */
+#include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,12 +20,13 @@ static const char usage_text[] =
 	"       [--lora-alpha A] [--lr LR] [--epochs N] [--max-steps N] [-b BATCH]\n"
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
-	"       [--metrics FILE] [--dtype f32|bf16] [-j THREADS] [-k] [-q] [FILE...]";
+	"       [--metrics FILE] [--dtype f32|bf16] [--vision-labels] [-j THREADS] [-k] [-q]\n"
+	"       [FILE...]";
 
 static struct {
 	struct train_args t;
 	const char *config, *tokenizer, *preprocessor;
-	int init_only;
+	int init_only, vision_labels;
 } opt;
 
 /* One training sequence: prompt and answer ids, weights 1 on answer tokens. */
@@ -107,6 +110,142 @@ bad:
 	return -1;
 }
 
+/*
+ * --vision-labels: pretraining of the vision tower alone, before any
+ * conversation, as LLaVA's tower comes pretrained (CLIP). Each image's
+ * features, averaged over its tokens, are read out by a fixed random
+ * linear head (one row per label, so only the tower learns and a resume
+ * needs no head state) into one logit per label: binary cross-entropy
+ * against the labels in json.objects. An example keeps its label indices
+ * in ids (n of them).
+ */
+static char **labels;
+static int n_labels;
+static float *head;     /* (n_labels, v_hidden) */
+
+static int label_index(const char *name)
+{
+	for (int i = 0; i < n_labels; i++)
+		if (!strcmp(labels[i], name))
+			return i;
+	labels = xrealloc(labels, (size_t)(n_labels + 1) * sizeof *labels);
+	labels[n_labels] = xstrdup(name);
+	return n_labels++;
+}
+
+/* json.objects: strings, or objects naming theirs by "shape", "name",
+ * "label" or "category" (the embedded world's and COCO-style lists). */
+static int vision_example_add(void *ctx, struct sample *s, const char **why)
+{
+	static const char *const keys[] = { "shape", "name", "label", "category" };
+	struct example e = { .image = -1 };
+	struct field *img = sample_image(s);
+	cJSON *j = sample_json(s, "json"), *o, *it;
+	(void)ctx;
+	*why = "no json.objects array";
+	if (!j || !cJSON_IsArray(o = cJSON_GetObjectItem(j, "objects")))
+		goto bad;
+	e.ids = xcalloc((size_t)cJSON_GetArraySize(o) + 1, sizeof *e.ids);
+	cJSON_ArrayForEach(it, o) {
+		const char *name = cJSON_IsString(it) ? it->valuestring : NULL;
+		for (int k = 0; !name && k < 4; k++) {
+			cJSON *v = cJSON_GetObjectItem(it, keys[k]);
+			name = cJSON_IsString(v) ? v->valuestring : NULL;
+		}
+		if (!name) {
+			*why = "json.objects: an entry is not a string and names no shape, name, label or category";
+			goto bad;
+		}
+		int l = label_index(name), seen = 0;
+		for (int i = 0; i < e.n; i++)
+			seen |= e.ids[i] == l;
+		if (!seen)
+			e.ids[e.n++] = l;
+	}
+	*why = "no image";
+	if (!img)
+		goto bad;
+	images = xrealloc(images, (size_t)(n_images + 1) * (size_t)img_floats * sizeof(float));
+	if (prompt_image_tensor(lm.m, img, images + n_images * img_floats, why) < 0)
+		goto bad;
+	e.image = (int)n_images++;
+	cJSON_Delete(j);
+	ex = xrealloc(ex, (size_t)(n_ex + 1) * sizeof *ex);
+	ex[n_ex++] = e;
+	return 0;
+bad:
+	cJSON_Delete(j);
+	free(e.ids);
+	return -1;
+}
+
+static void vision_head_init(void)
+{
+	int VC = lm.m->cfg.v_hidden;
+	struct rng r;
+	rng_seed(&r, opt.t.seed, "vision-labels", "head");
+	head = xmalloc((size_t)n_labels * VC * sizeof *head);
+	for (long i = 0; i < (long)n_labels * VC; i++)
+		head[i] = (float)(rng_normal(&r) / sqrt(VC));
+}
+
+/* The loss is a mean over the batch's (image, label) decisions. */
+static double vision_denom(void *ctx, const uint32_t *batch, int k)
+{
+	(void)ctx, (void)batch;
+	return (double)k * n_labels;
+}
+
+static void vision_micro_step(void *ctx, const uint32_t *idx, int k, double denom, double *sums)
+{
+	int VC = lm.m->cfg.v_hidden, ni, nt, tok = lm.m->cfg.image_token_index;
+	const int **ids = xcalloc((size_t)k, sizeof *ids);
+	int *len = xcalloc((size_t)k, sizeof *len), *image_of = xcalloc((size_t)k, sizeof *image_of);
+	float *imgs = xmalloc((size_t)k * img_floats * sizeof *imgs), *logp = xcalloc((size_t)k, sizeof *logp);
+	(void)ctx;
+	for (int i = 0; i < k; i++) {
+		ids[i] = &tok;
+		len[i] = 1;
+		image_of[i] = i;
+		memcpy(imgs + (size_t)i * img_floats, images + (size_t)ex[idx[i]].image * img_floats,
+		       (size_t)img_floats * sizeof(float));
+	}
+	struct vlm_batch vb = { .B = k, .ids = ids, .len = len, .n_images = k, .images = imgs,
+				.image_of = image_of };
+	if (vlm_forward(lm.m, &vb, logp, 1) < 0)
+		exit(1);
+	const float *feat = vlm_image_features(lm.m, &ni, &nt);
+	float *dfeat = xcalloc((size_t)k * nt * VC, sizeof *dfeat);
+	float *pool = xmalloc((size_t)VC * sizeof *pool), *dpool = xmalloc((size_t)VC * sizeof *dpool);
+	for (int i = 0; i < k; i++) {
+		const struct example *e = &ex[idx[i]];
+		for (int c = 0; c < VC; c++)
+			pool[c] = dpool[c] = 0;
+		for (int t = 0; t < nt; t++)
+			for (int c = 0; c < VC; c++)
+				pool[c] += feat[((size_t)i * nt + t) * VC + c] / nt;
+		for (int l = 0; l < n_labels; l++) {
+			double z = 0;
+			int y = 0;
+			for (int c = 0; c < VC; c++)
+				z += (double)pool[c] * head[(size_t)l * VC + c];
+			for (int q = 0; q < e->n; q++)
+				y |= e->ids[q] == l;
+			sums[0] += fmax(z, 0) - z * y + log1p(exp(-fabs(z)));
+			sums[1] += (z > 0) == y;
+			double dz = (1 / (1 + exp(-z)) - y) / denom;
+			for (int c = 0; c < VC; c++)
+				dpool[c] += (float)(dz * head[(size_t)l * VC + c]);
+		}
+		for (int t = 0; t < nt; t++)
+			for (int c = 0; c < VC; c++)
+				dfeat[((size_t)i * nt + t) * VC + c] = dpool[c] / nt;
+	}
+	vlm_backward_features(lm.m, dfeat);
+	free(dfeat), free(pool), free(dpool);
+	free(ids), free(len), free(image_of), free(imgs), free(logp);
+}
+
 /* A directory holding the tokenizer and preprocessor files of a model made
  * from a config, so that vlm_save copies them into every saved model. */
 static char *stage_files(const char *dir)
@@ -164,8 +303,8 @@ static void load_model(const char *stage)
 static char *settings_json(unsigned parts, long total)
 {
 	char *common = train_settings(&opt.t, total, parts, opt.t.lora);
-	char *s = xasprintf("{\"model\":\"%s\",%s}", opt.t.model ? opt.t.model : opt.config,
-			    common);
+	char *s = xasprintf("{\"model\":\"%s\",\"vision_labels\":%d,%s}",
+			    opt.t.model ? opt.t.model : opt.config, opt.vision_labels, common);
 	free(common);
 	return s;
 }
@@ -233,6 +372,14 @@ static int train(unsigned parts)
 		.unit = "tokens", .denom = batch_tokens, .micro = micro_step, .nsums = 1,
 		.ctx = &b,
 	};
+	static const char *const acc_name[] = { "accuracy" };
+	if (opt.vision_labels) {
+		L.unit = "labels";
+		L.denom = vision_denom;
+		L.micro = vision_micro_step;
+		L.nsums = 2;
+		L.names = acc_name;
+	}
 	vlm_train_init(lm.m, parts);
 	int rc = train_run(&L);
 	free(b.ids);
@@ -248,13 +395,14 @@ static int train(unsigned parts)
 
 int main(int argc, char **argv)
 {
-	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT };
+	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT, O_VLAB };
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "tokenizer", required_argument, NULL, O_TOK },
 		{ "preprocessor", required_argument, NULL, O_PRE },
 		{ "init-only", no_argument, NULL, O_INIT },
+		{ "vision-labels", no_argument, NULL, O_VLAB },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -274,6 +422,7 @@ int main(int argc, char **argv)
 		case O_TOK: opt.tokenizer = optarg; break;
 		case O_PRE: opt.preprocessor = optarg; break;
 		case O_INIT: opt.init_only = 1; break;
+		case O_VLAB: opt.vision_labels = 1; break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
@@ -304,6 +453,13 @@ int main(int argc, char **argv)
 	unsigned parts = opt.t.train ? train_parse_parts(opt.t.train)
 				     : opt.t.lora ? VLM_PART_PROJECTOR
 						  : VLM_PART_PROJECTOR | VLM_PART_DECODER;
+	if (opt.vision_labels) {
+		if (opt.t.lora || (opt.t.train && parts != VLM_PART_VISION)) {
+			warn("--vision-labels trains the vision tower alone (--train vision, no --lora)");
+			usage_die(usage_text);
+		}
+		parts = VLM_PART_VISION;
+	}
 	if (opt.t.lora) {
 		if (opt.t.lora_alpha == 0)
 			opt.t.lora_alpha = 2.0 * opt.t.lora;
@@ -312,9 +468,11 @@ int main(int argc, char **argv)
 	}
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
-	if (train_read_counted(argv + optind, argc - optind, opt.t.keep, example_add, NULL,
-			       &reads) < 0)
+	if (train_read_counted(argv + optind, argc - optind, opt.t.keep,
+			       opt.vision_labels ? vision_example_add : example_add, NULL, &reads) < 0)
 		return 1;
+	if (opt.vision_labels && n_ex > 0)
+		vision_head_init();
 	if (n_ex == 0) {
 		report_skips(reads.skipped, reads.read, reads.unread);
 		die("no training examples: %s, nothing to train on",
@@ -332,6 +490,10 @@ int main(int argc, char **argv)
 	}
 	free(ex);
 	free(images);
+	for (int i = 0; i < n_labels; i++)
+		free(labels[i]);
+	free(labels);
+	free(head);
 	free(stage);
 	lm_release(&lm);
 	return rc;

@@ -654,8 +654,9 @@ static int bench_items(const struct synth_scene *sc, uint64_t seed, const char *
 
 /* TURNS questions about one sft image as a LLaVA conversation: each image
  * then teaches several answers for one pass of the vision tower. At most
- * one description, always last, so that no short answer can be copied
- * from a description earlier in the context instead of read off the image. */
+ * one description, first or last (half each): first as the bench asks it,
+ * last so that half the short answers cannot be copied from a description
+ * earlier in the context and must be read off the image. */
 static void sft_conversation(const struct synth_scene *sc, int turns, struct rng *q,
 			     struct rng *syn, struct synth_item *it)
 {
@@ -671,8 +672,13 @@ static void sft_conversation(const struct synth_scene *sc, int turns, struct rng
 		else
 			task[n++] = k;
 	}
-	if (describe)
+	if (describe && rng_uniform(q) < 0.5) {
+		memmove(task + 1, task, (size_t)n * sizeof *task);
+		task[0] = T_DESCRIBE;
+		n++;
+	} else if (describe) {
 		task[n++] = T_DESCRIBE;
+	}
 	for (int t = 0; t < n; t++) {
 		char *prompt, *answer;
 		question(sc, task[t], q, syn, &prompt, &answer);

@@ -186,6 +186,25 @@ struct vlm_tensor *vlm_tensor_find(struct vlm *m, const char *name)
 	return NULL;
 }
 
+/* The decoder and projector start as LLaMA's do (0.02); the vision tower
+ * as transformers' CLIP does (_init_weights, factor 1), whose larger output
+ * and MLP weights let a tower trained from scratch start learning shapes. */
+static double init_std(const struct vlm *m, const char *name)
+{
+	double d = m->cfg.v_hidden, l = m->cfg.v_layers;
+	if (!strstr(name, "vision_tower."))
+		return 0.02;
+	if (strstr(name, "class_embedding"))
+		return 1 / sqrt(d);
+	if (strstr(name, "_proj.weight"))
+		return strstr(name, "out_proj") ? 1 / sqrt(d) : 1 / sqrt(d) / sqrt(2 * l);
+	if (strstr(name, "fc1.weight"))
+		return 1 / sqrt(2 * d);
+	if (strstr(name, "fc2.weight"))
+		return 1 / sqrt(d) / sqrt(2 * l);
+	return 0.02; /* patch and position embeddings */
+}
+
 void vlm_init_random(struct vlm *m, uint64_t seed)
 {
 	struct vlm_impl *im = m->impl;
@@ -202,9 +221,10 @@ void vlm_init_random(struct vlm *m, uint64_t seed)
 		} else {
 			/* a stream per tensor: the values do not depend on the table order */
 			struct rng r;
+			double std = init_std(m, t->name);
 			rng_seed(&r, seed, t->name, "init");
 			for (long j = 0; j < t->numel; j++)
-				t->data[j] = (float)(0.02 * rng_normal(&r));
+				t->data[j] = (float)(std * rng_normal(&r));
 		}
 	}
 }
@@ -1194,6 +1214,39 @@ static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm
 				memcpy(d->dpe + ((size_t)i * NP + t - 1) * VC, g, VC * sizeof(float));
 		}
 	matmul_backward(NULL, G(im->patch), NULL, d->dpe, f->patches, P(im->patch), NI * NP, CPP, VC);
+}
+
+const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens)
+{
+	const struct vlm_impl *im = m->impl;
+	if (!im->kept || im->ks.NI == 0)
+		return NULL;
+	struct vlm_shape s = im->ks;
+	struct fwd f;
+	size_t ni;
+	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
+	*n_images = s.NI;
+	*tokens = s.IT;
+	return f.feat;
+}
+
+void vlm_backward_features(struct vlm *m, const float *dfeat)
+{
+	struct vlm_impl *im = m->impl;
+	if (!im->kept || !im->ks.vkeep || !m->grads || !(m->trainable & VLM_PART_VISION)) {
+		error("vlm_backward_features: no kept forward with a trainable vision tower");
+		return;
+	}
+	struct vlm_shape s = im->ks;
+	struct fwd f;
+	size_t ni;
+	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
+	struct bwd d;
+	size_t nb = bwd_bind(&d, NULL, m, &s);
+	grow_arena(&im->dacts, &im->dacts_cap, nb);
+	bwd_bind(&d, im->dacts, m, &s);
+	memcpy(d.dfeat, dfeat, (size_t)s.NI * s.IT * m->cfg.v_hidden * sizeof(float));
+	vision_backward(m, &f, &s, &d);
 }
 
 void vlm_backward(struct vlm *m, const float *dlogp)

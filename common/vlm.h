@@ -161,6 +161,14 @@ int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int k
  * the gradients of the trainable parts only. */
 void vlm_backward(struct vlm *m, const float *dlogp);
 
+/* The image features of the last kept forward, the projector's input:
+ * (*N_IMAGES * *TOKENS, v_hidden), NULL if it had no image. */
+const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens);
+/* Backpropagates DFEAT (laid out as vlm_image_features) through the vision
+ * tower alone, accumulating into its gradients: a loss on the features
+ * themselves, as the vision pretraining of seva-sft --vision-labels. */
+void vlm_backward_features(struct vlm *m, const float *dfeat);
+
 /* Global L2 norm of the trainable gradients. */
 double vlm_grad_norm(struct vlm *m);
 

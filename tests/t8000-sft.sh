@@ -120,4 +120,29 @@ expect_fail "unknown schedule: usage" 2 $T --schedule cosin -o x sft.mp
 stderr_has "names the option and its values" "^seva-sft: --schedule: not constant, linear or cosine: 'cosin'"
 expect_fail "unknown dtype: usage" 2 $T --dtype fp16 -o x sft.mp
 stderr_has "names the option and its values" "^seva-sft: --dtype: not f32 or bf16: 'fp16'"
+# --vision-labels: the vision tower alone learns which objects an image holds.
+seva-synth --split sft -n 16 -s 6 >vis.mp
+V="seva-sft -j 1 -m base -b 4 --lr 3e-3 -s 9 --vision-labels"
+expect "--vision-labels trains" $V --epochs 8 --metrics v.jsonl -o v vis.mp
+check "metrics have loss and accuracy per (image, label), labels_per_s" \
+	"$(jq -s 'map(has("loss") and has("accuracy") and has("labels_per_s")) | all' v.jsonl)" = true
+check "the loss falls (last 4 steps' mean below the first 4's)" \
+	"$(jq -s '(.[-4:] | map(.loss) | add) < (.[:4] | map(.loss) | add)' v.jsonl)" = true
+$PY - base/model.safetensors v/model.safetensors >vdiff.txt <<'PY'
+import json, struct, sys
+def load(p):
+    raw = open(p, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+    return {k: raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(sum(a[k] != b[k] for k in a if k.startswith("vision_tower.")), sum(a[k] != b[k] for k in a if not k.startswith("vision_tower.")))
+PY
+check "only vision tensors changed ($(cat vdiff.txt): vision, other)" "$(cut -d' ' -f2 vdiff.txt)" = 0 -a "$(cut -d' ' -f1 vdiff.txt)" -gt 5
+expect "resumable like any run" $V --epochs 8 --stop-after 3 --save-every 2 -o vr vis.mp
+expect "... and resumed" $V --epochs 8 --save-every 2 --resume -o vr vis.mp
+same "resumed weights equal the uninterrupted ones" v/model.safetensors vr/model.safetensors
+expect_fail "--vision-labels with --train decoder: usage" 2 $V --train decoder -o x vis.mp
+stderr_has "says why" "trains the vision tower alone"
+expect_fail "--vision-labels with --lora: usage" 2 $V --lora 4 -o x vis.mp
+expect_fail "a sample without json.objects fails" 1 $V --max-steps 1 -o x conv.mp
+stderr_has "names the record and the missing field" "record 1 .*no json.objects"
 done_testing

@@ -501,6 +501,85 @@ static void test_tied_full(void)
 	vlm_free(m);
 }
 
+/* sum(features * R): a loss on the vision features alone. */
+static double feature_objective(struct vlm *m, const struct vlm_batch *b, const float *R, long n)
+{
+	float logp[NB];
+	int ni, nt;
+	if (vlm_forward(m, b, logp, 1))
+		exit(1);
+	const float *f = vlm_image_features(m, &ni, &nt);
+	double s = 0;
+	for (long i = 0; i < n; i++)
+		s += (double)f[i] * R[i];
+	return s;
+}
+
+/* vlm_backward_features (seva-sft --vision-labels): the vision tower's
+ * gradients of a loss on the features, against finite differences. */
+static void test_feature_gradients(void)
+{
+	struct vlm_config c;
+	struct vlm_batch b;
+	struct vlm *m = untied_model(&c, &b);
+	float logp[NB];
+	int ni = 0, nt = 0;
+	vlm_train_init(m, VLM_PART_VISION);
+	memset(m->grads, 0, m->nparams * sizeof(float));
+	if (vlm_forward(m, &b, logp, 1))
+		exit(1);
+	const float *f = vlm_image_features(m, &ni, &nt);
+	tap_ok(f && ni == 2 && nt == c.img_tokens, "features of the batch's 2 images, %d tokens each (%d, %d)",
+	       c.img_tokens, ni, nt);
+	long n = (long)ni * nt * c.v_hidden;
+	float *R = xmalloc((size_t)n * sizeof *R);
+	struct rng r;
+	rng_seed(&r, 3, "features", "test");
+	rng_normal_fill(&r, R, (size_t)n);
+	vlm_backward_features(m, R);
+
+	double worst = 0, wan = 0, wfd = 0;
+	const char *wname = "";
+	int checked = 0, others_zero = 1;
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		if (t->part != VLM_PART_VISION) {
+			for (long j = 0; t->grad && j < t->numel; j++)
+				others_zero &= t->grad[j] == 0;
+			continue;
+		}
+		if (strstr(t->name, "encoder.layers.2.") || strstr(t->name, "post_layernorm"))
+			continue;
+		struct rng pick;
+		rng_seed(&pick, 11, t->name, "pick");
+		long best = -1;
+		for (int tries = 0; tries < 24; tries++) {
+			long j = (long)rng_below(&pick, t->numel);
+			if (best < 0 || fabsf(t->grad[j]) > fabsf(t->grad[best]))
+				best = j;
+		}
+		float save = t->data[best], eps = 3e-3f * fmaxf(1.0f, fabsf(save));
+		t->data[best] = save + eps;
+		double lp = feature_objective(m, &b, R, n);
+		t->data[best] = save - eps;
+		double lm = feature_objective(m, &b, R, n);
+		t->data[best] = save;
+		double fd = (lp - lm) / (2.0 * ((double)(save + eps) - save)), an = t->grad[best];
+		double ratio = fabs(fd - an) / (2e-3 + 2e-2 * fabs(an));
+		checked++;
+		if (ratio > worst)
+			worst = ratio, wan = an, wfd = fd, wname = t->name;
+	}
+	tap_ok(checked > 20 && worst <= 1,
+	       "d sum(features * R)/d theta vs finite differences: %d vision tensors, worst ratio %.3f",
+	       checked, worst);
+	if (worst > 1)
+		tap_diag("worst %s: analytic %.6g, finite difference %.6g", wname, wan, wfd);
+	tap_ok(others_zero, "only the vision tower gets a gradient");
+	free(R);
+	vlm_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -510,5 +589,6 @@ int main(int argc, char **argv)
 	test_lora_and_batch();
 	test_shared_prefix();
 	test_tied_full();
+	test_feature_gradients();
 	return tap_done();
 }

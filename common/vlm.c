@@ -1216,6 +1216,17 @@ static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm
 	matmul_backward(NULL, G(im->patch), NULL, d->dpe, f->patches, P(im->patch), NI * NP, CPP, VC);
 }
 
+/* Views of the kept forward's activations and of the gradient arena. */
+static void bind_kept(struct vlm *m, struct vlm_shape *s, struct fwd *f, struct bwd *d)
+{
+	struct vlm_impl *im = m->impl;
+	size_t ni;
+	fwd_bind(f, im->acts[1], im->iacts[1], m, s, &ni);
+	size_t nb = bwd_bind(d, NULL, m, s);
+	grow_arena(&im->dacts, &im->dacts_cap, nb);
+	bwd_bind(d, im->dacts, m, s);
+}
+
 const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens)
 {
 	const struct vlm_impl *im = m->impl;
@@ -1239,12 +1250,8 @@ void vlm_backward_features(struct vlm *m, const float *dfeat)
 	}
 	struct vlm_shape s = im->ks;
 	struct fwd f;
-	size_t ni;
-	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
 	struct bwd d;
-	size_t nb = bwd_bind(&d, NULL, m, &s);
-	grow_arena(&im->dacts, &im->dacts_cap, nb);
-	bwd_bind(&d, im->dacts, m, &s);
+	bind_kept(m, &s, &f, &d);
 	memcpy(d.dfeat, dfeat, (size_t)s.NI * s.IT * m->cfg.v_hidden * sizeof(float));
 	vision_backward(m, &f, &s, &d);
 }
@@ -1263,12 +1270,8 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	int NH = c->heads, NKV = c->kv_heads, HS = C / NH, QD = NH * HS, KVD = NKV * HS, FF = c->inter;
 	struct vlm_shape s = im->ks;
 	struct fwd f;
-	size_t ni;
-	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
 	struct bwd d;
-	size_t nb = bwd_bind(&d, NULL, m, &s);
-	grow_arena(&im->dacts, &im->dacts_cap, nb);
-	bwd_bind(&d, im->dacts, m, &s);
+	bind_kept(m, &s, &f, &d);
 
 	int N = s.NU, NR = s.NR;
 	unsigned tr = m->trainable;

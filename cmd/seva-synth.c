@@ -12,7 +12,8 @@
 
 static const char usage_text[] =
 	"seva-synth --split sft|unlabeled|bench -n COUNT [-s SEED] [--size PIXELS]\n"
-	"                  [--start INDEX] [--turns N] [-t | -f FORMAT] [-o FILE] [-q]\n"
+	"                  [--start INDEX] [--turns N] [--tasks LIST] [-t | -f FORMAT]\n"
+	"                  [-o FILE] [-q]\n"
 	"       seva-synth --tokenizer [-o FILE]";
 
 static int write_tokenizer(const char *out)
@@ -42,6 +43,7 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 'Z' },
 		{ "start", required_argument, NULL, 'B' },
 		{ "turns", required_argument, NULL, 'N' },
+		{ "tasks", required_argument, NULL, 'K' },
 		{ "tar", no_argument, NULL, 't' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'o' },
@@ -50,7 +52,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int split = -1, fmt = REC_MSGPACK, quiet = 0, tokenizer = 0, c;
+	int split = -1, fmt = REC_MSGPACK, quiet = 0, tokenizer = 0, tasks = 0, c;
 	long count = -1, seed = 0, size = 64, start = 0, turns = 1;
 	const char *out = NULL;
 
@@ -69,6 +71,12 @@ int main(int argc, char **argv)
 		case 'Z': size = arg_long("--size", optarg, 16, 4096); break;
 		case 'B': start = arg_long("--start", optarg, 0, 899999999); break;
 		case 'N': turns = arg_long("--turns", optarg, 1, 8); break;
+		case 'K':
+			if ((tasks = synth_task_parse(optarg)) < 0) {
+				warn("--tasks: not a list of describe, exist, color, count: %s", optarg);
+				usage_die(usage_text);
+			}
+			break;
 		case 't': fmt = REC_TAR; break;
 		case 'f':
 			if ((fmt = rec_format_parse(optarg)) < 0) {
@@ -109,7 +117,8 @@ int main(int argc, char **argv)
 	for (long i = start; i < start + count && !rc; i++) {
 		unsigned char *png;
 		size_t len;
-		int n = synth_items_turns(split, (uint64_t)seed, i, (int)turns, &sc, items);
+		int n = synth_items_turns(split, (uint64_t)seed, i, (int)turns, (unsigned)tasks, &sc,
+					  items);
 		synth_render(&im, &sc, (int)size);
 		if (image_encode_png(&im, &png, &len) < 0)
 			die("image %06ld: cannot encode PNG", i);

@@ -657,14 +657,14 @@ static int bench_items(const struct synth_scene *sc, uint64_t seed, const char *
  * one description, first or last (half each): first as the bench asks it,
  * last so that half the short answers cannot be copied from a description
  * earlier in the context and must be read off the image. */
-static void sft_conversation(const struct synth_scene *sc, int turns, struct rng *q,
-			     struct rng *syn, struct synth_item *it)
+static void sft_conversation(const struct synth_scene *sc, int turns, const double *mix_in,
+			     struct rng *q, struct rng *syn, struct synth_item *it)
 {
 	cJSON *conv = cJSON_CreateArray();
 	double mix[T_N];
 	int task[8], describe = 0, n = 0;
 
-	memcpy(mix, sft_mix, sizeof(mix));
+	memcpy(mix, mix_in, sizeof(mix));
 	for (int t = 0; t < turns; t++) {
 		int k = pick_weighted(q, mix, T_N);
 		if (k == T_DESCRIBE)
@@ -701,11 +701,29 @@ static void sft_conversation(const struct synth_scene *sc, int turns, struct rng
 int synth_items(enum synth_split split, uint64_t seed, long index,
 		struct synth_scene *sc, struct synth_item *items)
 {
-	return synth_items_turns(split, seed, index, 1, sc, items);
+	return synth_items_turns(split, seed, index, 1, 0, sc, items);
+}
+
+int synth_task_parse(const char *list)
+{
+	unsigned mask = 0;
+	char *copy = xstrdup(list), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		int k = 0;
+		while (k < T_N && strcmp(t, task_names[k]))
+			k++;
+		if (k == T_N) {
+			free(copy);
+			return -1;
+		}
+		mask |= 1u << k;
+	}
+	free(copy);
+	return mask ? (int)mask : -1;
 }
 
 int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
-		      struct synth_scene *sc, struct synth_item *items)
+		      unsigned tasks, struct synth_scene *sc, struct synth_item *items)
 {
 	char id[24], skey[48], *prompt, *answer;
 	struct rng q, syn;
@@ -720,16 +738,21 @@ int synth_items_turns(enum synth_split split, uint64_t seed, long index, int tur
 
 	rng_seed(&q, seed, skey, "question");
 	rng_seed(&syn, seed, skey, "synonym");
+	double mix[T_N];
+	memcpy(mix, split == SYNTH_SFT ? sft_mix : unlabeled_mix, sizeof(mix));
+	for (int k = 0; tasks && k < T_N; k++)
+		if (!(tasks & (1u << k)))
+			mix[k] = 0;
 	if (split == SYNTH_SFT && turns > 1) {
 		struct synth_item *it = &items[n++];
 		snprintf(it->key, sizeof(it->key), "%s", id);
 		it->json = cJSON_CreateObject();
 		cJSON_AddStringToObject(it->json, "task", "conversation");
 		cJSON_AddStringToObject(it->json, "image_id", id);
-		sft_conversation(sc, turns, &q, &syn, it);
+		sft_conversation(sc, turns, mix, &q, &syn, it);
 		return n;
 	}
-	int task = pick_weighted(&q, split == SYNTH_SFT ? sft_mix : unlabeled_mix, T_N);
+	int task = pick_weighted(&q, mix, T_N);
 	question(sc, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
 	struct synth_item *it = item_add(items, &n, id, prompt, task_names[task], id);
 	if (split == SYNTH_SFT) {

@@ -368,7 +368,7 @@ static void test_conversations(void)
 	int first = 0, last = 0;
 
 	for (long i = 0; i < 300; i++) {
-		int n = synth_items_turns(SYNTH_SFT, 5, i, 4, &sc, items);
+		int n = synth_items_turns(SYNTH_SFT, 5, i, 4, 0, &sc, items);
 		cJSON *conv = cJSON_GetObjectItem(items[0].json, "conversations");
 		int nt = cJSON_GetArraySize(conv), desc_at = -1;
 		bad_shape += n != 1 || nt != 8;
@@ -422,13 +422,36 @@ static void test_conversations(void)
 	for (long i = 0; i < 50; i++) {
 		struct synth_item a[SYNTH_MAX_ITEMS], b[SYNTH_MAX_ITEMS];
 		synth_items(SYNTH_SFT, 9, i, &sc, a);
-		synth_items_turns(SYNTH_SFT, 9, i, 1, &sc, b);
+		synth_items_turns(SYNTH_SFT, 9, i, 1, 0, &sc, b);
 		char *x = cJSON_PrintUnformatted(a[0].json), *y = cJSON_PrintUnformatted(b[0].json);
 		same &= !strcmp(x, y);
 		free(x), free(y);
 		cJSON_Delete(a[0].json), cJSON_Delete(b[0].json);
 	}
 	tap_ok(same, "--turns 1 gives the single-question samples");
+
+	/* --tasks keeps only the tasks named */
+	int mask = synth_task_parse("exist,color"), other = 0, exist = 0, color = 0;
+	for (long i = 0; i < 100; i++) {
+		synth_items_turns(SYNTH_SFT, 5, i, 6, (unsigned)mask, &sc, items);
+		cJSON *conv = cJSON_GetObjectItem(items[0].json, "conversations"), *t;
+		int k = 0;
+		cJSON_ArrayForEach(t, conv) {
+			const char *v = cJSON_GetObjectItem(t, "value")->valuestring;
+			if (k++ % 2)
+				continue;
+			if (!strncmp(v, "<image>\n", 8))
+				v += 8;
+			exist += !strncmp(v, "Is there", 8);
+			color += !strncmp(v, "What color", 10);
+			other += strncmp(v, "Is there", 8) && strncmp(v, "What color", 10);
+		}
+		cJSON_Delete(items[0].json);
+	}
+	tap_ok(!other && exist > color && color > 100,
+	       "--tasks exist,color: only those (%d exist, %d color, %d other)", exist, color, other);
+	tap_ok(synth_task_parse("exist,colour") < 0 && synth_task_parse("") < 0 &&
+	       synth_task_parse("describe,exist,color,count") == 15, "task lists parse, bad names refused");
 }
 
 static void test_tokenizer_json(void)

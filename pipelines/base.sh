@@ -13,7 +13,9 @@
 # steps). Then STAGES supervised stages, each on fresh images (seed, seed+1,
 # ...) starting from the previous one with its own warm-up and cosine
 # decay, every part trained; each image is one conversation of TURNS
-# questions, so one pass of the vision tower teaches several answers.
+# questions, so one pass of the vision tower teaches several answers. A
+# last stage of short-answer conversations (see below). About 35 minutes
+# on a 2-core machine.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,24 +53,41 @@ tail -1 "$work/vision.jsonl" | sed 's/^/stage 0 (vision tower), last step: /' | 
 from=(-m "$work/stage0")
 : > "$work/metrics.jsonl"
 
+# Scores DIR on the bench split (seed 1000, as pipelines/seva.sh uses) under TITLE.
+score() {
+	seva-generate -m "$1" --views clean -q "$work/bench.msgpack" > "$work/bench.out.msgpack"
+	seva-eval "$work/bench.out.msgpack" > "$work/scores.txt"
+	{ echo "$2"; cat "$work/scores.txt"; echo; } | tee -a "$work/stages.txt"
+}
+
+# Stages 1..S: conversations of the whole mix, every part trained.
 for stage in $(seq 1 "$stages"); do
 	s=$((seed + stage - 1))
-	dir=$work/stage$stage
-	[ "$stage" = "$stages" ] && dir=$out
 	seva-synth --split sft -n "$n" --turns "$turns" -s "$s" -q > "$work/sft.msgpack"
-	seva-sft "${from[@]}" --train vision,projector,decoder "${common[@]}" -s "$s" --metrics "$work/sft.jsonl" \
-		-o "$dir" "$work/sft.msgpack"
+	seva-sft "${from[@]}" --train vision,projector,decoder "${common[@]}" -s "$s" \
+		--metrics "$work/sft.jsonl" -o "$work/stage$stage" "$work/sft.msgpack"
 	cat "$work/sft.jsonl" >> "$work/metrics.jsonl"
-	rm -rf "$dir.ckpt" "$work/sft.msgpack"
-	rm -rf "$work/stage$((stage - 1))"
-	from=(-m "$dir")
-
-	# How good is it now? The bench split (seed 1000, as pipelines/seva.sh uses).
-	seva-generate -m "$dir" --views clean -q "$work/bench.msgpack" > "$work/bench.out.msgpack"
-	seva-eval "$work/bench.out.msgpack" > "$work/scores.txt"
-	{ echo "stage $stage (seed $s, $n images x $turns turns, 1 epoch)"; cat "$work/scores.txt"; echo; } |
-		tee -a "$work/stages.txt"
+	rm -rf "$work/stage$stage.ckpt" "$work/sft.msgpack" "$work/stage$((stage - 1))"
+	from=(-m "$work/stage$stage")
+	score "$work/stage$stage" "stage $stage (seed $s, $n images x $turns turns, 1 epoch)"
 done
+
+# The last stage: three quarters of the images as conversations of short
+# answers only (exist, color, count; 6 turns), a quarter of the whole mix.
+# A description's ~30 tokens outweigh a one-word answer in the loss: after
+# the stages above the descriptions were nearly perfect while colour
+# answers were mostly wrong and every yes/no answer about an image was the
+# same whichever shape was asked about. This stage fixes colour (0.26 →
+# 0.49 on the bench) but not existence (README, "The base model").
+s=$((seed + stages))
+qa=$((n * 3 / 4))
+seva-synth --split sft -n "$qa" --turns 6 --tasks exist,color,count -s "$s" -q > "$work/qa.msgpack"
+seva-synth --split sft -n $((n - qa)) --turns "$turns" -s "$s" --start "$qa" -q > "$work/mix.msgpack"
+seva-sft "${from[@]}" --train vision,projector,decoder "${common[@]}" -s "$s" \
+	--metrics "$work/sft.jsonl" -o "$out" "$work/qa.msgpack" "$work/mix.msgpack"
+cat "$work/sft.jsonl" >> "$work/metrics.jsonl"
+rm -rf "$out.ckpt"
+score "$out" "stage $((stages + 1)) (seed $s, $qa images x 6 short-answer turns + $((n - qa)) x $turns turns)"
 cp "$work/vision.jsonl" "$out/vision-metrics.jsonl"
 cp "$work/metrics.jsonl" "$out/sft-metrics.jsonl"
 cp "$work/scores.txt" "$out/bench-scores.txt"

@@ -14,9 +14,11 @@ seva-synth --tokenizer >tok.json
 seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
 	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
 	{ cat init.err; exit 1; }
-seva-synth --split unlabeled -n 16 -s 1 >all.mp
+# 48 samples, 12 a shard: the random model answers the two views differently
+# rarely, and every shard must hold pairs.
+seva-synth --split unlabeled -n 48 -s 1 >all.mp
 mkdir in
-seva-cat -q --split in/s --per 4 all.mp
+seva-cat -q --split in/s --per 12 all.mp
 set -- in/s-000000.tar in/s-000001.tar in/s-000002.tar in/s-000003.tar
 check "4 input shards" -f "$4"
 

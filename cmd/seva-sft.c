@@ -110,6 +110,15 @@ bad:
 	return -1;
 }
 
+/* Buffers of one micro-batch (-b sequences). */
+struct micro {
+	const int **ids;
+	const float **w;
+	int *len, *image_of;
+	float *imgs, *logp, *dlogp;
+	float *dfeat, *pool;    /* --vision-labels: (-b, tokens, width), 2 x width */
+};
+
 /*
  * --vision-labels: pretraining of the vision tower alone, before any
  * conversation, as LLaVA's tower comes pretrained (CLIP). Each image's
@@ -198,25 +207,21 @@ static double vision_denom(void *ctx, const uint32_t *batch, int k)
 
 static void vision_micro_step(void *ctx, const uint32_t *idx, int k, double denom, double *sums)
 {
+	struct micro *b = ctx;
 	int VC = lm.m->cfg.v_hidden, ni, nt, tok = lm.m->cfg.image_token_index;
-	const int **ids = xcalloc((size_t)k, sizeof *ids);
-	int *len = xcalloc((size_t)k, sizeof *len), *image_of = xcalloc((size_t)k, sizeof *image_of);
-	float *imgs = xmalloc((size_t)k * img_floats * sizeof *imgs), *logp = xcalloc((size_t)k, sizeof *logp);
-	(void)ctx;
 	for (int i = 0; i < k; i++) {
-		ids[i] = &tok;
-		len[i] = 1;
-		image_of[i] = i;
-		memcpy(imgs + (size_t)i * img_floats, images + (size_t)ex[idx[i]].image * img_floats,
+		b->ids[i] = &tok;
+		b->len[i] = 1;
+		b->image_of[i] = i;
+		memcpy(b->imgs + (size_t)i * img_floats, images + (size_t)ex[idx[i]].image * img_floats,
 		       (size_t)img_floats * sizeof(float));
 	}
-	struct vlm_batch vb = { .B = k, .ids = ids, .len = len, .n_images = k, .images = imgs,
-				.image_of = image_of };
-	if (vlm_forward(lm.m, &vb, logp, 1) < 0)
+	struct vlm_batch vb = { .B = k, .ids = b->ids, .len = b->len, .n_images = k,
+				.images = b->imgs, .image_of = b->image_of };
+	if (vlm_forward_features(lm.m, &vb, 1) < 0)
 		exit(1);
 	const float *feat = vlm_image_features(lm.m, &ni, &nt);
-	float *dfeat = xcalloc((size_t)k * nt * VC, sizeof *dfeat);
-	float *pool = xmalloc((size_t)VC * sizeof *pool), *dpool = xmalloc((size_t)VC * sizeof *dpool);
+	float *dfeat = b->dfeat, *pool = b->pool, *dpool = b->pool + VC;
 	for (int i = 0; i < k; i++) {
 		const struct example *e = &ex[idx[i]];
 		for (int c = 0; c < VC; c++)
@@ -242,8 +247,6 @@ static void vision_micro_step(void *ctx, const uint32_t *idx, int k, double deno
 				dfeat[((size_t)i * nt + t) * VC + c] = dpool[c] / nt;
 	}
 	vlm_backward_features(lm.m, dfeat);
-	free(dfeat), free(pool), free(dpool);
-	free(ids), free(len), free(image_of), free(imgs), free(logp);
 }
 
 /* A directory holding the tokenizer and preprocessor files of a model made
@@ -309,13 +312,6 @@ static char *settings_json(unsigned parts, long total)
 	return s;
 }
 
-/* Buffers of one micro-batch (-b sequences). */
-struct micro {
-	const int **ids;
-	const float **w;
-	int *len, *image_of;
-	float *imgs, *logp, *dlogp;
-};
 
 /* The loss is a mean over the global batch's answer tokens. */
 static double batch_tokens(void *ctx, const uint32_t *batch, int k)
@@ -367,6 +363,11 @@ static int train(unsigned parts)
 		.imgs = xmalloc(B * (size_t)img_floats * sizeof(float)),
 		.logp = xcalloc(B, sizeof *b.logp), .dlogp = xcalloc(B, sizeof *b.dlogp),
 	};
+	if (opt.vision_labels) {
+		size_t VC = (size_t)lm.m->cfg.v_hidden;
+		b.dfeat = xmalloc(B * (size_t)lm.m->cfg.img_tokens * VC * sizeof(float));
+		b.pool = xmalloc(2 * VC * sizeof(float));
+	}
 	struct train_loop L = {
 		.m = lm.m, .a = &opt.t, .n = n_ex, .total = total, .settings = settings,
 		.unit = "tokens", .denom = batch_tokens, .micro = micro_step, .nsums = 1,
@@ -389,6 +390,8 @@ static int train(unsigned parts)
 	free(b.imgs);
 	free(b.logp);
 	free(b.dlogp);
+	free(b.dfeat);
+	free(b.pool);
 	free(settings);
 	return rc;
 }

@@ -854,6 +854,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	s.nvres = s.vkeep ? c->v_used + 1 : 2;
 	s.nd = keep ? L : 1;
 	s.ndres = keep ? L + 1 : 2;
+	s.vonly = o->vision_only;
 
 	/* each sequence's expanded length, and the rows its slots use: a
 	 * slot reuses the row of an earlier sequence's slot while the two
@@ -962,6 +963,8 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	if (s.NI > 0) {
 		int NIT = s.NI * s.IT;
 		vision_forward(m, &f, &s, batch->images);
+		if (s.vonly)
+			goto done;
 		mm_fwd(m, f.p1, f.feat, P(im->p1_w), P(im->p1_b), NIT, c->v_hidden, C);
 		act_forward(c->proj_act, f.p1a, f.p1, (long)NIT * C);
 		mm_fwd(m, f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
@@ -1054,6 +1057,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 				logp[f.gb[i]] += f.gw[i] * f.lp[i];
 		}
 	}
+done:
 	if (keep && !gen) {
 		im->ks = s;
 		im->kept = 1;
@@ -1069,6 +1073,12 @@ int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int k
 {
 	struct vlm_fwd_opts o = {.keep = keep};
 	return vlm_forward_ex(m, batch, logp, &o);
+}
+
+int vlm_forward_features(struct vlm *m, const struct vlm_batch *batch, int keep)
+{
+	struct vlm_fwd_opts o = {.keep = keep, .vision_only = 1};
+	return vlm_forward_ex(m, batch, NULL, &o);
 }
 
 /* --- backward --- */
@@ -1262,6 +1272,10 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 	const struct vlm_config *c = &m->cfg;
 	if (!im->kept) {
 		error("vlm_backward: no kept forward to backpropagate");
+		return;
+	}
+	if (im->ks.vonly) {
+		error("vlm_backward: the kept forward ran the vision tower only");
 		return;
 	}
 	if (!m->grads || !m->trainable)

@@ -161,6 +161,10 @@ int vlm_forward(struct vlm *m, const struct vlm_batch *batch, float *logp, int k
  * the gradients of the trainable parts only. */
 void vlm_backward(struct vlm *m, const float *dlogp);
 
+/* The vision tower alone on BATCH's images (the text is checked, not
+ * run): what vlm_image_features then returns, bit for bit as vlm_forward
+ * computes it, for vlm_backward_features with KEEP (not vlm_backward). */
+int vlm_forward_features(struct vlm *m, const struct vlm_batch *batch, int keep);
 /* The image features of the last kept forward, the projector's input:
  * (*N_IMAGES * *TOKENS, v_hidden), NULL if it had no image. */
 const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens);

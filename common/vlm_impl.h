@@ -27,6 +27,7 @@ struct vlm_shape {
 	int r;                    /* LoRA rank in use, 0 if none or disabled */
 	int gen;                  /* generation: NR = B last rows, no targets */
 	int vkeep;                /* the vision tower's activations are kept */
+	int vonly;                /* the vision tower only: no projector, no decoder */
 };
 
 struct vlm_impl {
@@ -74,6 +75,7 @@ struct vlm_fwd_opts {
 	 * row are copied here and logp is not computed. */
 	float *last_logits;
 	int *out_len;    /* (B) lengths after the image expansion, if non-NULL */
+	int vision_only; /* stop after the vision tower (vlm_forward_features) */
 };
 
 int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,

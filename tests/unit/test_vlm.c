@@ -504,9 +504,8 @@ static void test_tied_full(void)
 /* sum(features * R): a loss on the vision features alone. */
 static double feature_objective(struct vlm *m, const struct vlm_batch *b, const float *R, long n)
 {
-	float logp[NB];
 	int ni, nt;
-	if (vlm_forward(m, b, logp, 1))
+	if (vlm_forward_features(m, b, 1))
 		exit(1);
 	const float *f = vlm_image_features(m, &ni, &nt);
 	double s = 0;
@@ -532,6 +531,17 @@ static void test_feature_gradients(void)
 	tap_ok(f && ni == 2 && nt == c.img_tokens, "features of the batch's 2 images, %d tokens each (%d, %d)",
 	       c.img_tokens, ni, nt);
 	long n = (long)ni * nt * c.v_hidden;
+	float *full = xmalloc((size_t)n * sizeof *full);
+	memcpy(full, f, (size_t)n * sizeof *full);
+	if (vlm_forward_features(m, &b, 1))
+		exit(1);
+	f = vlm_image_features(m, &ni, &nt);
+	long differ = 0;
+	for (long i = 0; i < n; i++)
+		differ += memcmp(&f[i], &full[i], sizeof *f) != 0;
+	tap_ok(differ == 0, "the vision-only forward gives the full forward's features bit for bit (%ld differ)",
+	       differ);
+	free(full);
 	float *R = xmalloc((size_t)n * sizeof *R);
 	struct rng r;
 	rng_seed(&r, 3, "features", "test");
@@ -576,6 +586,12 @@ static void test_feature_gradients(void)
 	if (worst > 1)
 		tap_diag("worst %s: analytic %.6g, finite difference %.6g", wname, wan, wfd);
 	tap_ok(others_zero, "only the vision tower gets a gradient");
+	float dl[NB] = {0};
+	capture();
+	vlm_backward(m, dl);
+	captured();
+	tap_ok(strstr(errbuf, "the kept forward ran the vision tower only") != NULL,
+	       "vlm_backward refuses a vision-only forward");
 	free(R);
 	vlm_free(m);
 }

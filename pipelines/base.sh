@@ -14,7 +14,7 @@
 # ...) starting from the previous one with its own warm-up and cosine
 # decay, every part trained; each image is one conversation of TURNS
 # questions, so one pass of the vision tower teaches several answers. A
-# last stage of short-answer conversations (see below). About 35 minutes
+# last stage of short-answer conversations (see below). About 32 minutes
 # on a 2-core machine.
 set -euo pipefail
 

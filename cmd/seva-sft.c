@@ -20,22 +20,27 @@ static const char usage_text[] =
 	"       [--lora-alpha A] [--lr LR] [--epochs N] [--max-steps N] [-b BATCH]\n"
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
-	"       [--metrics FILE] [--dtype f32|bf16] [--vision-labels] [-j THREADS] [-k] [-q]\n"
+	"       [--metrics FILE] [--dtype f32|bf16] [--loss-per token|turn] [--vision-labels]\n"
+	"       [-j THREADS] [-k] [-q]\n"
 	"       [FILE...]";
 
 static struct {
 	struct train_args t;
 	const char *config, *tokenizer, *preprocessor;
 	int init_only, vision_labels;
+	int per_turn;   /* --loss-per turn */
 } opt;
 
-/* One training sequence: prompt and answer ids, weights 1 on answer tokens. */
+/* One training sequence: prompt and answer ids, weights on answer tokens
+ * (1, or 1/length of its turn under --loss-per turn: then a one-word answer
+ * counts as much as a 30-token description in a mixed conversation; by
+ * default, as TRL and LLaVA do, the descriptions drown the short answers). */
 struct example {
 	int *ids;
 	float *w;
 	int n;
 	int image;      /* index into the image cache, -1: none */
-	double ntok;    /* sum of w */
+	double ntok;    /* sum of w: answer tokens, or turns */
 };
 
 static struct lm lm;
@@ -85,6 +90,8 @@ static int example_add(void *ctx, struct sample *s, const char **why)
 		}
 	}
 	prompt_turns_free(turns, nt);
+	if (opt.per_turn)
+		chat_weigh_per_turn(e.w, e.n);
 	for (int i = 1; i < e.n; i++)
 		e.ntok += e.w[i];
 	if (prompt_decoder_len(lm.m, e.ids, e.n) > lm.m->cfg.max_pos) {
@@ -306,14 +313,15 @@ static void load_model(const char *stage)
 static char *settings_json(unsigned parts, long total)
 {
 	char *common = train_settings(&opt.t, total, parts, opt.t.lora);
-	char *s = xasprintf("{\"model\":\"%s\",\"vision_labels\":%d,%s}",
-			    opt.t.model ? opt.t.model : opt.config, opt.vision_labels, common);
+	char *s = xasprintf("{\"model\":\"%s\",\"vision_labels\":%d,\"loss_per\":\"%s\",%s}",
+			    opt.t.model ? opt.t.model : opt.config, opt.vision_labels,
+			    opt.per_turn ? "turn" : "token", common);
 	free(common);
 	return s;
 }
 
 
-/* The loss is a mean over the global batch's answer tokens. */
+/* The loss is a mean over the global batch's answer tokens (or turns). */
 static double batch_tokens(void *ctx, const uint32_t *batch, int k)
 {
 	double ntok = 0;
@@ -370,7 +378,7 @@ static int train(unsigned parts)
 	}
 	struct train_loop L = {
 		.m = lm.m, .a = &opt.t, .n = n_ex, .total = total, .settings = settings,
-		.unit = "tokens", .denom = batch_tokens, .micro = micro_step, .nsums = 1,
+		.unit = opt.per_turn ? "turns" : "tokens", .denom = batch_tokens, .micro = micro_step, .nsums = 1,
 		.ctx = &b,
 	};
 	static const char *const acc_name[] = { "accuracy" };
@@ -398,7 +406,7 @@ static int train(unsigned parts)
 
 int main(int argc, char **argv)
 {
-	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT, O_VLAB };
+	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT, O_VLAB, O_LOSSPER };
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
 		{ "config", required_argument, NULL, O_CONFIG },
@@ -406,9 +414,11 @@ int main(int argc, char **argv)
 		{ "preprocessor", required_argument, NULL, O_PRE },
 		{ "init-only", no_argument, NULL, O_INIT },
 		{ "vision-labels", no_argument, NULL, O_VLAB },
+		{ "loss-per", required_argument, NULL, O_LOSSPER },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	static const char *const loss_per[] = { "token", "turn" };
 	int c, rc = 0;
 
 	tensor_blas_setup(argv);
@@ -426,6 +436,7 @@ int main(int argc, char **argv)
 		case O_PRE: opt.preprocessor = optarg; break;
 		case O_INIT: opt.init_only = 1; break;
 		case O_VLAB: opt.vision_labels = 1; break;
+		case O_LOSSPER: opt.per_turn = arg_choice("--loss-per", optarg, loss_per, 2); break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}

@@ -179,6 +179,18 @@ int chat_encode_answer(const struct chat *c, const char *answer, int **ids)
 	return n;
 }
 
+void chat_weigh_per_turn(float *w, int n)
+{
+	for (int i = 0; i < n;) {
+		int j = i;
+		while (j < n && w[j] != 0)
+			j++;
+		for (int t = i; t < j; t++)
+			w[t] = 1.0f / (float)(j - i);
+		i = j > i ? j : i + 1;
+	}
+}
+
 int chat_encode_conversation(const struct chat *c, const char *const *turns, int n_turns,
 			     int with_image, int **ids, float **weights)
 {

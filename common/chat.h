@@ -36,6 +36,9 @@ int chat_encode_answer(const struct chat *c, const char *answer, int **ids);
  * returns the count or -1 with a message. */
 int chat_encode_conversation(const struct chat *c, const char *const *turns, int n_turns,
 			     int with_image, int **ids, float **weights);
+/* Rescales the answer weights W (n of them, as chat_encode_conversation
+ * makes) so that each turn — a run of nonzero weights — sums to 1. */
+void chat_weigh_per_turn(float *w, int n);
 /* Strips template end markers ("</s>") and surrounding space from generated text, in place. */
 void chat_clean_answer(const struct chat *c, char *text);
 

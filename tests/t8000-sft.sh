@@ -97,6 +97,29 @@ open(sys.argv[4], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x
 open(sys.argv[5], "wb").write(b"".join(msgpack.packb(x, use_bin_type=True) for x in [badimg, noans]))
 PY
 expect "multi-turn LLaVA conversations train" $T --max-steps 1 -o c conv.mp
+# --loss-per turn: a long and a short answer weigh the same. With lr 0 the
+# first step's loss is the model's: the batch of both is the mean of each
+# alone, where the per-token mean leans to the long one.
+$PY - sft.mp long.mp short.mp both.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+by_len = sorted(s, key=lambda r: len(r["json"]["answer"].split()))
+short, long_ = by_len[0], by_len[-1]
+for path, recs in ((sys.argv[2], [long_]), (sys.argv[3], [short]), (sys.argv[4], [long_, short])):
+    open(path, "wb").write(b"".join(msgpack.packb(r, use_bin_type=True) for r in recs))
+PY
+Z="seva-sft -j 1 -m base -b 2 --lr 0 --max-steps 1"
+for f in long short; do $Z --metrics $f.jsonl -o z$f $f.mp 2>/dev/null; done
+expect "--loss-per turn" $Z --loss-per turn --metrics turn.jsonl -o zt both.mp
+expect "--loss-per token" $Z --loss-per token --metrics token.jsonl -o zk both.mp
+lu=$(jq .loss turn.jsonl) lt=$(jq .loss token.jsonl) la=$(jq .loss long.jsonl) lb=$(jq .loss short.jsonl)
+check "per turn: the mean of the two answers' losses ($lu vs ($la + $lb) / 2)" \
+	"$(jq -n "($lu - ($la + $lb) / 2) | fabs < 1e-6 * $lu")" = true
+check "per token: not that mean, nearer the long answer's ($lt)" \
+	"$(jq -n "(($lt - $la) | fabs) < (($lu - $la) | fabs)")" = true
+check "per turn: the rate is in turns_per_s" "$(jq 'has("turns_per_s")' turn.jsonl)" = true
+expect_fail "--loss-per sentence: usage" 2 $Z --loss-per sentence -o x both.mp
+stderr_has "names the option and its values" "^seva-sft: --loss-per: not token or turn: 'sentence'"
 expect_fail "a sample without an answer fails" 1 $T --max-steps 1 -o b bad.mp
 stderr_has "the message names the record and key" "record 2.*noans.*answer"
 expect_fail "an image that does not decode fails" 1 $T --max-steps 1 -o b badimg.mp

@@ -3,6 +3,7 @@
  * tokenizers, split at <image>: tests/fixtures/tok/chat_*.jsonl), so an
  * answer's ids are the tail of prompt + answer tokenized together. */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -142,6 +143,29 @@ static void test_render(void)
 	free(ids);
 	float *w;
 	tap_ok(chat_encode_conversation(&c, NULL, 0, 1, &ids, &w) == -1, "no turns is an error");
+
+	/* per-turn weights: each run of answer weights sums to 1, evenly */
+	float pw[] = { 0, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1 };
+	const float want_pw[] = { 0, 0.5f, 0.5f, 0, 0, 0.25f, 0.25f, 0.25f, 0.25f, 0, 1 };
+	chat_weigh_per_turn(pw, 11);
+	int bad_pw = 0;
+	for (int i = 0; i < 11; i++)
+		if (pw[i] != want_pw[i] && bad_pw++ == 0)
+			tap_diag("weight %d: got %g, want %g", i, pw[i], want_pw[i]);
+	tap_ok(!bad_pw, "weigh_per_turn: 2, 4 and 1-token turns weigh 1 each");
+	const char *const conv[] = { "Describe the image.", "There is a red circle on the left.",
+				     "Is there a star?", "No." };
+	int nc = chat_encode_conversation(&c, conv, 4, 1, &ids, &w);
+	double total = 0, n_one = 0;
+	for (int i = 0; i < nc; i++)
+		n_one += w[i];
+	chat_weigh_per_turn(w, nc);
+	for (int i = 0; i < nc; i++)
+		total += w[i];
+	if (!tap_ok(nc > 0 && fabs(total - 2) < 1e-6 && n_one > 4, "weigh_per_turn: a two-answer conversation weighs 2"))
+		tap_diag("%d ids, %g answer tokens, weights sum to %g", nc, n_one, total);
+	free(ids);
+	free(w);
 
 	char text[] = "  A red circle.</s> USER: more";
 	chat_clean_answer(&c, text);

@@ -471,7 +471,7 @@ int main(int argc, char **argv)
 		/* what trains: LoRA + projector by default, or the decoder in full */
 		unsigned parts = opt.t.train ? train_parse_parts(opt.t.train)
 					     : VLM_PART_PROJECTOR | (opt.full ? VLM_PART_DECODER : 0);
-		unsigned targets = train_parse_names(opt.targets, "--lora-targets", target_names, 7);
+		unsigned targets = arg_names("--lora-targets", opt.targets, target_names, 7);
 		if (opt.t.lr < 0)
 			opt.t.lr = opt.full ? 1e-5 : 2e-4;
 		if (opt.t.lora_alpha == 0)

@@ -21,8 +21,7 @@ static const char usage_text[] =
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--loss-per token|turn] [--vision-labels]\n"
-	"       [-j THREADS] [-k] [-q]\n"
-	"       [FILE...]";
+	"       [-j THREADS] [-k] [-q] [FILE...]";
 
 static struct {
 	struct train_args t;
@@ -319,7 +318,6 @@ static char *settings_json(unsigned parts, long total)
 	free(common);
 	return s;
 }
-
 
 /* The loss is a mean over the global batch's answer tokens (or turns). */
 static double batch_tokens(void *ctx, const uint32_t *batch, int k)

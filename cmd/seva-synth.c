@@ -71,12 +71,7 @@ int main(int argc, char **argv)
 		case 'Z': size = arg_long("--size", optarg, 16, 4096); break;
 		case 'B': start = arg_long("--start", optarg, 0, 899999999); break;
 		case 'N': turns = arg_long("--turns", optarg, 1, 8); break;
-		case 'K':
-			if ((tasks = synth_task_parse(optarg)) < 0) {
-				warn("--tasks: not a list of describe, exist, color, count: %s", optarg);
-				usage_die(usage_text);
-			}
-			break;
+		case 'K': tasks = arg_names("--tasks", optarg, synth_task_names, SYNTH_N_TASKS); break;
 		case 't': fmt = REC_TAR; break;
 		case 'f':
 			if ((fmt = rec_format_parse(optarg)) < 0) {

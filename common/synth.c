@@ -97,7 +97,8 @@ static const char *const answer_words[] = {
 
 /* Task mixes (describe, exist, color, count). */
 enum { T_DESCRIBE, T_EXIST, T_COLOR, T_COUNT, T_N };
-static const char *const task_names[T_N] = { "describe", "exist", "color", "count" };
+_Static_assert(T_N == SYNTH_N_TASKS, "synth.h names every task");
+const char *const synth_task_names[SYNTH_N_TASKS] = { "describe", "exist", "color", "count" };
 static const double sft_mix[T_N] = { 0.40, 0.30, 0.15, 0.15 };
 static const double unlabeled_mix[T_N] = { 0.50, 0.20, 0.15, 0.15 };
 /* How often an sft text uses a synonym instead of the shape's name. */
@@ -704,24 +705,6 @@ int synth_items(enum synth_split split, uint64_t seed, long index,
 	return synth_items_turns(split, seed, index, 1, 0, sc, items);
 }
 
-int synth_task_parse(const char *list)
-{
-	unsigned mask = 0;
-	char *copy = xstrdup(list), *save = NULL;
-	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		int k = 0;
-		while (k < T_N && strcmp(t, task_names[k]))
-			k++;
-		if (k == T_N) {
-			free(copy);
-			return -1;
-		}
-		mask |= 1u << k;
-	}
-	free(copy);
-	return mask ? (int)mask : -1;
-}
-
 int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
 		      unsigned tasks, struct synth_scene *sc, struct synth_item *items)
 {
@@ -754,7 +737,7 @@ int synth_items_turns(enum synth_split split, uint64_t seed, long index, int tur
 	}
 	int task = pick_weighted(&q, mix, T_N);
 	question(sc, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
-	struct synth_item *it = item_add(items, &n, id, prompt, task_names[task], id);
+	struct synth_item *it = item_add(items, &n, id, prompt, synth_task_names[task], id);
 	if (split == SYNTH_SFT) {
 		cJSON_AddStringToObject(it->json, "answer", answer);
 		cJSON_AddItemToObject(it->json, "objects", objects_json(sc));

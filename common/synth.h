@@ -96,13 +96,13 @@ int synth_items(enum synth_split split, uint64_t seed, long index,
 		struct synth_scene *sc, struct synth_item *items);
 /* The same, but an sft image with TURNS > 1 gives one item whose
  * json.conversations asks TURNS questions (LLaVA's format); TURNS is
- * ignored for the bench. TASKS, a mask from synth_task_parse (0: all),
- * keeps only those tasks in the sft and unlabeled mixes. */
+ * ignored for the bench. TASKS, a mask over synth_task_names (bit i for
+ * synth_task_names[i]; 0: all), keeps only those tasks in the sft and
+ * unlabeled mixes. */
 int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
 		      unsigned tasks, struct synth_scene *sc, struct synth_item *items);
-/* "exist,color" → a task mask; -1 if a name is not describe, exist,
- * color or count. */
-int synth_task_parse(const char *list);
+#define SYNTH_N_TASKS 4
+extern const char *const synth_task_names[SYNTH_N_TASKS]; /* describe, exist, color, count */
 
 /* Texts (malloc'd). SYN_RNG, when not NULL, swaps in a synonym now and then. */
 char *synth_describe(const struct synth_scene *sc, struct rng *syn_rng);

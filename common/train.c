@@ -686,32 +686,11 @@ void train_args_setup(struct train_args *a)
 	tensor_set_threads(a->threads);
 }
 
-unsigned train_parse_names(const char *s, const char *what, const char *const *names, int n)
-{
-	unsigned mask = 0;
-	char *copy = xstrdup(s), *save = NULL;
-	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		int i;
-		for (i = 0; i < n && strcmp(t, names[i]); i++)
-			;
-		if (i == n) {
-			fprintf(stderr, "%s: %s: unknown name '%s' (", progname, what, t);
-			for (i = 0; i < n; i++)
-				fprintf(stderr, "%s%s", i ? ", " : "", names[i]);
-			fputs(")\n", stderr);
-			exit(2);
-		}
-		mask |= 1u << i;
-	}
-	free(copy);
-	return mask;
-}
-
 unsigned train_parse_parts(const char *s)
 {
 	/* bit i is VLM_PART_VISION, _PROJECTOR, _DECODER */
 	static const char *const parts[] = { "vision", "projector", "decoder" };
-	return train_parse_names(s, "--train", parts, 3);
+	return arg_names("--train", s, parts, 3);
 }
 
 long train_total_steps(const struct train_args *a, long n)

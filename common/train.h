@@ -215,10 +215,6 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 /* After the options, under dist_size() > 1: ranks above 0 are quiet and,
  * without -j, the ranks of a host share its cores; then sets the threads. */
 void train_args_setup(struct train_args *a);
-/* The mask of the names in the comma-separated list S (bit i for NAMES[i]);
- * an unknown name ends the program with status 2 and a message naming
- * WHAT (the option). */
-unsigned train_parse_names(const char *s, const char *what, const char *const *names, int n);
 /* --train PARTS: "vision,projector,decoder" → VLM_PART_* mask. */
 unsigned train_parse_parts(const char *s);
 /* Optimizer steps of the run: --max-steps, or the epochs of N examples in

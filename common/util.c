@@ -263,6 +263,40 @@ int arg_choice(const char *opt, const char *s, const char *const *names, int n)
 	return i;
 }
 
+int parse_names(const char *opt, const char *s, const char *const *names, int n)
+{
+	int mask = 0;
+	char *copy = xstrdup(s), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		int i = 0;
+		while (i < n && strcmp(t, names[i]))
+			i++;
+		if (i == n) {
+			struct buf b;
+			buf_init(&b);
+			for (i = 0; i < n; i++)
+				buf_printf(&b, "%s%s", i ? ", " : "", names[i]);
+			warn("%s: unknown name '%s' (%s)", opt, t, (char *)b.data);
+			buf_release(&b);
+			free(copy);
+			return -1;
+		}
+		mask |= 1 << i;
+	}
+	free(copy);
+	if (!mask)
+		warn("%s: an empty list", opt);
+	return mask ? mask : -1;
+}
+
+unsigned arg_names(const char *opt, const char *s, const char *const *names, int n)
+{
+	int mask = parse_names(opt, s, names, n);
+	if (mask < 0)
+		exit(2);
+	return (unsigned)mask;
+}
+
 uint64_t arg_seed(const char *opt, const char *s)
 {
 	return (uint64_t)arg_long(opt, s, 0, ARG_SEED_MAX);

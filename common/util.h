@@ -57,6 +57,11 @@ double arg_double(const char *opt, const char *s, double min, double max);
  * "OPTION: not a, b or c: 'S'" and -1 (arg_choice: exit 2). */
 int parse_choice(const char *opt, const char *s, const char *const *names, int n);
 int arg_choice(const char *opt, const char *s, const char *const *names, int n);
+/* A comma-separated list of NAMES (n of them, at most 31) as a mask, bit i
+ * for names[i]; an unknown name or an empty list: "OPTION: unknown name
+ * 'x' (a, b, c)" and -1 (arg_names: exit 2). */
+int parse_names(const char *opt, const char *s, const char *const *names, int n);
+unsigned arg_names(const char *opt, const char *s, const char *const *names, int n);
 /* A run seed (-s): 0 to 2^53 - 1, so that it survives JSON (whose numbers
  * are doubles) exactly in the records and files that name it. Exit 2. */
 #define ARG_SEED_MAX 9007199254740991L

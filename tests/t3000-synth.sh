@@ -97,7 +97,7 @@ expect_fail "no count" 2 seva-synth --split sft
 expect_fail "stray argument" 2 seva-synth --split sft -n 1 extra
 expect_fail "size too small" 2 seva-synth --split sft -n 1 --size 2
 expect_fail "--tasks with an unknown task" 2 seva-synth --split sft -n 1 --tasks exist,colour
-stderr_has "names the option and the tasks" "--tasks: not a list of describe, exist, color, count: exist,colour"
+stderr_has "names the option, the bad name and the tasks" "--tasks: unknown name 'colour' \\(describe, exist, color, count\\)"
 expect_fail "--turns 9" 2 seva-synth --split sft -n 1 --turns 9
 
 # Empty, full disk, closed pipe.

@@ -431,7 +431,7 @@ static void test_conversations(void)
 	tap_ok(same, "--turns 1 gives the single-question samples");
 
 	/* --tasks keeps only the tasks named */
-	int mask = synth_task_parse("exist,color"), other = 0, exist = 0, color = 0;
+	int mask = parse_names("--tasks", "exist,color", synth_task_names, SYNTH_N_TASKS), other = 0, exist = 0, color = 0;
 	for (long i = 0; i < 100; i++) {
 		synth_items_turns(SYNTH_SFT, 5, i, 6, (unsigned)mask, &sc, items);
 		cJSON *conv = cJSON_GetObjectItem(items[0].json, "conversations"), *t;
@@ -450,8 +450,11 @@ static void test_conversations(void)
 	}
 	tap_ok(!other && exist > color && color > 100,
 	       "--tasks exist,color: only those (%d exist, %d color, %d other)", exist, color, other);
-	tap_ok(synth_task_parse("exist,colour") < 0 && synth_task_parse("") < 0 &&
-	       synth_task_parse("describe,exist,color,count") == 15, "task lists parse, bad names refused");
+	const char *const *tn = synth_task_names;
+	tap_ok(parse_names("--tasks", "exist,colour", tn, SYNTH_N_TASKS) < 0 &&
+	       parse_names("--tasks", "", tn, SYNTH_N_TASKS) < 0 &&
+	       parse_names("--tasks", "describe,exist,color,count", tn, SYNTH_N_TASKS) == 15,
+	       "task lists parse, bad names refused");
 }
 
 static void test_tokenizer_json(void)

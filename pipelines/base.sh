@@ -15,7 +15,7 @@
 # decay, every part trained; each image is one conversation of TURNS
 # questions, so one pass of the vision tower teaches several answers. Then
 # a stage of existence questions alone and a last stage of short answers
-# and the whole mix (see below). About 40 minutes on a 2-core machine.
+# and the whole mix (see below). About 35 minutes on a 2-core machine.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

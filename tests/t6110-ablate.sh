@@ -49,4 +49,16 @@ check "t800: the recipe reached seva-augment" "$(jq -r '.["pair.json"].recipe.re
 check "random-negative: the pairing option reached seva-pair" "$(jq -r '.["pair.json"].mode' random-negative.pairs | sort -u)" = random-negative
 expect "again: the base model's bench answers are reused" "$P/ablate.sh" -m model -o abl -n 4 -b 1 --variants none
 stderr_has "says so" "reusing the base model's bench answers"
+# -- seva.sh's own options -------------------------------------------------------------
+S=$P/seva.sh
+expect "seva.sh --help: the usage on stdout, exit 0" "$S" --help
+check "the usage names its options" "$(grep -c -- '--bench-input' .out)" -ge 1
+check "and no code" "$(grep -c 'set -euo\|here=' .out)" = 0
+expect_fail "seva.sh -o without its value: usage error" 2 "$S" -o
+stderr_has "names the option" "option '-o' needs a value"
+expect_fail "an unknown option: usage error" 2 "$S" --frobnicate
+stderr_has "names it" "unknown option '--frobnicate'"
+expect_fail "a model outside pipelines/ without --bench-input: a note (then no pairs: exit 1)" 1 \
+	"$S" -m model -o run-real -n 2 -b 1 -r none -q
+stderr_has "the note says the bench is synthetic" "scored on the synthetic bench"
 done_testing

@@ -1339,6 +1339,14 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 	w->flags = flags;
 	buf_init(&w->out);
 	if (!path || !strcmp(path, "-")) {
+		/* Binary bytes on a screen help no one and can garble it (gzip
+		 * and zstd refuse too). */
+		if (fmt != REC_JSONL && isatty(STDOUT_FILENO)) {
+			error("stdout is a terminal: refusing to write %s there (redirect it, give -o FILE, or pipe it to seva-cat -j)",
+			      fmt == REC_TAR ? "a tar stream" : "msgpack");
+			rec_writer_abort(w);
+			return NULL;
+		}
 		w->f = stdout;
 		w->name = xstrdup("stdout");
 	} else if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {

@@ -33,7 +33,8 @@ struct rec_writer;
 
 /* Writes to PATH ("-" or NULL: stdout). For REC_TAR with a path, the file
  * is written as PATH.tmp.PID and renamed by rec_writer_close() on success.
- * FLAGS: REC_BASE64 (JSONL: bytes fields in base64). */
+ * FLAGS: REC_BASE64 (JSONL: bytes fields in base64). Refuses (NULL,
+ * message printed) to write msgpack or tar to a terminal. */
 #define REC_BASE64 1
 struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int flags);
 /* Writes one whole sample. -1 (message printed) on a write error. */

@@ -184,4 +184,17 @@ check "| head ends quietly" "$(cat head.err)" = ""
 check "| head: killed by SIGPIPE or clean" "$(cat head.rc)" -eq 141 -o "$(cat head.rc)" -eq 0
 expect_fail "usage error" 2 seva-cat --per 0 a.mp
 expect_fail "unknown option" 2 seva-cat --bogus
+# -- binary output refuses a terminal (script(1) gives the tool a pseudo-terminal) --
+if command -v script >/dev/null 2>&1; then
+	seva-synth --split unlabeled -n 1 >one.msgpack
+	expect_fail "seva-synth onto a terminal: refused" 1 script -qec "seva-synth --split unlabeled -n 1" /dev/null
+	check "says why, and writes no bytes" "$(grep -c 'stdout is a terminal: refusing to write msgpack' .out)" = 1
+	check "no msgpack bytes on the screen" "$(grep -c '__key__' .out)" = 0
+	expect_fail "seva-cat -t onto a terminal: refused" 1 script -qec "seva-cat -t one.msgpack" /dev/null
+	check "names tar" "$(grep -c 'refusing to write a tar stream' .out)" = 1
+	expect "seva-cat -j onto a terminal: text is fine" script -qec "seva-cat -j one.msgpack" /dev/null
+	check "the JSON line is there" "$(grep -c '__key__' .out)" = 1
+	expect "into a pipe from a terminal session: fine" script -qec "seva-cat one.msgpack | cat >piped.msgpack" /dev/null
+	same "the piped stream is the stream" one.msgpack piped.msgpack
+fi
 done_testing

@@ -459,6 +459,8 @@ int main(int argc, char **argv)
 		die("--score runs as one process: shard its input instead "
 		    "(pipelines/shards.sh --score)");
 	train_args_setup(&opt.t);
+	if (!opt.score && train_output_check(&opt.t) < 0)
+		return 1;
 	if (lm_load(&lm, opt.t.model) < 0)
 		return 1;
 	int S = preprocess_side(&lm.m->pre);

@@ -277,14 +277,6 @@ static char *stage_files(const char *dir)
 	return xstrdup(dir);
 }
 
-static void remove_tree(const char *dir)
-{
-	char *cmd = xasprintf("rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		warn("could not remove '%s'", dir);
-	free(cmd);
-}
-
 static void load_model(const char *stage)
 {
 	if (opt.t.model) {
@@ -445,10 +437,15 @@ int main(int argc, char **argv)
 		die("--init-only runs as one process");
 	train_args_setup(&opt.t);
 
+	if (train_output_check(&opt.t) < 0)
+		return 1;
+
 	char *stage = NULL;
 	if (opt.config) {
 		char *dir = opt.init_only ? xasprintf("%s.init.tmp.%ld", opt.t.out, (long)getpid())
 					  : xasprintf("%s.ckpt/base", opt.t.out);
+		if (opt.init_only)
+			tmp_track(dir); /* a bad config or tokenizer leaves nothing */
 		stage = stage_files(dir);
 		free(dir);
 	}
@@ -456,6 +453,7 @@ int main(int argc, char **argv)
 	if (opt.init_only) {
 		if (train_save_model(lm.m, opt.t.out, opt.t.dtype) < 0)
 			exit(1);
+		tmp_untrack(stage);
 		remove_tree(stage);
 		free(stage);
 		lm_release(&lm);

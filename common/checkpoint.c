@@ -303,19 +303,6 @@ static int write_text(const char *dir, const char *name, char *text)
 	return r;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(path) ? error("remove '%s':", path) : 0;
-}
-
-static int remove_tree(const char *dir)
-{
-	return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Starts writing DIR: refuses to replace anything that is not a model or
  * adapter directory (a typo must not wipe a home directory), makes the
  * parent and a fresh DIR.tmp.PID, returned malloc'd. NULL on failure. */
@@ -365,6 +352,7 @@ static char *dir_begin(const char *dir, const char *marker)
 		free(tmp);
 		return NULL;
 	}
+	tmp_track(tmp); /* an exit before the commit leaves nothing */
 	return tmp;
 }
 
@@ -373,6 +361,7 @@ static char *dir_begin(const char *dir, const char *marker)
 static int dir_commit(char *tmp, const char *dir, int ok)
 {
 	int ret = -1;
+	tmp_untrack(tmp);
 	if (!ok)
 		goto out;
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
@@ -425,7 +414,11 @@ static char *dir_name(const char *dir)
 	return xstrndup(dir, n);
 }
 
-static int save_model(struct vlm *m, const char *dir, const char *dtype)
+static int lora_write(struct vlm *m, const char *dir);
+
+/* The model's files into TMP, an empty directory. With ADAPTER and LoRA,
+ * the adapter first (TMP/adapter, PEFT's files), then merged. */
+static int model_write(struct vlm *m, const char *tmp, const char *dtype, int adapter)
 {
 	static const char *const copied[] = {
 		"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -433,11 +426,14 @@ static int save_model(struct vlm *m, const char *dir, const char *dtype)
 		"processor_config.json", "generation_config.json", "chat_template.json",
 		"chat_template.jinja",
 	};
-	if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
-		return error("%s: cannot save as '%s' (F32, BF16 or F16)", dir, dtype);
-	char *tmp = dir_begin(dir, "config.json");
-	if (!tmp)
-		return -1;
+	if (adapter && m->lora.rank > 0) {
+		char *sub = xasprintf("%s/adapter", tmp);
+		int r = mkdir(sub, 0755) ? error("mkdir '%s':", sub) : lora_write(m, sub);
+		free(sub);
+		if (r < 0)
+			return -1;
+		vlm_lora_merge(m);
+	}
 	int ok = write_text(tmp, "config.json", config_json(&m->cfg, dtype)) == 0;
 
 	struct safetensors_entry *e = xcalloc(m->ntensors, sizeof *e);
@@ -461,7 +457,17 @@ static int save_model(struct vlm *m, const char *dir, const char *dtype)
 	if (ok && access(pp, F_OK) != 0)
 		ok = write_text(tmp, "preprocessor_config.json", preprocess_json(&m->pre)) == 0;
 	free(pp);
-	return dir_commit(tmp, dir, ok);
+	return ok ? 0 : -1;
+}
+
+static int save_model(struct vlm *m, const char *dir, const char *dtype, int adapter)
+{
+	if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
+		return error("%s: cannot save as '%s' (F32, BF16 or F16)", dir, dtype);
+	char *tmp = dir_begin(dir, "config.json");
+	if (!tmp)
+		return -1;
+	return dir_commit(tmp, dir, model_write(m, tmp, dtype, adapter) == 0);
 }
 
 /* --- PEFT adapters --- */
@@ -470,13 +476,9 @@ static const char *const lora_modules[] = {
 	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 };
 
-static int save_lora(struct vlm *m, const char *dir)
+/* PEFT's two files into DIR, an existing directory. */
+static int lora_write(struct vlm *m, const char *tmp)
 {
-	if (m->lora.rank <= 0)
-		return error("%s: the model has no LoRA adapters to save", dir);
-	char *tmp = dir_begin(dir, "adapter_config.json");
-	if (!tmp)
-		return -1;
 
 	cJSON *j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "peft_type", "LORA");
@@ -516,13 +518,50 @@ static int save_lora(struct vlm *m, const char *dir)
 		free(names[i]);
 	free(names);
 	free(e);
-	return dir_commit(tmp, dir, ok);
+	return ok ? 0 : -1;
+}
+
+static int save_lora(struct vlm *m, const char *dir)
+{
+	if (m->lora.rank <= 0)
+		return error("%s: the model has no LoRA adapters to save", dir);
+	char *tmp = dir_begin(dir, "adapter_config.json");
+	if (!tmp)
+		return -1;
+	return dir_commit(tmp, dir, lora_write(m, tmp) == 0);
 }
 
 int vlm_save(struct vlm *m, const char *dir, const char *dtype)
 {
 	char *d = dir_name(dir);
-	int r = save_model(m, d, dtype);
+	int r = save_model(m, d, dtype, 0);
+	free(d);
+	return r;
+}
+
+int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype)
+{
+	char *d = dir_name(dir);
+	int r = save_model(m, d, dtype, 1);
+	free(d);
+	return r;
+}
+
+int vlm_save_check(const char *dir)
+{
+	char *d = dir_name(dir);
+	char *tmp = dir_begin(d, "config.json");
+	int r = -1;
+	if (tmp) {
+		/* a directory can be made on a full disk; a file's bytes cannot be written */
+		char *probe = xasprintf("%s/config.json", tmp);
+		r = write_file_atomic(probe, "{}\n", 3);
+		free(probe);
+		tmp_untrack(tmp);
+		if (remove_tree(tmp) < 0)
+			r = -1;
+		free(tmp);
+	}
 	free(d);
 	return r;
 }

@@ -1281,36 +1281,20 @@ struct rec_writer {
 	struct archive *ar;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	struct rec_writer *next; /* open writers with a temporary file */
 };
 
-/* Writers by path whose temporary file is not yet renamed or removed: a
- * program that exits without closing them (die() on bad input) leaves
- * nothing behind. */
-static struct rec_writer *pending;
-
-static void remove_pending(void)
-{
-	for (struct rec_writer *w = pending; w; w = w->next)
-		unlink(w->tmp);
-}
-
+/* A writer by path whose temporary file is not yet renamed or removed:
+ * a program that exits without closing it (die() on bad input) or that a
+ * signal ends leaves nothing behind (util's tmp_track). */
 static void track(struct rec_writer *w)
 {
-	static int registered;
-	if (!registered && atexit(remove_pending) == 0)
-		registered = 1;
-	w->next = pending;
-	pending = w;
+	tmp_track(w->tmp);
 }
 
 static void untrack(struct rec_writer *w)
 {
-	for (struct rec_writer **p = &pending; *p; p = &(*p)->next)
-		if (*p == w) {
-			*p = w->next;
-			return;
-		}
+	if (w->tmp)
+		tmp_untrack(w->tmp);
 }
 
 static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *p, size_t n)

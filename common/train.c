@@ -12,6 +12,7 @@
 
 #include "dist.h"
 #include "rec.h"
+#include "sha256.h"
 #include "tensor.h"
 #include "util.h"
 
@@ -236,8 +237,11 @@ double train_epoch_f(const struct train_state *st)
 
 /* --- checkpoint --- */
 
-#define CKPT_MAGIC "SEVACKP1"
-#define CKPT_END "SEVAEND1"
+/* Version 2: the file ends with the SHA-256 of every byte before it, and
+ * a resume checks it before anything read is used. */
+#define CKPT_MAGIC "SEVACKP2"
+#define CKPT_MAGIC_V1 "SEVACKP1"
+#define CKPT_END "SEVAEND2"
 
 /* Fixed-size binary header: this machine's byte order (checkpoints are for
  * resuming here, not for exchange; the model directory is the exchange). */
@@ -276,16 +280,44 @@ static uint64_t layout_hash(const struct vlm *m)
 	return h;
 }
 
-static int write_all(FILE *f, const void *p, size_t n)
+/* Writes and reads that add their bytes to the file's digest. Large
+ * buffers go in pieces: fwrite/fread of more than 2 GiB at once is not
+ * portable. */
+#define CKPT_CHUNK ((size_t)1 << 26)
+
+static int write_all(FILE *f, struct sha256 *h, const void *p, size_t n)
 {
-	return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -1;
+	const unsigned char *c = p;
+	while (n > 0) {
+		size_t k = n < CKPT_CHUNK ? n : CKPT_CHUNK;
+		if (fwrite(c, 1, k, f) != k)
+			return -1;
+		sha256_update(h, c, k);
+		c += k;
+		n -= k;
+	}
+	return 0;
+}
+
+static int read_all(FILE *f, struct sha256 *h, void *p, size_t n)
+{
+	unsigned char *c = p;
+	while (n > 0) {
+		size_t k = n < CKPT_CHUNK ? n : CKPT_CHUNK;
+		if (fread(c, 1, k, f) != k)
+			return -1;
+		sha256_update(h, c, k);
+		c += k;
+		n -= k;
+	}
+	return 0;
 }
 
 /* Every parameter in table order (covers tensors in other allocations). */
-static int write_params(FILE *f, const struct vlm *m)
+static int write_params(FILE *f, struct sha256 *h, const struct vlm *m)
 {
 	for (int i = 0; i < m->ntensors; i++)
-		if (write_all(f, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
+		if (write_all(f, h, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
 			return -1;
 	return 0;
 }
@@ -313,6 +345,8 @@ int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt
 		    const struct train_state *st, const char *settings)
 {
 	struct ckpt_header h;
+	struct sha256 sum;
+	unsigned char digest[32];
 	if (!settings)
 		settings = "{}";
 	if (mkdir_p(dir) < 0)
@@ -347,49 +381,137 @@ int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt
 		error("create '%s':", tmp);
 		goto out;
 	}
-	if (write_all(f, &h, sizeof h) || write_all(f, settings, strlen(settings)) ||
-	    write_all(f, st->order, (size_t)st->n * sizeof *st->order) || write_params(f, m) ||
-	    write_all(f, o->mem, (size_t)(2 * o->n) * sizeof(float)) ||
-	    write_all(f, CKPT_END, 8) || fflush(f) != 0 ||
+	tmp_track(tmp);
+	sha256_init(&sum);
+	if (write_all(f, &sum, &h, sizeof h) || write_all(f, &sum, settings, strlen(settings)) ||
+	    write_all(f, &sum, st->order, (size_t)st->n * sizeof *st->order) ||
+	    write_params(f, &sum, m) ||
+	    write_all(f, &sum, o->mem, (size_t)(2 * o->n) * sizeof(float)) ||
+	    write_all(f, &sum, CKPT_END, 8) || (sha256_final(&sum, digest), 0) ||
+	    fwrite(digest, 1, 32, f) != 32 || fflush(f) != 0 ||
 	    (fsync(fileno(f)) < 0 && errno != EINVAL)) {
 		error("write '%s':", tmp);
 		fclose(f);
-		unlink(tmp);
-		goto out;
+		goto fail;
 	}
 	if (fclose(f) != 0) {
 		error("close '%s':", tmp);
-		unlink(tmp);
-		goto out;
+		goto fail;
 	}
 	if (rename(tmp, path) < 0) {
 		error("rename '%s' to '%s':", tmp, path);
-		unlink(tmp);
-		goto out;
+		goto fail;
 	}
+	tmp_untrack(tmp);
 	/* For people only; trainer.bin is the authority. */
 	char *js = state_json(st, o, settings);
 	char *jpath = xasprintf("%s/state.json", dir);
 	rc = write_file_atomic(jpath, js, strlen(js));
 	free(jpath);
 	free(js);
+	goto out;
+fail:
+	unlink(tmp);
+	tmp_untrack(tmp);
 out:
 	free(tmp);
 	free(path);
 	return rc;
 }
 
-static int read_all(FILE *f, void *p, size_t n)
+/* The header's run position against what a run can reach: -1 with a
+ * message naming the field. N examples, TOTAL steps planned, SEED. */
+static int ckpt_check_header(const char *path, const struct ckpt_header *h,
+			     const struct train_state *st, const struct train_opt *o)
 {
-	return n == 0 || fread(p, 1, n, f) == n ? 0 : -1;
+	if (h->total != st->total)
+		return error("%s: corrupt checkpoint: total %lld, this run plans %ld steps", path,
+			     (long long)h->total, st->total);
+	if (h->step < 0 || h->step > h->total)
+		return error("%s: corrupt checkpoint: step %lld not in [0, %lld]", path,
+			     (long long)h->step, (long long)h->total);
+	if (h->opt_t != h->step)
+		return error("%s: corrupt checkpoint: AdamW t %lld is not the step %lld", path,
+			     (long long)h->opt_t, (long long)h->step);
+	/* each step takes at least one example of the current epoch */
+	if (h->epoch < 0 || h->epoch > h->step || h->epoch > INT_MAX)
+		return error("%s: corrupt checkpoint: epoch %lld not in [0, %lld]", path,
+			     (long long)h->epoch, (long long)h->step);
+	if (h->pos < 0 || h->pos > h->n || (h->step == 0) != (h->pos == 0 && h->epoch == 0) ||
+	    (h->step > 0 && h->pos == 0))
+		return error("%s: corrupt checkpoint: position %lld in epoch %lld at step %lld "
+			     "(a data set of %lld)", path, (long long)h->pos, (long long)h->epoch,
+			     (long long)h->step, (long long)h->n);
+	if (h->tokens < 0)
+		return error("%s: corrupt checkpoint: tokens %lld", path, (long long)h->tokens);
+	if (h->seed != st->seed)
+		return error("%s: corrupt checkpoint: seed %llu, this run's is %llu", path,
+			     (unsigned long long)h->seed, (unsigned long long)st->seed);
+	if (!(h->rng_s[0] | h->rng_s[1] | h->rng_s[2] | h->rng_s[3]) ||
+	    (h->rng_have_normal != 0 && h->rng_have_normal != 1) ||
+	    (h->rng_have_normal && !isfinite(h->rng_normal)))
+		return error("%s: corrupt checkpoint: random generator state", path);
+	/* the optimizer's constants are the run's (they are in its settings) */
+	if (memcmp(&h->beta1, &o->beta1, sizeof h->beta1) ||
+	    memcmp(&h->beta2, &o->beta2, sizeof h->beta2) ||
+	    memcmp(&h->eps, &o->eps, sizeof h->eps) ||
+	    memcmp(&h->weight_decay, &o->weight_decay, sizeof h->weight_decay))
+		return error("%s: corrupt checkpoint: AdamW beta1 %g, beta2 %g, eps %g, weight "
+			     "decay %g; this run has %g, %g, %g, %g", path, h->beta1, h->beta2, h->eps,
+			     h->weight_decay, o->beta1, o->beta2, o->eps, o->weight_decay);
+	return 0;
+}
+
+/* ORDER (n) must be the order of EPOCH for SEED, a permutation of [0, n):
+ * the entries index the examples. */
+static int ckpt_check_order(const char *path, const uint32_t *order, long n, uint64_t seed,
+			    int epoch)
+{
+	unsigned char *seen = xcalloc((size_t)(n > 0 ? n : 1), 1);
+	uint32_t *want = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *want);
+	int rc = 0;
+	train_order(want, n, seed, epoch);
+	for (long i = 0; i < n && !rc; i++) {
+		if (order[i] >= (uint64_t)n || seen[order[i]])
+			rc = error("%s: corrupt checkpoint: data order entry %ld is %u: not a "
+				   "permutation of [0, %ld)", path, i, order[i], n);
+		else if (order[i] != want[i])
+			rc = error("%s: corrupt checkpoint: data order entry %ld is %u, epoch %d's "
+				   "order has %u", path, i, order[i], epoch, want[i]);
+		else
+			seen[order[i]] = 1;
+	}
+	free(seen);
+	free(want);
+	return rc;
+}
+
+/* Every parameter and moment a number; second moments not negative. */
+static int ckpt_check_values(const char *path, const struct vlm *m, const struct train_opt *o)
+{
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		for (long j = 0; j < t->numel; j++)
+			if (!isfinite(t->data[j]))
+				return error("%s: corrupt checkpoint: tensor '%s' element %ld is %g",
+					     path, t->name, j, t->data[j]);
+	}
+	for (long j = 0; j < o->n; j++)
+		if (!isfinite(o->m[j]) || !isfinite(o->v[j]) || o->v[j] < 0)
+			return error("%s: corrupt checkpoint: AdamW moment %ld is %g, %g", path, j,
+				     o->m[j], o->v[j]);
+	return 0;
 }
 
 int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 		    struct train_state *st, const char *settings)
 {
 	struct ckpt_header h;
+	struct sha256 sum;
+	unsigned char digest[32], stored[32];
 	char *path = xasprintf("%s/trainer.bin", dir);
 	char *saved = NULL;
+	uint32_t *order = NULL;
 	int rc = -1;
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -399,8 +521,15 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 	}
 	if (!settings)
 		settings = "{}";
-	if (read_all(f, &h, sizeof h) || memcmp(h.magic, CKPT_MAGIC, 8)) {
+	sha256_init(&sum);
+	if (read_all(f, &sum, &h, sizeof h) ||
+	    (memcmp(h.magic, CKPT_MAGIC, 8) && memcmp(h.magic, CKPT_MAGIC_V1, 8))) {
 		error("%s: not a seva trainer checkpoint", path);
+		goto out;
+	}
+	if (!memcmp(h.magic, CKPT_MAGIC_V1, 8)) {
+		error("%s: a checkpoint of an older seva, without a checksum: start again "
+		      "without --resume", path);
 		goto out;
 	}
 	if (h.layout != layout_hash(m) || h.nparams != m->nparams || h.opt_n != o->n) {
@@ -417,39 +546,49 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 		error("%s: corrupt header", path);
 		goto out;
 	}
+	/* Everything into buffers (the parameters into M, which the caller
+	 * discards on failure), and nothing used before the digest matches. */
 	saved = xmalloc((size_t)h.settings_len + 1);
-	if (read_all(f, saved, (size_t)h.settings_len))
+	order = xmalloc((size_t)(st->n > 0 ? st->n : 1) * sizeof *order);
+	if (read_all(f, &sum, saved, (size_t)h.settings_len) ||
+	    read_all(f, &sum, order, (size_t)st->n * sizeof *order))
 		goto truncated;
 	saved[h.settings_len] = 0;
+	for (int i = 0; i < m->ntensors; i++)
+		if (read_all(f, &sum, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
+			goto truncated;
+	if (read_all(f, &sum, o->mem, (size_t)(2 * o->n) * sizeof(float)))
+		goto truncated;
+	char end[8];
+	if (read_all(f, &sum, end, 8) || memcmp(end, CKPT_END, 8) || fread(stored, 1, 32, f) != 32)
+		goto truncated;
+	if (fgetc(f) != EOF) {
+		error("%s: corrupt checkpoint: bytes after its end", path);
+		goto out;
+	}
+	sha256_final(&sum, digest);
+	if (memcmp(digest, stored, 32)) {
+		error("%s: corrupt checkpoint: its SHA-256 does not match its contents", path);
+		goto out;
+	}
 	if (strcmp(saved, settings)) {
 		error("%s: checkpoint was made with other settings: %s (this run: %s)", path, saved,
 		      settings);
 		goto out;
 	}
-	if (read_all(f, st->order, (size_t)st->n * sizeof *st->order))
-		goto truncated;
-	for (int i = 0; i < m->ntensors; i++)
-		if (read_all(f, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
-			goto truncated;
-	if (read_all(f, o->mem, (size_t)(2 * o->n) * sizeof(float)))
-		goto truncated;
-	char end[8];
-	if (read_all(f, end, 8) || memcmp(end, CKPT_END, 8))
-		goto truncated;
+	if (ckpt_check_header(path, &h, st, o) < 0 ||
+	    ckpt_check_order(path, order, st->n, st->seed, (int)h.epoch) < 0 ||
+	    ckpt_check_values(path, m, o) < 0)
+		goto out;
+	memcpy(st->order, order, (size_t)st->n * sizeof *order);
 	st->step = h.step;
-	st->total = h.total;
 	st->pos = h.pos;
 	st->tokens = h.tokens;
 	st->epoch = (int)h.epoch;
-	st->seed = h.seed;
 	memcpy(st->rng.s, h.rng_s, sizeof h.rng_s);
 	st->rng.have_normal = (int)h.rng_have_normal;
 	st->rng.normal = h.rng_normal;
 	o->t = h.opt_t;
-	o->beta1 = h.beta1;
-	o->beta2 = h.beta2;
-	o->eps = h.eps;
-	o->weight_decay = h.weight_decay;
 	rc = 0;
 	goto out;
 truncated:
@@ -457,36 +596,14 @@ truncated:
 out:
 	fclose(f);
 	free(saved);
+	free(order);
 	free(path);
 	return rc;
 }
 
 int train_save_model(struct vlm *m, const char *out, const char *dtype)
 {
-	char *adapter = NULL;
-	int rc = -1;
-	if (m->lora.rank > 0) {
-		/* vlm_save swaps OUT into place whole, so the adapter waits beside it */
-		adapter = xasprintf("%s.adapter.tmp.%ld", out, (long)getpid());
-		if (vlm_lora_save(m, adapter) < 0)
-			goto out;
-		vlm_lora_merge(m);
-	}
-	if (vlm_save(m, out, dtype) < 0)
-		goto out;
-	if (adapter) {
-		char *dst = xasprintf("%s/adapter", out);
-		int r = rename(adapter, dst);
-		if (r < 0)
-			error("rename '%s' to '%s':", adapter, dst);
-		free(dst);
-		if (r < 0)
-			goto out;
-	}
-	rc = 0;
-out:
-	free(adapter);
-	return rc;
+	return vlm_save_merged(m, out, dtype);
 }
 
 /* --- DPO --- */
@@ -674,6 +791,11 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 
 void train_args_setup(struct train_args *a)
 {
+	if ((long)a->batch * a->accum > TRAIN_MAX_GLOBAL) {
+		warn("-b %d x --accum %d = %ld examples a step: at most %ld", a->batch, a->accum,
+		     (long)a->batch * a->accum, TRAIN_MAX_GLOBAL);
+		exit(2);
+	}
 	if (dist_size() > 1) {
 		/* rank 0 speaks and writes; the ranks of a host share its cores */
 		if (dist_rank() > 0)
@@ -684,6 +806,26 @@ void train_args_setup(struct train_args *a)
 		}
 	}
 	tensor_set_threads(a->threads);
+}
+
+int train_output_check(const struct train_args *a)
+{
+	if (dist_rank() > 0)
+		return 0;
+	if (a->resume) {
+		char *ckpt = xasprintf("%s.ckpt", a->out);
+		char *bin = xasprintf("%s/trainer.bin", ckpt);
+		char *state = xasprintf("%s/state.json", ckpt);
+		tmp_reclaim(a->out, a->quiet);
+		tmp_reclaim(bin, a->quiet);
+		tmp_reclaim(state, a->quiet);
+		if (a->metrics)
+			tmp_reclaim(a->metrics, a->quiet);
+		free(state);
+		free(bin);
+		free(ckpt);
+	}
+	return vlm_save_check(a->out);
 }
 
 unsigned train_parse_parts(const char *s)

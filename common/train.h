@@ -92,24 +92,30 @@ double train_epoch_f(const struct train_state *st);
 
 /* --- the trainer checkpoint --- */
 /* Writes DIR/trainer.bin (header, settings, order, every parameter, both
- * moments) atomically: DIR/trainer.bin.tmp.PID then rename, so a crash
- * leaves the previous checkpoint whole; then DIR/state.json for people.
+ * moments, then the SHA-256 of all that) atomically: DIR/trainer.bin.tmp.PID
+ * then rename, so a crash leaves the previous checkpoint whole; then
+ * DIR/state.json for people.
  * SETTINGS is a JSON object text that a resume must match (the tool's
  * options that shape the trajectory). -1 with a message on failure. */
 int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt *o,
 		    const struct train_state *st, const char *settings);
 /* Restores what train_ckpt_save wrote into M (parameters), O (moments and
- * t; must be initialised for M) and ST (step, epoch, pos, order, rng; must
- * be initialised with the same n). Refuses, with a message naming the file
- * and what differs, a checkpoint of another model layout, data set size or
- * settings. Returns 0, 1 if DIR holds no checkpoint, -1 on error. */
+ * t; must be initialised for M with the run's AdamW constants) and ST
+ * (step, epoch, pos, order, rng; must be initialised with the run's n,
+ * total and seed). Refuses, with a message naming the file and the field,
+ * a checkpoint of another model layout, data set size or settings, one
+ * whose checksum does not match, and one with a field no run can reach
+ * (a step outside [0, total], a data order that is not the epoch's
+ * permutation, a zero RNG state, a parameter that is not finite, ...).
+ * Returns 0, 1 if DIR holds no checkpoint, -1 on error (M's parameters
+ * and O's moments are then undefined). */
 int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 		    struct train_state *st, const char *settings);
 
-/* Writes the trained model to OUT as a model directory (vlm_save, dtype
- * "F32" or "BF16"). With LoRA, the adapter is saved first as PEFT files in
- * OUT/adapter/ and then merged into the weights that OUT holds (M keeps
- * the merged weights afterwards). -1 with a message on failure. */
+/* Writes the trained model to OUT as a model directory (vlm_save_merged,
+ * dtype "F32" or "BF16"). With LoRA, the adapter is saved first as PEFT
+ * files in OUT/adapter/ and then merged into the weights that OUT holds (M
+ * keeps the merged weights afterwards). -1 with a message on failure. */
 int train_save_model(struct vlm *m, const char *out, const char *dtype);
 
 /* --- DPO losses (TRL's DPOTrainer.dpo_loss) --- */
@@ -212,9 +218,18 @@ void train_args_init(struct train_args *a);
  * the program with status 2 and a message naming the option and the values
  * it takes (USAGE is no longer printed; the parameter stays for callers). */
 int train_args_option(struct train_args *a, int c, const char *arg, const char *usage);
-/* After the options, under dist_size() > 1: ranks above 0 are quiet and,
- * without -j, the ranks of a host share its cores; then sets the threads. */
+/* After the options: refuses (status 2) a global batch -b × --accum above
+ * TRAIN_MAX_GLOBAL examples. Under dist_size() > 1: ranks above 0 are
+ * quiet and, without -j, the ranks of a host share its cores; then sets
+ * the threads. */
+#define TRAIN_MAX_GLOBAL (1L << 20)
 void train_args_setup(struct train_args *a);
+/* Before the work, on rank 0: whether the model can be written to -o (an
+ * unwritable or full output found after hours of training loses them),
+ * and, with --resume, the removal of what killed runs of this output left
+ * (OUT.tmp.PID, OUT.ckpt/trainer.bin.tmp.PID, the metrics file's
+ * temporary) whose process no longer runs. -1 with a message. */
+int train_output_check(const struct train_args *a);
 /* --train PARTS: "vision,projector,decoder" → VLM_PART_* mask. */
 unsigned train_parse_parts(const char *s);
 /* Optimizer steps of the run: --max-steps, or the epochs of N examples in

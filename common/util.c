@@ -1,7 +1,10 @@
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +430,133 @@ int mkdir_p(const char *dir)
 	}
 	free(p);
 	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb, (void)type, (void)ftw;
+	return remove(path) ? error("remove '%s':", path) : 0;
+}
+
+int remove_tree(const char *path)
+{
+	struct stat sb;
+	if (lstat(path, &sb) < 0)
+		return errno == ENOENT ? 0 : error("remove '%s':", path);
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) ? -1 : 0;
+}
+
+/* The tracked temporary paths. The signal handler reads the table, so it
+ * changes only with those signals blocked. */
+static char **tmp_paths;
+static int tmp_n, tmp_cap;
+static const int tmp_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+static void tmp_on_signal(int sig)
+{
+	for (int i = 0; i < tmp_n; i++)
+		if (unlink(tmp_paths[i]) < 0)
+			rmdir(tmp_paths[i]); /* an empty directory; a full one stays */
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void tmp_at_exit(void)
+{
+	for (int i = 0; i < tmp_n; i++)
+		remove_tree(tmp_paths[i]);
+}
+
+static void tmp_block(sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	for (size_t i = 0; i < ARRAY_LEN(tmp_signals); i++)
+		sigaddset(&set, tmp_signals[i]);
+	sigprocmask(SIG_BLOCK, &set, old);
+}
+
+void tmp_track(const char *path)
+{
+	static int installed;
+	sigset_t old;
+	if (!installed) {
+		installed = 1;
+		atexit(tmp_at_exit);
+		for (size_t i = 0; i < ARRAY_LEN(tmp_signals); i++) {
+			struct sigaction sa;
+			/* a handler of the program's own, or an ignored signal, stays */
+			if (sigaction(tmp_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+				memset(&sa, 0, sizeof sa);
+				sa.sa_handler = tmp_on_signal;
+				sigemptyset(&sa.sa_mask);
+				sigaction(tmp_signals[i], &sa, NULL);
+			}
+		}
+	}
+	char *copy = xstrdup(path);
+	tmp_block(&old);
+	if (tmp_n == tmp_cap) {
+		tmp_cap = tmp_cap ? 2 * tmp_cap : 8;
+		tmp_paths = xrealloc(tmp_paths, (size_t)tmp_cap * sizeof *tmp_paths);
+	}
+	tmp_paths[tmp_n++] = copy;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+void tmp_untrack(const char *path)
+{
+	sigset_t old;
+	char *gone = NULL;
+	tmp_block(&old);
+	for (int i = 0; i < tmp_n; i++)
+		if (!strcmp(tmp_paths[i], path)) {
+			gone = tmp_paths[i];
+			tmp_paths[i] = tmp_paths[--tmp_n];
+			break;
+		}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	free(gone);
+}
+
+int tmp_reclaim(const char *path, int quiet)
+{
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	char *full = xstrndup(path, n);
+	char *slash = strrchr(full, '/');
+	const char *base = slash ? slash + 1 : full;
+	char *dir = slash ? xstrndup(full, (size_t)(slash - full) + (slash == full)) : xstrdup(".");
+	char *prefix = xasprintf("%s.tmp.", base);
+	size_t np = strlen(prefix);
+	int removed = 0;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		const char *digits = e->d_name + np;
+		char *end;
+		if (strncmp(e->d_name, prefix, np) || !*digits || *digits < '1' || *digits > '9')
+			continue;
+		long pid = strtol(digits, &end, 10);
+		if (*end || pid <= 0 || pid == (long)getpid() || pid > INT32_MAX)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* alive, or another user's: not ours to judge */
+		char *victim = xasprintf("%s/%s", dir, e->d_name);
+		if (remove_tree(victim) == 0) {
+			removed++;
+			if (!quiet)
+				warn("removed '%s', left by process %ld that no longer runs", victim, pid);
+		}
+		free(victim);
+	}
+	if (d)
+		closedir(d);
+	free(prefix);
+	free(dir);
+	free(full);
+	return removed;
 }
 
 double now_seconds(void)

@@ -80,6 +80,23 @@ unsigned char *read_file(const char *path, size_t *len);
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Makes DIR and its parents (mkdir -p). */
 int mkdir_p(const char *dir);
+/* Removes PATH and, if it is a directory, everything under it (rm -rf,
+ * without following links). -1 with a message on failure. */
+int remove_tree(const char *path);
+
+/* Temporary files and directories a program has made and not yet renamed
+ * into place: every tracked path is removed at exit (die() included) and,
+ * for plain files, when SIGTERM, SIGINT or SIGHUP ends the program (the
+ * signal then ends it as before). A program that handles those signals
+ * itself keeps its handlers. */
+void tmp_track(const char *path);
+void tmp_untrack(const char *path);
+/* Removes the leftovers of killed runs beside PATH: PATH.tmp.PID (a file
+ * or a directory) where PID is no live process on this machine. A file
+ * system shared with other machines holds their runs too: only use this
+ * for paths that no run elsewhere writes at the same time. Returns how
+ * many were removed; names each unless QUIET. */
+int tmp_reclaim(const char *path, int quiet);
 
 /* Seconds on a monotonic clock. */
 double now_seconds(void);

@@ -125,6 +125,14 @@ struct vlm *vlm_load(const char *dir);
  * from m->dir when present. LoRA, if any, is not merged: call
  * vlm_lora_merge first, or vlm_lora_save for the adapter. */
 int vlm_save(struct vlm *m, const char *dir, const char *dtype);
+/* vlm_save of a trained model: with LoRA, the adapter as PEFT files in
+ * DIR/adapter, then merged into the weights DIR holds (M keeps the merged
+ * weights); both in the one DIR.tmp.PID, so DIR appears whole or not. */
+int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype);
+/* Whether vlm_save could write DIR: refuses what it would refuse, and
+ * makes (then removes) DIR.tmp.PID with a file in it. For a long run, to
+ * find an unwritable output before the work rather than after it. */
+int vlm_save_check(const char *dir);
 /* PEFT files: DIR/adapter_config.json + DIR/adapter_model.safetensors. */
 int vlm_lora_save(struct vlm *m, const char *dir);
 int vlm_lora_load(struct vlm *m, const char *dir);

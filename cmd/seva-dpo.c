@@ -15,8 +15,9 @@
 #include "util.h"
 
 static const char usage_text[] =
-	"seva-dpo -m MODEL -o OUT [--loss sigmoid|ipo|hinge] [--beta B]\n"
-	"       [--label-smoothing E] [--sft-weight W] [--full | --lora R] [--lora-alpha A]\n"
+	"seva-dpo -m MODEL -o OUT [--loss NAME[:WEIGHT],...] [--beta B]\n"
+	"       [--label-smoothing E] [--sft-weight W] [--dpop-lambda L] [--mdpo-delta D]\n"
+	"       [--reference-free] [--full | --lora R] [--lora-alpha A]\n"
 	"       [--lora-targets LIST] [--train PARTS] [--lr LR] [--epochs N] [--max-steps N]\n"
 	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
@@ -29,9 +30,10 @@ static struct {
 	struct train_args t;
 	const char *targets;
 	int score, full, tar, skip_long, ignore_ref;
+	double sft_weight;       /* --sft-weight: the sft term's weight; -1: not given */
 	struct dpo_opts dpo;
 } opt = {
-	.targets = "q,k,v,o,gate,up,down", .dpo = { DPO_SIGMOID, 0.1, 0, 0 },
+	.targets = "q,k,v,o,gate,up,down", .sft_weight = -1,
 };
 
 /* One pair: both sequences are prompt + answer, on the same clean image. */
@@ -277,10 +279,14 @@ static const char *const target_names[] = { "q", "k", "v", "o", "gate", "up", "d
 static char *settings_json(unsigned parts, unsigned targets, long total)
 {
 	char *common = train_settings(&opt.t, total, parts, opt.full ? 0 : opt.t.lora);
+	char *loss = dpo_loss_text(&opt.dpo);
 	char *s = xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,"
-			    "\"label_smoothing\":%.9g,\"sft_weight\":%.9g,%s,\"lora_targets\":%u}",
-			    opt.t.model, dpo_loss_name(opt.dpo.type), opt.dpo.beta,
-			    opt.dpo.label_smoothing, opt.dpo.sft_weight, common, targets);
+			    "\"label_smoothing\":%.9g,\"dpop_lambda\":%.9g,\"mdpo_delta\":%.9g,"
+			    "\"reference_free\":%s,%s,\"lora_targets\":%u}",
+			    opt.t.model, loss, opt.dpo.beta, opt.dpo.label_smoothing,
+			    opt.dpo.dpop_lambda, opt.dpo.mdpo_delta,
+			    opt.dpo.reference_free ? "true" : "false", common, targets);
+	free(loss);
 	free(common);
 	return s;
 }
@@ -342,27 +348,60 @@ static const char *const metric_names[NSUMS - 1] = {
 	"logps/chosen", "logps/rejected",
 };
 
-/* Forward and backward of pairs IDX (k): the gradient of the DPO loss
- * summed over them / K (pairs in the global batch), and their sums. */
-static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *sum)
+/* Chosen-answer tokens per pair over the step's global batch: the sft
+ * term is a token mean over the whole step, whatever -b, --accum and the
+ * ranks make of it. */
+static double step_chosen_tokens;
+
+static double step_denom(void *ctx, const uint32_t *batch, int k)
 {
-	float *lp = ctx, *dlp = lp + 2 * opt.t.batch;
-	forward_pairs(idx, k, lp, 1);
+	double sum = 0;
+	(void)ctx;
+	for (int i = 0; i < k; i++)
+		sum += pairs[batch[i]].ntok[0];
+	step_chosen_tokens = k ? sum / k : 0;
+	return k;
+}
+
+/* The loss terms of pairs IDX (k) from their policy log-probs LP (2k),
+ * into OUT (k); adds their metrics to SUM. */
+static void pairs_loss(const uint32_t *idx, int k, const float *lp, double sft_tokens,
+		       struct dpo_out *out, double *sum)
+{
+	struct dpo_in *in = xmalloc((size_t)(k ? k : 1) * sizeof *in);
 	for (int j = 0; j < k; j++) {
-		struct pair *p = &pairs[idx[j]];
-		struct dpo_pair r;
-		dpo_pair_loss(&opt.dpo, lp[2 * j], lp[2 * j + 1], p->ref[0], p->ref[1],
-			      p->ntok[0], p->ntok[1], &r);
-		dlp[2 * j] = (float)(r.dpc / K);
-		dlp[2 * j + 1] = (float)(r.dpr / K);
-		sum[S_LOSS] += r.loss;
-		sum[S_RC] += r.reward_c;
-		sum[S_RR] += r.reward_r;
-		sum[S_ACC] += r.reward_c > r.reward_r;
-		sum[S_MARGIN] += r.reward_c - r.reward_r;
+		const struct pair *p = &pairs[idx[j]];
+		in[j] = (struct dpo_in){ lp[2 * j], lp[2 * j + 1], p->ref[0], p->ref[1],
+					 p->ntok[0], p->ntok[1], 0, 0 };
+	}
+	dpo_batch_loss(&opt.dpo, in, k, sft_tokens, out);
+	for (int j = 0; j < k; j++) {
+		sum[S_LOSS] += out[j].loss;
+		sum[S_RC] += out[j].reward_c;
+		sum[S_RR] += out[j].reward_r;
+		sum[S_ACC] += out[j].reward_c > out[j].reward_r;
+		sum[S_MARGIN] += out[j].reward_c - out[j].reward_r;
 		sum[S_PC] += lp[2 * j];
 		sum[S_PR] += lp[2 * j + 1];
 	}
+	free(in);
+}
+
+/* Forward and backward of pairs IDX (k): the gradient of the DPO loss
+ * summed over them / K (pairs in the global batch), and their sums. The
+ * terms that see a batch (aot's sorting) see this forward pass's pairs,
+ * as TRL's see a device's micro-batch. */
+static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *sum)
+{
+	float *lp = ctx, *dlp = lp + 2 * opt.t.batch;
+	struct dpo_out *out = xmalloc((size_t)k * sizeof *out);
+	forward_pairs(idx, k, lp, 1);
+	pairs_loss(idx, k, lp, step_chosen_tokens, out, sum);
+	for (int j = 0; j < k; j++) {
+		dlp[2 * j] = (float)(out[j].dpc / K);
+		dlp[2 * j + 1] = (float)(out[j].dpr / K);
+	}
+	free(out);
 	vlm_backward(lm.m, dlp);
 }
 
@@ -379,7 +418,7 @@ static int train(unsigned parts, unsigned targets)
 	float *lp = xmalloc((size_t)(4 * opt.t.batch) * sizeof *lp); /* logps, then d */
 	struct train_loop L = {
 		.m = lm.m, .a = &opt.t, .n = n_pairs, .total = total, .settings = settings,
-		.unit = "pairs", .micro = micro_step, .nsums = NSUMS, .names = metric_names,
+		.unit = "pairs", .denom = step_denom, .micro = micro_step, .nsums = NSUMS, .names = metric_names,
 		.progress = progress_text, .ctx = lp,
 	};
 	if (!opt.full) {
@@ -393,11 +432,33 @@ static int train(unsigned parts, unsigned targets)
 	return rc;
 }
 
+static _Noreturn void usage_error(const char *msg)
+{
+	warn("%s", msg);
+	exit(2);
+}
+
+/* The loss options that only make sense together: usage errors. */
+static void check_loss(void)
+{
+	if (opt.sft_weight >= 0) /* TRL's rpo_alpha, now its sft term */
+		dpo_set_term(&opt.dpo, DPO_SFT, opt.sft_weight);
+	if (!opt.dpo.nterms)
+		usage_error("--sft-weight 0 leaves no loss term: name one with --loss");
+	if (dpo_term_weight(&opt.dpo, DPO_ROBUST) && opt.dpo.label_smoothing >= 0.5)
+		usage_error("--loss robust: --label-smoothing must be below 0.5 (the flip rate)");
+	if (dpo_term_weight(&opt.dpo, DPO_EXO_PAIR) && opt.dpo.label_smoothing == 0)
+		usage_error("--loss exo_pair: --label-smoothing must be above 0 (EXO's ε; the paper "
+			  "uses 1e-3)");
+	if (dpo_needs_corrupted(&opt.dpo))
+		usage_error("--loss mdpo_cond: not in this build yet");
+}
+
 int main(int argc, char **argv)
 {
 	enum {
 		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
-		O_SKIPLONG,
+		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD,
 	};
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
@@ -406,6 +467,9 @@ int main(int argc, char **argv)
 		{ "beta", required_argument, NULL, O_BETA },
 		{ "label-smoothing", required_argument, NULL, O_LS },
 		{ "sft-weight", required_argument, NULL, O_SFTW },
+		{ "dpop-lambda", required_argument, NULL, O_DPOP },
+		{ "mdpo-delta", required_argument, NULL, O_MDPOD },
+		{ "reference-free", no_argument, NULL, O_REFFREE },
 		{ "full", no_argument, NULL, O_FULL },
 		{ "lora-targets", required_argument, NULL, O_TARGETS },
 		{ "ignore-ref", no_argument, NULL, O_IGNREF },
@@ -414,9 +478,6 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *const loss_names[] = {
-		dpo_loss_name(DPO_SIGMOID), dpo_loss_name(DPO_IPO), dpo_loss_name(DPO_HINGE),
-	};
 	int c, rc = 0;
 
 	tensor_blas_setup(argv);
@@ -424,6 +485,7 @@ int main(int argc, char **argv)
 	check_stdout_at_exit();
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
 	train_args_init(&opt.t);
+	dpo_opts_init(&opt.dpo);
 	opt.t.lr = -1; /* by --full */
 	opt.t.lora = 0; /* 16 unless --full; both given is a usage error */
 	while ((c = getopt_long(argc, argv, TRAIN_SHORTOPTS "th", longopts, NULL)) != -1) {
@@ -432,12 +494,15 @@ int main(int argc, char **argv)
 		switch (c) {
 		case O_SCORE: opt.score = 1; break;
 		case O_LOSS:
-			opt.dpo.type = (enum dpo_loss_type)arg_choice("--loss", optarg, loss_names,
-								      (int)ARRAY_LEN(loss_names));
+			if (dpo_loss_parse(&opt.dpo, "--loss", optarg) < 0)
+				exit(2);
 			break;
 		case O_BETA: opt.dpo.beta = arg_double("--beta", optarg, 1e-9, 1e9); break;
 		case O_LS: opt.dpo.label_smoothing = arg_double("--label-smoothing", optarg, 0, 0.5); break;
-		case O_SFTW: opt.dpo.sft_weight = arg_double("--sft-weight", optarg, 0, 1e6); break;
+		case O_SFTW: opt.sft_weight = arg_double("--sft-weight", optarg, 0, 1e6); break;
+		case O_DPOP: opt.dpo.dpop_lambda = arg_double("--dpop-lambda", optarg, 0, 1e6); break;
+		case O_MDPOD: opt.dpo.mdpo_delta = arg_double("--mdpo-delta", optarg, -1e6, 1e6); break;
+		case O_REFFREE: opt.dpo.reference_free = 1; break;
 		case O_FULL: opt.full = 1; break;
 		case O_TARGETS: opt.targets = optarg; break;
 		case O_IGNREF: opt.ignore_ref = 1; break;
@@ -455,6 +520,7 @@ int main(int argc, char **argv)
 	}
 	if (!opt.full && !opt.t.lora)
 		opt.t.lora = 16;
+	check_loss();
 	if (dist_size() > 1 && opt.score)
 		die("--score runs as one process: shard its input instead "
 		    "(pipelines/shards.sh --score)");
@@ -488,7 +554,8 @@ int main(int argc, char **argv)
 		/* The reference is the initial weights (LoRA not yet added), scored
 		 * once before training as TRL's precompute_ref_log_probs does: no
 		 * second copy of the model for --full. */
-		score_all();
+		if (!opt.dpo.reference_free)
+			score_all();
 		rc = train(parts, targets) < 0;
 	}
 	if (rc == 0 && report_skips(reads.skipped, reads.read, reads.unread))

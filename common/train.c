@@ -608,19 +608,112 @@ int train_save_model(struct vlm *m, const char *out, const char *dtype)
 
 /* --- DPO --- */
 
-static const char *const dpo_names[] = { "sigmoid", "ipo", "hinge" };
+static const char *const dpo_names[DPO_NTERMS] = {
+	"sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+	"aot", "aot_unpaired", "apo_zero", "apo_down", "sigmoid_norm", "dpop", "sft",
+	"mdpo_cond", "mdpo_anchor",
+};
 
-int dpo_loss_parse(const char *name)
-{
-	for (size_t i = 0; i < ARRAY_LEN(dpo_names); i++)
-		if (!strcmp(name, dpo_names[i]))
-			return (int)i;
-	return -1;
-}
-
-const char *dpo_loss_name(enum dpo_loss_type t)
+const char *dpo_term_name(enum dpo_term t)
 {
 	return dpo_names[t];
+}
+
+void dpo_opts_init(struct dpo_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->nterms = 1;
+	o->term[0] = DPO_SIGMOID;
+	o->weight[0] = 1;
+	o->beta = 0.1;
+	o->dpop_lambda = 50;
+}
+
+int dpo_loss_parse(struct dpo_opts *o, const char *opt, const char *spec)
+{
+	char *copy = xstrdup(spec), *save = NULL;
+	int n = 0, rc = -1;
+	enum dpo_term term[DPO_MAX_TERMS];
+	double weight[DPO_MAX_TERMS];
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(t, ':');
+		double w = 1;
+		if (colon) {
+			*colon = 0;
+			if (parse_double(opt, colon + 1, 0, 1e6, &w) < 0)
+				goto out;
+		}
+		int i = parse_choice(opt, t, dpo_names, DPO_NTERMS);
+		if (i < 0)
+			goto out;
+		for (int j = 0; j < n; j++)
+			if (term[j] == (enum dpo_term)i) {
+				warn("%s: '%s' named twice", opt, t);
+				goto out;
+			}
+		if (n == DPO_MAX_TERMS) {
+			warn("%s: more than %d terms", opt, DPO_MAX_TERMS);
+			goto out;
+		}
+		term[n] = (enum dpo_term)i;
+		weight[n++] = w;
+	}
+	if (!n) {
+		warn("%s: no loss named", opt);
+		goto out;
+	}
+	o->nterms = n;
+	memcpy(o->term, term, sizeof term);
+	memcpy(o->weight, weight, sizeof weight);
+	rc = 0;
+out:
+	free(copy);
+	return rc;
+}
+
+void dpo_set_term(struct dpo_opts *o, enum dpo_term t, double weight)
+{
+	int i = 0;
+	while (i < o->nterms && o->term[i] != t)
+		i++;
+	if (weight == 0) {
+		if (i < o->nterms) {
+			memmove(o->term + i, o->term + i + 1, (size_t)(o->nterms - i - 1) * sizeof *o->term);
+			memmove(o->weight + i, o->weight + i + 1,
+				(size_t)(o->nterms - i - 1) * sizeof *o->weight);
+			o->nterms--;
+		}
+		return;
+	}
+	if (i == o->nterms) {
+		assert(o->nterms < DPO_MAX_TERMS);
+		o->term[o->nterms++] = t;
+	}
+	o->weight[i] = weight;
+}
+
+double dpo_term_weight(const struct dpo_opts *o, enum dpo_term t)
+{
+	for (int i = 0; i < o->nterms; i++)
+		if (o->term[i] == t)
+			return o->weight[i];
+	return 0;
+}
+
+char *dpo_loss_text(const struct dpo_opts *o)
+{
+	struct buf b;
+	size_t len;
+	buf_init(&b);
+	for (int i = 0; i < o->nterms; i++)
+		buf_printf(&b, "%s%s:%.9g", i ? "," : "", dpo_names[o->term[i]], o->weight[i]);
+	buf_add(&b, "", 1);
+	return (char *)buf_detach(&b, &len);
+}
+
+int dpo_needs_corrupted(const struct dpo_opts *o)
+{
+	return dpo_term_weight(o, DPO_MDPO_COND) != 0;
 }
 
 /* log σ(x) without overflow; log σ(0) = -log 2 exactly (log1p(1)). */
@@ -634,42 +727,201 @@ static double sigmoid(double x)
 	return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
 }
 
-void dpo_pair_loss(const struct dpo_opts *o, double pc, double pr, double rc, double rr,
-		   double nc, double nr, struct dpo_pair *out)
+/* -(1 - ε) log σ(x) - ε log σ(-x) and its derivative: DPO's sigmoid with
+ * cDPO's smoothing, the aot losses' per-position term. */
+static double smoothed(double x, double eps, double *d)
 {
-	double beta = o->beta, sc = 1, sr = 1; /* d(used logp)/d(summed logp) */
-	if (o->type == DPO_IPO) {
-		sc = 1.0 / (nc > 0 ? nc : 1);
-		sr = 1.0 / (nr > 0 ? nr : 1);
+	*d = -(1 - eps) * sigmoid(-x) + eps * sigmoid(x);
+	return -(1 - eps) * log_sigmoid(x) - eps * log_sigmoid(-x);
+}
+
+/* The order that sorts V (k) ascending, in IDX; insertion sort: k is a
+ * forward pass's pairs. */
+static void sort_order(const double *v, int k, int *idx)
+{
+	for (int i = 0; i < k; i++) {
+		int j = i;
+		while (j > 0 && v[idx[j - 1]] > v[i]) {
+			idx[j] = idx[j - 1];
+			j--;
+		}
+		idx[j] = i;
 	}
-	double z = (pc * sc - pr * sr) - (rc * sc - rr * sr);
-	double dz;
-	switch (o->type) {
-	case DPO_IPO: {
-		double d = z - 1.0 / (2.0 * beta);
-		out->loss = d * d;
-		dz = 2.0 * d;
-		break;
+}
+
+/* aot (PAIRED) and aot_unpaired: the log-ratios A (policy) and B
+ * (reference, or rejected for unpaired) sorted on their own, the smoothed
+ * sigmoid of β(a_(j) − b_(j)) at each rank j. Adds W times the per-rank
+ * losses to LOSS (spread one per pair) and the gradients to DA, DB. */
+static void aot_term(const double *a, const double *b, int k, double beta, double eps, double w,
+		     double *loss, double *da, double *db)
+{
+	int *ia = xmalloc((size_t)k * sizeof *ia), *ib = xmalloc((size_t)k * sizeof *ib);
+	sort_order(a, k, ia);
+	sort_order(b, k, ib);
+	for (int j = 0; j < k; j++) {
+		double d, l = smoothed(beta * (a[ia[j]] - b[ib[j]]), eps, &d);
+		loss[j] += w * l;
+		da[ia[j]] += w * beta * d;
+		db[ib[j]] -= w * beta * d;
 	}
-	case DPO_HINGE:
-		out->loss = 1.0 - beta * z > 0 ? 1.0 - beta * z : 0;
-		dz = 1.0 - beta * z > 0 ? -beta : 0;
-		break;
-	default: {
-		double ls = o->label_smoothing;
-		out->loss = -(1 - ls) * log_sigmoid(beta * z) - ls * log_sigmoid(-beta * z);
-		dz = -(1 - ls) * beta * sigmoid(-beta * z) + ls * beta * sigmoid(beta * z);
+	free(ia);
+	free(ib);
+}
+
+void dpo_batch_loss(const struct dpo_opts *o, const struct dpo_in *in, int k,
+		    double sft_tokens, struct dpo_out *out)
+{
+	const double beta = o->beta, eps = o->label_smoothing;
+	double *lc = xmalloc((size_t)(k ? 4 * k : 1) * sizeof *lc), *lr = lc + k;
+	double *tmp = lc + 2 * k, *dtmp = lc + 3 * k;
+	if (sft_tokens <= 0) {
+		double sum = 0;
+		for (int i = 0; i < k; i++)
+			sum += in[i].nc;
+		sft_tokens = k ? sum / k : 1;
 	}
+	if (sft_tokens <= 0)
+		sft_tokens = 1;
+	for (int i = 0; i < k; i++) {
+		double rc = o->reference_free ? 0 : in[i].rc, rr = o->reference_free ? 0 : in[i].rr;
+		lc[i] = in[i].pc - rc;
+		lr[i] = in[i].pr - rr;
+		memset(&out[i], 0, sizeof out[i]);
+		out[i].reward_c = beta * lc[i];
+		out[i].reward_r = beta * lr[i];
 	}
-	out->dpc = dz * sc;
-	out->dpr = -dz * sr;
-	out->reward_c = beta * (pc - rc) * sc;
-	out->reward_r = beta * (pr - rr) * sr;
-	if (o->sft_weight != 0) {
-		double n = nc > 0 ? nc : 1;
-		out->loss += o->sft_weight * (-pc / n);
-		out->dpc += -o->sft_weight / n;
+	for (int t = 0; t < o->nterms; t++) {
+		const double w = o->weight[t];
+		enum dpo_term term = o->term[t];
+		if (term == DPO_AOT || term == DPO_AOT_UNPAIRED) {
+			double *dl = xcalloc((size_t)(k ? 2 * k : 1), sizeof *dl), *loss = dl;
+			double *da = xcalloc((size_t)(k ? 2 * k : 1), sizeof *da), *db = da + k;
+			if (term == DPO_AOT) {
+				/* policy log-ratio chosen/rejected against the reference's */
+				for (int i = 0; i < k; i++) {
+					tmp[i] = in[i].pc - in[i].pr;
+					dtmp[i] = o->reference_free ? 0 : in[i].rc - in[i].rr;
+				}
+				aot_term(tmp, dtmp, k, beta, eps, w, loss, da, db);
+				for (int i = 0; i < k; i++) {
+					out[i].dpc += da[i];
+					out[i].dpr -= da[i];
+				}
+			} else {
+				aot_term(lc, lr, k, beta, eps, w, loss, da, db);
+				for (int i = 0; i < k; i++) {
+					out[i].dpc += da[i];
+					out[i].dpr += db[i];
+				}
+			}
+			for (int i = 0; i < k; i++)
+				out[i].loss += loss[i];
+			free(dl);
+			free(da);
+			continue;
+		}
+		for (int i = 0; i < k; i++) {
+			const struct dpo_in *p = &in[i];
+			double c = lc[i], r = lr[i], z = c - r, h = beta * z;
+			double nc = p->nc > 0 ? p->nc : 1, nr = p->nr > 0 ? p->nr : 1;
+			double l = 0, dc = 0, dr = 0, dm = 0, d;
+			switch (term) {
+			case DPO_SIGMOID:
+				l = smoothed(h, eps, &d);
+				dc = beta * d, dr = -beta * d;
+				break;
+			case DPO_SIGMOID_NORM:
+				l = smoothed(beta * (c / nc - r / nr), 0, &d);
+				dc = beta * d / nc, dr = -beta * d / nr;
+				break;
+			case DPO_IPO: {
+				double q = c / nc - r / nr - 1 / (2 * beta);
+				l = q * q;
+				dc = 2 * q / nc, dr = -2 * q / nr;
+				break;
+			}
+			case DPO_HINGE:
+				l = 1 - h > 0 ? 1 - h : 0;
+				dc = 1 - h > 0 ? -beta : 0, dr = -dc;
+				break;
+			case DPO_ROBUST:
+				l = (-(1 - eps) * log_sigmoid(h) + eps * log_sigmoid(-h)) / (1 - 2 * eps);
+				d = (-(1 - eps) * sigmoid(-h) - eps * sigmoid(h)) / (1 - 2 * eps);
+				dc = beta * d, dr = -beta * d;
+				break;
+			case DPO_EXO_PAIR: {
+				/* KL(softmax of the two rewards || (1 - ε, ε)) */
+				double qw = sigmoid(h), ql = sigmoid(-h);
+				l = qw * (log_sigmoid(h) - log1p(-eps)) + ql * (log_sigmoid(-h) - log(eps));
+				d = qw * ql * (h - log1p(-eps) + log(eps));
+				dc = beta * d, dr = -beta * d;
+				break;
+			}
+			case DPO_NCA_PAIR:
+				l = -log_sigmoid(beta * c) - 0.5 * log_sigmoid(-beta * c) -
+				    0.5 * log_sigmoid(-beta * r);
+				dc = beta * (-sigmoid(-beta * c) + 0.5 * sigmoid(beta * c));
+				dr = beta * 0.5 * sigmoid(beta * r);
+				break;
+			case DPO_BCO_PAIR:
+				l = -log_sigmoid(beta * c) - log_sigmoid(-beta * r);
+				dc = -beta * sigmoid(-beta * c), dr = beta * sigmoid(beta * r);
+				break;
+			case DPO_SPPO_HARD: {
+				double a = c - 0.5 / beta, b = r + 0.5 / beta;
+				l = a * a + b * b;
+				dc = 2 * a, dr = 2 * b;
+				break;
+			}
+			case DPO_APO_ZERO: {
+				double sc = sigmoid(beta * c), sr = sigmoid(beta * r);
+				l = 1 - sc + sr;
+				dc = -beta * sc * (1 - sc), dr = beta * sr * (1 - sr);
+				break;
+			}
+			case DPO_APO_DOWN: {
+				double sc = sigmoid(beta * c), sz = sigmoid(h);
+				l = sc + 1 - sz;
+				dc = beta * sc * (1 - sc) - beta * sz * (1 - sz);
+				dr = beta * sz * (1 - sz);
+				break;
+			}
+			case DPO_DPOP: {
+				/* the chosen answer's fall below the reference, penalised */
+				double rc = o->reference_free ? 0 : p->rc;
+				int below = rc > p->pc;
+				double u = z - o->dpop_lambda * (below ? rc - p->pc : 0);
+				l = -log_sigmoid(beta * u);
+				d = -beta * sigmoid(-beta * u);
+				dc = d * (1 + (below ? o->dpop_lambda : 0)), dr = -d;
+				break;
+			}
+			case DPO_SFT:
+				l = -p->pc / sft_tokens;
+				dc = -1 / sft_tokens;
+				break;
+			case DPO_MDPO_COND: {
+				double m = p->pcm - (o->reference_free ? 0 : p->rcm);
+				l = -log_sigmoid(beta * (c - m));
+				d = -beta * sigmoid(-beta * (c - m));
+				dc = d, dm = -d;
+				break;
+			}
+			case DPO_MDPO_ANCHOR:
+				l = -log_sigmoid(beta * c - o->mdpo_delta);
+				dc = -beta * sigmoid(-(beta * c - o->mdpo_delta));
+				break;
+			default:
+				abort();
+			}
+			out[i].loss += w * l;
+			out[i].dpc += w * dc;
+			out[i].dpr += w * dr;
+			out[i].dpcm += w * dm;
+		}
 	}
+	free(lc);
 }
 
 /* --- run control --- */

@@ -118,35 +118,63 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
  * keeps the merged weights afterwards). -1 with a message on failure. */
 int train_save_model(struct vlm *m, const char *out, const char *dtype);
 
-/* --- DPO losses (TRL's DPOTrainer.dpo_loss) --- */
-enum dpo_loss_type { DPO_SIGMOID, DPO_IPO, DPO_HINGE };
-int dpo_loss_parse(const char *name);
-const char *dpo_loss_name(enum dpo_loss_type t);
+/* --- DPO losses (TRL 1.16's DPOTrainer._compute_loss, loss_type + loss_weights) --- */
+enum dpo_term {
+	DPO_SIGMOID, DPO_IPO, DPO_HINGE, DPO_ROBUST, DPO_EXO_PAIR, DPO_NCA_PAIR, DPO_BCO_PAIR,
+	DPO_SPPO_HARD, DPO_AOT, DPO_AOT_UNPAIRED, DPO_APO_ZERO, DPO_APO_DOWN, DPO_SIGMOID_NORM,
+	DPO_DPOP, DPO_SFT, DPO_MDPO_COND, DPO_MDPO_ANCHOR, DPO_NTERMS
+};
+#define DPO_MAX_TERMS DPO_NTERMS /* each term at most once */
+const char *dpo_term_name(enum dpo_term t);
 
 struct dpo_opts {
-	enum dpo_loss_type type;
+	int nterms;
+	enum dpo_term term[DPO_MAX_TERMS];
+	double weight[DPO_MAX_TERMS];
 	double beta;            /* 0.1 */
-	double label_smoothing; /* cDPO's epsilon, sigmoid only; 0 */
-	double sft_weight;      /* weight of the NLL of the chosen answer (TRL's rpo_alpha); 0 */
+	double label_smoothing; /* ε: cDPO (sigmoid), robust, exo_pair, aot*; 0 */
+	double dpop_lambda;     /* DPO-Positive's λ; 50 */
+	double mdpo_delta;      /* mDPO anchor's δ; 0 */
+	int reference_free;     /* the reference log-probs are taken as 0 */
+};
+/* The defaults: sigmoid alone, β 0.1, ε 0, λ 50, δ 0. */
+void dpo_opts_init(struct dpo_opts *o);
+/* --loss SPEC: "NAME[:WEIGHT],..." (a name alone weighs 1) into O's terms,
+ * replacing them. -1 with "OPT: ..." on standard error naming the bad
+ * entry and the names or range it takes. */
+int dpo_loss_parse(struct dpo_opts *o, const char *opt, const char *spec);
+/* Sets the weight of term T (adding it if absent; weight 0 removes it). */
+void dpo_set_term(struct dpo_opts *o, enum dpo_term t, double weight);
+/* The weight of term T in O, 0 if absent. */
+double dpo_term_weight(const struct dpo_opts *o, enum dpo_term t);
+/* "sigmoid:0.8,sft:1" for settings and logs; malloc'd. */
+char *dpo_loss_text(const struct dpo_opts *o);
+/* Whether a term needs the chosen answer scored on the corrupted image. */
+int dpo_needs_corrupted(const struct dpo_opts *o);
+
+/* One pair's log-probs, summed over the answer tokens. */
+struct dpo_in {
+	double pc, pr;   /* policy: chosen, rejected */
+	double rc, rr;   /* reference (ignored with reference_free) */
+	double nc, nr;   /* answer tokens */
+	double pcm, rcm; /* the chosen answer on the corrupted image: policy,
+			  * reference (mDPO terms only) */
+};
+struct dpo_out {
+	double loss;            /* this pair's share: the batch loss is their mean */
+	double dpc, dpr, dpcm;  /* k times d(batch loss)/d(pc, pr, pcm) */
+	double reward_c, reward_r; /* β(π − ρ) of the summed log-probs, as TRL logs them */
 };
 
-/* Per-pair values of one pair. */
-struct dpo_pair {
-	double loss;
-	double dpc, dpr;        /* d loss / d policy logp of chosen, rejected (summed logps) */
-	double reward_c, reward_r; /* beta * (policy - reference) */
-};
-
-/* The loss of one pair from summed log-probs PC, PR (policy) and RC, RR
- * (reference) over NC, NR response tokens:
- *   z = (pc - pr) - (rc - rr)
- *   sigmoid: -(1-ls) log σ(βz) - ls log σ(-βz)
- *   hinge:   max(0, 1 - βz)
- *   ipo:     (z - 1/(2β))², with log-probs averaged over tokens as TRL does
- * plus sft_weight · (-pc / nc). Gradients are with respect to the summed
- * policy log-probs. */
-void dpo_pair_loss(const struct dpo_opts *o, double pc, double pr, double rc, double rr,
-		   double nc, double nr, struct dpo_pair *out);
+/* The weighted sum of O's terms over the batch IN (k pairs), each term the
+ * mean over the pairs of its per-pair value as TRL writes them (see
+ * seva-dpo(1)). Two terms see the batch as a whole: aot and aot_unpaired
+ * sort the log-ratios over the K pairs, and sft is the mean NLL per token
+ * of the chosen answers, -Σpc / Σnc; SFT_TOKENS > 0 gives Σnc / k of a
+ * larger batch that IN is part of (the global batch of a step), 0 the one
+ * of IN. Gradients are with respect to the summed policy log-probs. */
+void dpo_batch_loss(const struct dpo_opts *o, const struct dpo_in *in, int k,
+		    double sft_tokens, struct dpo_out *out);
 
 /* --- run control --- */
 /* Set by SIGINT/SIGTERM once train_signals_install() ran: the loops save a

@@ -90,6 +90,36 @@ done
 expect "hinge at step 1 is 1 (z = 0)" test "$(head -1 hinge.jsonl | jq .loss)" = 1
 expect "cDPO + SFT term" $D --label-smoothing 0.1 --sft-weight 0.5 --max-steps 2 --metrics c.jsonl -o c pairs.mp
 check "SFT term adds the chosen NLL per token at step 1" "$(head -1 c.jsonl | jq '.loss > 0.6931471805599453')" = true
+# The loss family, combined with weights as TRL's loss_weights
+expect "--loss sigmoid:0.8,bco_pair:0.2" $D --loss sigmoid:0.8,bco_pair:0.2 --max-steps 2 --metrics w.jsonl -o w pairs.mp
+check "step 1 (z = 0): 0.8 log 2 + 0.2 * 2 log 2" \
+	"$(head -1 w.jsonl | jq '(.loss - 1.2 * 0.6931471805599453) | fabs < 1e-12')" = true
+for l in robust:1 exo_pair nca_pair bco_pair sppo_hard aot aot_unpaired apo_zero apo_down sigmoid_norm dpop sft mdpo_anchor \
+	sigmoid:0.8,bco_pair:0.2,sft:1; do
+	expect "--loss $l trains" $D --loss $l --label-smoothing 0.1 --max-steps 2 --metrics l.jsonl -o l pairs.mp
+	check "--loss $l: finite losses" "$(jq -s 'length == 2 and (map(.loss | isinfinite or isnan | not) | all)' l.jsonl)" = true
+	rm -rf l
+done
+expect "--sft-weight 0.5" $D --sft-weight 0.5 --max-steps 3 --metrics sw.jsonl -o sw pairs.mp
+expect "--loss sigmoid,sft:0.5" $D --loss sigmoid,sft:0.5 --max-steps 3 --metrics sl.jsonl -o sl pairs.mp
+jq -c 'del(.pairs_per_s)' sw.jsonl >sw.curve
+jq -c 'del(.pairs_per_s)' sl.jsonl >sl.curve
+same "--sft-weight W is the sft term of weight W" sw.curve sl.curve
+expect "--reference-free" $D --reference-free --max-steps 1 --metrics rf.jsonl -o rf pairs.mp
+check "rewards are beta * policy log-probs: no reference" \
+	"$(jq '(.["rewards/chosen"] - 0.1 * .["logps/chosen"]) | fabs < 1e-9' rf.jsonl)" = true
+check "... and the loss is not log 2" "$(jq '.loss != 0.6931471805599453' rf.jsonl)" = true
+expect_fail "exo_pair without label smoothing: usage" 2 $D --loss exo_pair -o z pairs.mp
+stderr_has "says why" "^seva-dpo: --loss exo_pair: --label-smoothing must be above 0"
+expect_fail "robust at label smoothing 0.5: usage" 2 $D --loss robust --label-smoothing 0.5 -o z pairs.mp
+stderr_has "says why" "^seva-dpo: --loss robust: --label-smoothing must be below 0.5"
+expect_fail "a bad weight: usage" 2 $D --loss sigmoid:-1 -o z pairs.mp
+stderr_has "names the option and the range" "^seva-dpo: --loss: not a number in \[0, 1e\+06\]: '-1'"
+expect_fail "a term twice: usage" 2 $D --loss ipo,hinge,ipo:2 -o z pairs.mp
+stderr_has "names it" "^seva-dpo: --loss: 'ipo' named twice"
+expect_fail "--dpop-lambda out of range: usage" 2 $D --dpop-lambda -1 -o z pairs.mp
+check "no model written on usage errors" ! -e z
+
 expect_fail "--full with --lora: usage" 2 $D --full --lora 4 -o f pairs.mp
 stderr_has "says which two" "^seva-dpo: --full trains the decoder's weights, --lora adapters: one or the other"
 check "and writes nothing" ! -e f
@@ -124,5 +154,5 @@ $D --score -b 1 pairs.mp 2>head.err | head -c 1 >/dev/null
 check "--score | head ends quietly" ! -s head.err
 expect_fail "no -o: usage" 2 seva-dpo -m base pairs.mp
 expect_fail "unknown loss: usage" 2 $D --loss kto -o z pairs.mp
-stderr_has "names the option and its values" "^seva-dpo: --loss: not sigmoid, ipo or hinge: 'kto'"
+stderr_has "names the option and its values" "^seva-dpo: --loss: not sigmoid, ipo, hinge, robust, .*, mdpo_cond or mdpo_anchor: 'kto'"
 done_testing

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dpo_trl_ref.h"
 #include "tap.h"
 #include "testutil.h"
 #include "train.h"
@@ -240,28 +241,49 @@ static void test_ckpt(void)
 
 /* --- DPO --- */
 
-static double dpo_fd(const struct dpo_opts *o, double *lp, int which, double nc, double nr)
+/* The batch loss (mean of the pairs' shares) of IN (k). */
+static double dpo_mean(const struct dpo_opts *o, const struct dpo_in *in, int k, double sft)
 {
-	struct dpo_pair a, b;
-	double h = 1e-5, keep = lp[which];
-	lp[which] = keep + h;
-	dpo_pair_loss(o, lp[0], lp[1], lp[2], lp[3], nc, nr, &a);
-	lp[which] = keep - h;
-	dpo_pair_loss(o, lp[0], lp[1], lp[2], lp[3], nc, nr, &b);
-	lp[which] = keep;
-	return (a.loss - b.loss) / (2 * h);
+	struct dpo_out out[8];
+	double sum = 0;
+	dpo_batch_loss(o, in, k, sft, out);
+	for (int i = 0; i < k; i++)
+		sum += out[i].loss;
+	return sum / k;
 }
+
+/* One pair's loss under the options O with term T alone. */
+static void dpo_one(enum dpo_term t, double ls, const double lp[4], double nc, double nr,
+		    struct dpo_out *r)
+{
+	struct dpo_opts o;
+	dpo_opts_init(&o);
+	o.term[0] = t;
+	o.label_smoothing = ls;
+	struct dpo_in in = { lp[0], lp[1], lp[2], lp[3], nc, nr, 0, 0 };
+	dpo_batch_loss(&o, &in, 1, 0, r);
+}
+
+/* Three pairs, mDPO's corrupted-image scores included, with distinct
+ * log-ratios (aot sorts them) and one chosen answer below its reference
+ * (dpop's penalty active). */
+static const struct dpo_in dpo_cases[3] = {
+	{ -12.5, -14.25, -13.0, -13.5, 5, 7, -15.0, -14.0 },
+	{ -3.0, -9.0, -4.0, -2.0, 3, 4, -2.5, -3.5 },
+	{ -7.0, -6.0, -6.5, -6.8, 6, 2, -9.0, -7.2 },
+};
 
 static void test_dpo(void)
 {
-	struct dpo_opts o = { DPO_SIGMOID, 0.1, 0, 0 };
-	struct dpo_pair r;
-	dpo_pair_loss(&o, -12.5, -14.25, -12.5, -14.25, 5, 7, &r);
+	struct dpo_opts o;
+	struct dpo_out r;
+	const double same[4] = { -12.5, -14.25, -12.5, -14.25 };
+	dpo_one(DPO_SIGMOID, 0, same, 5, 7, &r);
 	tap_ok(r.loss == log(2.0), "sigmoid loss is log 2 exactly when policy == reference (%.17g)",
 	       r.loss);
 	/* Values from torch.nn.functional.logsigmoid / relu in float64 (TRL's formulas). */
 	struct {
-		enum dpo_loss_type t;
+		enum dpo_term t;
 		double ls, lp[4], want;
 	} c[] = {
 		{ DPO_SIGMOID, 0.0, { -12.5, -14.25, -13.0, -13.5 }, 0.6325990353171691 },
@@ -275,44 +297,216 @@ static void test_dpo(void)
 	};
 	int bad = 0;
 	for (size_t i = 0; i < ARRAY_LEN(c); i++) {
-		struct dpo_opts oi = { c[i].t, 0.1, c[i].ls, 0 };
-		dpo_pair_loss(&oi, c[i].lp[0], c[i].lp[1], c[i].lp[2], c[i].lp[3], 5, 7, &r);
+		dpo_one(c[i].t, c[i].ls, c[i].lp, 5, 7, &r);
 		if (fabs(r.loss - c[i].want) > 1e-12 * (1 + fabs(c[i].want))) {
 			bad++;
-			tap_diag("%s ls %g case %zu: got %.17g want %.17g", dpo_loss_name(c[i].t),
+			tap_diag("%s ls %g case %zu: got %.17g want %.17g", dpo_term_name(c[i].t),
 				 c[i].ls, i, r.loss, c[i].want);
 		}
 	}
-	tap_ok(!bad, "losses equal TRL's formulas (torch float64 values; %d wrong)", bad);
+	tap_ok(!bad, "sigmoid, cDPO, hinge, ipo equal TRL's formulas (torch float64; %d wrong)", bad);
 
-	/* gradients against central differences, every variant, with the SFT term */
+	/* Every term on the three pairs at β 0.1, ε 0.2, λ 50, δ 0: the mean
+	 * over the batch, from torch float64 (tests/unit/dpo_ref.py). */
+	static const struct {
+		const char *name;
+		double want;
+	} w[] = {
+		{ "sigmoid", 0.64098596531554575 },   { "sigmoid_norm", 0.66494852753056544 },
+		{ "ipo", 20.515122826908541 },        { "hinge", 0.73499999999999999 },
+		{ "robust", 0.49965263198221249 },    { "exo_pair", 0.16195980258425863 },
+		{ "nca_pair", 1.3312385042217123 },   { "bco_pair", 1.2749330377099954 },
+		{ "sppo_hard", 40.734166666666667 },  { "aot", 0.627387382657277 },
+		{ "aot_unpaired", 0.63161718358217289 }, { "apo_zero", 0.93602705487664684 },
+		{ "apo_down", 0.94541654645496331 },  { "dpop", 1.2344329845406781 },
+		{ "sft", 1.607142857142857 },         { "mdpo_cond", 0.64812080767705604 },
+		{ "mdpo_anchor", 0.67710531870004775 },
+	};
+	tap_ok(ARRAY_LEN(w) == DPO_NTERMS, "a reference value for each of the %d terms", DPO_NTERMS);
+	bad = 0;
+	double combo_want = 0;
+	for (size_t i = 0; i < ARRAY_LEN(w); i++) {
+		dpo_opts_init(&o);
+		o.label_smoothing = 0.2;
+		if (dpo_loss_parse(&o, "--loss", w[i].name) < 0 || o.nterms != 1 ||
+		    strcmp(dpo_term_name(o.term[0]), w[i].name)) {
+			bad++;
+			tap_diag("'%s' does not parse", w[i].name);
+			continue;
+		}
+		double got = dpo_mean(&o, dpo_cases, 3, 0);
+		if (fabs(got - w[i].want) > 1e-12 * (1 + fabs(w[i].want))) {
+			bad++;
+			tap_diag("%s: got %.17g want %.17g (diff %.3g)", w[i].name, got, w[i].want,
+				 got - w[i].want);
+		}
+		combo_want += (0.5 + 0.25 * (double)i) * w[i].want;
+	}
+	tap_ok(!bad, "every term's batch loss equals its formula in torch float64 (%d wrong)", bad);
+
+	/* all terms at once, weights 0.5, 0.75, ...: the weighted sum */
+	struct buf spec;
+	buf_init(&spec);
+	for (size_t i = 0; i < ARRAY_LEN(w); i++)
+		buf_printf(&spec, "%s%s:%g", i ? "," : "", w[i].name, 0.5 + 0.25 * (double)i);
+	dpo_opts_init(&o);
+	o.label_smoothing = 0.2;
+	int parsed = dpo_loss_parse(&o, "--loss", (char *)spec.data) == 0 && o.nterms == DPO_NTERMS;
+	double got = dpo_mean(&o, dpo_cases, 3, 0);
+	tap_ok(parsed && fabs(got - combo_want) < 1e-12 * combo_want,
+	       "weighted terms add up as TRL's loss_weights (%.17g vs %.17g)", got, combo_want);
+	char *text = dpo_loss_text(&o);
+	tap_ok(!strncmp(text, "sigmoid:0.5,sigmoid_norm:0.75,ipo:1,", 36), "loss text: %.60s...", text);
+	free(text);
+	buf_release(&spec);
+
+	/* gradients against central differences: every term alone, then all
+	 * at once, with and without a reference */
 	double worst = 0;
-	for (int t = 0; t < 3; t++)
-		for (int k = 0; k < 2; k++) {
-			struct dpo_opts oi = { (enum dpo_loss_type)t, 0.3, t == 0 ? 0.1 : 0,
-					       k ? 0.5 : 0 };
-			double lp[4] = { -3.1, -4.7, -3.9, -4.2 };
-			dpo_pair_loss(&oi, lp[0], lp[1], lp[2], lp[3], 5, 7, &r);
-			double d[2] = { r.dpc, r.dpr };
-			for (int w = 0; w < 2; w++) {
-				double fd = dpo_fd(&oi, lp, w, 5, 7);
-				double e = fabs(fd - d[w]) / (1e-6 + fabs(fd));
-				if (e > worst) {
-					worst = e;
+	for (int t = 0; t <= DPO_NTERMS; t++)
+		for (int rf = 0; rf < 2; rf++) {
+			dpo_opts_init(&o);
+			o.label_smoothing = 0.2;
+			o.reference_free = rf;
+			o.beta = 0.3;
+			if (t < DPO_NTERMS)
+				o.term[0] = (enum dpo_term)t;
+			else
+				for (int j = 0; j < DPO_NTERMS; j++)
+					dpo_set_term(&o, (enum dpo_term)j, 1 + 0.1 * j);
+			struct dpo_in in[3];
+			struct dpo_out out[3];
+			memcpy(in, dpo_cases, sizeof in);
+			/* β 0.3 moves hinge's kink: keep βz away from 1 */
+			dpo_batch_loss(&o, in, 3, 0, out);
+			for (int i = 0; i < 3; i++)
+				for (int v = 0; v < 3; v++) {
+					double *x = v == 0 ? &in[i].pc : v == 1 ? &in[i].pr : &in[i].pcm;
+					double an = v == 0 ? out[i].dpc : v == 1 ? out[i].dpr : out[i].dpcm;
+					double keep = *x, h = 1e-6;
+					*x = keep + h;
+					double up = dpo_mean(&o, in, 3, 0);
+					*x = keep - h;
+					double down = dpo_mean(&o, in, 3, 0);
+					*x = keep;
+					double fd = 3 * (up - down) / (2 * h);
+					double e = fabs(fd - an) / (1e-6 + fabs(fd));
 					if (e > 1e-5)
-						tap_diag("%s sft %d d/d%s: analytic %.10g fd %.10g",
-							 dpo_loss_name(oi.type), k, w ? "pr" : "pc",
-							 d[w], fd);
+						tap_diag("%s%s pair %d d/d%s: analytic %.10g fd %.10g",
+							 t < DPO_NTERMS ? dpo_term_name((enum dpo_term)t) : "all",
+							 rf ? " reference-free" : "", i,
+							 v == 0 ? "pc" : v == 1 ? "pr" : "pcm", an, fd);
+					if (e > worst)
+						worst = e;
 				}
+		}
+	tap_ok(worst < 1e-5, "every term's gradient (alone and all weighted together, with and "
+			     "without a reference) matches central differences (worst rel %.3g)", worst);
+
+	/* reference-free is a reference of zeros */
+	dpo_opts_init(&o);
+	dpo_loss_parse(&o, "--loss", "sigmoid,bco_pair:0.5,dpop:0.3,mdpo_cond,aot");
+	struct dpo_in zero[3];
+	memcpy(zero, dpo_cases, sizeof zero);
+	for (int i = 0; i < 3; i++)
+		zero[i].rc = zero[i].rr = zero[i].rcm = 0;
+	double a = dpo_mean(&o, zero, 3, 0);
+	o.reference_free = 1;
+	double b = dpo_mean(&o, dpo_cases, 3, 0);
+	tap_ok(a == b, "--reference-free is the loss against a reference of zeros (%.17g, %.17g)", a, b);
+
+	/* sft: the token mean over the batch, or over the step's tokens given */
+	dpo_opts_init(&o);
+	o.term[0] = DPO_SFT;
+	got = dpo_mean(&o, dpo_cases, 3, 0);
+	double tok = dpo_mean(&o, dpo_cases, 1, 10.0);
+	tap_ok(fabs(got - 22.5 / 14) < 1e-15 && fabs(tok - 12.5 / 10) < 1e-15,
+	       "sft is -Σpc/Σnc over the batch (%.17g), or over SFT_TOKENS per pair (%.17g)", got, tok);
+
+	const double lp[4] = { -10, -20, -12, -15 };
+	dpo_one(DPO_IPO, 0, lp, 5, 7, &r);
+	tap_ok(fabs(r.reward_c - 0.2) < 1e-12 && fabs(r.reward_r - -0.5) < 1e-12,
+	       "rewards are beta * (policy - reference) of the summed log-probs, ipo too: %g %g",
+	       r.reward_c, r.reward_r);
+
+	dpo_opts_init(&o);
+	int ok = dpo_loss_parse(&o, "--loss", "sigmoid:0.8,bco_pair:0.2,sft:1") == 0 &&
+		 o.nterms == 3 && o.term[0] == DPO_SIGMOID && o.weight[0] == 0.8 &&
+		 o.term[1] == DPO_BCO_PAIR && o.weight[1] == 0.2 && o.term[2] == DPO_SFT &&
+		 o.weight[2] == 1;
+	tap_ok(ok, "'sigmoid:0.8,bco_pair:0.2,sft:1' parses to three weighted terms");
+	dpo_set_term(&o, DPO_SFT, 0.5);
+	dpo_set_term(&o, DPO_BCO_PAIR, 0);
+	dpo_set_term(&o, DPO_MDPO_ANCHOR, 2);
+	tap_ok(o.nterms == 3 && o.term[1] == DPO_SFT && o.weight[1] == 0.5 &&
+		       o.term[2] == DPO_MDPO_ANCHOR && dpo_term_weight(&o, DPO_BCO_PAIR) == 0 &&
+		       !dpo_needs_corrupted(&o),
+	       "a term's weight set, removed, added");
+	dpo_set_term(&o, DPO_MDPO_COND, 1);
+	tap_ok(dpo_needs_corrupted(&o), "mdpo_cond needs the corrupted image");
+	fprintf(stderr, "# the next four messages are expected:\n");
+	struct dpo_opts keep = o;
+	tap_ok(dpo_loss_parse(&o, "--loss", "kto") < 0 && dpo_loss_parse(&o, "--loss", "sigmoid:x") < 0 &&
+		       dpo_loss_parse(&o, "--loss", "ipo,ipo:2") < 0 && dpo_loss_parse(&o, "--loss", ",") < 0 &&
+		       !memcmp(&o, &keep, sizeof o),
+	       "an unknown name, a bad weight, a name twice, an empty list are refused; O unchanged");
+}
+
+/* Against TRL's own code: DPOTrainer._compute_loss run on the same summed
+ * log-probs (dpo_trl_ref.py), every loss type both have, alone and
+ * combined: loss, gradient, logged rewards. */
+static void test_dpo_trl(void)
+{
+	enum { K = ARRAY_LEN(trl_pairs) };
+	struct dpo_in in[K];
+	int bad = 0;
+	for (int i = 0; i < K; i++)
+		in[i] = (struct dpo_in){ trl_pairs[i][0], trl_pairs[i][1], trl_pairs[i][2],
+					 trl_pairs[i][3], trl_pairs[i][4], trl_pairs[i][5], 0, 0 };
+	for (size_t c = 0; c < ARRAY_LEN(trl_cases); c++) {
+		struct dpo_opts o;
+		struct dpo_out out[K];
+		dpo_opts_init(&o);
+		o.beta = trl_cases[c].beta;
+		o.label_smoothing = trl_cases[c].label_smoothing;
+		if (dpo_loss_parse(&o, "--loss", trl_cases[c].loss) < 0) {
+			bad++;
+			continue;
+		}
+		dpo_batch_loss(&o, in, K, 0, out);
+		double loss = 0, rw[4] = { 0 }, worst = 0;
+		for (int i = 0; i < K; i++) {
+			loss += out[i].loss / K;
+			rw[0] += out[i].reward_c / K;
+			rw[1] += out[i].reward_r / K;
+			rw[2] += (out[i].reward_c > out[i].reward_r) / (double)K;
+			rw[3] += (out[i].reward_c - out[i].reward_r) / K;
+			double g[2] = { out[i].dpc / K, out[i].dpr / K };
+			for (int v = 0; v < 2; v++) {
+				double want = trl_cases[c].grad[v * K + i];
+				double e = fabs(g[v] - want) / (1e-12 + fabs(want));
+				worst = e > worst ? e : worst;
 			}
 		}
-	tap_ok(worst < 1e-5, "loss gradients match finite differences (worst rel %.3g)", worst);
-	dpo_pair_loss(&o, -10, -20, -12, -15, 5, 7, &r);
-	tap_ok(fabs(r.reward_c - 0.2) < 1e-12 && fabs(r.reward_r - -0.5) < 1e-12,
-	       "rewards are beta * (policy - reference): %g %g", r.reward_c, r.reward_r);
-	tap_ok(dpo_loss_parse("ipo") == DPO_IPO && dpo_loss_parse("hinge") == DPO_HINGE &&
-		       dpo_loss_parse("sigmoid") == DPO_SIGMOID && dpo_loss_parse("kto") == -1,
-	       "loss names parse");
+		double el = fabs(loss - trl_cases[c].value) / (1e-12 + fabs(trl_cases[c].value));
+		double er = 0;
+		for (int j = 0; j < 4; j++) {
+			/* TRL makes the accuracy a float32 mean */
+			double tol = j == 2 ? 1e-7 : 1e-12;
+			double e = fabs(rw[j] - trl_cases[c].rewards[j]) / (tol + fabs(trl_cases[c].rewards[j]));
+			er = e / tol > er ? e / tol : er;
+		}
+		if (el > 1e-12 || worst > 1e-9 || er > 1) {
+			bad++;
+			tap_diag("%s: loss %.17g (TRL %.17g), worst gradient rel. error %.3g, rewards "
+				 "%.9g %.9g %.9g %.9g (TRL %.9g %.9g %.9g %.9g)", trl_cases[c].loss, loss,
+				 trl_cases[c].value, worst, rw[0], rw[1], rw[2], rw[3],
+				 trl_cases[c].rewards[0], trl_cases[c].rewards[1],
+				 trl_cases[c].rewards[2], trl_cases[c].rewards[3]);
+		}
+	}
+	tap_ok(!bad, "loss, gradient and rewards equal TRL 1.16's DPOTrainer._compute_loss for %zu "
+		     "loss types and combinations (%d differ)", ARRAY_LEN(trl_cases), bad);
 }
 
 static void test_metrics(void)
@@ -378,7 +572,7 @@ static int d_len[NS_] = { 9, 7, 8, 10 };
 static int d_img[NS_] = { 0, 0, 1, 1 };
 static float d_images[2 * 3 * 16 * 16];
 static float d_ref[NS_];
-static const struct dpo_opts d_opts = { DPO_SIGMOID, 0.5, 0.1, 0.3 };
+static struct dpo_opts d_opts; /* sigmoid (cDPO 0.1) + bco_pair + sft, β 0.5 */
 
 static void dpo_batch(const struct vlm *m, struct vlm_batch *b)
 {
@@ -409,14 +603,17 @@ static void dpo_batch(const struct vlm *m, struct vlm_batch *b)
 static double dpo_objective(const float *lp, float *dlogp)
 {
 	double loss = 0;
+	struct dpo_in in[NP_];
+	struct dpo_out r[NP_];
+	for (int p = 0; p < NP_; p++)
+		in[p] = (struct dpo_in){ lp[2 * p], lp[2 * p + 1], d_ref[2 * p], d_ref[2 * p + 1],
+					 d_len[2 * p] - 4, d_len[2 * p + 1] - 4, 0, 0 };
+	dpo_batch_loss(&d_opts, in, NP_, 0, r);
 	for (int p = 0; p < NP_; p++) {
-		struct dpo_pair r;
-		dpo_pair_loss(&d_opts, lp[2 * p], lp[2 * p + 1], d_ref[2 * p], d_ref[2 * p + 1],
-			      d_len[2 * p] - 4, d_len[2 * p + 1] - 4, &r);
-		loss += r.loss / NP_;
+		loss += r[p].loss / NP_;
 		if (dlogp) {
-			dlogp[2 * p] = (float)(r.dpc / NP_);
-			dlogp[2 * p + 1] = (float)(r.dpr / NP_);
+			dlogp[2 * p] = (float)(r[p].dpc / NP_);
+			dlogp[2 * p + 1] = (float)(r[p].dpr / NP_);
 		}
 	}
 	return loss;
@@ -462,15 +659,21 @@ static void test_dpo_model(void)
 	struct vlm_batch b;
 	float lp[NS_], dlogp[NS_];
 	dpo_batch(m, &b);
+	dpo_opts_init(&d_opts);
+	d_opts.beta = 0.5;
+	d_opts.label_smoothing = 0.1;
+	dpo_loss_parse(&d_opts, "--loss", "sigmoid,bco_pair:0.5,sft:0.3");
 
 	/* reference = the base; LoRA (B = 0) added: policy == reference */
 	vlm_forward(m, &b, d_ref, 0);
 	vlm_lora_add(m, 4, 8.0f, LORA_ALL, 1);
 	vlm_train_init(m, VLM_PART_LORA | VLM_PART_PROJECTOR);
 	vlm_forward(m, &b, lp, 1);
-	struct dpo_opts plain = { DPO_SIGMOID, 0.1, 0, 0 };
-	struct dpo_pair r;
-	dpo_pair_loss(&plain, lp[0], lp[1], d_ref[0], d_ref[1], 5, 3, &r);
+	struct dpo_opts plain;
+	struct dpo_out r;
+	dpo_opts_init(&plain);
+	struct dpo_in in = { lp[0], lp[1], d_ref[0], d_ref[1], 5, 3, 0, 0 };
+	dpo_batch_loss(&plain, &in, 1, 0, &r);
 	tap_ok(r.loss == log(2.0) && !memcmp(lp, d_ref, sizeof lp),
 	       "fresh LoRA: policy log-probs equal the reference bit for bit, loss log 2 (%.17g)",
 	       r.loss);
@@ -514,7 +717,7 @@ static void test_dpo_model(void)
 			wname = names[i];
 		}
 	}
-	if (!tap_ok(worst <= 1.0, "DPO loss gradient (sigmoid, cDPO, SFT term) through the whole "
+	if (!tap_ok(worst <= 1.0, "DPO loss gradient (cDPO sigmoid + bco_pair + sft) through the whole "
 				  "model matches finite differences (LoRA, projector; worst ratio %.3g)",
 		    worst))
 		tap_diag("%s: analytic %.6g finite difference %.6g", wname, an, fd);
@@ -557,6 +760,7 @@ int main(void)
 	test_order();
 	test_ckpt();
 	test_dpo();
+	test_dpo_trl();
 	test_metrics();
 	test_dpo_model();
 	remove_tmpdir();

@@ -363,7 +363,7 @@ static int train(unsigned parts)
 	};
 	if (opt.vision_labels) {
 		size_t VC = (size_t)lm.m->cfg.v_hidden;
-		b.dfeat = xmalloc(B * (size_t)lm.m->cfg.img_tokens * VC * sizeof(float));
+		b.dfeat = xmalloc(B * (size_t)lm.m->cfg.feat_tokens * VC * sizeof(float));
 		b.pool = xmalloc(2 * VC * sizeof(float));
 	}
 	struct train_loop L = {

@@ -15,24 +15,18 @@
 #include "safetensors.h"
 #include "util.h"
 #include "vlm.h"
-
-static const struct {
-	const char *from, *to;
-} layouts[] = {
-	{"model.vision_tower.", "vision_tower."},
-	{"model.multi_modal_projector.", "multi_modal_projector."},
-	{"model.language_model.", "language_model.model."},
-	{"lm_head.", "language_model.lm_head."},
-};
+#include "vlm_family.h"
+#include "vlm_impl.h"
 
 /* NAME in the table's layout; "" when it cannot be one of ours. */
-static void canonical_name(char *out, size_t n, const char *name)
+static void canonical_name(const struct vlm *m, char *out, size_t n, const char *name)
 {
 	const char *from = "", *to = "";
-	for (size_t i = 0; i < ARRAY_LEN(layouts); i++)
-		if (!strncmp(name, layouts[i].from, strlen(layouts[i].from))) {
-			from = layouts[i].from;
-			to = layouts[i].to;
+	const char *const (*l)[2] = vlm_family_of(&m->cfg)->layouts;
+	for (int i = 0; l && l[i][0]; i++)
+		if (!strncmp(name, l[i][0], strlen(l[i][0]))) {
+			from = l[i][0];
+			to = l[i][1];
 			break;
 		}
 	if ((size_t)snprintf(out, n, "%s%s", to, name + strlen(from)) >= n)
@@ -69,7 +63,7 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 			}
 			name += strlen(PEFT_PREFIX);
 		}
-		canonical_name(cname, sizeof cname, name);
+		canonical_name(m, cname, sizeof cname, name);
 		struct vlm_tensor *t = cname[0] ? vlm_tensor_find(m, cname) : NULL;
 		if (t && (t->part == VLM_PART_LORA) != lora)
 			t = NULL;
@@ -103,13 +97,15 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 		loaded[k] = 1;
 	}
 
-	const struct vlm_tensor *embed = vlm_tensor_find(m, "language_model.model.embed_tokens.weight");
+	const struct vlm_impl *im = m->impl;
+	const struct vlm_tensor *embed = &m->tensors[im->embed];
+	const char *head = vlm_family_of(&m->cfg)->head_name;
 	for (int k = 0; k < m->ntensors; k++) {
 		struct vlm_tensor *t = &m->tensors[k];
 		if (loaded[k] || (t->part == VLM_PART_LORA) != lora || t->optional)
 			continue;
-		if (!lora && m->cfg.tie_embeddings && !strcmp(t->name, "language_model.lm_head.weight") &&
-		    embed && loaded[embed - m->tensors] && embed->numel == t->numel) {
+		if (!lora && m->cfg.tie_embeddings && !strcmp(t->name, head) &&
+		    loaded[embed - m->tensors] && embed->numel == t->numel) {
 			memcpy(t->data, embed->data, (size_t)t->numel * sizeof(float));
 			continue;
 		}
@@ -177,118 +173,18 @@ fail:
 
 /* --- writing --- */
 
-/* A float as the shortest decimal that reads back as the same float, so
- * that config.json says 1e-05, not 9.99999974737875e-06. */
-static cJSON *float_json(float f)
-{
-	char s[32];
-	for (int p = 1; p <= 9; p++) {
-		snprintf(s, sizeof s, "%.*g", p, (double)f);
-		if (strtof(s, NULL) == f)
-			break;
-	}
-	if (!strpbrk(s, ".eEn")) /* keep it a float for Python readers: 10000.0 */
-		strcat(s, ".0");
-	return cJSON_CreateRaw(s);
-}
-
-static const char *act_name(enum act a)
-{
-	return a == ACT_GELU ? "gelu" : a == ACT_QUICK_GELU ? "quick_gelu" : "silu";
-}
-
-static void add_int(cJSON *o, const char *k, long v)
-{
-	cJSON_AddNumberToObject(o, k, (double)v);
-}
-
-/* config.json: every field we read, so that the file alone defines the model
- * for us and for transformers' LlavaConfig. */
+/* config.json: the family's keys, then the decoder's. */
 static char *config_json(const struct vlm_config *c, const char *dtype)
 {
+	const struct vlm_family *fam = vlm_family_of(c);
 	cJSON *j = cJSON_CreateObject();
 	cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-	cJSON_AddItemToArray(arch, cJSON_CreateString("LlavaForConditionalGeneration"));
-	cJSON_AddStringToObject(j, "model_type", "llava");
-	add_int(j, "image_token_index", c->image_token_index);
-	cJSON_AddStringToObject(j, "projector_hidden_act", act_name(c->proj_act));
-	add_int(j, "vision_feature_layer", c->feature_layer);
-	cJSON_AddStringToObject(j, "vision_feature_select_strategy", c->drop_cls ? "default" : "full");
-	cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
-	if (c->pad_id >= 0)
-		add_int(j, "pad_token_id", c->pad_id);
-	cJSON_AddStringToObject(j, "seva_chat_template", c->chat_template[0] ? c->chat_template : "llava_v1");
-	cJSON_AddStringToObject(j, "torch_dtype", !strcmp(dtype, "BF16") ? "bfloat16"
-						  : !strcmp(dtype, "F16")  ? "float16"
-									   : "float32");
-
-	cJSON *v = cJSON_AddObjectToObject(j, "vision_config");
-	cJSON_AddStringToObject(v, "model_type", "clip_vision_model");
-	add_int(v, "hidden_size", c->v_hidden);
-	add_int(v, "intermediate_size", c->v_inter);
-	add_int(v, "num_hidden_layers", c->v_layers);
-	add_int(v, "num_attention_heads", c->v_heads);
-	add_int(v, "image_size", c->image_size);
-	add_int(v, "patch_size", c->patch_size);
-	add_int(v, "num_channels", c->num_channels ? c->num_channels : 3);
-	cJSON_AddStringToObject(v, "hidden_act", act_name(c->v_act));
-	cJSON_AddItemToObject(v, "layer_norm_eps", float_json(c->v_eps));
-
-	cJSON *t = cJSON_AddObjectToObject(j, "text_config");
-	cJSON_AddStringToObject(t, "model_type", "llama");
-	add_int(t, "vocab_size", c->vocab);
-	add_int(t, "hidden_size", c->hidden);
-	add_int(t, "intermediate_size", c->inter);
-	add_int(t, "num_hidden_layers", c->layers);
-	add_int(t, "num_attention_heads", c->heads);
-	add_int(t, "num_key_value_heads", c->kv_heads);
-	add_int(t, "max_position_embeddings", c->max_pos);
-	cJSON_AddItemToObject(t, "rms_norm_eps", float_json(c->rms_eps));
-	cJSON_AddItemToObject(t, "rope_theta", float_json(c->rope_theta));
-	cJSON_AddStringToObject(t, "hidden_act", "silu");
-	cJSON_AddBoolToObject(t, "tie_word_embeddings", c->tie_embeddings);
-	if (c->bos_id >= 0)
-		add_int(t, "bos_token_id", c->bos_id);
-	if (c->eos_id >= 0)
-		add_int(t, "eos_token_id", c->eos_id);
-	if (c->pad_id >= 0)
-		add_int(t, "pad_token_id", c->pad_id);
-
-	char *s = cJSON_Print(j);
-	cJSON_Delete(j);
-	return s;
-}
-
-static char *preprocess_json(const struct preprocess *p)
-{
-	cJSON *j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "image_processor_type", "CLIPImageProcessor");
-	cJSON_AddBoolToObject(j, "do_resize", 1);
-	cJSON *size = cJSON_AddObjectToObject(j, "size");
-	cJSON *crop = cJSON_AddObjectToObject(j, "crop_size");
-	if (p->mode == PREPROCESS_SHORTEST_CROP) {
-		add_int(size, "shortest_edge", p->size);
-		add_int(crop, "height", p->crop_size);
-		add_int(crop, "width", p->crop_size);
-		cJSON_AddBoolToObject(j, "do_center_crop", 1);
-	} else {
-		add_int(size, "height", p->size);
-		add_int(size, "width", p->size);
-		add_int(crop, "height", p->size);
-		add_int(crop, "width", p->size);
-		cJSON_AddBoolToObject(j, "do_center_crop", 0);
-	}
-	cJSON_AddBoolToObject(j, "seva_pad_to_square", p->mode == PREPROCESS_PAD_RESIZE);
-	add_int(j, "resample", p->resample == RESAMPLE_BICUBIC ? 3 : 2);
-	cJSON_AddBoolToObject(j, "do_rescale", 1);
-	cJSON_AddItemToObject(j, "rescale_factor", float_json(p->rescale));
-	cJSON_AddBoolToObject(j, "do_normalize", 1);
-	cJSON *mean = cJSON_AddArrayToObject(j, "image_mean");
-	cJSON *std = cJSON_AddArrayToObject(j, "image_std");
-	for (int i = 0; i < 3; i++) {
-		cJSON_AddItemToArray(mean, float_json(p->mean[i]));
-		cJSON_AddItemToArray(std, float_json(p->std[i]));
-	}
+	cJSON_AddItemToArray(arch, cJSON_CreateString(fam->architecture));
+	cJSON_AddStringToObject(j, "model_type", fam->model_type);
+	fam->config_json(j, c, !strcmp(dtype, "BF16") ? "bfloat16"
+			       : !strcmp(dtype, "F16") ? "float16"
+						       : "float32");
+	vlm_config_text_json(cJSON_AddObjectToObject(j, "text_config"), c);
 	char *s = cJSON_Print(j);
 	cJSON_Delete(j);
 	return s;
@@ -441,7 +337,7 @@ static int model_write(struct vlm *m, const char *tmp, const char *dtype, int ad
 	for (int k = 0; k < m->ntensors; k++) {
 		const struct vlm_tensor *t = &m->tensors[k];
 		if (t->part == VLM_PART_LORA ||
-		    (m->cfg.tie_embeddings && !strcmp(t->name, "language_model.lm_head.weight")))
+		    (m->cfg.tie_embeddings && !strcmp(t->name, vlm_family_of(&m->cfg)->head_name)))
 			continue;
 		e[n++] = (struct safetensors_entry){t->name, t->data, t->ndim, t->shape};
 	}
@@ -455,7 +351,7 @@ static int model_write(struct vlm *m, const char *tmp, const char *dtype, int ad
 		ok = copy_file(m->dir, tmp, copied[i]) == 0;
 	char *pp = xasprintf("%s/preprocessor_config.json", tmp);
 	if (ok && access(pp, F_OK) != 0)
-		ok = write_text(tmp, "preprocessor_config.json", preprocess_json(&m->pre)) == 0;
+		ok = write_text(tmp, "preprocessor_config.json", vlm_family_of(&m->cfg)->preprocess_json(&m->pre, &m->cfg)) == 0;
 	free(pp);
 	return ok ? 0 : -1;
 }
@@ -472,6 +368,11 @@ static int save_model(struct vlm *m, const char *dir, const char *dtype, int ada
 
 /* --- PEFT adapters --- */
 
+static void add_int(cJSON *o, const char *k, long v)
+{
+	cJSON_AddNumberToObject(o, k, (double)v);
+}
+
 static const char *const lora_modules[] = {
 	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 };
@@ -484,8 +385,8 @@ static int lora_write(struct vlm *m, const char *tmp)
 	cJSON_AddStringToObject(j, "peft_type", "LORA");
 	cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
 	add_int(j, "r", m->lora.rank);
-	cJSON_AddItemToObject(j, "lora_alpha", float_json(m->lora.alpha));
-	cJSON_AddItemToObject(j, "lora_dropout", float_json(0));
+	cJSON_AddItemToObject(j, "lora_alpha", vlm_float_json(m->lora.alpha));
+	cJSON_AddItemToObject(j, "lora_dropout", vlm_float_json(0));
 	cJSON_AddStringToObject(j, "bias", "none");
 	cJSON_AddBoolToObject(j, "fan_in_fan_out", 0);
 	cJSON_AddBoolToObject(j, "inference_mode", 1);

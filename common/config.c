@@ -1,6 +1,8 @@
-/* config.json (LlavaConfig) and preprocessor_config.json (CLIPImageProcessor)
- * with the Hugging Face class defaults for every field a file leaves out:
- * llava-hf's own text_config names only a handful of fields. */
+/* config.json with the Hugging Face class defaults for every field a file
+ * leaves out (llava-hf's own text_config names only a handful of fields):
+ * the readers the families use, the shared decoder (LlamaConfig,
+ * MistralConfig), the shapes, and the dispatch to the family that
+ * model_type names. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -9,16 +11,9 @@
 
 #include "util.h"
 #include "vlm.h"
+#include "vlm_family.h"
 
-/* Where a value comes from, for messages: "DIR/config.json: text_config.hidden_size: ...".
- * The first error is kept so that one bad file gives one clear line. */
-struct jctx {
-	const char *file;
-	const char *sect; /* "vision_config.", "text_config." or "" */
-	int err;
-};
-
-static void jerr(struct jctx *c, const char *key, const char *what)
+void jerr(struct jctx *c, const char *key, const char *what)
 {
 	if (!c->err)
 		error("%s: %s%s: %s", c->file, c->sect, key, what);
@@ -26,7 +21,7 @@ static void jerr(struct jctx *c, const char *key, const char *what)
 }
 
 /* Absent and JSON null both mean "use the default". */
-static const cJSON *jget(const cJSON *o, const char *key)
+const cJSON *jget(const cJSON *o, const char *key)
 {
 	const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 	return cJSON_IsNull(v) ? NULL : v;
@@ -35,7 +30,7 @@ static const cJSON *jget(const cJSON *o, const char *key)
 /* An integer; a list (of JSON numbers) only where LIST says a key may be one,
  * e.g. eos_token_id [128001, 128009]: its first element (an empty list is
  * absent). */
-static long jint_ex(struct jctx *c, const cJSON *o, const char *key, long def, long min,
+long jint_ex(struct jctx *c, const cJSON *o, const char *key, long def, long min,
 		    long max, int list)
 {
 	const cJSON *v = jget(o, key);
@@ -59,12 +54,12 @@ static long jint_ex(struct jctx *c, const cJSON *o, const char *key, long def, l
 	return (long)v->valuedouble;
 }
 
-static long jint(struct jctx *c, const cJSON *o, const char *key, long def, long min, long max)
+long jint(struct jctx *c, const cJSON *o, const char *key, long def, long min, long max)
 {
 	return jint_ex(c, o, key, def, min, max, 0);
 }
 
-static double jnum(struct jctx *c, const cJSON *o, const char *key, double def, double min,
+double jnum(struct jctx *c, const cJSON *o, const char *key, double def, double min,
 		   double max)
 {
 	const cJSON *v = jget(o, key);
@@ -83,7 +78,7 @@ static double jnum(struct jctx *c, const cJSON *o, const char *key, double def, 
 	return v->valuedouble;
 }
 
-static int jbool(struct jctx *c, const cJSON *o, const char *key, int def)
+int jbool(struct jctx *c, const cJSON *o, const char *key, int def)
 {
 	const cJSON *v = jget(o, key);
 	if (!v)
@@ -95,7 +90,7 @@ static int jbool(struct jctx *c, const cJSON *o, const char *key, int def)
 	return cJSON_IsTrue(v);
 }
 
-static const char *jstr(struct jctx *c, const cJSON *o, const char *key, const char *def)
+const char *jstr(struct jctx *c, const cJSON *o, const char *key, const char *def)
 {
 	const cJSON *v = jget(o, key);
 	if (!v)
@@ -107,30 +102,30 @@ static const char *jstr(struct jctx *c, const cJSON *o, const char *key, const c
 	return v->valuestring;
 }
 
-static int parse_act(struct jctx *c, const char *key, const char *s, int allow_silu,
-		     enum act *out)
+int jact(struct jctx *c, const char *key, const char *s, int allow, enum act *out)
 {
 	if (!strcmp(s, "gelu"))
 		*out = ACT_GELU;
 	else if (!strcmp(s, "quick_gelu"))
 		*out = ACT_QUICK_GELU;
-	else if (allow_silu && !strcmp(s, "silu"))
+	else if ((allow & 1) && !strcmp(s, "gelu_pytorch_tanh"))
+		*out = ACT_GELU_TANH;
+	else if ((allow & 2) && !strcmp(s, "silu"))
 		*out = ACT_SILU;
 	else {
-		char msg[128];
-		snprintf(msg, sizeof msg, "unsupported activation '%.60s' (gelu, quick_gelu%s)", s,
-			 allow_silu ? ", silu" : "");
+		char msg[160];
+		snprintf(msg, sizeof msg, "unsupported activation '%.60s' (gelu, quick_gelu%s%s)", s,
+			 allow & 1 ? ", gelu_pytorch_tanh" : "", allow & 2 ? ", silu" : "");
 		jerr(c, key, msg);
 		return -1;
 	}
 	return 0;
 }
 
-#define INT_BIG (1L << 30)
 
 /* A model_type we do not run, named with the reason when it is a known one. */
-static void refuse_type(struct jctx *c, const char *type, const char *supported,
-			const char *const (*known)[2])
+void jrefuse(struct jctx *c, const char *key, const char *type, const char *supported,
+	     const char *const (*known)[2])
 {
 	char msg[320];
 	const char *why = NULL;
@@ -139,38 +134,7 @@ static void refuse_type(struct jctx *c, const char *type, const char *supported,
 			why = known[i][1];
 	snprintf(msg, sizeof msg, "'%.60s' is not supported (%s)%s%s", type, supported,
 		 why ? ": " : "", why ? why : "");
-	jerr(c, "model_type", msg);
-}
-
-static void load_vision(struct vlm_config *cfg, struct jctx *c, const cJSON *v)
-{
-	static const char *const known[][2] = {
-		{"siglip_vision_model", "SigLIP towers have no class token or pre-LayerNorm"},
-		{"siglip2_vision_model", "SigLIP towers have no class token or pre-LayerNorm"},
-		{"clip_model", "give the vision tower's own config (clip_vision_model)"},
-		{NULL, NULL},
-	};
-	/* No vision_config at all: LlavaConfig's own CLIP ViT-L/14-336. A partial
-	 * one: CLIPVisionConfig's defaults (ViT-B/32 sizes) for what is missing. */
-	int llava = v == NULL;
-	c->sect = "vision_config.";
-	if (v && !cJSON_IsObject(v)) {
-		c->sect = "";
-		jerr(c, "vision_config", "not an object");
-		return;
-	}
-	const char *type = jstr(c, v, "model_type", "clip_vision_model");
-	if (strcmp(type, "clip_vision_model"))
-		refuse_type(c, type, "clip_vision_model", known);
-	cfg->v_hidden = jint(c, v, "hidden_size", llava ? 1024 : 768, 1, INT_BIG);
-	cfg->v_inter = jint(c, v, "intermediate_size", llava ? 4096 : 3072, 1, INT_BIG);
-	cfg->v_layers = jint(c, v, "num_hidden_layers", llava ? 24 : 12, 1, 4096);
-	cfg->v_heads = jint(c, v, "num_attention_heads", llava ? 16 : 12, 1, 65536);
-	cfg->image_size = jint(c, v, "image_size", llava ? 336 : 224, 1, 65536);
-	cfg->patch_size = jint(c, v, "patch_size", llava ? 14 : 32, 1, 65536);
-	cfg->num_channels = jint(c, v, "num_channels", 3, 3, 3);
-	cfg->v_eps = jnum(c, v, "layer_norm_eps", 1e-5, 0, 1);
-	parse_act(c, "hidden_act", jstr(c, v, "hidden_act", "quick_gelu"), 0, &cfg->v_act);
+	jerr(c, key, msg);
 }
 
 /* rope_scaling: null, or a "default" rope_type (no scaling), is plain RoPE. */
@@ -208,7 +172,7 @@ static void load_window(struct vlm_config *cfg, struct jctx *c, const cJSON *t)
 	}
 }
 
-static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, const cJSON *top)
+void vlm_config_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, const cJSON *top)
 {
 	static const char *const known[][2] = {
 		{"qwen2", "Qwen2 decoders have q/k/v projection biases"},
@@ -226,7 +190,7 @@ static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, co
 	const char *type = jstr(c, t, "model_type", "llama");
 	int mistral = !strcmp(type, "mistral");
 	if (!mistral && strcmp(type, "llama"))
-		refuse_type(c, type, "llama, mistral", known);
+		jrefuse(c, "model_type", type, "llama, mistral", known);
 	cfg->vocab = jint(c, t, "vocab_size", 32000, 1, INT_BIG);
 	cfg->hidden = jint(c, t, "hidden_size", 4096, 1, INT_BIG);
 	cfg->inter = jint(c, t, "intermediate_size", mistral ? 14336 : 11008, 1, INT_BIG);
@@ -245,7 +209,7 @@ static void load_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, co
 	cfg->pad_id = jint(&tc, top, "pad_token_id", pad, -1, INT_BIG);
 	c->err |= tc.err;
 	enum act a;
-	if (!parse_act(c, "hidden_act", jstr(c, t, "hidden_act", "silu"), 1, &a) && a != ACT_SILU)
+	if (!jact(c, "hidden_act", jstr(c, t, "hidden_act", "silu"), 2, &a) && a != ACT_SILU)
 		jerr(c, "hidden_act", "the decoder's MLP must be silu (SwiGLU)");
 	check_rope_scaling(c, t);
 	if (jbool(c, t, "attention_bias", 0))
@@ -296,15 +260,49 @@ static int check_shapes(const struct vlm_config *cfg, const char *where)
 	return 0;
 }
 
+/* The families seva runs, and model types it knows and refuses, with why. */
+static const struct vlm_family *const families[] = {&vlm_family_llava};
+
+static const char *const refused[][2] = {
+	{"llava_next", "LLaVA-NeXT (1.6) tiles each image into a grid (image_grid_pinpoints)"},
+	{"llava_next_video", "LLaVA-NeXT tiles each image into a grid (image_grid_pinpoints)"},
+	{"llava_onevision", "LLaVA-OneVision tiles each image into a grid (image_grid_pinpoints)"},
+	{"vipllava", "VipLLaVA concatenates several vision layers into a normed projector"},
+	{"llava_llama", "an original LLaVA repository checkpoint: convert it to the llava-hf "
+			"layout (transformers' convert_llava_weights_to_hf.py)"},
+	{"llava_mistral", "an original LLaVA repository checkpoint: convert it to the llava-hf "
+			  "layout (transformers' convert_llava_weights_to_hf.py)"},
+	{"qwen2_vl", "Qwen2-VL's decoder has q/k/v biases and M-RoPE, its tower 2-D RoPE"},
+	{"qwen2_5_vl", "Qwen2.5-VL's decoder has q/k/v biases and M-RoPE, its tower 2-D RoPE"},
+	{"paligemma", "PaliGemma's Gemma decoder scales embeddings and uses GeGLU"},
+	{"mllama", "Llama 3.2 Vision feeds the image through cross-attention layers"},
+	{NULL, NULL},
+};
+
+const struct vlm_family *vlm_family_of(const struct vlm_config *cfg)
+{
+	return cfg->family ? cfg->family : &vlm_family_llava;
+}
+
 static int finish(struct vlm_config *cfg, const char *where)
 {
-	if (check_shapes(cfg, where))
+	cfg->family = vlm_family_of(cfg);
+	if (cfg->family->config_finish(cfg, where) || check_shapes(cfg, where))
 		return -1;
 	int side = cfg->image_size / cfg->patch_size;
 	cfg->np = side * side;
+	cfg->vt = cfg->np + (cfg->v_cls ? 1 : 0);
 	cfg->v_used = cfg->feature_layer >= 0 ? cfg->feature_layer
 					      : cfg->v_layers + 1 + cfg->feature_layer;
-	cfg->img_tokens = cfg->np + (cfg->drop_cls ? 0 : 1);
+	cfg->feat_tokens = cfg->vt - (cfg->v_cls && cfg->drop_cls ? 1 : 0);
+	cfg->img_tokens = cfg->feat_tokens;
+	if (cfg->connector == VLM_CONN_SHUFFLE) {
+		int r = cfg->shuffle;
+		if (r <= 0 || side % r)
+			return error("%s: scale_factor %d does not divide the %d patches of a side", where,
+				     r, side);
+		cfg->img_tokens = cfg->feat_tokens / (r * r);
+	}
 	return 0;
 }
 
@@ -313,238 +311,117 @@ int vlm_config_finish(struct vlm_config *cfg)
 	return finish(cfg, "config");
 }
 
-int vlm_config_load(struct vlm_config *cfg, const char *path)
+/* FILE as a JSON object, NULL with a message. */
+static cJSON *json_object_file(const char *path)
 {
 	unsigned char *text = read_file(path, NULL);
 	if (!text)
-		return -1;
+		return NULL;
 	cJSON *j = cJSON_Parse((const char *)text);
 	free(text);
 	if (!cJSON_IsObject(j)) {
 		cJSON_Delete(j);
-		return error("%s: not a JSON object", path);
+		error("%s: not a JSON object", path);
+		return NULL;
 	}
+	return j;
+}
+
+int vlm_config_load(struct vlm_config *cfg, const char *path)
+{
+	cJSON *j = json_object_file(path);
+	if (!j)
+		return -1;
 	struct jctx c = {path, "", 0};
 	memset(cfg, 0, sizeof *cfg);
-
-	static const char *const known[][2] = {
-		{"llava_next", "LLaVA-NeXT (1.6) tiles each image into a grid (image_grid_pinpoints)"},
-		{"llava_next_video", "LLaVA-NeXT tiles each image into a grid (image_grid_pinpoints)"},
-		{"llava_onevision", "LLaVA-OneVision tiles each image into a grid (image_grid_pinpoints)"},
-		{"vipllava", "VipLLaVA concatenates several vision layers into a normed projector"},
-		{"llava_llama", "an original LLaVA repository checkpoint: convert it to the llava-hf "
-				"layout (transformers' convert_llava_weights_to_hf.py)"},
-		{"llava_mistral", "an original LLaVA repository checkpoint: convert it to the llava-hf "
-				  "layout (transformers' convert_llava_weights_to_hf.py)"},
-		{NULL, NULL},
-	};
 	const char *type = jstr(&c, j, "model_type", "llava");
-	if (strcmp(type, "llava"))
-		refuse_type(&c, type, "llava", known);
-	if (jget(j, "image_grid_pinpoints"))
-		jerr(&c, "image_grid_pinpoints", "tiling images into a grid (LLaVA-NeXT) is not supported");
-	/* newer transformers call it image_token_id */
-	long img = jint(&c, j, "image_token_id", 32000, 0, INT_BIG);
-	cfg->image_token_index = jint(&c, j, "image_token_index", img, 0, INT_BIG);
-	parse_act(&c, "projector_hidden_act", jstr(&c, j, "projector_hidden_act", "gelu"), 1,
-		  &cfg->proj_act);
-	if (!jbool(&c, j, "multimodal_projector_bias", 1))
-		jerr(&c, "multimodal_projector_bias", "a projector without biases is not supported");
-	/* transformers >= 4.47 also takes a list: the layers' features concatenated */
-	const cJSON *fl = jget(j, "vision_feature_layer");
-	if (cJSON_IsArray(fl) && cJSON_GetArraySize(fl) != 1)
-		jerr(&c, "vision_feature_layer",
-		     "a list of several layers (features concatenated) is not supported: one layer only");
-	cfg->feature_layer = jint_ex(&c, j, "vision_feature_layer", -2, -4096, 4096, 1);
-	const char *strat = jstr(&c, j, "vision_feature_select_strategy", "default");
-	if (!strcmp(strat, "default"))
-		cfg->drop_cls = 1;
-	else if (!strcmp(strat, "full"))
-		cfg->drop_cls = 0;
-	else
-		jerr(&c, "vision_feature_select_strategy", "not \"default\" or \"full\"");
-	const char *tmpl = jstr(&c, j, "seva_chat_template", "llava_v1");
-	if (strlen(tmpl) >= sizeof cfg->chat_template || !*tmpl)
-		jerr(&c, "seva_chat_template", "empty or too long");
-	else
-		strcpy(cfg->chat_template, tmpl);
-
-	/* absent or null: LlavaConfig's defaults */
-	load_vision(cfg, &c, jget(j, "vision_config"));
-	c.sect = "";
-	load_text(cfg, &c, jget(j, "text_config"), j);
+	for (size_t i = 0; i < ARRAY_LEN(families) && !cfg->family; i++)
+		if (!strcmp(type, families[i]->model_type))
+			cfg->family = families[i];
+	if (!cfg->family) {
+		char names[128] = "";
+		for (size_t i = 0; i < ARRAY_LEN(families); i++)
+			snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+				 i ? ", " : "", families[i]->model_type);
+		jrefuse(&c, "model_type", type, names, refused);
+	} else {
+		cfg->family->config_load(cfg, &c, j);
+	}
+	if (!c.err && !cfg->chat_template[0]) {
+		const char *tmpl = jstr(&c, j, "seva_chat_template", cfg->family->chat_template);
+		if (strlen(tmpl) >= sizeof cfg->chat_template || !*tmpl)
+			jerr(&c, "seva_chat_template", "empty or too long");
+		else
+			strcpy(cfg->chat_template, tmpl);
+	}
 	cJSON_Delete(j);
 	if (c.err)
 		return -1;
 	return finish(cfg, path);
 }
 
-/* size/crop_size: an int, {"shortest_edge": n} or {"height": h, "width": w}
- * (which must be square: the model takes square images). Sets *shortest
- * when the value is a shortest-edge size. */
-static int side_of(struct jctx *c, const cJSON *o, const char *key, int def, int *shortest)
-{
-	const cJSON *v = jget(o, key);
-	*shortest = 0;
-	if (!v)
-		return def;
-	if (cJSON_IsNumber(v))
-		return (int)jint(c, o, key, def, 1, 65536);
-	if (!cJSON_IsObject(v)) {
-		jerr(c, key, "not a size (an integer or an object)");
-		return def;
-	}
-	struct jctx sub = {c->file, "", c->err};
-	char sect[64];
-	snprintf(sect, sizeof sect, "%s.", key);
-	sub.sect = sect;
-	const cJSON *m;
-	int set = 0;
-	cJSON_ArrayForEach(m, v)
-		set |= !cJSON_IsNull(m);
-	if (!set)
-		return def; /* {} or every member null */
-	if (jget(v, "shortest_edge")) {
-		*shortest = 1;
-		int n = (int)jint(&sub, v, "shortest_edge", def, 1, 65536);
-		c->err |= sub.err;
-		return n;
-	}
-	int h = (int)jint(&sub, v, "height", -1, 1, 65536);
-	int w = (int)jint(&sub, v, "width", -1, 1, 65536);
-	c->err |= sub.err;
-	if (!c->err && (h < 0 || w < 0))
-		jerr(c, key, "needs shortest_edge, or height and width");
-	else if (!c->err && h != w)
-		jerr(c, key, "height and width differ: the model takes square images");
-	return h;
-}
-
 int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct vlm_config *cfg)
 {
 	preprocess_defaults(pre, cfg->image_size);
-	if (access(path, F_OK) != 0)
-		return 0;
-	unsigned char *text = read_file(path, NULL);
-	if (!text)
+	cJSON *j = NULL;
+	if (access(path, F_OK) == 0 && !(j = json_object_file(path)))
 		return -1;
-	cJSON *j = cJSON_Parse((const char *)text);
-	free(text);
-	if (!cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		return error("%s: not a JSON object", path);
-	}
 	struct jctx c = {path, "", 0};
-	int shortest, crop_shortest;
-	int size = side_of(&c, j, "size", cfg->image_size, &shortest);
-	int crop = side_of(&c, j, "crop_size", cfg->image_size, &crop_shortest);
-	int do_resize = jbool(&c, j, "do_resize", 1);
-	int do_crop = jbool(&c, j, "do_center_crop", 1);
-	/* LLaVA-1.5 pads to a square with the mean colour before the processor
-	 * runs (image_aspect_ratio "pad"); we name it in the processor file. */
-	const char *aspect = jstr(&c, j, "image_aspect_ratio", "");
-	int pad = jbool(&c, j, "seva_pad_to_square", 0) || jbool(&c, j, "do_pad", 0) ||
-		  !strcmp(aspect, "pad");
-	long resample = jint(&c, j, "resample", 3, 0, 5);
-	if (resample == 3)
-		pre->resample = RESAMPLE_BICUBIC;
-	else if (resample == 2)
-		pre->resample = RESAMPLE_BILINEAR;
-	else
-		jerr(&c, "resample", "only 2 (bilinear) and 3 (bicubic) are supported");
-	pre->rescale = jbool(&c, j, "do_rescale", 1)
-			       ? (float)jnum(&c, j, "rescale_factor", 1.0 / 255, 0, 1e6)
-			       : 1.0f;
-	int norm = jbool(&c, j, "do_normalize", 1);
-	const char *keys[2] = {"image_mean", "image_std"};
-	float *dst[2] = {pre->mean, pre->std};
-	for (int k = 0; k < 2; k++) {
-		const cJSON *v = jget(j, keys[k]);
-		if (!norm) {
-			for (int i = 0; i < 3; i++)
-				dst[k][i] = (float)k;
-			continue;
-		}
-		if (!v)
-			continue;
-		if (cJSON_IsNumber(v)) {
-			for (int i = 0; i < 3; i++)
-				dst[k][i] = (float)v->valuedouble;
-		} else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 3) {
-			for (int i = 0; i < 3; i++) {
-				const cJSON *x = cJSON_GetArrayItem(v, i);
-				if (!cJSON_IsNumber(x))
-					jerr(&c, keys[k], "not three numbers");
-				else
-					dst[k][i] = (float)x->valuedouble;
-			}
-		} else {
-			jerr(&c, keys[k], "not three numbers");
-		}
-	}
-	for (int i = 0; i < 3 && !c.err; i++)
-		if (!(pre->std[i] > 0))
-			jerr(&c, "image_std", "must be positive");
-
-	int side = 0;
-	if (pad || !do_crop || !do_resize) {
-		if (do_resize && !pad && shortest)
-			jerr(&c, "do_center_crop", "a shortest-edge resize without a centre crop gives non-square images");
-		pre->mode = pad ? PREPROCESS_PAD_RESIZE : PREPROCESS_RESIZE;
-		pre->size = side = do_resize ? size : cfg->image_size;
-		pre->crop_size = side;
-	} else {
-		pre->mode = PREPROCESS_SHORTEST_CROP;
-		pre->size = size;
-		pre->crop_size = side = crop;
-		if (!crop_shortest && crop > size && !c.err)
-			jerr(&c, "crop_size", "larger than the resized image");
-	}
-	if (!c.err && side != cfg->image_size) {
-		char msg[96];
-		snprintf(msg, sizeof msg, "gives %dx%d images, the model takes %dx%d", side, side,
-			 cfg->image_size, cfg->image_size);
-		jerr(&c, pre->mode == PREPROCESS_SHORTEST_CROP ? "crop_size" : "size", msg);
-	}
+	vlm_family_of(cfg)->preprocess_load(pre, &c, j, cfg);
 	cJSON_Delete(j);
 	return c.err ? -1 : 0;
 }
 
-/* processor_config.json (LlavaProcessor, transformers >= 4.45): it counts
- * the image's tokens from its own patch_size and select strategy, so both
- * must be the model's; null members (files written before the processor
- * knew them) say nothing. */
 int vlm_processor_check(const char *path, const struct vlm_config *cfg)
 {
-	if (access(path, F_OK) != 0)
+	const struct vlm_family *fam = vlm_family_of(cfg);
+	if (access(path, F_OK) != 0 || !fam->processor_check)
 		return 0;
-	unsigned char *text = read_file(path, NULL);
-	if (!text)
+	cJSON *j = json_object_file(path);
+	if (!j)
 		return -1;
-	cJSON *j = cJSON_Parse((const char *)text);
-	free(text);
-	if (!cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		return error("%s: not a JSON object", path);
-	}
 	struct jctx c = {path, "", 0};
-	long p = jint(&c, j, "patch_size", cfg->patch_size, 1, 65536);
-	if (!c.err && p != cfg->patch_size) {
-		char msg[96];
-		snprintf(msg, sizeof msg, "%ld, but config.json's vision_config.patch_size is %d", p,
-			 cfg->patch_size);
-		jerr(&c, "patch_size", msg);
-	}
-	const char *mine = cfg->drop_cls ? "default" : "full";
-	const char *strat = jstr(&c, j, "vision_feature_select_strategy", mine);
-	if (!c.err && strcmp(strat, mine)) {
-		char msg[128];
-		snprintf(msg, sizeof msg, "'%.20s', but config.json's is '%s'", strat, mine);
-		jerr(&c, "vision_feature_select_strategy", msg);
-	}
-	/* the class token: a CLIP tower has exactly one */
-	if (jint(&c, j, "num_additional_image_tokens", 1, 0, 65536) != 1 && !c.err)
-		jerr(&c, "num_additional_image_tokens", "not 1 (a CLIP tower adds one class token)");
+	fam->processor_check(&c, j, cfg);
 	cJSON_Delete(j);
 	return c.err ? -1 : 0;
+}
+
+cJSON *vlm_float_json(float f)
+{
+	char s[32];
+	for (int p = 1; p <= 9; p++) {
+		snprintf(s, sizeof s, "%.*g", p, (double)f);
+		if (strtof(s, NULL) == f)
+			break;
+	}
+	if (!strpbrk(s, ".eEn")) /* keep it a float for Python readers: 10000.0 */
+		strcat(s, ".0");
+	return cJSON_CreateRaw(s);
+}
+
+static void add_int(cJSON *o, const char *k, long v)
+{
+	cJSON_AddNumberToObject(o, k, (double)v);
+}
+
+void vlm_config_text_json(cJSON *t, const struct vlm_config *c)
+{
+	cJSON_AddStringToObject(t, "model_type", "llama");
+	add_int(t, "vocab_size", c->vocab);
+	add_int(t, "hidden_size", c->hidden);
+	add_int(t, "intermediate_size", c->inter);
+	add_int(t, "num_hidden_layers", c->layers);
+	add_int(t, "num_attention_heads", c->heads);
+	add_int(t, "num_key_value_heads", c->kv_heads);
+	add_int(t, "max_position_embeddings", c->max_pos);
+	cJSON_AddItemToObject(t, "rms_norm_eps", vlm_float_json(c->rms_eps));
+	cJSON_AddItemToObject(t, "rope_theta", vlm_float_json(c->rope_theta));
+	cJSON_AddStringToObject(t, "hidden_act", "silu");
+	cJSON_AddBoolToObject(t, "tie_word_embeddings", c->tie_embeddings);
+	if (c->bos_id >= 0)
+		add_int(t, "bos_token_id", c->bos_id);
+	if (c->eos_id >= 0)
+		add_int(t, "eos_token_id", c->eos_id);
+	if (c->pad_id >= 0)
+		add_int(t, "pad_token_id", c->pad_id);
 }

@@ -1,13 +1,22 @@
 /* vlm.c — the model's layout (the tensor table of names.md over one flat
  * buffer), LoRA, and the training passes: a batched forward that keeps what
- * backward needs, and a backward that skips what is frozen.
+ * backward needs, and a backward that skips what is frozen. The parts are
+ * components that the family picks (vlm_family.h): the ViT with or without
+ * a class token, pre- and post-LayerNorm and patch bias; the connector by
+ * its ops table; the LLaMA decoder.
  *
  * Shapes use tensor.h's letters; the vision tower's are VC (hidden), VI
- * (intermediate), VNH heads of VHS, VT = NP+1 tokens per image, NI distinct
- * images, VN = NI*VT rows, IT image tokens in the decoder. QD = NH*HS and
- * KVD = NKV*HS. The decoder runs B sequences of up to T slots (N = B*T):
- * NU distinct rows, a prefix that sequences share computed once (see struct
- * fwd); only the NR rows that carry a loss weight reach the lm head. */
+ * (intermediate), VNH heads of VHS, VT = NP (+1 class token) rows per
+ * image, NI distinct images, VN = NI*VT rows, FT feature rows per image
+ * (the connector's input), IT image rows in the decoder (FT, or FT/r² after
+ * a pixel shuffle by r), NIT = NI*IT. QD = NH*HS and KVD = NKV*HS. The
+ * decoder runs B sequences of up to T slots (N = B*T): NU distinct rows,
+ * a prefix that sequences share computed once (see struct fwd); only the
+ * NR rows that carry a loss weight reach the lm head.
+ *
+ * A forward runs in phases (vlm_forward_ex): 1 batch_scan, 2 rows_share,
+ * the arena, 3 rows_index, 4 vision_forward + the connector, 5
+ * decoder_forward, 6 head_forward; vlm_backward goes back through 6..4. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -17,6 +26,7 @@
 #include "tensor.h"
 #include "util.h"
 #include "vlm.h"
+#include "vlm_family.h"
 #include "vlm_impl.h"
 
 /* --- the tensor table --- */
@@ -70,74 +80,115 @@ static void bind_views(struct vlm *m)
 		im->lm_head = im->embed;
 }
 
+/* The vision tower's tensors: a ViT whose embeddings differ by family
+ * (CLIP: class token and pre-LayerNorm; SigLIP: a patch bias), then the
+ * encoder layers and the post-LayerNorm (optional where unused: CLIP). */
+static void vit_tensors(struct vlm *m, int *capp, const char *vp)
+{
+	struct vlm_impl *im = m->impl;
+	const struct vlm_config *c = &m->cfg;
+	long VC = c->v_hidden, VI = c->v_inter, P = c->patch_size;
+	long NC = c->num_channels > 0 ? c->num_channels : 3;
+	int cap = *capp;
+	const int VIS = VLM_PART_VISION;
+
+	im->patch = tensor_add(m, &cap, VIS, 0, 4, (const long[]){VC, NC, P, P},
+			       "%sembeddings.patch_embedding.weight", vp);
+	im->patch_b = c->v_patch_bias ? ADD(VIS, 0, T1(VC), "%sembeddings.patch_embedding.bias", vp) : -1;
+	im->cls = c->v_cls ? ADD(VIS, 0, T1(VC), "%sembeddings.class_embedding", vp) : -1;
+	im->pos = ADD(VIS, 0, T2(c->vt, VC), "%sembeddings.position_embedding.weight", vp);
+	im->pre_w = c->v_pre_ln ? ADD(VIS, 0, T1(VC), "%spre_layrnorm.weight", vp) : -1;
+	im->pre_b = c->v_pre_ln ? ADD(VIS, 0, T1(VC), "%spre_layrnorm.bias", vp) : -1;
+	im->vl = xcalloc((size_t)c->v_layers * VL_N + 1, sizeof(int));
+	for (int l = 0; l < c->v_layers; l++) {
+		int *x = im->vl + l * VL_N;
+		const char *lp = "encoder.layers";
+		x[VL_LN1_W] = ADD(VIS, 0, T1(VC), "%s%s.%d.layer_norm1.weight", vp, lp, l);
+		x[VL_LN1_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.layer_norm1.bias", vp, lp, l);
+		x[VL_Q_W] = ADD(VIS, 0, T2(VC, VC), "%s%s.%d.self_attn.q_proj.weight", vp, lp, l);
+		x[VL_Q_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.self_attn.q_proj.bias", vp, lp, l);
+		x[VL_K_W] = ADD(VIS, 0, T2(VC, VC), "%s%s.%d.self_attn.k_proj.weight", vp, lp, l);
+		x[VL_K_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.self_attn.k_proj.bias", vp, lp, l);
+		x[VL_V_W] = ADD(VIS, 0, T2(VC, VC), "%s%s.%d.self_attn.v_proj.weight", vp, lp, l);
+		x[VL_V_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.self_attn.v_proj.bias", vp, lp, l);
+		x[VL_O_W] = ADD(VIS, 0, T2(VC, VC), "%s%s.%d.self_attn.out_proj.weight", vp, lp, l);
+		x[VL_O_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.self_attn.out_proj.bias", vp, lp, l);
+		x[VL_LN2_W] = ADD(VIS, 0, T1(VC), "%s%s.%d.layer_norm2.weight", vp, lp, l);
+		x[VL_LN2_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.layer_norm2.bias", vp, lp, l);
+		x[VL_FC1_W] = ADD(VIS, 0, T2(VI, VC), "%s%s.%d.mlp.fc1.weight", vp, lp, l);
+		x[VL_FC1_B] = ADD(VIS, 0, T1(VI), "%s%s.%d.mlp.fc1.bias", vp, lp, l);
+		x[VL_FC2_W] = ADD(VIS, 0, T2(VC, VI), "%s%s.%d.mlp.fc2.weight", vp, lp, l);
+		x[VL_FC2_B] = ADD(VIS, 0, T1(VC), "%s%s.%d.mlp.fc2.bias", vp, lp, l);
+	}
+	int opt = !c->v_post_ln; /* CLIP's is in the file but LLaVA never runs it */
+	im->post_w = ADD(VIS, opt, T1(VC), "%spost_layernorm.weight", vp);
+	im->post_b = ADD(VIS, opt, T1(VC), "%spost_layernorm.bias", vp);
+	*capp = cap;
+}
+
+/* A connector: vision features (NI*FT, VC) → decoder rows (NI*IT, C). */
+struct connector_ops {
+	/* Adds the connector's tensors to the table, named NAMES in its order. */
+	void (*tensors)(struct vlm *m, int *cap, const char *const *names);
+	/* Floats of its saved activations (cx) and of its backward scratch. */
+	size_t (*acts)(const struct vlm_config *c, int NI);
+	size_t (*scratch)(const struct vlm_config *c, int NI);
+	/* img (NI*IT, C) from feat (NI*FT, VC); writes cx. */
+	void (*forward)(struct vlm *m, float *img, float *cx, const float *feat, int NI);
+	/* Accumulates the connector's gradients and, unless DFEAT is NULL,
+	 * dfeat (NI*FT, VC), from dimg (NI*IT, C); ds is scratch. */
+	void (*backward)(struct vlm *m, float *dfeat, float *ds, const float *dimg, const float *cx,
+			 const float *feat, int NI);
+};
+
+static const struct connector_ops *connector_of(const struct vlm_config *c);
+
+/* The LLaMA decoder: embeddings, layers, final norm, and the lm head
+ * unless it is tied to the embeddings. */
+static void decoder_tensors(struct vlm *m, int *capp, const char *dp, const char *head)
+{
+	struct vlm_impl *im = m->impl;
+	const struct vlm_config *c = &m->cfg;
+	long C = c->hidden, FF = c->inter, V = c->vocab, HS = c->hidden / c->heads;
+	long QD = c->heads * HS, KVD = c->kv_heads * HS;
+	int cap = *capp;
+	const int DEC = VLM_PART_DECODER;
+
+	im->embed = ADD(DEC, 0, T2(V, C), "%sembed_tokens.weight", dp);
+	im->dl = xcalloc((size_t)c->layers * DL_N + 1, sizeof(int));
+	for (int l = 0; l < c->layers; l++) {
+		int *x = im->dl + l * DL_N;
+		x[DL_LN1] = ADD(DEC, 0, T1(C), "%slayers.%d.input_layernorm.weight", dp, l);
+		x[DL_Q] = ADD(DEC, 0, T2(QD, C), "%slayers.%d.self_attn.q_proj.weight", dp, l);
+		x[DL_K] = ADD(DEC, 0, T2(KVD, C), "%slayers.%d.self_attn.k_proj.weight", dp, l);
+		x[DL_V] = ADD(DEC, 0, T2(KVD, C), "%slayers.%d.self_attn.v_proj.weight", dp, l);
+		x[DL_O] = ADD(DEC, 0, T2(C, QD), "%slayers.%d.self_attn.o_proj.weight", dp, l);
+		x[DL_LN2] = ADD(DEC, 0, T1(C), "%slayers.%d.post_attention_layernorm.weight", dp, l);
+		x[DL_GATE] = ADD(DEC, 0, T2(FF, C), "%slayers.%d.mlp.gate_proj.weight", dp, l);
+		x[DL_UP] = ADD(DEC, 0, T2(FF, C), "%slayers.%d.mlp.up_proj.weight", dp, l);
+		x[DL_DOWN] = ADD(DEC, 0, T2(C, FF), "%slayers.%d.mlp.down_proj.weight", dp, l);
+	}
+	im->norm = ADD(DEC, 0, T1(C), "%snorm.weight", dp);
+	if (!c->tie_embeddings)
+		im->lm_head = ADD(DEC, 0, T2(V, C), "%s", head);
+	*capp = cap;
+}
+
 struct vlm *vlm_new(const struct vlm_config *cfg)
 {
 	struct vlm *m = xcalloc(1, sizeof *m);
 	struct vlm_impl *im = xcalloc(1, sizeof *im);
 	m->cfg = *cfg;
+	m->cfg.family = vlm_family_of(cfg);
 	m->impl = im;
 	const struct vlm_config *c = &m->cfg;
-	long VC = c->v_hidden, VI = c->v_inter, P = c->patch_size;
-	long NC = c->num_channels > 0 ? c->num_channels : 3;
-	long C = c->hidden, FF = c->inter, V = c->vocab, HS = c->hidden / c->heads;
-	long QD = c->heads * HS, KVD = c->kv_heads * HS;
+	const struct vlm_family *fam = c->family;
 	int cap = 0;
-	const int VIS = VLM_PART_VISION, PRJ = VLM_PART_PROJECTOR, DEC = VLM_PART_DECODER;
-	const char *vp = "vision_tower.vision_model.";
 
-	im->patch = tensor_add(m, &cap, VIS, 0, 4, (const long[]){VC, NC, P, P},
-			       "%sembeddings.patch_embedding.weight", vp);
-	im->cls = ADD(VIS, 0, T1(VC), "%sembeddings.class_embedding", vp);
-	im->pos = ADD(VIS, 0, T2(c->np + 1, VC), "%sembeddings.position_embedding.weight", vp);
-	im->pre_w = ADD(VIS, 0, T1(VC), "%spre_layrnorm.weight", vp);
-	im->pre_b = ADD(VIS, 0, T1(VC), "%spre_layrnorm.bias", vp);
-	im->vl = xcalloc((size_t)c->v_layers * VL_N + 1, sizeof(int));
-	for (int l = 0; l < c->v_layers; l++) {
-		int *x = im->vl + l * VL_N;
-		const char *lp = "vision_tower.vision_model.encoder.layers";
-		x[VL_LN1_W] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm1.weight", lp, l);
-		x[VL_LN1_B] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm1.bias", lp, l);
-		x[VL_Q_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.q_proj.weight", lp, l);
-		x[VL_Q_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.q_proj.bias", lp, l);
-		x[VL_K_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.k_proj.weight", lp, l);
-		x[VL_K_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.k_proj.bias", lp, l);
-		x[VL_V_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.v_proj.weight", lp, l);
-		x[VL_V_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.v_proj.bias", lp, l);
-		x[VL_O_W] = ADD(VIS, 0, T2(VC, VC), "%s.%d.self_attn.out_proj.weight", lp, l);
-		x[VL_O_B] = ADD(VIS, 0, T1(VC), "%s.%d.self_attn.out_proj.bias", lp, l);
-		x[VL_LN2_W] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm2.weight", lp, l);
-		x[VL_LN2_B] = ADD(VIS, 0, T1(VC), "%s.%d.layer_norm2.bias", lp, l);
-		x[VL_FC1_W] = ADD(VIS, 0, T2(VI, VC), "%s.%d.mlp.fc1.weight", lp, l);
-		x[VL_FC1_B] = ADD(VIS, 0, T1(VI), "%s.%d.mlp.fc1.bias", lp, l);
-		x[VL_FC2_W] = ADD(VIS, 0, T2(VC, VI), "%s.%d.mlp.fc2.weight", lp, l);
-		x[VL_FC2_B] = ADD(VIS, 0, T1(VC), "%s.%d.mlp.fc2.bias", lp, l);
-	}
-	im->post_w = ADD(VIS, 1, T1(VC), "%spost_layernorm.weight", vp);
-	im->post_b = ADD(VIS, 1, T1(VC), "%spost_layernorm.bias", vp);
-
-	im->p1_w = ADD(PRJ, 0, T2(C, VC), "multi_modal_projector.linear_1.weight");
-	im->p1_b = ADD(PRJ, 0, T1(C), "multi_modal_projector.linear_1.bias");
-	im->p2_w = ADD(PRJ, 0, T2(C, C), "multi_modal_projector.linear_2.weight");
-	im->p2_b = ADD(PRJ, 0, T1(C), "multi_modal_projector.linear_2.bias");
-
-	im->embed = ADD(DEC, 0, T2(V, C), "language_model.model.embed_tokens.weight");
-	im->dl = xcalloc((size_t)c->layers * DL_N + 1, sizeof(int));
-	for (int l = 0; l < c->layers; l++) {
-		int *x = im->dl + l * DL_N;
-		const char *lp = "language_model.model.layers";
-		x[DL_LN1] = ADD(DEC, 0, T1(C), "%s.%d.input_layernorm.weight", lp, l);
-		x[DL_Q] = ADD(DEC, 0, T2(QD, C), "%s.%d.self_attn.q_proj.weight", lp, l);
-		x[DL_K] = ADD(DEC, 0, T2(KVD, C), "%s.%d.self_attn.k_proj.weight", lp, l);
-		x[DL_V] = ADD(DEC, 0, T2(KVD, C), "%s.%d.self_attn.v_proj.weight", lp, l);
-		x[DL_O] = ADD(DEC, 0, T2(C, QD), "%s.%d.self_attn.o_proj.weight", lp, l);
-		x[DL_LN2] = ADD(DEC, 0, T1(C), "%s.%d.post_attention_layernorm.weight", lp, l);
-		x[DL_GATE] = ADD(DEC, 0, T2(FF, C), "%s.%d.mlp.gate_proj.weight", lp, l);
-		x[DL_UP] = ADD(DEC, 0, T2(FF, C), "%s.%d.mlp.up_proj.weight", lp, l);
-		x[DL_DOWN] = ADD(DEC, 0, T2(C, FF), "%s.%d.mlp.down_proj.weight", lp, l);
-	}
-	im->norm = ADD(DEC, 0, T1(C), "language_model.model.norm.weight");
-	if (!c->tie_embeddings)
-		im->lm_head = ADD(DEC, 0, T2(V, C), "language_model.lm_head.weight");
+	/* vision tower, connector, decoder: table order is the flat buffer's */
+	vit_tensors(m, &cap, fam->vision_prefix);
+	connector_of(c)->tensors(m, &cap, fam->connector_names);
+	decoder_tensors(m, &cap, fam->decoder_prefix, fam->head_name);
 
 	im->nbase = m->ntensors;
 	for (int i = 0; i < m->ntensors; i++)
@@ -189,10 +240,11 @@ struct vlm_tensor *vlm_tensor_find(struct vlm *m, const char *name)
 /* The decoder and projector start as LLaMA's do (0.02); the vision tower
  * as transformers' CLIP does (_init_weights, factor 1), whose larger output
  * and MLP weights let a tower trained from scratch start learning shapes. */
-static double init_std(const struct vlm *m, const char *name)
+static double init_std(const struct vlm *m, const struct vlm_tensor *t)
 {
 	double d = m->cfg.v_hidden, l = m->cfg.v_layers;
-	if (!strstr(name, "vision_tower."))
+	const char *name = t->name;
+	if (t->part != VLM_PART_VISION)
 		return 0.02;
 	if (strstr(name, "class_embedding"))
 		return 1 / sqrt(d);
@@ -221,7 +273,7 @@ void vlm_init_random(struct vlm *m, uint64_t seed)
 		} else {
 			/* a stream per tensor: the values do not depend on the table order */
 			struct rng r;
-			double std = init_std(m, t->name);
+			double std = init_std(m, t);
 			rng_seed(&r, seed, t->name, "init");
 			for (long j = 0; j < t->numel; j++)
 				t->data[j] = (float)(std * rng_normal(&r));
@@ -292,11 +344,11 @@ void vlm_lora_add(struct vlm *m, int rank, float alpha, unsigned targets, uint64
 				continue;
 			long in, out;
 			lora_dims(&m->cfg, lt, &in, &out);
-			const char *lp = "language_model.model.layers";
+			const char *dp = m->cfg.family->decoder_prefix;
 			im->la[l * LT_N + lt] = tensor_add(m, &cap, VLM_PART_LORA, 0, T2(rank, in),
-							   "%s.%d.%s.lora_A.weight", lp, l, lora_module[lt]);
+							   "%slayers.%d.%s.lora_A.weight", dp, l, lora_module[lt]);
 			tensor_add(m, &cap, VLM_PART_LORA, 0, T2(out, rank),
-				   "%s.%d.%s.lora_B.weight", lp, l, lora_module[lt]);
+				   "%slayers.%d.%s.lora_B.weight", dp, l, lora_module[lt]);
 			n += rank * in + out * rank;
 		}
 	resize_params(m, n);
@@ -381,11 +433,14 @@ double vlm_grad_norm(struct vlm *m)
 /* --- activations --- */
 
 
-/* One CLIP layer's saved activations. */
+/* One ViT layer's saved activations, each (VN, VC) unless named: m1, r1,
+ * m2, r2 (VN); att (NI, VNH, VT, VT); fc1, act (VN, VI). */
 struct vlay {
 	float *ln1, *m1, *r1, *q, *k, *v, *att, *atty, *mid, *ln2, *m2, *r2, *fc1, *act;
 };
-/* One LLaMA layer's saved activations. */
+/* One LLaMA layer's saved activations: ln1, mid, ln2 (NU, C); r1, r2 (NU);
+ * q (N, QD), k, v (N, KVD) over the padded slots; att (B, NH, T, T); atty
+ * (NU, QD); gate, up, swi (NU, FF); xa[lt] (NU, r) LoRA's x·Aᵀ. */
 struct dlay {
 	float *ln1, *r1, *q, *k, *v, *att, *atty, *mid, *ln2, *r2, *gate, *up, *swi;
 	float *xa[LT_N];
@@ -404,7 +459,20 @@ struct dlay {
  * grow index them. */
 /* Everything else of a forward, and the layer blocks' bases. */
 struct fwd {
-	float *patches, *pe, *vemb, *vpm, *vpr, *vres, *feat, *p1, *p1a, *img;
+	/* vision tower: patches (NI*NP, NC*P*P), pe (NI*NP, VC) patch
+	 * embeddings, vemb (VN, VC) with positions, vpm, vpr (VN) its
+	 * pre-LayerNorm's mean and 1/std, vres (nvres, VN, VC) residual
+	 * stream, fsel (NI*FT, VC) the selected rows before the post-LayerNorm
+	 * (vfm, vfr (NI*FT) its statistics), feat (NI*FT, VC) the features */
+	float *patches, *pe, *vemb, *vpm, *vpr, *vres, *fsel, *vfm, *vfr, *feat;
+	/* connector: cx its saved activations (connector_ops.acts floats),
+	 * img (NIT, C) the image rows of the decoder */
+	float *cx, *img;
+	/* decoder: res (ndres, NU, C) residual stream, tmp (NU, max(C, QD, FF))
+	 * scratch, uq (NU, QD), uk, uv (NU, KVD) per row, patt (N, QD) the
+	 * attention output over slots, hx (NR, C) the last layer's query
+	 * input; head: xg, xn (NR, C) its rows before and after the final norm
+	 * (hr (NR) 1/rms), logits (NR, V), lp, gw (NR) log-probs and weights */
 	float *res, *tmp, *uq, *uk, *uv, *patt, *hx, *xg, *xn, *hr, *logits, *lp, *gw;
 	float *vbase, *dbase;
 	size_t vstride, dstride;
@@ -493,9 +561,12 @@ static size_t fwd_bind(struct fwd *f, float *base, int *ibase, const struct vlm 
 	f->vpm = take(&b, s->VN);
 	f->vpr = take(&b, s->VN);
 	f->vres = take(&b, (size_t)s->nvres * s->VN * VC);
-	f->feat = take(&b, NIT * VC);
-	f->p1 = take(&b, NIT * C);
-	f->p1a = take(&b, NIT * C);
+	size_t NFT = (size_t)s->NI * s->FT, post = c->v_post_ln;
+	f->fsel = take(&b, post ? NFT * VC : 0);
+	f->vfm = take(&b, post ? NFT : 0);
+	f->vfr = take(&b, post ? NFT : 0);
+	f->feat = take(&b, NFT * VC);
+	f->cx = take(&b, connector_of(c)->acts(c, s->NI));
 	f->img = take(&b, NIT * C);
 	f->res = take(&b, (size_t)s->ndres * NU * C);
 	size_t wide = C > QD ? C : QD;
@@ -563,6 +634,8 @@ static float *res_at(const struct fwd *f, const struct vlm *m, const struct vlm_
 
 /* --- activations of the MLPs --- */
 
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
 static void act_forward(enum act a, float *out, const float *inp, long n)
 {
 	switch (a) {
@@ -572,6 +645,13 @@ static void act_forward(enum act a, float *out, const float *inp, long n)
 #pragma omp parallel for if (n > 65536)
 		for (long i = 0; i < n; i++)
 			out[i] = inp[i] / (1 + expf(-inp[i]));
+		break;
+	case ACT_GELU_TANH: /* PyTorch's gelu(approximate="tanh"), SigLIP's */
+#pragma omp parallel for if (n > 65536)
+		for (long i = 0; i < n; i++) {
+			float x = inp[i];
+			out[i] = 0.5f * x * (1 + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+		}
 		break;
 	}
 }
@@ -588,6 +668,14 @@ static void act_backward(enum act a, float *dinp, const float *inp, const float 
 			dinp[i] += dout[i] * sg * (1 + inp[i] * (1 - sg));
 		}
 		break;
+	case ACT_GELU_TANH:
+#pragma omp parallel for if (n > 65536)
+		for (long i = 0; i < n; i++) {
+			float x = inp[i], u = GELU_K * (x + 0.044715f * x * x * x), th = tanhf(u);
+			float du = GELU_K * (1 + 3 * 0.044715f * x * x);
+			dinp[i] += dout[i] * (0.5f * (1 + th) + 0.5f * x * (1 - th * th) * du);
+		}
+		break;
 	}
 }
 
@@ -595,6 +683,9 @@ static void act_backward(enum act a, float *dinp, const float *inp, const float 
 
 #define P(i) (m->tensors[i].data)
 #define G(i) (m->tensors[i].grad)
+/* the same for a tensor the part may not have (index -1) */
+#define PO(i) ((i) >= 0 ? P(i) : NULL)
+#define GO(i) ((i) >= 0 ? G(i) : NULL)
 
 static size_t grow_arena(float **p, size_t *cap, size_t n);
 
@@ -647,7 +738,10 @@ void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, floa
 	residual_forward(y, y, tmp, (long)N * out);
 }
 
-/* The CLIP tower over NI images (NI, NC, S, S) → f->feat (NI*IT, VC). */
+/* The ViT over NI images (NI, NC, S, S) → f->feat (NI*FT, VC): patch
+ * embedding (+ bias), the class token (CLIP), positions, pre-LayerNorm
+ * (CLIP), v_used encoder layers, the FT selected rows (the class token
+ * dropped or kept), post-LayerNorm (SigLIP). */
 static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
 			   const float *images)
 {
@@ -656,7 +750,7 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 	int VC = c->v_hidden, VI = c->v_inter, VNH = c->v_heads, VHS = VC / VNH;
 	int P = c->patch_size, S = c->image_size, GW = S / P, NP = c->np;
 	int NC = c->num_channels > 0 ? c->num_channels : 3, CPP = NC * P * P;
-	int NI = s->NI, VT = s->VT, VN = s->VN;
+	int NI = s->NI, VT = s->VT, VN = s->VN, FT = s->FT, ncls = c->v_cls ? 1 : 0;
 
 	/* patches (NI*NP, NC*P*P) in (c, py, px) order: the conv weight's layout */
 #pragma omp parallel for collapse(2)
@@ -671,24 +765,31 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 					       img + ((size_t)ch * S + gy * P + y) * S + gx * P,
 					       P * sizeof(float));
 		}
-	mm_fwd(m, f->pe, f->patches, P(im->patch), NULL, NI * NP, CPP, VC);
-	const float *pos = P(im->pos), *cls = P(im->cls);
+	/* pe (NI*NP, VC) = patches · Wᵀ (+ b): the stride-P convolution */
+	mm_fwd(m, f->pe, f->patches, P(im->patch), PO(im->patch_b), NI * NP, CPP, VC);
+	/* vemb (VN, VC): [class token,] patches, each plus its position */
+	const float *pos = P(im->pos), *cls = PO(im->cls);
 #pragma omp parallel for collapse(2)
 	for (int i = 0; i < NI; i++)
 		for (int t = 0; t < VT; t++) {
 			float *dst = f->vemb + ((size_t)i * VT + t) * VC;
-			const float *src = t ? f->pe + ((size_t)i * NP + t - 1) * VC : cls;
+			const float *src = t >= ncls ? f->pe + ((size_t)i * NP + t - ncls) * VC : cls;
 			for (int j = 0; j < VC; j++)
 				dst[j] = src[j] + pos[(size_t)t * VC + j];
 		}
-	layernorm_forward(vres_at(f, m, s, 0), f->vpm, f->vpr, f->vemb, P(im->pre_w), P(im->pre_b),
-			  VN, VC, c->v_eps);
+	/* the residual stream's start (VN, VC) */
+	if (c->v_pre_ln)
+		layernorm_forward(vres_at(f, m, s, 0), f->vpm, f->vpr, f->vemb, P(im->pre_w),
+				  P(im->pre_b), VN, VC, c->v_eps);
+	else
+		memcpy(vres_at(f, m, s, 0), f->vemb, (size_t)VN * VC * sizeof(float));
 	for (int i = 0; i < NI; i++)
 		f->vlen[i] = VT;
 	for (int l = 0; l < c->v_used; l++) {
 		const int *w = im->vl + l * VL_N;
 		struct vlay a = vlay_at(f, m, s, l);
 		float *x = vres_at(f, m, s, l), *out = vres_at(f, m, s, l + 1);
+		/* mid = x + out_proj(attention(q(ln1), k(ln1), v(ln1))), no mask */
 		layernorm_forward(a.ln1, a.m1, a.r1, x, P(w[VL_LN1_W]), P(w[VL_LN1_B]), VN, VC, c->v_eps);
 		mm_fwd(m, a.q, a.ln1, P(w[VL_Q_W]), P(w[VL_Q_B]), VN, VC, VC);
 		mm_fwd(m, a.k, a.ln1, P(w[VL_K_W]), P(w[VL_K_B]), VN, VC, VC);
@@ -696,18 +797,158 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 		attention_forward(a.atty, a.att, a.q, a.k, a.v, f->vlen, NI, VT, VNH, VNH, VHS, 0);
 		mm_fwd(m, a.mid, a.atty, P(w[VL_O_W]), P(w[VL_O_B]), VN, VC, VC);
 		residual_forward(a.mid, a.mid, x, (long)VN * VC);
+		/* out = mid + fc2(act(fc1(ln2))) */
 		layernorm_forward(a.ln2, a.m2, a.r2, a.mid, P(w[VL_LN2_W]), P(w[VL_LN2_B]), VN, VC, c->v_eps);
 		mm_fwd(m, a.fc1, a.ln2, P(w[VL_FC1_W]), P(w[VL_FC1_B]), VN, VC, VI);
 		act_forward(c->v_act, a.act, a.fc1, (long)VN * VI);
 		mm_fwd(m, out, a.act, P(w[VL_FC2_W]), P(w[VL_FC2_B]), VN, VI, VC);
 		residual_forward(out, out, a.mid, (long)VN * VC);
 	}
+	/* the selected rows (NI*FT, VC) of the chosen layer, post-normed if the tower says so */
 	const float *hid = vres_at(f, m, s, c->v_used);
-	int skip = c->drop_cls ? 1 : 0;
+	int skip = VT - FT;
+	float *sel = c->v_post_ln ? f->fsel : f->feat;
 #pragma omp parallel for
 	for (int i = 0; i < NI; i++)
-		memcpy(f->feat + (size_t)i * s->IT * VC, hid + ((size_t)i * VT + skip) * VC,
-		       (size_t)s->IT * VC * sizeof(float));
+		memcpy(sel + (size_t)i * FT * VC, hid + ((size_t)i * VT + skip) * VC,
+		       (size_t)FT * VC * sizeof(float));
+	if (c->v_post_ln)
+		layernorm_forward(f->feat, f->vfm, f->vfr, f->fsel, P(im->post_w), P(im->post_b),
+				  NI * FT, VC, c->v_eps);
+}
+
+/* --- connectors: vision features (NI*FT, VC) → decoder rows (NI*IT, C) --- */
+
+
+/* LLaVA's projector: img = linear_2(act(linear_1(feat))); cx = p1 (NIT, C)
+ * before the activation, then p1a (NIT, C) after it. */
+static void mlp2_tensors(struct vlm *m, int *capp, const char *const *names)
+{
+	struct vlm_impl *im = m->impl;
+	long C = m->cfg.hidden, VC = m->cfg.v_hidden;
+	int cap = *capp;
+	const int PRJ = VLM_PART_PROJECTOR;
+	im->conn[0] = ADD(PRJ, 0, T2(C, VC), "%s", names[0]);
+	im->conn[1] = ADD(PRJ, 0, T1(C), "%s", names[1]);
+	im->conn[2] = ADD(PRJ, 0, T2(C, C), "%s", names[2]);
+	im->conn[3] = ADD(PRJ, 0, T1(C), "%s", names[3]);
+	*capp = cap;
+}
+
+static size_t mlp2_acts(const struct vlm_config *c, int NI)
+{
+	return 2 * (((size_t)NI * c->img_tokens * c->hidden + 15) & ~(size_t)15);
+}
+
+static void mlp2_forward(struct vlm *m, float *img, float *cx, const float *feat, int NI)
+{
+	const struct vlm_impl *im = m->impl;
+	int C = m->cfg.hidden, NIT = NI * m->cfg.img_tokens;
+	float *p1 = cx, *p1a = cx + mlp2_acts(&m->cfg, NI) / 2;
+	mm_fwd(m, p1, feat, P(im->conn[0]), P(im->conn[1]), NIT, m->cfg.v_hidden, C);
+	act_forward(m->cfg.proj_act, p1a, p1, (long)NIT * C);
+	mm_fwd(m, img, p1a, P(im->conn[2]), P(im->conn[3]), NIT, C, C);
+}
+
+static void zero(float *p, size_t n);
+
+static void mlp2_backward(struct vlm *m, float *dfeat, float *ds, const float *dimg,
+			  const float *cx, const float *feat, int NI)
+{
+	const struct vlm_impl *im = m->impl;
+	int C = m->cfg.hidden, NIT = NI * m->cfg.img_tokens;
+	size_t half = mlp2_acts(&m->cfg, NI) / 2;
+	const float *p1 = cx, *p1a = cx + half;
+	float *dp1a = ds, *dp1 = ds + half;
+	zero(dp1a, (size_t)NIT * C);
+	matmul_backward(dp1a, G(im->conn[2]), G(im->conn[3]), dimg, p1a, P(im->conn[2]), NIT, C, C);
+	zero(dp1, (size_t)NIT * C);
+	act_backward(m->cfg.proj_act, dp1, p1, dp1a, (long)NIT * C);
+	matmul_backward(dfeat, G(im->conn[0]), G(im->conn[1]), dp1, feat, P(im->conn[0]), NIT,
+			m->cfg.v_hidden, C);
+}
+
+/* Idefics3's connector: the features of an image, a GW x GW grid, become
+ * (GW/r)² rows of r² features each — row (ky, kx) holds the patches
+ * (ky*r + a, kx*r + b) in (a, b) order, as transformers' pixel_shuffle
+ * lays them out — then one linear map without bias. cx = the shuffled
+ * rows (NIT, VC*r²). */
+static void shuffle_tensors(struct vlm *m, int *capp, const char *const *names)
+{
+	struct vlm_impl *im = m->impl;
+	long C = m->cfg.hidden, R2 = (long)m->cfg.shuffle * m->cfg.shuffle;
+	int cap = *capp;
+	im->conn[0] = ADD(VLM_PART_PROJECTOR, 0, T2(C, m->cfg.v_hidden * R2), "%s", names[0]);
+	im->conn[1] = im->conn[2] = im->conn[3] = -1;
+	*capp = cap;
+}
+
+static size_t shuffle_acts(const struct vlm_config *c, int NI)
+{
+	return (size_t)NI * c->feat_tokens * c->v_hidden;
+}
+
+/* The feature row of one image that part k (of r²) of shuffled row u comes from. */
+static void shuffle_src(const struct vlm_config *c, int u, int k, int *row)
+{
+	int r = c->shuffle, GW = c->image_size / c->patch_size, KW = GW / r;
+	int ky = u / KW, kx = u % KW, a = k / r, b = k % r;
+	*row = (ky * r + a) * GW + kx * r + b;
+}
+
+static void shuffle_forward(struct vlm *m, float *img, float *cx, const float *feat, int NI)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int VC = c->v_hidden, R2 = c->shuffle * c->shuffle, IT = c->img_tokens, FT = c->feat_tokens;
+#pragma omp parallel for collapse(2)
+	for (int i = 0; i < NI; i++)
+		for (int u = 0; u < IT; u++)
+			for (int k = 0; k < R2; k++) {
+				int row;
+				shuffle_src(c, u, k, &row);
+				memcpy(cx + (((size_t)i * IT + u) * R2 + k) * VC,
+				       feat + ((size_t)i * FT + row) * VC, VC * sizeof(float));
+			}
+	mm_fwd(m, img, cx, P(im->conn[0]), NULL, NI * IT, VC * R2, c->hidden);
+}
+
+static void shuffle_backward(struct vlm *m, float *dfeat, float *ds, const float *dimg,
+			     const float *cx, const float *feat, int NI)
+{
+	(void)feat;
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int VC = c->v_hidden, R2 = c->shuffle * c->shuffle, IT = c->img_tokens, FT = c->feat_tokens;
+	if (dfeat)
+		zero(ds, (size_t)NI * IT * R2 * VC);
+	matmul_backward(dfeat ? ds : NULL, G(im->conn[0]), NULL, dimg, cx, P(im->conn[0]), NI * IT,
+			VC * R2, c->hidden);
+	if (!dfeat)
+		return;
+	/* the shuffle is a permutation: each feature row gets one part back */
+#pragma omp parallel for collapse(2)
+	for (int i = 0; i < NI; i++)
+		for (int u = 0; u < IT; u++)
+			for (int k = 0; k < R2; k++) {
+				int row;
+				shuffle_src(c, u, k, &row);
+				float *d = dfeat + ((size_t)i * FT + row) * VC;
+				const float *g = ds + (((size_t)i * IT + u) * R2 + k) * VC;
+				for (int j = 0; j < VC; j++)
+					d[j] += g[j];
+			}
+}
+
+static const struct connector_ops connectors[] = {
+	[VLM_CONN_MLP2] = {mlp2_tensors, mlp2_acts, mlp2_acts, mlp2_forward, mlp2_backward},
+	[VLM_CONN_SHUFFLE] = {shuffle_tensors, shuffle_acts, shuffle_acts, shuffle_forward,
+			      shuffle_backward},
+};
+
+static const struct connector_ops *connector_of(const struct vlm_config *c)
+{
+	return &connectors[c->connector];
 }
 
 static size_t grow_arena(float **p, size_t *cap, size_t n)
@@ -771,104 +1012,75 @@ static void slots_to_rows(float *dst, const float *src, const struct fwd *f, con
 	}
 }
 
-int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
-		   const struct vlm_fwd_opts *o)
+/* Phase 1 of a forward: checks every sequence and sizes the batch. IMAP
+ * (n_images) gets each used image's index among the NI distinct ones (-1:
+ * unused), IPOS (B) each sequence's image token position (-1: none); S
+ * gets NI, T (the longest expanded sequence) and NR (the loss rows, or B
+ * when generating). -1 with a message. */
+static int batch_scan(const struct vlm *m, const struct vlm_batch *batch, int gen,
+		      struct vlm_shape *s, int *imap, int *ipos)
 {
-	struct vlm_impl *im = m->impl;
 	const struct vlm_config *c = &m->cfg;
-	int B = batch->B, C = c->hidden, V = c->vocab, L = c->layers;
-	int NH = c->heads, NKV = c->kv_heads, HS = C / NH, QD = NH * HS, KVD = NKV * HS, FF = c->inter;
-	int keep = o->keep, gen = o->last_logits != NULL;
-	if (keep)
-		im->kept = 0;
-	if (B <= 0)
-		return 0;
-
-	/* which images are used, and each sequence's expanded length */
-	struct vlm_shape s = {0};
-	s.IT = c->img_tokens;
-	s.VT = c->np + 1;
-	int *imap = xmalloc((batch->n_images + 1) * sizeof(int));
-	int *ipos = xmalloc(B * sizeof(int));
+	int B = batch->B, V = c->vocab, T = 0;
+	long NR = 0;
 	for (int i = 0; i < batch->n_images; i++)
 		imap[i] = -1;
-	int rc = -1, T = 0;
-	long NR = 0;
 	for (int b = 0; b < B; b++) {
 		int io = batch->image_of ? batch->image_of[b] : -1;
 		int n = batch->len[b];
 		ipos[b] = -1;
-		if (n < 1) {
-			error("sequence %d: empty", b);
-			goto out;
-		}
+		if (n < 1)
+			return error("sequence %d: empty", b);
 		for (int t = 0; t < n; t++) {
 			int id = batch->ids[b][t];
 			if (id == c->image_token_index) {
-				if (ipos[b] >= 0) {
-					error("sequence %d: more than one image token (at %d and %d)",
-					      b, ipos[b], t);
-					goto out;
-				}
+				if (ipos[b] >= 0)
+					return error("sequence %d: more than one image token (at %d and %d)",
+						     b, ipos[b], t);
 				ipos[b] = t;
 			} else if (id < 0 || id >= V) {
-				error("sequence %d: token %d: id %d outside the vocabulary [0, %d)",
-				      b, t, id, V);
-				goto out;
+				return error("sequence %d: token %d: id %d outside the vocabulary [0, %d)",
+					     b, t, id, V);
 			}
 		}
-		if (io >= batch->n_images || io < -1) {
-			error("sequence %d: image %d of %d", b, io, batch->n_images);
-			goto out;
-		}
-		if ((io >= 0) != (ipos[b] >= 0)) {
-			error("sequence %d: %s", b, io >= 0 ? "an image but no image token"
-							      : "an image token but no image");
-			goto out;
-		}
+		if (io >= batch->n_images || io < -1)
+			return error("sequence %d: image %d of %d", b, io, batch->n_images);
+		if ((io >= 0) != (ipos[b] >= 0))
+			return error("sequence %d: %s", b, io >= 0 ? "an image but no image token"
+								 : "an image token but no image");
 		if (io >= 0 && imap[io] < 0)
-			imap[io] = s.NI++;
-		int n2 = n + (io >= 0 ? s.IT - 1 : 0);
-		if (n2 > c->max_pos) {
-			error("sequence %d: %d positions (image included) exceed the context of %d",
-			      b, n2, c->max_pos);
-			goto out;
-		}
+			imap[io] = s->NI++;
+		int n2 = n + (io >= 0 ? s->IT - 1 : 0);
+		if (n2 > c->max_pos)
+			return error("sequence %d: %d positions (image included) exceed the context of %d",
+				     b, n2, c->max_pos);
 		if (n2 > T)
 			T = n2;
 		if (!gen && batch->weight)
 			for (int t = 1; t < n; t++)
 				NR += batch->weight[b][t] != 0 && t != ipos[b];
 	}
-	if (gen)
-		NR = B;
-	s.B = B;
-	s.T = T;
-	s.N = B * T;
-	s.NR = NR;
-	s.VN = s.NI * s.VT;
-	s.gen = gen;
-	s.r = m->lora.rank > 0 && m->lora.enabled ? m->lora.rank : 0;
-	s.vkeep = keep && (m->trainable & VLM_PART_VISION);
-	s.nv = s.vkeep ? c->v_used : 1;
-	s.nvres = s.vkeep ? c->v_used + 1 : 2;
-	s.nd = keep ? L : 1;
-	s.ndres = keep ? L + 1 : 2;
-	s.vonly = o->vision_only;
+	s->T = T;
+	s->NR = gen ? B : NR;
+	return 0;
+}
 
-	/* each sequence's expanded length, and the rows its slots use: a
-	 * slot reuses the row of an earlier sequence's slot while the two
-	 * sequences agree on every slot so far (same token or same image row) */
-	int *len2 = xmalloc(B * sizeof(int)), *urow = xmalloc((size_t)B * T * sizeof(int));
-	int NU = 0;
+/* Phase 2: each sequence's expanded length LEN2 (B) and the row of each
+ * slot URW (B, T), -1 for padding: a slot reuses the row of an earlier
+ * sequence's slot while the two sequences agree on every slot so far (same
+ * token or same image row). Returns NU, the distinct rows. */
+static int rows_share(const struct vlm_batch *batch, const int *ipos, const int *imap,
+		      const struct vlm_shape *s, int *len2, int *urow)
+{
+	int B = batch->B, T = s->T, NU = 0;
 	for (int b = 0; b < B; b++) {
 		int io = batch->image_of ? batch->image_of[b] : -1;
-		len2[b] = batch->len[b] + (io >= 0 ? s.IT - 1 : 0);
+		len2[b] = batch->len[b] + (io >= 0 ? s->IT - 1 : 0);
 		int best = 0, from = -1;
 		for (int a = 0; a < b; a++) {
 			int n = len2[a] < len2[b] ? len2[a] : len2[b], t = 0;
-			while (t < n && slot_key(batch, ipos, imap, s.IT, a, t) ==
-					slot_key(batch, ipos, imap, s.IT, b, t))
+			while (t < n && slot_key(batch, ipos, imap, s->IT, a, t) ==
+					slot_key(batch, ipos, imap, s->IT, b, t))
 				t++;
 			if (t > best)
 				best = t, from = a;
@@ -876,54 +1088,51 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		for (int t = 0; t < T; t++)
 			urow[b * T + t] = t < best ? urow[from * T + t] : t < len2[b] ? NU++ : -1;
 	}
-	s.NU = NU;
+	return NU;
+}
 
-	struct fwd f;
-	size_t ni, nf = fwd_bind(&f, NULL, NULL, m, &s, &ni);
-	int ar = keep ? 1 : 0;
-	grow_arena(&im->acts[ar], &im->acts_cap[ar], nf);
-	grow_arena((float **)&im->iacts[ar], &im->iacts_cap[ar], ni);
-	fwd_bind(&f, im->acts[ar], im->iacts[ar], m, &s, &ni);
-	memcpy(f.len2, len2, B * sizeof(int));
-	memcpy(f.urow, urow, (size_t)B * T * sizeof(int));
-	free(len2);
-	free(urow);
-
-	/* rows: token ids, image rows, positions, the slots of each; the loss
-	 * rows gathered */
+/* Phase 3: the tables of the rows, given f->urow and f->len2: the images
+ * in use (ilist), the slots of each row (ustart, uslot), its position,
+ * token id or image row (pos, rowid, imgrow); the loss rows (grow, gtgt,
+ * gb, gw; for generation each sequence's last row) and the rows the head
+ * reads (hrow, hidx, hpos; s->NQ). */
+static void rows_index(const struct vlm_batch *batch, const int *ipos, const int *imap, int L,
+		       struct vlm_shape *s, struct fwd *f)
+{
+	int B = s->B, T = s->T, NU = s->NU;
 	for (int i = 0; i < batch->n_images; i++)
 		if (imap[i] >= 0)
-			f.ilist[imap[i]] = i;
-	memset(f.ustart, 0, (NU + 1) * sizeof(int));
-	for (int sl = 0; sl < s.N; sl++)
-		if (f.urow[sl] >= 0)
-			f.ustart[f.urow[sl] + 1]++;
+			f->ilist[imap[i]] = i;
+	memset(f->ustart, 0, (NU + 1) * sizeof(int));
+	for (int sl = 0; sl < s->N; sl++)
+		if (f->urow[sl] >= 0)
+			f->ustart[f->urow[sl] + 1]++;
 	for (int u = 0; u < NU; u++)
-		f.ustart[u + 1] += f.ustart[u];
+		f->ustart[u + 1] += f->ustart[u];
 	int *fill = xmalloc((NU + 1) * sizeof(int));
-	memcpy(fill, f.ustart, NU * sizeof(int));
-	for (int sl = 0; sl < s.N; sl++) {
-		int u = f.urow[sl];
+	memcpy(fill, f->ustart, NU * sizeof(int));
+	for (int sl = 0; sl < s->N; sl++) {
+		int u = f->urow[sl];
 		if (u < 0)
 			continue;
-		if (fill[u] == f.ustart[u]) { /* the owner: first slot in (b, t) order */
-			int b = sl / T, t = sl % T, key = slot_key(batch, ipos, imap, s.IT, b, t);
-			f.pos[u] = t;
-			f.rowid[u] = key >= 0 ? key : -1;
-			f.imgrow[u] = key >= 0 ? -1 : -1 - key;
+		if (fill[u] == f->ustart[u]) { /* the owner: first slot in (b, t) order */
+			int b = sl / T, t = sl % T, key = slot_key(batch, ipos, imap, s->IT, b, t);
+			f->pos[u] = t;
+			f->rowid[u] = key >= 0 ? key : -1;
+			f->imgrow[u] = key >= 0 ? -1 : -1 - key;
 		}
-		f.uslot[fill[u]++] = sl;
+		f->uslot[fill[u]++] = sl;
 	}
 	free(fill);
 	int r = 0;
 	for (int b = 0; b < B; b++) {
 		int n = batch->len[b], io = batch->image_of ? batch->image_of[b] : -1;
-		int shift = io >= 0 ? s.IT - 1 : 0;
-		if (gen) {
-			f.grow[b] = f.urow[b * T + f.len2[b] - 1];
-			f.gtgt[b] = -1;
-			f.gb[b] = b;
-			f.gw[b] = 0;
+		int shift = io >= 0 ? s->IT - 1 : 0;
+		if (s->gen) {
+			f->grow[b] = f->urow[b * T + f->len2[b] - 1];
+			f->gtgt[b] = -1;
+			f->gb[b] = b;
+			f->gw[b] = 0;
 			continue;
 		}
 		if (!batch->weight)
@@ -933,84 +1142,87 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 			if (w == 0 || t == ipos[b])
 				continue;
 			int p = ipos[b] >= 0 && t > ipos[b] ? t + shift : t;
-			f.grow[r] = f.urow[b * T + p - 1];
-			f.gtgt[r] = batch->ids[b][t];
-			f.gb[r] = b;
-			f.gw[r] = w;
+			f->grow[r] = f->urow[b * T + p - 1];
+			f->gtgt[r] = batch->ids[b][t];
+			f->gb[r] = b;
+			f->gw[r] = w;
 			r++;
 		}
 	}
-	if (o->out_len)
-		memcpy(o->out_len, f.len2, B * sizeof(int));
 	/* the rows the head reads, in row order; grow then indexes them */
 	int NQ = 0;
 	for (int u = 0; u < NU; u++)
-		f.hidx[u] = -1;
-	for (int i = 0; i < s.NR; i++)
-		f.hidx[f.grow[i]] = 0;
+		f->hidx[u] = -1;
+	for (int i = 0; i < s->NR; i++)
+		f->hidx[f->grow[i]] = 0;
 	for (int u = 0; u < NU; u++)
-		if (f.hidx[u] == 0) {
-			f.hidx[u] = NQ;
-			f.hrow[NQ] = u;
-			f.hpos[NQ++] = f.pos[u];
+		if (f->hidx[u] == 0) {
+			f->hidx[u] = NQ;
+			f->hrow[NQ] = u;
+			f->hpos[NQ++] = f->pos[u];
 		}
 	if (L > 0)
-		for (int i = 0; i < s.NR; i++)
-			f.grow[i] = f.hidx[f.grow[i]];
-	s.NQ = NQ;
+		for (int i = 0; i < s->NR; i++)
+			f->grow[i] = f->hidx[f->grow[i]];
+	s->NQ = NQ;
+}
 
-	/* vision tower and projector, once per distinct image */
-	if (s.NI > 0) {
-		int NIT = s.NI * s.IT;
-		vision_forward(m, &f, &s, batch->images);
-		if (s.vonly)
-			goto done;
-		mm_fwd(m, f.p1, f.feat, P(im->p1_w), P(im->p1_b), NIT, c->v_hidden, C);
-		act_forward(c->proj_act, f.p1a, f.p1, (long)NIT * C);
-		mm_fwd(m, f.img, f.p1a, P(im->p2_w), P(im->p2_b), NIT, C, C);
-	}
+/* Phase 5: the decoder over the NU rows: x0 (NU, C) from the token
+ * embeddings and the image rows f->img, then L LLaMA layers (RMSNorm,
+ * GQA attention with RoPE over the padded slots, SwiGLU MLP); the last
+ * one computes q onwards only for the NQ rows the head reads. With O->kc,
+ * each layer's k and v go to the cache. */
+static void decoder_forward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
+			    const struct vlm_fwd_opts *o)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int B = s->B, T = s->T, NU = s->NU, NQ = s->NQ, C = c->hidden, L = c->layers;
+	int NH = c->heads, NKV = c->kv_heads, HS = C / NH, QD = NH * HS, KVD = NKV * HS, FF = c->inter;
 
-	/* decoder input: token embeddings and the image's rows */
-	float *x0 = res_at(&f, m, &s, 0);
+	/* x0 (NU, C): token embeddings and the image's rows */
+	float *x0 = res_at(f, m, s, 0);
 	const float *emb = P(im->embed);
 #pragma omp parallel for
 	for (int u = 0; u < NU; u++) {
 		float *dst = x0 + (size_t)u * C;
-		if (f.rowid[u] >= 0)
-			memcpy(dst, emb + (size_t)f.rowid[u] * C, C * sizeof(float));
+		if (f->rowid[u] >= 0)
+			memcpy(dst, emb + (size_t)f->rowid[u] * C, C * sizeof(float));
 		else
-			memcpy(dst, f.img + (size_t)f.imgrow[u] * C, C * sizeof(float));
+			memcpy(dst, f->img + (size_t)f->imgrow[u] * C, C * sizeof(float));
 	}
 	for (int l = 0; l < L; l++) {
 		const int *w = im->dl + l * DL_N;
-		struct dlay a = dlay_at(&f, m, &s, l);
-		float *x = res_at(&f, m, &s, l), *out = res_at(&f, m, &s, l + 1);
+		struct dlay a = dlay_at(f, m, s, l);
+		float *x = res_at(f, m, s, l), *out = res_at(f, m, s, l + 1);
 		/* the last layer's queries and what follows them: the head's rows */
 		int last = l == L - 1, n = last ? NQ : NU;
-		const int *sel = last ? f.hrow : NULL;
+		const int *sel = last ? f->hrow : NULL;
+		/* q (n, QD), k, v (NU, KVD) from ln1 = rmsnorm(x), RoPE on q and k */
 		rmsnorm_forward(a.ln1, a.r1, x, P(w[DL_LN1]), NU, C, c->rms_eps);
 		const float *qx = a.ln1;
 		if (last) {
 			for (int i = 0; i < n; i++)
-				memcpy(f.hx + (size_t)i * C, a.ln1 + (size_t)sel[i] * C, C * sizeof(float));
-			qx = f.hx;
+				memcpy(f->hx + (size_t)i * C, a.ln1 + (size_t)sel[i] * C, C * sizeof(float));
+			qx = f->hx;
 		}
-		mm_fwd(m, f.uq, qx, P(w[DL_Q]), NULL, n, C, QD);
-		vlm_lora_apply(m, l, LT_Q, f.uq, qx, a.xa[LT_Q], f.tmp, n);
-		mm_fwd(m, f.uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
-		vlm_lora_apply(m, l, LT_K, f.uk, a.ln1, a.xa[LT_K], f.tmp, NU);
-		mm_fwd(m, f.uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
-		vlm_lora_apply(m, l, LT_V, f.uv, a.ln1, a.xa[LT_V], f.tmp, NU);
-		rope_forward(f.uq, last ? f.hpos : f.pos, n, NH, HS, c->rope_theta);
-		rope_forward(f.uk, f.pos, NU, NKV, HS, c->rope_theta);
-		rows_to_slots(a.q, f.uq, &f, last ? f.hidx : NULL, 0, s.N, QD);
-		rows_to_slots(a.k, f.uk, &f, NULL, 0, s.N, KVD);
-		rows_to_slots(a.v, f.uv, &f, NULL, 0, s.N, KVD);
+		mm_fwd(m, f->uq, qx, P(w[DL_Q]), NULL, n, C, QD);
+		vlm_lora_apply(m, l, LT_Q, f->uq, qx, a.xa[LT_Q], f->tmp, n);
+		mm_fwd(m, f->uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
+		vlm_lora_apply(m, l, LT_K, f->uk, a.ln1, a.xa[LT_K], f->tmp, NU);
+		mm_fwd(m, f->uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
+		vlm_lora_apply(m, l, LT_V, f->uv, a.ln1, a.xa[LT_V], f->tmp, NU);
+		rope_forward(f->uq, last ? f->hpos : f->pos, n, NH, HS, c->rope_theta);
+		rope_forward(f->uk, f->pos, NU, NKV, HS, c->rope_theta);
+		/* causal attention over the (B, T) slots; atty (n, QD) back on the rows */
+		rows_to_slots(a.q, f->uq, f, last ? f->hidx : NULL, 0, s->N, QD);
+		rows_to_slots(a.k, f->uk, f, NULL, 0, s->N, KVD);
+		rows_to_slots(a.v, f->uv, f, NULL, 0, s->N, KVD);
 		if (o->kc) {
 			size_t lo = (size_t)l * B * o->S * KVD;
 #pragma omp parallel for
 			for (int b = 0; b < B; b++)
-				for (int t = 0; t < f.len2[b]; t++) {
+				for (int t = 0; t < f->len2[b]; t++) {
 					size_t dst = lo + ((size_t)b * o->S + t) * KVD;
 					size_t src = ((size_t)b * T + t) * KVD;
 					memcpy(o->kc + dst, a.k + src, KVD * sizeof(float));
@@ -1018,45 +1230,126 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 				}
 		}
 		if (n > 0) /* else no row reads the last layer (no loss rows) */
-			attention_forward(f.patt, a.att, a.q, a.k, a.v, f.len2, B, T, NH, NKV, HS, 1);
-		slots_to_rows(a.atty, f.patt, &f, sel, 0, n, QD);
+			attention_forward(f->patt, a.att, a.q, a.k, a.v, f->len2, B, T, NH, NKV, HS, 1);
+		slots_to_rows(a.atty, f->patt, f, sel, 0, n, QD);
+		/* mid (n, C) = x + o(atty) */
 		mm_fwd(m, a.mid, a.atty, P(w[DL_O]), NULL, n, QD, C);
-		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f.tmp, n);
+		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f->tmp, n);
 		if (last)
 			for (int i = 0; i < n; i++)
 				residual_forward(a.mid + (size_t)i * C, a.mid + (size_t)i * C,
 						 x + (size_t)sel[i] * C, C);
 		else
 			residual_forward(a.mid, a.mid, x, (long)n * C);
+		/* out (n, C) = mid + down(silu(gate(ln2)) * up(ln2)) */
 		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), n, C, c->rms_eps);
 		mm_fwd(m, a.gate, a.ln2, P(w[DL_GATE]), NULL, n, C, FF);
-		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f.tmp, n);
+		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f->tmp, n);
 		mm_fwd(m, a.up, a.ln2, P(w[DL_UP]), NULL, n, C, FF);
-		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f.tmp, n);
+		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f->tmp, n);
 		swiglu_forward(a.swi, a.gate, a.up, (long)n * FF);
 		mm_fwd(m, out, a.swi, P(w[DL_DOWN]), NULL, n, FF, C);
-		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f.tmp, n);
+		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f->tmp, n);
 		residual_forward(out, out, a.mid, (long)n * C);
 	}
-	/* the head, only on the rows that are scored */
+}
+
+/* Phase 6: the head, only on the NR rows that are scored: xg (NR, C) the
+ * last layer's rows, xn = rmsnorm(xg), logits (NR, V); then logp (B) the
+ * weighted sums of the targets' log-probs, or (generating) the logits of
+ * each sequence's last row to O->last_logits (B, V). */
+static void head_forward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
+			 const struct vlm_fwd_opts *o, float *logp)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_impl *im = m->impl;
+	int B = s->B, C = c->hidden, V = c->vocab;
 	if (logp)
 		memset(logp, 0, B * sizeof(float));
-	if (s.NR > 0) {
-		const float *xl = res_at(&f, m, &s, L);
+	if (s->NR <= 0)
+		return;
+	const float *xl = res_at(f, m, s, c->layers);
 #pragma omp parallel for
-		for (int i = 0; i < s.NR; i++)
-			memcpy(f.xg + (size_t)i * C, xl + (size_t)f.grow[i] * C, C * sizeof(float));
-		rmsnorm_forward(f.xn, f.hr, f.xg, P(im->norm), s.NR, C, c->rms_eps);
-		mm_fwd(m, f.logits, f.xn, P(im->lm_head), NULL, s.NR, C, V);
-		if (gen) {
-			memcpy(o->last_logits, f.logits, (size_t)B * V * sizeof(float));
-		} else {
-			logprob_forward(f.lp, f.logits, f.gtgt, s.NR, V);
-			/* in row order, so a sequence's sum does not depend on threads */
-			for (int i = 0; i < s.NR; i++)
-				logp[f.gb[i]] += f.gw[i] * f.lp[i];
-		}
+	for (int i = 0; i < s->NR; i++)
+		memcpy(f->xg + (size_t)i * C, xl + (size_t)f->grow[i] * C, C * sizeof(float));
+	rmsnorm_forward(f->xn, f->hr, f->xg, P(im->norm), s->NR, C, c->rms_eps);
+	mm_fwd(m, f->logits, f->xn, P(im->lm_head), NULL, s->NR, C, V);
+	if (s->gen) {
+		memcpy(o->last_logits, f->logits, (size_t)B * V * sizeof(float));
+		return;
 	}
+	logprob_forward(f->lp, f->logits, f->gtgt, s->NR, V);
+	/* in row order, so a sequence's sum does not depend on threads */
+	for (int i = 0; i < s->NR; i++)
+		logp[f->gb[i]] += f->gw[i] * f->lp[i];
+}
+
+int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
+		   const struct vlm_fwd_opts *o)
+{
+	struct vlm_impl *im = m->impl;
+	const struct vlm_config *c = &m->cfg;
+	int B = batch->B, L = c->layers;
+	int keep = o->keep, gen = o->last_logits != NULL;
+	if (keep)
+		im->kept = 0;
+	if (B <= 0)
+		return 0;
+
+	/* 1. the batch: images used, each sequence's image position, T, NR */
+	struct vlm_shape s = {0};
+	s.IT = c->img_tokens;
+	s.FT = c->feat_tokens;
+	s.VT = c->vt;
+	s.gen = gen;
+	int *imap = xmalloc((batch->n_images + 1) * sizeof(int));
+	int *ipos = xmalloc(B * sizeof(int));
+	int rc = -1;
+	if (batch_scan(m, batch, gen, &s, imap, ipos))
+		goto out;
+	s.B = B;
+	s.N = B * s.T;
+	s.VN = s.NI * s.VT;
+	s.r = m->lora.rank > 0 && m->lora.enabled ? m->lora.rank : 0;
+	s.vkeep = keep && (m->trainable & VLM_PART_VISION);
+	s.nv = s.vkeep ? c->v_used : 1;
+	s.nvres = s.vkeep ? c->v_used + 1 : 2;
+	s.nd = keep ? L : 1;
+	s.ndres = keep ? L + 1 : 2;
+	s.vonly = o->vision_only;
+
+	/* 2. the decoder's rows (NU): shared prefixes once, no padding */
+	int *len2 = xmalloc(B * sizeof(int)), *urow = xmalloc((size_t)B * s.T * sizeof(int));
+	s.NU = rows_share(batch, ipos, imap, &s, len2, urow);
+
+	/* the arena (kept forwards in their own) and its views */
+	struct fwd f;
+	size_t ni, nf = fwd_bind(&f, NULL, NULL, m, &s, &ni);
+	int ar = keep ? 1 : 0;
+	grow_arena(&im->acts[ar], &im->acts_cap[ar], nf);
+	grow_arena((float **)&im->iacts[ar], &im->iacts_cap[ar], ni);
+	fwd_bind(&f, im->acts[ar], im->iacts[ar], m, &s, &ni);
+	memcpy(f.len2, len2, B * sizeof(int));
+	memcpy(f.urow, urow, (size_t)B * s.T * sizeof(int));
+	free(len2);
+	free(urow);
+
+	/* 3. the rows' tables: ids, image rows, positions, loss and head rows */
+	rows_index(batch, ipos, imap, L, &s, &f);
+	if (o->out_len)
+		memcpy(o->out_len, f.len2, B * sizeof(int));
+
+	/* 4. the images, once per distinct image: tower (NI*FT, VC), connector (NIT, C) */
+	if (s.NI > 0) {
+		vision_forward(m, &f, &s, batch->images);
+		if (s.vonly)
+			goto done;
+		connector_of(c)->forward(m, f.img, f.cx, f.feat, s.NI);
+	}
+
+	/* 5. the decoder; 6. the head */
+	decoder_forward(m, &f, &s, o);
+	head_forward(m, &f, &s, o, logp);
 done:
 	if (keep && !gen) {
 		im->ks = s;
@@ -1088,7 +1381,7 @@ struct bwd {
 	float *pdq, *pdk, *pdv, *patty; /* the same over the padded slots */
 	float *dres2, *dhx;             /* below the last layer: all rows; its q input */
 	float *dswi, *dgate, *dup, *dxa;
-	float *dimg, *dp1a, *dp1, *dfeat;
+	float *dimg, *dcx, *dfeat;
 	float *dvres, *dvln, *dvq, *dvk, *dvv, *dvatty, *dvfc1, *dvact, *dvemb, *dpe;
 };
 
@@ -1120,10 +1413,10 @@ static size_t bwd_bind(struct bwd *d, float *base, const struct vlm *m, const st
 	d->dgate = take(&b, NU * FF);
 	d->dup = take(&b, NU * FF);
 	d->dxa = take(&b, NU * (size_t)s->r);
+	size_t NFT = (size_t)s->NI * s->FT;
 	d->dimg = take(&b, NIT * C);
-	d->dp1a = take(&b, NIT * C);
-	d->dp1 = take(&b, NIT * C);
-	d->dfeat = take(&b, vis ? NIT * VC : 0);
+	d->dcx = take(&b, connector_of(c)->scratch(c, s->NI));
+	d->dfeat = take(&b, vis ? NFT * VC : 0);
 	d->dvres = take(&b, vis ? VN * VC : 0);
 	d->dvln = take(&b, vis ? VN * VC : 0);
 	d->dvq = take(&b, vis ? VN * VC : 0);
@@ -1166,23 +1459,36 @@ static void lora_backward(struct vlm *m, int l, int lt, float *dx, const float *
 	matmul_backward(dx, A->grad, NULL, dxa, x, A->data, N, in, r);
 }
 
+/* The ViT's backward from d->dfeat (NI*FT, VC), accumulating into the
+ * tower's gradients: post-LayerNorm, the selected rows back into the
+ * residual stream, the layers, pre-LayerNorm, positions, class token and
+ * patch embedding. */
 static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm_shape *s,
 			    const struct bwd *d)
 {
 	const struct vlm_config *c = &m->cfg;
 	const struct vlm_impl *im = m->impl;
 	int VC = c->v_hidden, VI = c->v_inter, VNH = c->v_heads, VHS = VC / VNH;
-	int NI = s->NI, VT = s->VT, VN = s->VN, NP = c->np;
+	int NI = s->NI, VT = s->VT, VN = s->VN, FT = s->FT, NP = c->np;
 	int CPP = (c->num_channels > 0 ? c->num_channels : 3) * c->patch_size * c->patch_size;
-	int skip = c->drop_cls ? 1 : 0;
+	int skip = VT - FT, ncls = c->v_cls ? 1 : 0;
+	/* dsel (NI*FT, VC): the selected rows' gradient, through the post-LayerNorm */
+	const float *dsel = d->dfeat;
+	if (c->v_post_ln) {
+		zero(d->dvln, (size_t)NI * FT * VC);
+		layernorm_backward(d->dvln, G(im->post_w), G(im->post_b), d->dfeat, f->fsel,
+				   P(im->post_w), f->vfm, f->vfr, NI * FT, VC);
+		dsel = d->dvln;
+	}
 	zero(d->dvres, (size_t)VN * VC);
 	for (int i = 0; i < NI; i++)
-		memcpy(d->dvres + ((size_t)i * VT + skip) * VC, d->dfeat + (size_t)i * s->IT * VC,
-		       (size_t)s->IT * VC * sizeof(float));
+		memcpy(d->dvres + ((size_t)i * VT + skip) * VC, dsel + (size_t)i * FT * VC,
+		       (size_t)FT * VC * sizeof(float));
 	for (int l = c->v_used - 1; l >= 0; l--) {
 		const int *w = im->vl + l * VL_N;
 		struct vlay a = vlay_at(f, m, s, l);
 		const float *x = vres_at(f, m, s, l);
+		/* out = mid + fc2(act(fc1(ln2))) */
 		zero(d->dvact, (size_t)VN * VI);
 		matmul_backward(d->dvact, G(w[VL_FC2_W]), G(w[VL_FC2_B]), d->dvres, a.act,
 				P(w[VL_FC2_W]), VN, VI, VC);
@@ -1193,6 +1499,7 @@ static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm
 				P(w[VL_FC1_W]), VN, VC, VI);
 		layernorm_backward(d->dvres, G(w[VL_LN2_W]), G(w[VL_LN2_B]), d->dvln, a.mid,
 				   P(w[VL_LN2_W]), a.m2, a.r2, VN, VC);
+		/* mid = x + out_proj(attention(q(ln1), k(ln1), v(ln1))) */
 		zero(d->dvatty, (size_t)VN * VC);
 		matmul_backward(d->dvatty, G(w[VL_O_W]), G(w[VL_O_B]), d->dvres, a.atty,
 				P(w[VL_O_W]), VN, VC, VC);
@@ -1208,22 +1515,28 @@ static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm
 		layernorm_backward(d->dvres, G(w[VL_LN1_W]), G(w[VL_LN1_B]), d->dvln, x,
 				   P(w[VL_LN1_W]), a.m1, a.r1, VN, VC);
 	}
-	zero(d->dvemb, (size_t)VN * VC);
-	layernorm_backward(d->dvemb, G(im->pre_w), G(im->pre_b), d->dvres, f->vemb, P(im->pre_w),
-			   f->vpm, f->vpr, VN, VC);
-	float *dcls = G(im->cls), *dpos = G(im->pos);
+	/* dvemb (VN, VC): through the pre-LayerNorm, or the stream's own */
+	const float *dvemb = d->dvres;
+	if (c->v_pre_ln) {
+		zero(d->dvemb, (size_t)VN * VC);
+		layernorm_backward(d->dvemb, G(im->pre_w), G(im->pre_b), d->dvres, f->vemb,
+				   P(im->pre_w), f->vpm, f->vpr, VN, VC);
+		dvemb = d->dvemb;
+	}
+	float *dcls = GO(im->cls), *dpos = G(im->pos);
 	for (int i = 0; i < NI; i++)
 		for (int t = 0; t < VT; t++) {
-			const float *g = d->dvemb + ((size_t)i * VT + t) * VC;
+			const float *g = dvemb + ((size_t)i * VT + t) * VC;
 			for (int j = 0; j < VC; j++)
 				dpos[(size_t)t * VC + j] += g[j];
-			if (t == 0)
+			if (t < ncls)
 				for (int j = 0; j < VC; j++)
 					dcls[j] += g[j];
 			else
-				memcpy(d->dpe + ((size_t)i * NP + t - 1) * VC, g, VC * sizeof(float));
+				memcpy(d->dpe + ((size_t)i * NP + t - ncls) * VC, g, VC * sizeof(float));
 		}
-	matmul_backward(NULL, G(im->patch), NULL, d->dpe, f->patches, P(im->patch), NI * NP, CPP, VC);
+	matmul_backward(NULL, G(im->patch), GO(im->patch_b), d->dpe, f->patches, P(im->patch),
+			NI * NP, CPP, VC);
 }
 
 /* Views of the kept forward's activations and of the gradient arena. */
@@ -1247,7 +1560,7 @@ const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens)
 	size_t ni;
 	fwd_bind(&f, im->acts[1], im->iacts[1], m, &s, &ni);
 	*n_images = s.NI;
-	*tokens = s.IT;
+	*tokens = s.FT;
 	return f.feat;
 }
 
@@ -1262,7 +1575,7 @@ void vlm_backward_features(struct vlm *m, const float *dfeat)
 	struct fwd f;
 	struct bwd d;
 	bind_kept(m, &s, &f, &d);
-	memcpy(d.dfeat, dfeat, (size_t)s.NI * s.IT * m->cfg.v_hidden * sizeof(float));
+	memcpy(d.dfeat, dfeat, (size_t)s.NI * s.FT * m->cfg.v_hidden * sizeof(float));
 	vision_backward(m, &f, &s, &d);
 }
 
@@ -1398,15 +1711,11 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 			for (int j = 0; j < C; j++)
 				dst[j] += g[j];
 		}
-	zero(d.dp1a, (size_t)NIT * C);
-	matmul_backward(d.dp1a, G(im->p2_w), G(im->p2_b), d.dimg, f.p1a, P(im->p2_w), NIT, C, C);
-	zero(d.dp1, (size_t)NIT * C);
-	act_backward(c->proj_act, d.dp1, f.p1, d.dp1a, (long)NIT * C);
+	/* the connector, then the tower if it trains */
 	int vis = (tr & VLM_PART_VISION) && s.vkeep;
 	if (vis)
-		zero(d.dfeat, (size_t)NIT * c->v_hidden);
-	matmul_backward(vis ? d.dfeat : NULL, G(im->p1_w), G(im->p1_b), d.dp1, f.feat, P(im->p1_w),
-			NIT, c->v_hidden, C);
+		zero(d.dfeat, (size_t)s.NI * s.FT * c->v_hidden);
+	connector_of(c)->backward(m, vis ? d.dfeat : NULL, d.dcx, d.dimg, f.cx, f.feat, s.NI);
 	if (vis)
 		vision_backward(m, &f, &s, &d);
 }

@@ -1,11 +1,17 @@
-/* vlm — the LLaVA-architecture model: CLIP-style ViT → two-layer projector
- * → LLaMA decoder (DESIGN sec. 4). Parameters, gradients, optimizer state
- * and activations each live in one allocation with named views (llm.c).
+/* vlm — a vision-language model as a composition (DESIGN sec. 4): a ViT
+ * vision tower (CLIP: class token, pre-LayerNorm | SigLIP: patch bias, no
+ * class token, post-LayerNorm), a connector (two-layer MLP | pixel shuffle
+ * and one linear map), a LLaMA/Mistral decoder, and a prompt layout (where
+ * the image's rows go, which chat template). A family (LLaVA, Idefics3)
+ * names the parts and their tensors: one file each behind vlm_family.h.
+ * Parameters, gradients, optimizer state and activations each live in one
+ * allocation with named views (llm.c).
  *
  * Files: vlm.c (layout, forward, backward, LoRA), decode.c (generation with
- * a KV cache), config.c (config.json / preprocessor_config.json with HF
- * defaults), checkpoint.c (load/save HF directories, PEFT adapters, random
- * init), safetensors.c (the file format). Depends on tensor, image, util. */
+ * a KV cache), config.c (config.json: the shared decoder keys and the
+ * family dispatch), llava.c and the other family files, checkpoint.c
+ * (load/save HF directories, PEFT adapters, random init), safetensors.c
+ * (the file format). Depends on tensor, image, util. */
 #ifndef SEVA_VLM_H
 #define SEVA_VLM_H
 
@@ -14,18 +20,34 @@
 
 #include "image.h"
 
-enum act { ACT_GELU, ACT_QUICK_GELU, ACT_SILU };
+enum act { ACT_GELU, ACT_QUICK_GELU, ACT_SILU, ACT_GELU_TANH };
+
+/* The connector from vision features to decoder rows. */
+enum vlm_connector {
+	VLM_CONN_MLP2,    /* linear_1, act, linear_2 (LLaVA's projector) */
+	VLM_CONN_SHUFFLE, /* pixel shuffle by r, then one linear map without bias (Idefics3) */
+};
+
+struct vlm_family;
 
 struct vlm_config {
-	/* vision tower (CLIPVisionConfig) */
+	const struct vlm_family *family; /* NULL: LLaVA (vlm_config_finish sets it) */
+	/* vision tower (CLIPVisionConfig, SiglipVisionConfig) */
 	int image_size, patch_size, num_channels;
 	int v_hidden, v_inter, v_layers, v_heads; /* VC, VI, VL, VNH */
 	enum act v_act;
 	float v_eps;
 	int feature_layer;     /* HF vision_feature_layer: index into hidden states, negative from the end */
 	int drop_cls;          /* vision_feature_select_strategy "default" (1) or "full" (0) */
-	/* projector */
-	enum act proj_act;
+	/* the tower's parts, set by the family in vlm_config_finish */
+	int v_cls;             /* a class token before the patches (CLIP) */
+	int v_pre_ln;          /* LayerNorm on the embeddings (CLIP's pre_layrnorm) */
+	int v_post_ln;         /* LayerNorm on the features (SigLIP's post_layernorm) */
+	int v_patch_bias;      /* the patch convolution has a bias (SigLIP) */
+	/* connector */
+	enum vlm_connector connector;
+	enum act proj_act;     /* MLP2 */
+	int shuffle;           /* SHUFFLE: the pixel-shuffle factor r */
 	/* text decoder (LlamaConfig) */
 	int hidden, inter, layers, heads, kv_heads, vocab, max_pos; /* C, FF, L, NH, NKV, V */
 	float rms_eps, rope_theta;
@@ -35,8 +57,11 @@ struct vlm_config {
 	char chat_template[32];       /* "llava_v1" (default), "vicuna_v1", "seva" */
 	/* derived */
 	int np;        /* patches per image (NP) = (image_size/patch_size)^2 */
+	int vt;        /* the tower's rows per image (VT): np (+1 with a class token) */
 	int v_used;    /* vision layers actually run for the chosen feature layer */
-	int img_tokens;/* embeddings per image in the decoder: np (+1 if !drop_cls) */
+	int feat_tokens; /* feature rows per image (FT), the connector's input:
+			    vt, less the class token if drop_cls */
+	int img_tokens;/* embeddings per image in the decoder (IT): FT, / r² when shuffled */
 };
 
 /* Parts that can train independently (bit mask). */

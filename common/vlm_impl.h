@@ -7,7 +7,7 @@
 
 #include "vlm.h"
 
-/* Tensors of one CLIP encoder layer, in table order. */
+/* Tensors of one ViT encoder layer (CLIP and SigLIP alike), in table order. */
 enum {
 	VL_LN1_W, VL_LN1_B, VL_Q_W, VL_Q_B, VL_K_W, VL_K_B, VL_V_W, VL_V_B,
 	VL_O_W, VL_O_B, VL_LN2_W, VL_LN2_B, VL_FC1_W, VL_FC1_B, VL_FC2_W, VL_FC2_B,
@@ -20,7 +20,7 @@ enum { LT_Q, LT_K, LT_V, LT_O, LT_GATE, LT_UP, LT_DOWN, LT_N };
 
 /* Shapes of one forward (see vlm.c's header comment for the letters). */
 struct vlm_shape {
-	int NI, VT, VN, IT, B, T, N, NR;
+	int NI, VT, VN, FT, IT, B, T, N, NR;
 	int NU;                   /* distinct decoder rows: slots of a shared prefix once, no padding */
 	int NQ;                   /* rows the head reads: all the last layer computes beyond k, v */
 	int nv, nvres, nd, ndres; /* layer blocks held: all when kept, else 1 (2 residuals) */
@@ -32,8 +32,8 @@ struct vlm_shape {
 
 struct vlm_impl {
 	/* indices into m->tensors */
-	int patch, cls, pos, pre_w, pre_b, post_w, post_b;
-	int p1_w, p1_b, p2_w, p2_b;
+	int patch, patch_b, cls, pos, pre_w, pre_b, post_w, post_b; /* -1: the tower has none */
+	int conn[4];                   /* the connector's tensors, in its order */
 	int embed, norm, lm_head;      /* lm_head == embed when tied */
 	int *vl;                       /* (v_layers, VL_N) */
 	int *dl;                       /* (L, DL_N) */

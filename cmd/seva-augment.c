@@ -38,7 +38,7 @@ struct slot {
 
 static struct augment_recipe recipe;
 static struct rec_writer *w;
-static long nread, nskipped, nunread;
+static struct rec_input in;
 
 static void take_png(struct sample *s, const char *name, const struct image *im)
 {
@@ -57,23 +57,23 @@ static void augment_slot(struct slot *sl)
 {
 	struct sample *s = &sl->s;
 	struct field *f = sample_image(s);
-	struct image in, out, base;
+	struct image img, out, base;
 	const char *why;
 	cJSON *j;
 	int clean;
 
 	if (!f) {
-		sl->err = xasprintf("%s: no image field", sl->where);
+		sl->err = xstrdup("no image field");
 		return;
 	}
-	if (image_decode(&in, f->data, f->len, &why) < 0) {
-		sl->err = xasprintf("%s: field '%s': %s", sl->where, f->name, why);
+	if (image_decode(&img, f->data, f->len, &why) < 0) {
+		sl->err = xasprintf("field '%s': %s", f->name, why);
 		return;
 	}
 	image_init(&out);
 	image_init(&base);
-	augment_apply(&recipe, (uint64_t)opt.seed, s->key, &in, &out, &base, &clean, &j);
-	image_release(&in);
+	augment_apply(&recipe, (uint64_t)opt.seed, s->key, &img, &out, &base, &clean, &j);
+	image_release(&img);
 
 	take_png(s, "aug.png", &out);
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "preview")) && !clean)
@@ -96,34 +96,25 @@ static _Noreturn void finish(int failed)
 	if (w && rec_writer_close(w))
 		failed = out_failed = 1;
 	augment_release(&recipe);
-	int skipped = report_skips(nskipped, nread, nunread);
+	int skipped = rec_input_release(&in);
 	if (out_failed)
 		_exit(1);
 	exit(failed || skipped ? 1 : 0);
 }
 
-static void bad_sample(void)
-{
-	nskipped++;
-	if (!opt.keep_going)
-		finish(1);
-}
-
-/* Writes out one augmented slot (or reports its error). */
+/* Writes out one augmented slot (or refuses it). */
 static void emit_slot(struct slot *sl)
 {
 	if (sl->err) {
-		error("%s", sl->err);
+		int rc = rec_input_refuse_at(&in, sl->where, sl->err);
 		free(sl->err);
 		sl->err = NULL;
-		bad_sample();
+		if (rc < 0)
+			finish(1);
 		return;
 	}
-	if (rec_write(w, &sl->s)) {
-		if (rec_writer_failed(w))
-			finish(1);
-		bad_sample();
-	}
+	if (rec_write(w, &sl->s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, sl->where, NULL) < 0))
+		finish(1);
 }
 
 /* Augments and writes the first N slots, in order. Whichever thread
@@ -144,42 +135,24 @@ static void flush_batch(struct slot *b, int n, struct progress *p)
 		}
 	}
 	free(done);
-	progress_update(p, nread, NULL);
+	progress_update(p, in.read, NULL);
 }
 
-static void augment_file(const char *path, struct slot *b, int cap, struct progress *p)
+/* Reads the inputs in batches of CAP, each augmented in parallel. */
+static int augment_all(struct slot *b, int cap, struct progress *p)
 {
-	struct rec_reader *r = rec_open(path);
 	int n = 0, rc;
-	if (!r) {
-		nunread++;
-		if (!opt.keep_going)
-			finish(1);
-		return;
-	}
-	for (;;) {
-		rc = rec_read(r, &b[n].s);
-		if (rc == 0)
-			break;
-		nread++;
-		if (rc < 0) {
-			/* Earlier samples of the batch go out first: order kept. */
-			flush_batch(b, n, p);
-			n = 0;
-			if (!opt.keep_going)
-				rec_close(r);
-			bad_sample();
-			continue;
-		}
+	while ((rc = rec_input_next(&in, &b[n].s)) > 0) {
 		free(b[n].where);
-		b[n].where = xstrdup(rec_where(r));
+		b[n].where = xstrdup(rec_input_where(&in));
 		if (++n == cap) {
 			flush_batch(b, n, p);
 			n = 0;
 		}
 	}
+	/* the samples before a bad input go out first: order kept */
 	flush_batch(b, n, p);
-	rec_close(r);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -233,15 +206,13 @@ int main(int argc, char **argv)
 		sample_init(&b[i].s);
 	struct progress p;
 	progress_init(&p, "samples", 0, opt.quiet);
-	if (optind == argc)
-		augment_file(NULL, b, cap, &p);
-	for (int i = optind; i < argc; i++)
-		augment_file(argv[i], b, cap, &p);
+	rec_input_init(&in, argv + optind, argc - optind, opt.keep_going);
+	int rc = augment_all(b, cap, &p);
 	progress_done(&p);
 	for (int i = 0; i < cap; i++) {
 		sample_release(&b[i].s);
 		free(b[i].where);
 	}
 	free(b);
-	finish(0);
+	finish(rc < 0);
 }

@@ -1,6 +1,7 @@
 /* seva-cat — converts record streams (tar, msgpack, JSON lines), splits them
  * into shards, selects fields, and imports LLaVA-format JSON. */
 #include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@ static struct {
 	int keep_going, quiet;
 } opt = { .fmt = REC_MSGPACK, .per = 1000 };
 
-static long nread, nwritten, nskipped, nunread;
+static struct rec_input in;
 static struct rec_writer *w;
 static struct sample cur;
 static long shard;
@@ -91,19 +92,10 @@ static _Noreturn void finish(int failed)
 	free_list(opt.keep);
 	free_list(opt.drop);
 	sample_release(&cur);
-	int skipped = report_skips(nskipped, nread, nunread);
+	int skipped = rec_input_release(&in);
 	if (out_failed)
 		_exit(1);
 	exit(failed || skipped ? 1 : 0);
-}
-
-/* A sample that could not be read or made: skipped and counted with -k,
- * the end of the run without. */
-static void bad_sample(void)
-{
-	nskipped++;
-	if (!opt.keep_going)
-		finish(1);
 }
 
 static void emit(struct sample *s)
@@ -117,12 +109,10 @@ static void emit(struct sample *s)
 			finish(1);
 	}
 	if (rec_write(w, s)) {
-		if (rec_writer_failed(w))
+		if (rec_writer_failed(w) || rec_input_refuse(&in, NULL) < 0)
 			finish(1);
-		bad_sample();
 		return;
 	}
-	nwritten++;
 	if (opt.split && ++in_shard == opt.per) {
 		in_shard = 0;
 		int rc = rec_writer_close(w);
@@ -130,30 +120,6 @@ static void emit(struct sample *s)
 		if (rc)
 			finish(1);
 	}
-}
-
-static void cat_file(const char *path, struct sample *smp, struct progress *p)
-{
-	struct rec_reader *r = rec_open(path);
-	int rc;
-	if (!r) {
-		nunread++;
-		if (!opt.keep_going)
-			finish(1);
-		return;
-	}
-	while ((rc = rec_read(r, smp)) != 0) {
-		nread++;
-		if (rc < 0) {
-			if (!opt.keep_going)
-				rec_close(r);
-			bad_sample();
-			continue;
-		}
-		emit(smp);
-		progress_update(p, nread, NULL);
-	}
-	rec_close(r);
 }
 
 /* LLaVA's id as a WebDataset key: no '.', '/' or whitespace. */
@@ -194,57 +160,74 @@ static char *llava_prompt(const cJSON *conv)
 	return NULL;
 }
 
-/* Builds sample S from LLaVA item IT; -1 (message printed) if it cannot. */
-static int llava_sample(const cJSON *it, long n, struct sample *s)
+/* Builds sample S from LLaVA item IT, record N, its place in WHERE.
+ * Returns 0; 1 for a text-only item (no "image"), left out; -1 with the
+ * reason in WHY (the same buffer as WHERE's text after it). */
+static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *where, struct buf *why)
 {
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
 	const cJSON *image = cJSON_GetObjectItemCaseSensitive(it, "image");
 	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(it, "conversations");
 	char *key = llava_key(id);
 	char *prompt = cJSON_IsArray(conv) ? llava_prompt(conv) : NULL;
-	int rc = -1;
+	int rc = -1, file;
+	long was;
 	sample_clear(s);
+	where->len = why->len = 0;
+	buf_printf(where, "%s: record %ld", opt.llava, n);
+	if (key && *key)
+		buf_printf(where, " (id %s)", key);
 	if (!key || !*key) {
-		error("%s: record %ld: no \"id\" (string or number)", opt.llava, n);
+		buf_addstr(why, "no \"id\" (string or number)");
 		goto out;
 	}
 	if (!prompt) {
-		error("%s: record %ld (id %s): no human turn in \"conversations\"", opt.llava, n, key);
+		buf_addstr(why, "no human turn in \"conversations\"");
+		goto out;
+	}
+	if (image && !cJSON_IsString(image)) {
+		buf_addstr(why, "\"image\" is not a string");
+		goto out;
+	}
+	if (!image) {
+		rc = 1;
+		goto out;
+	}
+	const char *bad = rec_key_unfit(key);
+	if (bad) {
+		buf_printf(why, "the id as a key: %s", bad);
+		goto out;
+	}
+	/* ids equal, or equal once made keys ("vg/123", "vg_123"): one key
+	 * for two samples would give one of them the other's image */
+	if (rec_keys_add(&in.keys, key, 0, n, &file, &was)) {
+		buf_printf(why, "key '%s' already used by record %ld", key, was);
 		goto out;
 	}
 	sample_set_key(s, key);
-	if (image && !cJSON_IsString(image)) {
-		error("%s: record %ld (id %s): \"image\" is not a string", opt.llava, n, key);
+	const char *dot = strrchr(image->valuestring, '.');
+	if (!dot || strchr(dot, '/') || !dot[1]) {
+		buf_printf(why, "image '%s' has no extension", image->valuestring);
 		goto out;
 	}
-	if (image) {
-		const char *dot = strrchr(image->valuestring, '.');
-		if (!dot || strchr(dot, '/') || !dot[1]) {
-			error("%s: record %ld (id %s): image '%s' has no extension", opt.llava, n, key,
-			      image->valuestring);
-			goto out;
-		}
-		char *path = xasprintf("%s/%s", opt.images ? opt.images : ".", image->valuestring);
-		size_t len;
-		unsigned char *data = NULL;
-		if (access(path, R_OK) < 0)
-			error("%s: record %ld (id %s): image '%s':", opt.llava, n, key, path);
-		else
-			data = read_file(path, &len);
-		free(path);
-		if (!data)
-			goto out;
-		char *ext = xstrdup(dot + 1);
-		for (char *c = ext; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
-		sample_take(s, ext, FIELD_BYTES, data, len);
-		free(ext);
-	}
+	char *path = xasprintf("%s/%s", opt.images ? opt.images : ".", image->valuestring);
+	size_t len;
+	unsigned char *data = NULL;
+	if (access(path, R_OK) < 0)
+		buf_printf(why, "image '%s': %s", path, strerror(errno));
+	else if (!(data = read_file(path, &len)))
+		buf_printf(why, "image '%s': cannot be read", path);
+	free(path);
+	if (!data)
+		goto out;
+	char *ext = xstrdup(dot + 1);
+	for (char *c = ext; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	sample_take(s, ext, FIELD_BYTES, data, len);
+	free(ext);
 	cJSON *j = cJSON_CreateObject();
-	cJSON_AddItemToObject(j, "id", cJSON_IsString(id) || cJSON_IsNumber(id) ? cJSON_Duplicate(id, 1)
-										 : cJSON_CreateNull());
-	if (image)
-		cJSON_AddStringToObject(j, "image_id", image->valuestring);
+	cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
+	cJSON_AddStringToObject(j, "image_id", image->valuestring);
 	cJSON_AddStringToObject(j, "prompt", prompt);
 	cJSON_AddItemToObject(j, "conversations", cJSON_Duplicate(conv, 1));
 	sample_set_json(s, "json", j);
@@ -256,9 +239,12 @@ out:
 	return rc;
 }
 
+/* --llava: the items of the JSON list as samples, under the rules of
+ * rec_input (the records are counted in its counts). */
 static void import_llava(struct sample *smp, struct progress *p)
 {
 	size_t len;
+	long text_only = 0;
 	unsigned char *text = read_file(opt.llava, &len);
 	if (!text)
 		finish(1);
@@ -269,19 +255,34 @@ static void import_llava(struct sample *smp, struct progress *p)
 		error("%s: not a JSON list of LLaVA records", opt.llava);
 		finish(1);
 	}
+	struct buf where, why;
+	buf_init(&where);
+	buf_init(&why);
 	const cJSON *it;
 	cJSON_ArrayForEach(it, root) {
-		nread++;
-		if (llava_sample(it, nread, smp)) {
-			if (!opt.keep_going)
+		int rc = llava_sample(it, ++in.read, smp, &where, &why);
+		if (rc > 0) {
+			text_only++;
+		} else if (rc < 0) {
+			if (rec_input_refuse_at(&in, (char *)where.data, (char *)why.data) < 0) {
 				cJSON_Delete(root);
-			bad_sample();
-			continue;
+				buf_release(&where);
+				buf_release(&why);
+				finish(1);
+			}
+		} else {
+			emit(smp);
 		}
-		emit(smp);
-		progress_update(p, nread, NULL);
+		progress_update(p, in.read, NULL);
 	}
 	cJSON_Delete(root);
+	buf_release(&where);
+	buf_release(&why);
+	/* LLaVA's mixtures hold text-only conversations (ShareGPT): nothing to
+	 * align on an image, so they are left out, not an error */
+	if (text_only)
+		warn("%s: %ld of %ld records are text-only (no \"image\"), left out", opt.llava,
+		     text_only, in.read);
 }
 
 int main(int argc, char **argv)
@@ -339,12 +340,15 @@ int main(int argc, char **argv)
 	struct progress p;
 	sample_init(&cur);
 	progress_init(&p, "samples", 0, opt.quiet);
+	rec_input_init(&in, argv + optind, argc - optind, opt.keep_going);
+	int rc = 0;
 	if (opt.llava)
 		import_llava(&cur, &p);
-	else if (optind == argc)
-		cat_file(NULL, &cur, &p);
-	for (int i = optind; i < argc; i++)
-		cat_file(argv[i], &cur, &p);
+	else
+		while ((rc = rec_input_next(&in, &cur)) > 0) {
+			emit(&cur);
+			progress_update(&p, in.read, NULL);
+		}
 	progress_done(&p);
-	finish(0);
+	finish(rc < 0);
 }

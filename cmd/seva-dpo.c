@@ -51,7 +51,7 @@ struct pair {
 static struct lm lm;
 static struct pair *pairs;
 static long n_pairs, n_truncated, n_long;
-static struct train_reads reads;
+static struct rec_input in;
 static float *images;
 static long n_images, img_floats;
 
@@ -270,7 +270,8 @@ static int pair_add(void *w, struct sample *s, const char **why)
 /* Reads every pair: into memory for training, or through W for --score. */
 static void read_pairs(int argc, char **argv, struct rec_writer *w)
 {
-	if (train_read_counted(argv + optind, argc - optind, opt.t.keep, pair_add, w, &reads) < 0)
+	rec_input_init(&in, argv + optind, argc - optind, opt.t.keep);
+	if (rec_input_each(&in, pair_add, w) < 0)
 		exit(1);
 }
 
@@ -547,9 +548,9 @@ int main(int argc, char **argv)
 		read_pairs(argc, argv, NULL);
 		warn_long();
 		if (n_pairs == 0) {
-			report_skips(reads.skipped, reads.read, reads.unread);
+			rec_input_release(&in);
 			die("no pairs: %s, nothing to train on",
-			    reads.read ? "every pair was skipped" : "the input is empty");
+			    in.read ? "every pair was skipped" : "the input is empty");
 		}
 		/* The reference is the initial weights (LoRA not yet added), scored
 		 * once before training as TRL's precompute_ref_log_probs does: no
@@ -558,7 +559,7 @@ int main(int argc, char **argv)
 			score_all();
 		rc = train(parts, targets) < 0;
 	}
-	if (rc == 0 && report_skips(reads.skipped, reads.read, reads.unread))
+	if (rc == 0 && rec_input_release(&in))
 		rc = 1;
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);

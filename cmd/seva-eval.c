@@ -159,60 +159,53 @@ static int write_exports(struct exports *x, const struct opts *o)
 	return rc ? -1 : 0;
 }
 
-/* Scores one sample; -1 (message printed) when it cannot be scored. */
-static int score(struct eval *e, struct exports *x, const struct opts *o, struct rec_reader *r,
-		 const struct sample *s)
+/* Scores one sample; -1 with the reason in *WHY when it cannot be scored. */
+static int score(struct eval *e, struct exports *x, const struct opts *o, const struct sample *s,
+		 const char **why)
 {
+	static char reason[256];
 	const char *response = sample_text(s, "response.txt"), *err;
 	cJSON *json = sample_json(s, "json");
 	const cJSON *truth = cJSON_GetObjectItemCaseSensitive(json, "truth");
-	int exporting = x->mmvet || x->llava, rc = 0;
+	int exporting = x->mmvet || x->llava, rc = -1;
 
-	if (!response)
-		rc = error("%s: no response.txt (run seva-generate first)", rec_where(r));
-	else if (!json && sample_get(s, "json"))
-		rc = error("%s: field 'json': not valid JSON", rec_where(r));
-	else if (!truth && !exporting)
-		rc = error("%s: no json.truth to score against", rec_where(r));
-	else if (truth && eval_add(e, truth, response, &err) < 0)
-		rc = error("%s: json.truth: %s", rec_where(r), err);
-	else if (exporting)
-		export_add(x, o, s, json, response);
+	*why = reason;
+	if (!response) {
+		*why = "no response.txt (run seva-generate first)";
+	} else if (!json && sample_get(s, "json")) {
+		*why = "field 'json': not valid JSON";
+	} else if (!truth && !exporting) {
+		*why = "no json.truth to score against";
+	} else if (truth && eval_add(e, truth, response, &err) < 0) {
+		snprintf(reason, sizeof reason, "json.truth: %s", err);
+	} else {
+		if (exporting)
+			export_add(x, o, s, json, response);
+		rc = 0;
+	}
 	cJSON_Delete(json);
 	return rc;
 }
 
-/* Samples read, and inputs that could not be opened (-k), for the closing count. */
-static long n_read, n_unread;
-
-/* Scores the samples of PATH into E; returns the number skipped, or -1 to
- * stop. With -k an input that cannot be opened is counted and passed over,
- * as seva-cat does. */
-static long score_file(struct eval *e, struct exports *x, const struct opts *o, const char *path)
+/* Scores the samples of FILES (N; none: stdin) into E. Returns the number
+ * skipped (-k), or -1 when a bad one ends the run; sets *STATUS (if not
+ * NULL) when anything was skipped. */
+static long score_files(struct eval *e, struct exports *x, const struct opts *o, char *const *files,
+			int n, int *status)
 {
-	struct rec_reader *r = rec_open(path);
+	struct rec_input in;
 	struct sample s;
-	long skipped = 0;
+	const char *why;
 	int rc;
-
-	if (!r) {
-		n_unread++;
-		return o->keep ? 0 : -1;
-	}
 	sample_init(&s);
-	while ((rc = rec_read(r, &s)) != 0) {
-		n_read++;
-		if (rc > 0 && score(e, x, o, r, &s) == 0)
-			continue;
-		if (!o->keep) {
-			skipped = -1;
+	rec_input_init(&in, files, n, o->keep);
+	while ((rc = rec_input_next(&in, &s)) > 0)
+		if (score(e, x, o, &s, &why) < 0 && rec_input_refuse(&in, why) < 0)
 			break;
-		}
-		skipped++;
-	}
 	sample_release(&s);
-	rec_close(r);
-	return skipped;
+	if (rec_input_release(&in) && status)
+		*status = 1;
+	return in.failed ? -1 : in.skipped;
 }
 
 /* A run to compare: a metrics JSON written by --json, or samples to score. */
@@ -244,7 +237,8 @@ static cJSON *load_run(const struct opts *o, const struct eval_vocab *v, const c
 	struct eval e;
 	struct exports none = { NULL, NULL };
 	eval_init(&e, v);
-	long skipped = score_file(&e, &none, o, path);
+	char *files[] = { (char *)path };
+	long skipped = score_files(&e, &none, o, files, 1, NULL);
 	if (skipped < 0)
 		return NULL;
 	cJSON *m = eval_metrics(&e);
@@ -343,17 +337,14 @@ int main(int argc, char **argv)
 	struct exports x = { o.mmvet ? cJSON_CreateObject() : NULL,
 			     o.llava ? cJSON_CreateArray() : NULL };
 	long skipped = 0;
+	int skips = 0;
 	eval_init(&e, vocab);
 	if (o.pope_q && eval_pope_files(&e, o.pope_q, o.pope_a) < 0)
 		status = 1;
 	/* Samples from the files named, or stdin unless only POPE files were given. */
-	for (int i = optind; !status && (i < argc || (i == optind && !o.pope_q)); i++) {
-		long k = score_file(&e, &x, &o, i < argc ? argv[i] : "-");
-		if (k < 0)
-			status = 1;
-		else
-			skipped += k;
-	}
+	if (!status && (optind < argc || !o.pope_q) &&
+	    (skipped = score_files(&e, &x, &o, argv + optind, argc - optind, &skips)) < 0)
+		status = 1;
 	if (!status) {
 		cJSON *m = eval_metrics(&e);
 		if (skipped)
@@ -366,8 +357,7 @@ int main(int argc, char **argv)
 		status = emit(&o, &b);
 		if (!status && write_exports(&x, &o) < 0)
 			status = 1;
-		if (report_skips(skipped, n_read, n_unread))
-			status = 1;
+		status |= skips;
 	}
 	cJSON_Delete(x.mmvet);
 	cJSON_Delete(x.llava);

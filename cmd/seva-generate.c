@@ -48,7 +48,7 @@ struct batch {
 };
 
 static struct lm lm;
-static long n_read, n_skipped, n_unread, n_done, n_tokens;
+static long n_done, n_tokens;
 
 /* Stops sequence b once it has its own budget of new tokens, so a
  * sequence's result does not depend on the other prompts of its batch. */
@@ -315,54 +315,40 @@ int main(int argc, char **argv)
 	progress_init(&p, "samples", 0, opt.quiet);
 	double t0 = now_seconds();
 
-	int nfiles = optind < argc ? argc - optind : 1;
+	struct rec_input in;
 	struct sample s;
+	int rc;
 	sample_init(&s);
-	for (int fi = 0; fi < nfiles; fi++) {
-		const char *path = optind < argc ? argv[optind + fi] : "-";
-		struct rec_reader *r = rec_open(path);
-		int rc;
-		if (!r) {
-			/* -k goes on to the next input, as seva-cat does */
-			if (!opt.keep)
-				return 1;
-			n_unread++;
+	rec_input_init(&in, argv + optind, argc - optind, opt.keep);
+	while ((rc = rec_input_next(&in, &s)) > 0) {
+		const char *why;
+		if (job_prepare(&b, &s, &why) < 0) {
+			if (rec_input_refuse(&in, why) < 0)
+				break;
 			continue;
 		}
-		while ((rc = rec_read(r, &s)) != 0) {
-			const char *why;
-			n_read++;
-			if (rc < 0) {
-				if (!opt.keep)
-					return 1;
-				n_skipped++;
-				continue;
-			}
-			if (job_prepare(&b, &s, &why) < 0) {
-				if (!opt.keep)
-					die("%s: %s", rec_where(r), why);
-				warn("%s: %s (skipped)", rec_where(r), why);
-				n_skipped++;
-				continue;
-			}
-			if (b.n == opt.batch) {
-				batch_run(&b, w);
-				char extra[64];
-				snprintf(extra, sizeof extra, "%.1f tokens/s",
-					 n_tokens / (now_seconds() - t0 + 1e-9));
-				progress_update(&p, n_done, extra);
-			}
+		if (b.n == opt.batch) {
+			batch_run(&b, w);
+			char extra[64];
+			snprintf(extra, sizeof extra, "%.1f tokens/s",
+				 n_tokens / (now_seconds() - t0 + 1e-9));
+			progress_update(&p, n_done, extra);
 		}
-		rec_close(r);
 	}
-	if (b.n)
+	/* without -k a bad sample ends the run: nothing more is written */
+	if (rc < 0)
+		rec_writer_abort(w);
+	else if (b.n)
 		batch_run(&b, w);
 	progress_done(&p);
 	sample_release(&s);
-	if (rec_writer_close(w) < 0)
-		return 1;
+	int status = rc < 0 || rec_writer_close(w) < 0;
+	for (int i = 0; i < b.n; i++) {
+		sample_release(&b.jobs[i].s);
+		free(b.jobs[i].ids);
+	}
 	free(b.jobs);
 	free(b.images);
 	lm_release(&lm);
-	return report_skips(n_skipped, n_read, n_unread);
+	return rec_input_release(&in) || status;
 }

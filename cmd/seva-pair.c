@@ -27,8 +27,10 @@ static struct {
 } opt = { .fmt = REC_MSGPACK };
 
 static struct {
-	long read, kept, identical, short_, missing, bad, unread;
+	long kept, identical, short_, missing; /* missing: refused for what they lack */
 } st;
+
+static struct rec_input in;
 
 static struct rec_writer *w;
 static struct buf trl;       /* TRL JSON lines */
@@ -61,32 +63,36 @@ static _Noreturn void finish(int failed)
 	free(filter_desc);
 	if (!opt.quiet)
 		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld missing fields, %ld bad",
-		     st.read, st.kept, st.identical, st.short_, st.missing, st.bad);
+		     in.read, st.kept, st.identical, st.short_, st.missing, in.skipped - st.missing);
 	/* the -k count in every tool's words, -q or not */
-	if (opt.keep_going)
-		report_skips(st.missing + st.bad, st.read, st.unread);
-	exit(failed || st.missing || st.bad || st.unread ? 1 : 0);
+	if (rec_input_release(&in))
+		failed = 1;
+	exit(failed);
 }
 
-/* A sample that cannot be paired for what it lacks or holds: the end of
- * the run, or with -k counted and skipped. */
-static void skip(long *counter)
+/* A sample that cannot be paired for what it lacks or holds (WHY), at
+ * WHERE: the end of the run, or with -k counted and skipped. */
+static void refuse(const char *where, const char *why)
 {
-	(*counter)++;
-	if (!opt.keep_going)
+	st.missing++;
+	if (rec_input_refuse_at(&in, where, why) < 0)
 		finish(1);
 }
 
-/* The text field NAME, cleaned; NULL (message printed) if absent or not text. */
-static char *answer(struct rec_reader *r, const struct sample *s, const char *name)
+/* The text field NAME, cleaned; NULL with the reason in *WHY if absent or
+ * not text. */
+static char *answer(const struct sample *s, const char *name, const char **why)
 {
+	static _Thread_local char reason[128];
 	const struct field *f = sample_get(s, name);
 	if (!f) {
-		error("%s: no %s", rec_where(r), name);
+		snprintf(reason, sizeof reason, "no %s", name);
+		*why = reason;
 		return NULL;
 	}
 	if (f->type != FIELD_TEXT || strlen((const char *)f->data) != f->len) {
-		error("%s: field '%s': wrong type (want text)", rec_where(r), name);
+		snprintf(reason, sizeof reason, "field '%s': wrong type (want text)", name);
+		*why = reason;
 		return NULL;
 	}
 	return pair_clean((const char *)f->data);
@@ -200,15 +206,14 @@ static int consumed(const char *name)
 	return 0;
 }
 
-static int make_pair(struct rec_reader *r, struct sample *s, char *clean, char *aug)
+static int make_pair(const char *where, struct sample *s, char *clean, char *aug)
 {
 	const char *why;
 	struct field *img = sample_image(s);
 	char *q = pair_question(s, &why);
 	int keep = 0;
 	if (!q || !img) {
-		error("%s: %s", rec_where(r), !q ? why : "no clean image field");
-		skip(&st.missing);
+		refuse(where, !q ? why : "no clean image field");
 		goto out;
 	}
 	if (same_answer(clean, aug)) {
@@ -251,55 +256,42 @@ out:
 	return keep;
 }
 
-static void put(struct sample *s)
+static void put(const char *where, struct sample *s)
 {
-	if (rec_write(w, s)) {
-		if (rec_writer_failed(w))
-			finish(1);
-		skip(&st.bad);
-	}
+	if (rec_write(w, s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, where, NULL) < 0))
+		finish(1);
 }
 
 /* Streaming mode: each sample is paired as it comes. */
-static void pair_stream(struct rec_reader *r, struct sample *s)
+static int pair_stream(struct sample *s)
 {
 	int rc;
-	while ((rc = rec_read(r, s)) != 0) {
-		st.read++;
-		if (rc < 0) {
-			skip(&st.bad);
-			continue;
-		}
-		char *clean = answer(r, s, "response.txt");
-		char *aug = clean ? answer(r, s, "aug.response.txt") : NULL;
+	while ((rc = rec_input_next(&in, s)) > 0) {
+		const char *why, *where = rec_input_where(&in);
+		char *clean = answer(s, "response.txt", &why);
+		char *aug = clean ? answer(s, "aug.response.txt", &why) : NULL;
 		if (!aug)
-			skip(&st.missing);
-		else if (make_pair(r, s, clean, aug))
-			put(s);
+			refuse(where, why);
+		else if (make_pair(where, s, clean, aug))
+			put(where, s);
 		free(clean);
 		free(aug);
-		progress_update(&prog, st.read, NULL);
+		progress_update(&prog, in.read, NULL);
 	}
+	return rc;
 }
 
 /* --random-negative, first pass: answers into the pool, samples spooled. */
-static void pool_add(struct rec_reader *r, struct sample *s, struct rec_writer *spool)
+static int pool_add(struct sample *s, struct rec_writer *spool)
 {
 	int rc;
-	while ((rc = rec_read(r, s)) != 0) {
-		st.read++;
-		if (rc < 0) {
-			skip(&st.bad);
-			continue;
-		}
+	while ((rc = rec_input_next(&in, s)) > 0) {
 		const char *why = "no clean image field";
 		char *q = sample_image(s) ? pair_question(s, &why) : NULL;
-		char *clean = q ? answer(r, s, "response.txt") : NULL;
-		if (!q)
-			error("%s: %s", rec_where(r), why);
+		char *clean = q ? answer(s, "response.txt", &why) : NULL;
 		free(q);
 		if (!clean) {
-			skip(&st.missing);
+			refuse(rec_input_where(&in), why);
 			continue;
 		}
 		if (pool.n == pool.cap) {
@@ -310,6 +302,7 @@ static void pool_add(struct rec_reader *r, struct sample *s, struct rec_writer *
 		if (rec_write(spool, s))
 			finish(1);
 	}
+	return rc;
 }
 
 /* Second pass: each spooled sample gets another sample's answer, drawn
@@ -331,8 +324,8 @@ static void pair_negatives(struct sample *s)
 			}
 		}
 		char *aug = xstrdup(neg);
-		if (make_pair(r, s, pool.answer[i], aug))
-			put(s);
+		if (make_pair(rec_where(r), s, pool.answer[i], aug))
+			put(rec_where(r), s);
 		free(aug);
 	}
 	rec_close(r);
@@ -403,19 +396,12 @@ int main(int argc, char **argv)
 		if (!spool)
 			finish(1);
 	}
-	for (int i = optind; i < argc || i == optind; i++) {
-		struct rec_reader *r = rec_open(i < argc ? argv[i] : NULL);
-		if (!r) {
-			skip(&st.unread);
-			continue;
-		}
-		if (opt.random_negative)
-			pool_add(r, &s, spool);
-		else
-			pair_stream(r, &s);
-		rec_close(r);
-		if (i >= argc)
-			break;
+	rec_input_init(&in, argv + optind, argc - optind, opt.keep_going);
+	if ((opt.random_negative ? pool_add(&s, spool) : pair_stream(&s)) < 0) {
+		sample_release(&s);
+		if (spool)
+			rec_writer_abort(spool);
+		finish(1);
 	}
 	if (spool) {
 		if (rec_writer_close(spool))

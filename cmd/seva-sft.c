@@ -45,7 +45,7 @@ struct example {
 static struct lm lm;
 static struct example *ex;
 static long n_ex;
-static struct train_reads reads;
+static struct rec_input in;
 static float *images;   /* (n_images, 3, S, S), decoded once */
 static long n_images, img_floats;
 
@@ -478,20 +478,20 @@ int main(int argc, char **argv)
 	}
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
-	if (train_read_counted(argv + optind, argc - optind, opt.t.keep,
-			       opt.vision_labels ? vision_example_add : example_add, NULL, &reads) < 0)
+	rec_input_init(&in, argv + optind, argc - optind, opt.t.keep);
+	if (rec_input_each(&in, opt.vision_labels ? vision_example_add : example_add, NULL) < 0)
 		return 1;
 	if (opt.vision_labels && n_ex > 0)
 		vision_head_init();
 	if (n_ex == 0) {
-		report_skips(reads.skipped, reads.read, reads.unread);
+		rec_input_release(&in);
 		die("no training examples: %s, nothing to train on",
-		    reads.read ? "every sample was skipped" : "the input is empty");
+		    in.read ? "every sample was skipped" : "the input is empty");
 	}
 	int trc = train(parts);
 	if (trc < 0)
 		rc = 1;
-	else if (report_skips(reads.skipped, reads.read, reads.unread))
+	else if (rec_input_release(&in))
 		rc = 1;
 
 	for (long i = 0; i < n_ex; i++) {

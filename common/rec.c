@@ -16,6 +16,8 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <math.h>
 #include <msgpack.h>
@@ -570,6 +572,7 @@ struct rec_reader {
 	char *key;        /* key of the current record, NULL if not known */
 	int done;         /* end of input, or cannot resynchronise */
 	struct buf where;
+	struct buf msg;   /* why the last read or the open failed (rd_error) */
 
 	msgpack_unpacker unp;
 
@@ -588,12 +591,31 @@ struct rec_reader {
 	long lineno;
 };
 
+/* KEY as a message shows it: control bytes as \xNN, cut after
+ * REC_KEY_MAX bytes (a bad key is shown, not let loose on a terminal). */
+static void show_key(struct buf *b, const char *key)
+{
+	size_t i;
+	for (i = 0; key[i] && i < REC_KEY_MAX; i++) {
+		unsigned char c = (unsigned char)key[i];
+		if (c < 0x20 || c == 0x7f)
+			buf_printf(b, "\\x%02x", c);
+		else
+			buf_add(b, &key[i], 1);
+	}
+	if (key[i])
+		buf_addstr(b, "...");
+}
+
 const char *rec_where(struct rec_reader *r)
 {
 	r->where.len = 0;
 	buf_printf(&r->where, "%s: record %ld", r->name, r->nrec);
-	if (r->key)
-		buf_printf(&r->where, " (key %s)", r->key);
+	if (r->key) {
+		buf_addstr(&r->where, " (key ");
+		show_key(&r->where, r->key);
+		buf_addstr(&r->where, ")");
+	}
 	return (const char *)r->where.data;
 }
 
@@ -601,6 +623,33 @@ static void set_key(struct rec_reader *r, const char *key, size_t len)
 {
 	free(r->key);
 	r->key = key ? xstrndup(key, len) : NULL;
+}
+
+/* The reader's messages wait in r->msg, in error()'s format (a trailing ':'
+ * appends strerror(errno)), and return -1: rec_read and rec_open print them
+ * as errors, rec_input as errors or, under -k, as skips. */
+static int rd_error(struct rec_reader *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int rd_error(struct rec_reader *r, const char *fmt, ...)
+{
+	int saved = errno;
+	size_t n = strlen(fmt);
+	va_list ap;
+	va_start(ap, fmt);
+	int len = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	char *text = xmalloc(len > 0 ? (size_t)len + 1 : 1);
+	*text = 0;
+	va_start(ap, fmt);
+	if (len > 0)
+		vsnprintf(text, (size_t)len + 1, fmt, ap);
+	va_end(ap);
+	r->msg.len = 0;
+	buf_addstr(&r->msg, text);
+	if (n && fmt[n - 1] == ':')
+		buf_printf(&r->msg, " %s", strerror(saved));
+	free(text);
+	return -1;
 }
 
 static la_ssize_t tar_read_cb(struct archive *a, void *ud, const void **out)
@@ -685,17 +734,21 @@ static int detect(const unsigned char *h, size_t n)
 	return -1;
 }
 
-struct rec_reader *rec_open(const char *path)
+/* rec_open, with the message of a failure in *WHY (malloc'd) instead of
+ * printed. */
+static struct rec_reader *reader_open(const char *path, char **why)
 {
 	struct rec_reader *r = xcalloc(1, sizeof *r);
 	int use_stdin = !path || !strcmp(path, "-");
+	*why = NULL;
 	r->name = xstrdup(use_stdin ? "stdin" : path);
 	buf_init(&r->where);
+	buf_init(&r->msg);
 	buf_init(&r->next_data);
 	buf_init(&r->line);
 	r->src.fd = use_stdin ? 0 : open(path, O_RDONLY);
 	if (r->src.fd < 0) {
-		error("open '%s':", path);
+		rd_error(r, "open '%s':", path);
 		goto fail;
 	}
 	while (r->src.head_len < PEEK) {
@@ -703,7 +756,7 @@ struct rec_reader *rec_open(const char *path)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			error("%s: read error:", r->name);
+			rd_error(r, "%s: read error:", r->name);
 			goto fail;
 		}
 		if (n == 0)
@@ -717,7 +770,7 @@ struct rec_reader *rec_open(const char *path)
 	}
 	int fmt = detect(r->src.head, r->src.head_len);
 	if (fmt < 0) {
-		error("%s: not a tar shard, a msgpack stream or JSON lines", r->name);
+		rd_error(r, "%s: not a tar shard, a msgpack stream or JSON lines", r->name);
 		goto fail;
 	}
 	r->fmt = fmt;
@@ -729,14 +782,26 @@ struct rec_reader *rec_open(const char *path)
 		archive_read_support_filter_all(r->ar);
 		archive_read_support_format_tar(r->ar);
 		if (archive_read_open(r->ar, r, NULL, tar_read_cb, NULL) != ARCHIVE_OK) {
-			error("%s: %s", r->name, archive_error_string(r->ar));
+			rd_error(r, "%s: %s", r->name, archive_error_string(r->ar));
 			goto fail;
 		}
 	}
 	return r;
 fail:
+	*why = xstrdup((const char *)r->msg.data);
 	rec_close(r);
 	return NULL;
+}
+
+struct rec_reader *rec_open(const char *path)
+{
+	char *why;
+	struct rec_reader *r = reader_open(path, &why);
+	if (!r) {
+		error("%s", why);
+		free(why);
+	}
+	return r;
 }
 
 void rec_close(struct rec_reader *r)
@@ -757,6 +822,7 @@ void rec_close(struct rec_reader *r)
 	free(r->next_broken);
 	buf_release(&r->next_data);
 	buf_release(&r->where);
+	buf_release(&r->msg);
 	buf_release(&r->line);
 	if (r->seen.slot)
 		keyset_release(&r->seen);
@@ -802,25 +868,25 @@ static int mp_sample(struct rec_reader *r, const msgpack_object *o, struct sampl
 {
 	const char *bad = NULL;
 	if (o->type != MSGPACK_OBJECT_MAP)
-		return error("%s: not a map", rec_where(r));
+		return rd_error(r, "%s: not a map", rec_where(r));
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
 		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 7 &&
 		    !memcmp(k->via.str.ptr, "__key__", 7)) {
 			if (v->type != MSGPACK_OBJECT_STR && v->type != MSGPACK_OBJECT_BIN)
-				return error("%s: __key__ is not a string", rec_where(r));
+				return rd_error(r, "%s: __key__ is not a string", rec_where(r));
 			if (v->via.str.size == 0 || memchr(v->via.str.ptr, 0, v->via.str.size))
-				return error("%s: __key__ is empty or holds a NUL", rec_where(r));
+				return rd_error(r, "%s: __key__ is empty or holds a NUL", rec_where(r));
 			set_key(r, v->via.str.ptr, v->via.str.size);
 			sample_set_key(s, r->key);
 		}
 	}
 	if (!s->key)
-		return error("%s: no __key__", rec_where(r));
+		return rd_error(r, "%s: no __key__", rec_where(r));
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
 		if (k->type != MSGPACK_OBJECT_STR && k->type != MSGPACK_OBJECT_BIN)
-			return error("%s: a field name is not a string", rec_where(r));
+			return rd_error(r, "%s: a field name is not a string", rec_where(r));
 		char *name = xstrndup(k->via.str.ptr, k->via.str.size);
 		if (!strcmp(name, "__key__")) {
 			free(name);
@@ -833,7 +899,7 @@ static int mp_sample(struct rec_reader *r, const msgpack_object *o, struct sampl
 		else
 			bad = mp_field(s, name, v);
 		if (bad) {
-			error("%s: field '%s': %s", rec_where(r), name, bad);
+			rd_error(r, "%s: field '%s': %s", rec_where(r), name, bad);
 			free(name);
 			return -1;
 		}
@@ -918,7 +984,7 @@ static int mp_read(struct rec_reader *r, struct sample *s)
 		if (whole < 0) {
 			r->done = 1;
 			r->nrec++;
-			rc = error("%s: not msgpack (byte 0xc1)", rec_where(r));
+			rc = rd_error(r, "%s: not msgpack (byte 0xc1)", rec_where(r));
 			break;
 		}
 		if (whole > 0) {
@@ -928,7 +994,7 @@ static int mp_read(struct rec_reader *r, struct sample *s)
 				rc = mp_sample(r, &up.data, s);
 			} else {
 				r->done = 1;
-				rc = error("%s: not msgpack (%s)", rec_where(r),
+				rc = rd_error(r, "%s: not msgpack (%s)", rec_where(r),
 					   ret == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory" : "nested too deep");
 			}
 			break;
@@ -942,10 +1008,10 @@ static int mp_read(struct rec_reader *r, struct sample *s)
 		}
 		r->done = 1;
 		if (n < 0) {
-			rc = error("%s: read error:", r->name);
+			rc = rd_error(r, "%s: read error:", r->name);
 		} else if (u->used > u->off) {
 			r->nrec++;
-			rc = error("%s: truncated msgpack (%zu bytes of an incomplete record at the end)",
+			rc = rd_error(r, "%s: truncated msgpack (%zu bytes of an incomplete record at the end)",
 				   rec_where(r), u->used - u->off);
 		} else {
 			rc = 0;
@@ -970,8 +1036,8 @@ static int tar_member(struct rec_reader *r)
 		if (rc == ARCHIVE_EOF && tar_cut_short(r)) {
 			const char *what = "ends inside the archive, without its end blocks (cut short?)";
 			if (r->key)
-				return error("%s: %s", rec_where(r), what);
-			return error("%s: record %ld: %s", r->name, r->nrec + 1, what);
+				return rd_error(r, "%s: %s", rec_where(r), what);
+			return rd_error(r, "%s: record %ld: %s", r->name, r->nrec + 1, what);
 		}
 		if (rc == ARCHIVE_EOF)
 			return 0;
@@ -980,8 +1046,8 @@ static int tar_member(struct rec_reader *r)
 		} else if (rc != ARCHIVE_OK) {
 			/* The sample in progress, if any, is lost with the archive. */
 			if (r->key)
-				return error("%s: %s", rec_where(r), archive_error_string(r->ar));
-			return error("%s: record %ld: %s", r->name, r->nrec + 1, archive_error_string(r->ar));
+				return rd_error(r, "%s: %s", rec_where(r), archive_error_string(r->ar));
+			return rd_error(r, "%s: record %ld: %s", r->name, r->nrec + 1, archive_error_string(r->ar));
 		}
 		/* Directories and links carry no field. */
 		if (archive_entry_filetype(e) != AE_IFREG)
@@ -1007,7 +1073,7 @@ static int tar_member(struct rec_reader *r)
 				break;
 			if (n < 0) {
 				if (r->key && !strcmp(r->key, r->next_key))
-					return error("%s: member '%s': %s", rec_where(r), path,
+					return rd_error(r, "%s: member '%s': %s", rec_where(r), path,
 						     archive_error_string(r->ar));
 				free(r->next_broken);
 				r->next_broken = xasprintf("member '%s': %s", path,
@@ -1034,7 +1100,7 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 	r->nrec++;
 	set_key(r, r->next_key, strlen(r->next_key));
 	if (r->next_broken) {
-		error("%s: %s", rec_where(r), r->next_broken);
+		rd_error(r, "%s: %s", rec_where(r), r->next_broken);
 		free(r->next_broken);
 		r->next_broken = NULL;
 		r->done = 1;
@@ -1076,7 +1142,7 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 	else if (!r->have_next)
 		r->done = 1;
 	if (bad) {
-		error("%s: %s", rec_where(r), bad);
+		rd_error(r, "%s: %s", rec_where(r), bad);
 		free(bad);
 		return -1;
 	}
@@ -1091,7 +1157,7 @@ static int next_line(struct rec_reader *r)
 		if (r->cpos == r->clen) {
 			ssize_t n = src_read(&r->src, r->src.chunk, sizeof r->src.chunk);
 			if (n < 0)
-				return error("%s: read error:", r->name);
+				return rd_error(r, "%s: read error:", r->name);
 			if (n == 0)
 				return r->line.len > 0;
 			r->cpos = 0;
@@ -1249,23 +1315,263 @@ static int jsonl_read(struct rec_reader *r, struct sample *s)
 	rc = jsonl_sample(r, s, &j, &err);
 	buf_release(&j.str);
 	if (rc)
-		error("%s: line %ld: %s", rec_where(r), r->lineno, (char *)err.data);
+		rd_error(r, "%s: line %ld: %s", rec_where(r), r->lineno, (char *)err.data);
 	buf_release(&err);
 	return rc ? -1 : 1;
 }
 
-int rec_read(struct rec_reader *r, struct sample *s)
+const char *rec_key_unfit(const char *key)
 {
+	size_t n = strlen(key);
+	if (n == 0)
+		return "empty";
+	if (n > REC_KEY_MAX)
+		return "longer than 200 bytes";
+	for (const unsigned char *c = (const unsigned char *)key; *c; c++) {
+		if (*c == '/' || *c == '.')
+			return "holds '/' or '.' (a key names files: KEY.FIELD)";
+		if (*c < 0x20 || *c == 0x7f)
+			return "holds a control character";
+	}
+	return NULL;
+}
+
+/* rec_read with the message of a bad record in r->msg instead of printed. */
+static int reader_next(struct rec_reader *r, struct sample *s)
+{
+	int rc = 0;
+	const char *bad;
 	sample_clear(s);
 	set_key(r, NULL, 0);
 	if (r->done)
 		return 0;
 	switch (r->fmt) {
-	case REC_MSGPACK: return mp_read(r, s);
-	case REC_TAR: return tar_read(r, s);
-	case REC_JSONL: return jsonl_read(r, s);
+	case REC_MSGPACK: rc = mp_read(r, s); break;
+	case REC_TAR: rc = tar_read(r, s); break;
+	case REC_JSONL: rc = jsonl_read(r, s); break;
 	}
+	/* The record was read whole: the next one starts clean. */
+	if (rc > 0 && (bad = rec_key_unfit(s->key)))
+		return rd_error(r, "%s: __key__ %s", rec_where(r), bad);
+	return rc;
+}
+
+int rec_read(struct rec_reader *r, struct sample *s)
+{
+	int rc = reader_next(r, s);
+	if (rc < 0)
+		error("%s", (const char *)r->msg.data);
+	return rc;
+}
+
+/* ---- keys seen: the uniqueness of keys in a stream ---- */
+
+struct rec_key_seen {
+	uint64_t h[2];  /* two 64-bit hashes of the key; {0, 0}: a free slot */
+	long rec;       /* where it was first seen */
+	int file;
+};
+
+/* 128 bits of KEY: FNV-1a from two bases, each through splitmix64's
+ * finalizer. Two keys that differ collide with probability about 2^-128
+ * per pair: for a stream of 10^9 keys, below 10^-20. */
+static void key_hash(const char *key, uint64_t h[2])
+{
+	uint64_t a = 1469598103934665603ull, b = 0x9e3779b97f4a7c15ull;
+	for (const unsigned char *c = (const unsigned char *)key; *c; c++) {
+		a = (a ^ *c) * 1099511628211ull;
+		b = (b ^ *c) * 0x100000001b3ull + 0x632be59bd9b4e019ull;
+	}
+	for (int i = 0; i < 2; i++) {
+		uint64_t z = i ? b : a;
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		h[i] = (z ^ (z >> 31)) | (i == 0); /* never {0, 0} */
+	}
+}
+
+void rec_keys_init(struct rec_keys *k)
+{
+	memset(k, 0, sizeof *k);
+}
+
+void rec_keys_release(struct rec_keys *k)
+{
+	free(k->slot);
+	memset(k, 0, sizeof *k);
+}
+
+static struct rec_key_seen *keys_find(struct rec_key_seen *slot, size_t cap, const uint64_t h[2])
+{
+	size_t i = (size_t)h[1] & (cap - 1);
+	while ((slot[i].h[0] || slot[i].h[1]) && (slot[i].h[0] != h[0] || slot[i].h[1] != h[1]))
+		i = (i + 1) & (cap - 1);
+	return &slot[i];
+}
+
+int rec_keys_add(struct rec_keys *k, const char *key, int file, long rec, int *was_file,
+		 long *was_rec)
+{
+	uint64_t h[2];
+	if (4 * (k->n + 1) > 3 * k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 1024;
+		struct rec_key_seen *slot = xcalloc(cap, sizeof *slot);
+		for (size_t i = 0; i < k->cap; i++)
+			if (k->slot[i].h[0] || k->slot[i].h[1])
+				*keys_find(slot, cap, k->slot[i].h) = k->slot[i];
+		free(k->slot);
+		k->slot = slot;
+		k->cap = cap;
+	}
+	key_hash(key, h);
+	struct rec_key_seen *e = keys_find(k->slot, k->cap, h);
+	if (e->h[0] || e->h[1]) {
+		*was_file = e->file;
+		*was_rec = e->rec;
+		return 1;
+	}
+	e->h[0] = h[0];
+	e->h[1] = h[1];
+	e->file = file;
+	e->rec = rec;
+	k->n++;
 	return 0;
+}
+
+/* ---- the input loop of every tool ---- */
+
+void rec_input_init(struct rec_input *in, char *const *files, int n, int keep)
+{
+	memset(in, 0, sizeof *in);
+	in->files = files;
+	in->nfiles = n;
+	in->keep = keep;
+	rec_keys_init(&in->keys);
+}
+
+static const char *input_name(const struct rec_input *in, int i)
+{
+	return in->nfiles && strcmp(in->files[i], "-") ? in->files[i] : "stdin";
+}
+
+/* The reader is closed and the keys let go as soon as the loop is over:
+ * the training tools keep IN until their closing report. */
+static void input_end(struct rec_input *in)
+{
+	rec_close(in->r);
+	in->r = NULL;
+	in->next = in->nfiles ? in->nfiles : 1;
+	rec_keys_release(&in->keys);
+}
+
+/* A bad input or record: skipped and counted (-k) or the end of the loop. */
+static int input_bad(struct rec_input *in, const char *msg, long *count)
+{
+	(*count)++;
+	if (in->keep) {
+		warn("%s (skipped)", msg);
+		return 0;
+	}
+	error("%s", msg);
+	in->failed = 1;
+	input_end(in);
+	return -1;
+}
+
+int rec_input_next(struct rec_input *in, struct sample *s)
+{
+	int n = in->nfiles ? in->nfiles : 1;
+	for (;;) {
+		if (in->failed)
+			return -1;
+		if (!in->r) {
+			char *why;
+			if (in->next >= n) {
+				input_end(in);
+				return 0;
+			}
+			in->cur = in->next++;
+			in->r = reader_open(in->nfiles ? in->files[in->cur] : NULL, &why);
+			if (!in->r) {
+				int rc = input_bad(in, why, &in->unread);
+				free(why);
+				if (rc < 0)
+					return -1;
+			}
+			continue;
+		}
+		int rc = reader_next(in->r, s);
+		if (rc == 0) {
+			rec_close(in->r);
+			in->r = NULL;
+			continue;
+		}
+		in->read++;
+		int file;
+		long rec;
+		if (rc > 0 && rec_keys_add(&in->keys, s->key, in->cur, in->r->nrec, &file, &rec)) {
+			if (file == in->cur)
+				rd_error(in->r, "%s: key already used by record %ld", rec_where(in->r), rec);
+			else
+				rd_error(in->r, "%s: key already used by %s: record %ld", rec_where(in->r),
+					 input_name(in, file), rec);
+			rc = -1;
+		}
+		if (rc > 0)
+			return 1;
+		if (input_bad(in, (const char *)in->r->msg.data, &in->skipped) < 0)
+			return -1;
+	}
+}
+
+const char *rec_input_where(const struct rec_input *in)
+{
+	return in->r ? rec_where(in->r) : "";
+}
+
+int rec_input_refuse_at(struct rec_input *in, const char *where, const char *why)
+{
+	in->skipped++;
+	if (in->keep) {
+		if (why)
+			warn("%s: %s (skipped)", where, why);
+		return 0;
+	}
+	if (why)
+		error("%s: %s", where, why);
+	in->failed = 1;
+	input_end(in);
+	return -1;
+}
+
+int rec_input_refuse(struct rec_input *in, const char *why)
+{
+	return rec_input_refuse_at(in, rec_input_where(in), why);
+}
+
+int rec_input_each(struct rec_input *in, int (*add)(void *ctx, struct sample *s, const char **why),
+		   void *ctx)
+{
+	struct sample s;
+	int rc;
+	sample_init(&s);
+	while ((rc = rec_input_next(in, &s)) > 0) {
+		const char *why = NULL;
+		if (add(ctx, &s, &why) < 0 && rec_input_refuse(in, why) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	sample_release(&s);
+	return rc;
+}
+
+int rec_input_release(struct rec_input *in)
+{
+	input_end(in);
+	/* Without -k the run stopped at the bad input, which said so. */
+	int skipped = in->keep && report_skips(in->skipped, in->read, in->unread);
+	return in->failed || skipped;
 }
 
 /* ---- writer ---- */
@@ -1378,8 +1684,6 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 /* What makes S impossible to write as tar members, or NULL. */
 static const char *tar_unfit(const struct sample *s)
 {
-	if (strchr(s->key, '.') || strchr(s->key, '/'))
-		return "a tar key cannot hold '.' or '/'";
 	for (size_t i = 0; i < s->nfields; i++)
 		if (!*s->fields[i].name || strchr(s->fields[i].name, '/'))
 			return "a tar field name cannot be empty or hold '/'";
@@ -1492,8 +1796,19 @@ int rec_write(struct rec_writer *w, const struct sample *s)
 		return -1;
 	w->nrec++;
 	w->out.len = 0;
-	if (!s->key || !*s->key)
+	if (!s->key)
 		return error("%s: record %ld: no key", w->name, w->nrec);
+	/* what no reader would take back */
+	const char *bad = rec_key_unfit(s->key);
+	if (bad) {
+		struct buf k;
+		buf_init(&k);
+		show_key(&k, s->key);
+		error("%s: record %ld (key %s): __key__ %s", w->name, w->nrec, (char *)k.data, bad);
+		buf_release(&k);
+		w->nrec--;
+		return -1;
+	}
 	if (w->fmt == REC_TAR && tar_unfit(s)) {
 		error("%s: record %ld (key %s): %s", w->name, w->nrec, s->key, tar_unfit(s));
 		w->nrec--;

@@ -1,7 +1,7 @@
 /* rec — record streams: read samples from tar shards or msgpack streams
  * (detected from the first bytes; .tar.gz/.tar.zst through libarchive),
- * write msgpack, tar or JSON lines. The only module (with shard.c) that
- * touches msgpack-c and libarchive. */
+ * write msgpack, tar or JSON lines; the input loop every tool runs over
+ * them (rec_input). The only module that touches msgpack-c and libarchive. */
 #ifndef SEVA_REC_H
 #define SEVA_REC_H
 
@@ -12,6 +12,14 @@ enum rec_format {
 	REC_TAR,     /* WebDataset: members KEY.FIELD, a sample's members adjacent */
 	REC_JSONL,   /* for jq: bytes fields as {"bytes": N, "sha256": "..."} */
 };
+
+/* What a key may be, since it names files (tar members KEY.FIELD, the
+ * images seva-pair exports as KEY.png): 1 to REC_KEY_MAX bytes, none of them
+ * '/', '.' or a control character (below 0x20, or 0x7f). Every reader
+ * refuses another key as a bad record, every writer refuses to write one.
+ * NULL if KEY is fit, else why not (static text). */
+#define REC_KEY_MAX 200
+const char *rec_key_unfit(const char *key);
 
 struct rec_reader;
 
@@ -48,6 +56,62 @@ void rec_writer_abort(struct rec_writer *w);
  * record can be written. A record refused for its content (a key unfit for
  * tar, invalid JSON text) leaves the writer usable. */
 int rec_writer_failed(const struct rec_writer *w);
+
+/* The keys of a stream so far, each with where it was first seen: a hash
+ * set of 128-bit hashes (32 bytes a slot, whatever the keys' lengths).
+ * Zeroed by rec_keys_init; rec_keys_release frees it. */
+struct rec_key_seen;
+struct rec_keys {
+	struct rec_key_seen *slot;
+	size_t cap, n;
+};
+void rec_keys_init(struct rec_keys *k);
+void rec_keys_release(struct rec_keys *k);
+/* Adds KEY, seen in input FILE at record REC: 0 if it is new; 1 if it was
+ * seen before, where it was in *WAS_FILE and *WAS_REC. */
+int rec_keys_add(struct rec_keys *k, const char *key, int file, long rec, int *was_file,
+		 long *was_rec);
+
+/* The inputs of a tool (DESIGN sec. 7): FILES in order (none: standard
+ * input; "-" is standard input too), each opened in turn. An input that
+ * cannot be opened, a record that cannot be read, and a record whose key
+ * an earlier record of any input had, are, with KEEP, counted and passed
+ * over ("WHERE: WHY (skipped)"); without, they end the loop ("WHERE: WHY").
+ * The tool refuses a sample it cannot use with rec_input_refuse, under the
+ * same rule. rec_input_release prints the closing count. */
+struct rec_input {
+	char *const *files;
+	int nfiles, keep;
+	int next, cur;             /* the input to open next; the one being read */
+	struct rec_reader *r;      /* NULL between inputs */
+	long read, skipped, unread; /* records read (good or bad); skipped (read
+				      or refused); inputs not opened */
+	int failed;                /* the loop ended on a bad input */
+	struct rec_keys keys;
+};
+void rec_input_init(struct rec_input *in, char *const *files, int n, int keep);
+/* The next sample of any input into S: 1; 0 after the last input; -1 when a
+ * bad input or record ends the run (message printed). */
+int rec_input_next(struct rec_input *in, struct sample *s);
+/* "FILE: record N (key K)" of the sample last returned (borrowed, valid
+ * until the next call). */
+const char *rec_input_where(const struct rec_input *in);
+/* The tool refuses the sample last returned, for WHY: with KEEP warns
+ * "WHERE: WHY (skipped)", counts it and returns 0; else prints "WHERE: WHY",
+ * ends the loop and returns -1. WHY NULL: the reason was printed already
+ * (a writer's refusal). _at: for a sample returned earlier (a batch), at
+ * WHERE as rec_input_where said then. */
+int rec_input_refuse(struct rec_input *in, const char *why);
+int rec_input_refuse_at(struct rec_input *in, const char *where, const char *why);
+/* The whole loop, for tools that read everything first: every sample to
+ * ADD, which may take its contents (and sample_init it); ADD's -1 (a reason
+ * in *WHY) is rec_input_refuse's. 0 at the end, -1 if the run ends. */
+int rec_input_each(struct rec_input *in, int (*add)(void *ctx, struct sample *s, const char **why),
+		   void *ctx);
+/* Closes the inputs; with KEEP prints "N of M samples skipped" and "N
+ * inputs could not be read" when so. 1 if anything was skipped or the loop
+ * failed (the exit status says so), else 0. Call once. */
+int rec_input_release(struct rec_input *in);
 
 /* Parses "msgpack"/"tar"/"jsonl" (or "json"). -1 if unknown. */
 int rec_format_parse(const char *name);

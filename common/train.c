@@ -11,7 +11,6 @@
 #include <cjson/cJSON.h>
 
 #include "dist.h"
-#include "rec.h"
 #include "sha256.h"
 #include "tensor.h"
 #include "util.h"
@@ -1102,53 +1101,6 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 			 a->lr, lr_schedule_name(a->schedule), a->warmup, total, a->batch,
 			 a->accum, a->clip, a->wd, (unsigned long long)a->seed, parts, lora,
 			 a->lora_alpha);
-}
-
-int train_read_counted(char *const *files, int n, int keep,
-		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx,
-		       struct train_reads *c)
-{
-	struct sample s;
-	int rc = 0;
-	memset(c, 0, sizeof *c);
-	sample_init(&s);
-	for (int i = 0; i < (n ? n : 1) && rc == 0; i++) {
-		struct rec_reader *r = rec_open(n ? files[i] : "-");
-		int got;
-		if (!r) {
-			if (!keep)
-				rc = -1;
-			c->unread++;
-			continue;
-		}
-		while ((got = rec_read(r, &s)) != 0) {
-			const char *why = NULL;
-			c->read++;
-			if (got > 0 && add(ctx, &s, &why) == 0)
-				continue;
-			if (!keep) {
-				if (got > 0)
-					error("%s: %s", rec_where(r), why);
-				rc = -1;
-				break;
-			}
-			if (got > 0)
-				warn("%s: %s (skipped)", rec_where(r), why);
-			c->skipped++;
-		}
-		rec_close(r);
-	}
-	sample_release(&s);
-	return rc;
-}
-
-long train_read_inputs(char *const *files, int n, int keep,
-		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx)
-{
-	struct train_reads c;
-	if (train_read_counted(files, n, keep, add, ctx, &c) < 0)
-		return -1;
-	return c.skipped + c.unread;
 }
 
 /* --- the training loop --- */

@@ -267,26 +267,6 @@ long train_total_steps(const struct train_args *a, long n);
  * training run shares, from "lr" to "lora_alpha"; malloc'd. */
 char *train_settings(const struct train_args *a, long total, unsigned parts, int lora);
 
-/* Reads the records of FILES (n of them; n == 0: standard input) and gives
- * each to ADD, which may take the sample's contents (and sample_init it).
- * A record that cannot be read, or that ADD refuses (-1, a reason in WHY),
- * fails the read ("FILE: record N (key K): WHY") unless KEEP, which warns,
- * skips and counts it (an input that cannot be opened too). Returns the
- * count skipped, -1 (message printed) on failure. */
-long train_read_inputs(char *const *files, int n, int keep,
-		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx);
-/* What a read of the inputs saw: records read (good or bad), records
- * skipped (-k), inputs that could not be opened (-k). */
-struct train_reads {
-	long read, skipped, unread;
-};
-/* train_read_inputs with the counts in C (for report_skips): with KEEP an
- * input that cannot be opened is counted in C->unread and the next one is
- * read, as seva-cat does. Returns 0, or -1 (message printed) on failure. */
-int train_read_counted(char *const *files, int n, int keep,
-		       int (*add)(void *ctx, struct sample *s, const char **why), void *ctx,
-		       struct train_reads *c);
-
 /* --- the training loop --- */
 #define TRAIN_SUMS 16
 

@@ -92,6 +92,33 @@ check "failed run leaves no output" ! -e l.mp
 expect_fail "LLaVA with -k: skips, counts, exit 1" 1 seva-cat -k --llava "$FIX/llava/data.json" \
 	--images "$FIX/llava/images" -o l.mp
 stderr_has "skip counted" "1 of 3 samples skipped"
+# ids that are one key (equal, or equal once '/' and '.' become '_') would
+# give one sample the other's image: the second is refused, the first named
+cat >lc.json <<'EOF'
+[{"id": "vg/123", "image": "coco/000000000001.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"}]},
+ {"id": "vg_123", "image": "coco/000000000002.png", "conversations": [{"from": "human", "value": "<image>\nWhat shape?"}]},
+ {"id": "a", "image": "coco/000000000001.jpg", "conversations": [{"from": "human", "value": "Q?"}]},
+ {"id": "a", "image": "coco/000000000002.png", "conversations": [{"from": "human", "value": "Q?"}]}]
+EOF
+expect_fail "LLaVA: ids colliding as keys fail" 1 seva-cat --llava lc.json --images "$FIX/llava/images" -t -o lc.tar
+stderr_has "names the record and the earlier one" "^seva-cat: lc.json: record 2 \(id vg_123\): key 'vg_123' already used by record 1$"
+check "no tar written" ! -e lc.tar
+expect_fail "LLaVA -k: the repeats skipped" 1 seva-cat -k --llava lc.json --images "$FIX/llava/images" -t -o lc.tar
+stderr_has "the duplicate id too" "^seva-cat: lc.json: record 4 \(id a\): key 'a' already used by record 3 \(skipped\)$"
+stderr_has "counted" "^seva-cat: 2 of 4 samples skipped$"
+expect "the tar reads back" seva-cat -j -o lc.jsonl lc.tar
+check "one sample a key, the first's image" "$(jq -r '.__key__ + ":" + .json.image_id' lc.jsonl | tr '\n' ' ')" = \
+	"vg_123:coco/000000000001.jpg a:coco/000000000001.jpg "
+# text-only conversations (LLaVA-665k's ShareGPT part) have no image to
+# align on: left out with one closing line, not an error
+cat >lt.json <<'EOF'
+[{"id": "t1", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]},
+ {"id": "i1", "image": "coco/000000000001.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"}]},
+ {"id": "t2", "conversations": [{"from": "human", "value": "Why?"}]}]
+EOF
+expect "LLaVA: text-only items left out" seva-cat --llava lt.json --images "$FIX/llava/images" -j -o lt.jsonl
+stderr_has "one line counts them" "^seva-cat: lt.json: 2 of 3 records are text-only \(no \"image\"\), left out$"
+check "the image item kept" "$(jq -r .__key__ lt.jsonl)" = i1
 expect "LLaVA import to tar" seva-cat -t -o l.tar l.mp
 tar -tf l.tar >llist
 printf '%s\n' 000000000001.jpg 000000000001.json coco_2_v1.png coco_2_v1.json >lwant

@@ -58,7 +58,13 @@ sweep() {
 	check "$tool: empty input, no output" "$(wc -c <"$TMP/.out")" = 0
 	expect_fail "$tool > /dev/full" 1 sh -c "exec $tool $* $good >/dev/full"
 	check "$tool > /dev/full: one message" "$(grep -c 'write error' "$TMP/.err")" = 1
-	(for _ in 1 2 3 4 5 6 7 8; do cat $good; done) >many.in
+	# eight copies of the input, keys made distinct (keys are unique in a stream)
+	case $good in
+	*.txt) (for _ in 1 2 3 4 5 6 7 8; do cat $good; done) >many.in ;;
+	*) $PY -c 'import sys, msgpack
+rs = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+sys.stdout.buffer.write(b"".join(msgpack.packb(dict(r, __key__="%s_%d" % (r["__key__"], i)), use_bin_type=True) for i in range(8) for r in rs))' $good >many.in ;;
+	esac
 	# The tool's message, if any, would be on .err; its status is SIGPIPE's or 0.
 	sh -c "$tool $* many.in | head -c 1 >/dev/null" 2>"$TMP/.err"
 	check "$tool | head: quiet" "$(wc -c <"$TMP/.err")" = 0
@@ -70,6 +76,20 @@ sweep seva-pair gen.mp nogen.mp "^seva-pair: nogen.mp: record 2 \(key bad\): no 
 sweep seva-eval ans.mp noans.mp "^seva-eval: noans.mp: record 2 \(key bad\): no response.txt"
 sweep "seva-tok $TOK" good.txt bad.txt "^seva-tok: bad.txt:2: want a JSON string"
 
+# One wording for a skip in every tool (the reader's and the tool's own
+# reasons alike): WHERE: WHY (skipped); without -k, no count of skips after
+# the run stopped.
+kline() {
+	local tool=$1 bad=$2 why=$3
+	expect_fail "$tool -k: skip" 1 $tool -k -o /dev/null $bad
+	stderr_has "$tool -k: WHERE: WHY (skipped)" "^$tool: $bad: record 2 \\(key bad\\): $why \\(skipped\\)\$"
+	expect_fail "$tool: no -k" 1 $tool -o /dev/null $bad
+	check "$tool: no -k, no skip count" "$(grep -c 'skipped' "$TMP/.err")" = 0
+}
+kline seva-cat notjson.mp "field 'json': not valid JSON"
+kline seva-augment notimage.mp "field 'png': (unsupported format|cannot decode.*)"
+kline seva-pair nogen.mp "no response.txt"
+kline seva-eval noans.mp "no response.txt \\(run seva-generate first\\)"
 expect_fail "seva-pair -q -k" 1 seva-pair -q -k nogen.mp
 stderr_has "still counts the skip" "^seva-pair: 1 of 3 samples skipped"
 expect_fail "seva-augment: wrong type named" 1 seva-augment notjson.mp

@@ -109,14 +109,21 @@ expect_fail "a sample without a question fails" 1 $G -o bad-out.mp bad.mp
 stderr_has "the message names the record and the key" "record 2.*noq.*(prompt|conversations)"
 expect_fail "-k skips bad samples and exits 1" 1 $G -k -o k-out.mp bad.mp
 stderr_has "-k names the undecodable image and its field" "record 3 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
+stderr_has "-k: WHERE: WHY (skipped)" "^seva-generate: bad.mp: record 3 \\(key badimg\\): field 'png': cannot decode image: [^:]* \\(skipped\\)\$"
 stderr_has "-k reports the count" "^seva-generate: 2 of 4 samples skipped"
 seva-cat -j k-out.mp >k.jsonl
 check "-k writes the good samples" "$(jq -r .__key__ k.jsonl | tr '\n' ' ')" = "000001 000002 "
-expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $G -k --views clean -o m-out.mp conv.mp nosuch.mp conv.mp
+expect_fail "no -k: the first bad sample ends the run" 1 $G -o nk-out.mp bad.mp
+check "no -k: no skip count" "$(grep -c 'skipped' "$TMP/.err")" = 0
+# keys are unique in a stream: the second input under other keys
+seva-cat -j --base64 conv.mp | jq -c '.__key__ += "_2"' >conv2.jsonl
+expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $G -k --views clean -o m-out.mp conv.mp nosuch.mp conv2.jsonl
 stderr_has "... named" "^seva-generate: open 'nosuch.mp'"
 stderr_has "... counted" "^seva-generate: 1 input could not be read"
 seva-cat -j m-out.mp >m.jsonl
-check "... and the other files still answered" "$(jq -r .__key__ m.jsonl | tr '\n' ' ')" = "conv 000000 conv 000000 "
+check "... and the other files still answered" "$(jq -r .__key__ m.jsonl | tr '\n' ' ')" = "conv 000000 conv_2 000000_2 "
+expect_fail "a key again in the next input" 1 $G --views clean -o m-out.mp conv.mp conv.mp
+stderr_has "names both records" "^seva-generate: conv.mp: record 1 \\(key conv\\): key already used by conv.mp: record 1\$"
 head -c 100 in.mp >trunc.mp
 expect_fail "truncated msgpack fails" 1 $G -o t.mp trunc.mp
 

@@ -356,6 +356,258 @@ static void test_json_numbers(void)
 	cJSON_Delete(j);
 }
 
+/* ---- rec_input: the input loop of every tool ---- */
+
+/* A msgpack stream of N maps {"__key__": KEYS[i], "x.txt": "v"}; KEYS[i]
+ * NULL writes a bad record (an array) instead. Written by hand: the record
+ * writer refuses what these tests need. */
+static void write_raw(const char *path, const char *const *keys, int n)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	for (int i = 0; i < n; i++) {
+		if (!keys[i]) {
+			msgpack_pack_array(&pk, 1);
+			msgpack_pack_nil(&pk);
+			continue;
+		}
+		msgpack_pack_map(&pk, 2);
+		msgpack_pack_str_with_body(&pk, "__key__", 7);
+		msgpack_pack_str_with_body(&pk, keys[i], strlen(keys[i]));
+		msgpack_pack_str_with_body(&pk, "x.txt", 5);
+		msgpack_pack_str_with_body(&pk, "v", 1);
+	}
+	FILE *f = fopen(path, "wb");
+	fwrite(sb.data, 1, sb.size, f);
+	fclose(f);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* stderr into a file while a test runs, then its text (malloc'd). */
+static int saved_stderr = -1;
+static char *err_path;
+
+static void capture_start(void)
+{
+	fflush(stderr);
+	saved_stderr = dup(2);
+	FILE *f = fopen(err_path, "w");
+	dup2(fileno(f), 2);
+	fclose(f);
+}
+
+static char *capture_end(void)
+{
+	fflush(stderr);
+	dup2(saved_stderr, 2);
+	close(saved_stderr);
+	char *t = (char *)read_file(err_path, NULL);
+	return t ? t : xstrdup("");
+}
+
+/* Checks the captured text T holds the line WANT (exact) or, WANT starting
+ * with '!', lacks any line containing the rest. */
+static void has_line(const char *t, const char *want, const char *what)
+{
+	int neg = *want == '!';
+	const char *w = want + neg;
+	int found = 0;
+	for (const char *p = t; *p && !found;) {
+		const char *e = strchr(p, '\n');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		found = neg ? memmem(p, n, w, strlen(w)) != NULL : n == strlen(w) && !memcmp(p, w, n);
+		p += n + (e != NULL);
+	}
+	if (!tap_ok(neg ? !found : found, "%s", what)) {
+		tap_diag("%s '%s' in:", neg ? "unwanted" : "no line", w);
+		tap_diag("%s", t);
+	}
+}
+
+/* Reads IN to its end: the count of samples, the last return in *RC. */
+static int drain(struct rec_input *in, struct sample *s, int *rc)
+{
+	int n = 0;
+	while ((*rc = rec_input_next(in, s)) > 0)
+		n++;
+	return n;
+}
+
+static void test_input(void)
+{
+	static const char *const good_keys[] = { "a", "b", "c" };
+	static const char *const bad_keys[] = { "d", NULL, "e" };
+	static const char *const dup_keys[] = { "f", "g", "f" };
+	char *good = tmp_path("good.mp"), *bad = tmp_path("bad.mp"), *dupf = tmp_path("dup.mp");
+	char *none = tmp_path("nosuch.mp"), *t, line[512];
+	struct rec_input in;
+	struct sample s;
+	int rc, n;
+	err_path = tmp_path("stderr");
+	write_raw(good, good_keys, 3);
+	write_raw(bad, bad_keys, 3);
+	write_raw(dupf, dup_keys, 3);
+	sample_init(&s);
+
+	/* no files: standard input */
+	int fd = dup(0);
+	freopen(good, "rb", stdin);
+	capture_start();
+	rec_input_init(&in, NULL, 0, 0);
+	n = drain(&in, &s, &rc);
+	int rel = rec_input_release(&in);
+	t = capture_end();
+	dup2(fd, 0);
+	close(fd);
+	tap_ok(n == 3 && rc == 0 && rel == 0 && in.read == 3 && !*t,
+	       "no files: stdin's 3 samples, then end, status 0 (%d, %d, %d, '%s')", n, rc, rel, t);
+	free(t);
+
+	/* an input that cannot be opened ends the loop without -k */
+	char *two[] = { none, good };
+	capture_start();
+	rec_input_init(&in, two, 2, 0);
+	n = drain(&in, &s, &rc);
+	rel = rec_input_release(&in);
+	t = capture_end();
+	tap_ok(n == 0 && rc == -1 && rel == 1 && in.unread == 1,
+	       "unopenable, no -k: the loop ends, status 1 (%d, %d, %d)", n, rc, rel);
+	snprintf(line, sizeof line, "seva: open '%s': No such file or directory", none);
+	has_line(t, line, "unopenable, no -k: WHERE: WHY");
+	has_line(t, "!skipped", "unopenable, no -k: nothing said skipped");
+	has_line(t, "!could not be read", "unopenable, no -k: no closing count");
+	free(t);
+
+	/* ... and is passed over with -k */
+	capture_start();
+	rec_input_init(&in, two, 2, 1);
+	n = drain(&in, &s, &rc);
+	rel = rec_input_release(&in);
+	t = capture_end();
+	tap_ok(n == 3 && rc == 0 && rel == 1 && in.unread == 1,
+	       "unopenable, -k: the next input is read, status 1 (%d, %d, %d)", n, rc, rel);
+	snprintf(line, sizeof line, "seva: open '%s': No such file or directory (skipped)", none);
+	has_line(t, line, "unopenable, -k: WHERE: WHY (skipped)");
+	has_line(t, "seva: 1 input could not be read", "unopenable, -k: the closing count");
+	free(t);
+
+	/* a record that cannot be read */
+	char *one[] = { bad };
+	capture_start();
+	rec_input_init(&in, one, 1, 0);
+	n = drain(&in, &s, &rc);
+	rel = rec_input_release(&in);
+	t = capture_end();
+	tap_ok(n == 1 && rc == -1 && rel == 1, "bad record, no -k: 1 sample, then the end (%d, %d, %d)", n, rc,
+	       rel);
+	snprintf(line, sizeof line, "seva: %s: record 2: not a map", bad);
+	has_line(t, line, "bad record, no -k: WHERE: WHY");
+	has_line(t, "!skipped", "bad record, no -k: no \"skipped\", no closing count");
+	free(t);
+
+	capture_start();
+	rec_input_init(&in, one, 1, 1);
+	n = drain(&in, &s, &rc);
+	rel = rec_input_release(&in);
+	t = capture_end();
+	tap_ok(n == 2 && rc == 0 && rel == 1 && in.skipped == 1 && in.read == 3,
+	       "bad record, -k: 2 samples, 1 skipped of 3, status 1 (%d, %d, %d)", n, rc, rel);
+	snprintf(line, sizeof line, "seva: %s: record 2: not a map (skipped)", bad);
+	has_line(t, line, "bad record, -k: WHERE: WHY (skipped)");
+	has_line(t, "seva: 1 of 3 samples skipped", "bad record, -k: the closing count");
+	free(t);
+
+	/* the tool refuses a sample */
+	char *g[] = { good };
+	for (int keep = 0; keep < 2; keep++) {
+		capture_start();
+		rec_input_init(&in, g, 1, keep);
+		int r1 = rec_input_next(&in, &s), r2 = rec_input_next(&in, &s);
+		int refused = rec_input_refuse(&in, "no thing");
+		n = drain(&in, &s, &rc);
+		rel = rec_input_release(&in);
+		t = capture_end();
+		if (keep)
+			tap_ok(r1 == 1 && r2 == 1 && refused == 0 && n == 1 && rc == 0 && rel == 1 &&
+				       in.skipped == 1,
+			       "refusal, -k: counted, the loop goes on, status 1 (%d %d %d %d %d)", refused, n, rc,
+			       rel, (int)in.skipped);
+		else
+			tap_ok(r1 == 1 && r2 == 1 && refused == -1 && n == 0 && rc == -1 && rel == 1,
+			       "refusal, no -k: the loop ends, status 1 (%d %d %d %d)", refused, n, rc, rel);
+		snprintf(line, sizeof line, "seva: %s: record 2 (key b): no thing%s", good,
+			 keep ? " (skipped)" : "");
+		has_line(t, line, keep ? "refusal, -k: WHERE: WHY (skipped)" : "refusal, no -k: WHERE: WHY");
+		has_line(t, keep ? "seva: 1 of 3 samples skipped" : "!skipped",
+			 keep ? "refusal, -k: the closing count" : "refusal, no -k: no closing count");
+		free(t);
+	}
+
+	/* keys are unique in a stream, across its inputs too */
+	char *dd[] = { dupf, good, good };
+	capture_start();
+	rec_input_init(&in, dd, 3, 1);
+	n = drain(&in, &s, &rc);
+	rel = rec_input_release(&in);
+	t = capture_end();
+	tap_ok(n == 5 && rc == 0 && rel == 1 && in.skipped == 4,
+	       "repeated keys, -k: 5 samples, 4 skipped (%d, %d, %ld)", n, rc, in.skipped);
+	snprintf(line, sizeof line, "seva: %s: record 3 (key f): key already used by record 1 (skipped)",
+		 dupf);
+	has_line(t, line, "a key again in its input: names both records");
+	snprintf(line, sizeof line, "seva: %s: record 1 (key a): key already used by %s: record 1 (skipped)",
+		 good, good);
+	has_line(t, line, "a key again in a later input: names the earlier one's input");
+	free(t);
+
+	sample_release(&s);
+	for (char **p = (char *[]){ good, bad, dupf, err_path, NULL }; *p; p++) {
+		unlink(*p);
+		free(*p);
+	}
+	free(none);
+}
+
+/* The rule for keys, in the reader and the writer. */
+static void test_keys(void)
+{
+	static const char *const unfit[] = { "", "a/b", "..", ".x", "a.b", "../../x", "a\nb", "a\x7f" };
+	static const char *const fit[] = { "000017", "vg_123", "COCO_train2014_0001", "é-ü", "a b" };
+	char long_key[REC_KEY_MAX + 2];
+	memset(long_key, 'k', sizeof long_key - 1);
+	long_key[REC_KEY_MAX + 1] = 0;
+	int ok = rec_key_unfit(long_key) != NULL;
+	long_key[REC_KEY_MAX] = 0;
+	ok = ok && rec_key_unfit(long_key) == NULL;
+	tap_ok(ok, "a key of %d bytes is fit, one more is not", REC_KEY_MAX);
+	for (size_t i = 0; i < ARRAY_LEN(unfit); i++)
+		tap_ok(rec_key_unfit(unfit[i]) != NULL, "unfit key %zu ('%s' without control bytes) is refused", i,
+		       strchr(unfit[i], '\n') ? "a b" : strchr(unfit[i], 0x7f) ? "a" : unfit[i]);
+	for (size_t i = 0; i < ARRAY_LEN(fit); i++)
+		tap_ok(rec_key_unfit(fit[i]) == NULL, "key '%s' is fit", fit[i]);
+
+	char *path = tmp_path("keys.mp");
+	static const char *const keys[] = { "ok1", "../../x", "ok2" };
+	write_raw(path, keys, 3);
+	struct rec_reader *r = rec_open(path);
+	struct sample s;
+	sample_init(&s);
+	int r1 = rec_read(r, &s), r2 = rec_read(r, &s), r3 = rec_read(r, &s), r4 = rec_read(r, &s);
+	tap_ok(r1 == 1 && r2 == -1 && r3 == 1 && !strcmp(s.key, "ok2") && r4 == 0,
+	       "the reader refuses key '../../x' and goes on (%d %d %d %d)", r1, r2, r3, r4);
+	rec_close(r);
+	struct rec_writer *w = rec_writer_open(path, REC_MSGPACK, 0);
+	sample_set_key(&s, "../../x");
+	tap_ok(rec_write(w, &s) == -1 && !rec_writer_failed(w), "the writer refuses it, and stays usable");
+	sample_set_key(&s, "ok");
+	tap_ok(rec_write(w, &s) == 0 && rec_writer_close(w) == 0, "and writes the next record");
+	sample_release(&s);
+	unlink(path);
+	free(path);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir))
@@ -371,6 +623,8 @@ int main(void)
 	test_truncated(REC_TAR, "tar");
 	test_exit_unclosed();
 	test_sha256();
+	test_input();
+	test_keys();
 	rmdir(dir);
 	return tap_done();
 }

@@ -122,6 +122,23 @@ with open("big.mp", "wb") as f:
 '
 (seva-pair -q big.mp 2>head.err; echo $? >head.rc) | head -c 100 >/dev/null
 check "| head ends quietly" "$(cat head.err)" = ""
+# A key is a file name under --images: one that climbs out of the folder
+# (or that any file system would read as another) is a bad record.
+mkdir -p deep/er
+$PY -c '
+import msgpack
+with open("deep/er/trav.mp", "wb") as f:
+    for k in ["../../x", "ok", "..", ".hidden", "a/b", "a.b"]:
+        f.write(msgpack.packb({"__key__": k, "png": b"\x89PNG-" + k.encode(), "json": {"prompt": "Q"},
+            "response.txt": "A", "aug.response.txt": "B"}, use_bin_type=True))
+'
+cd deep/er
+expect_fail "key '../../x' with --images" 1 seva-pair -q --trl t.jsonl --images imgs -o /dev/null trav.mp
+stderr_has "is refused, named" "^seva-pair: trav.mp: record 1 \(key \.\./\.\./x\): __key__ holds '/' or '\.'"
+expect_fail "-k: every unfit key skipped" 1 seva-pair -q -k --trl t.jsonl --images imgs -o /dev/null trav.mp
+stderr_has "counted" "^seva-pair: 5 of 6 samples skipped$"
+check "nothing written outside imgs" "$(cd "$TMP/deep" && find . -name '*.png' | tr '\n' ' ')" = "./er/imgs/ok.png "
+cd "$TMP"
 expect_fail "usage: --images needs an export" 2 seva-pair --images d gen.mp
 expect_fail "usage: bad --min-len" 2 seva-pair --min-len -1 gen.mp
 done_testing

@@ -31,6 +31,15 @@ endif
 endif
 $(shell mkdir -p bin; [ "$$(cat bin/.mpi 2>/dev/null)" = "$(MPI)" ] || echo "$(MPI)" >bin/.mpi)
 
+# oneDNN for the bf16 products (common/tensor.c): on when its header is
+# found, DNNL=1 forces it, DNNL=0 leaves it out (then --precision bf16
+# says it is not built in). bin/.dnnl remembers the choice as bin/.mpi does.
+DNNL    ?= $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),1,0)
+ifeq ($(DNNL),1)
+SEVA_CFLAGS += -DSEVA_DNNL
+LDLIBS  += -ldnnl
+endif
+$(shell [ "$$(cat bin/.dnnl 2>/dev/null)" = "$(DNNL)" ] || echo "$(DNNL)" >bin/.dnnl)
 
 LIB_SRC  = $(sort $(wildcard common/*.c))
 LIB_OBJ  = $(LIB_SRC:.c=.o)
@@ -46,6 +55,7 @@ common/%.o: common/%.c $(wildcard common/*.h)
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -c -o $@ $<
 
 common/dist.o: bin/.mpi
+common/tensor.o: bin/.dnnl
 
 common/libseva.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

@@ -22,7 +22,7 @@ static const char usage_text[] =
 	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--skip-long]\n"
-	"       [-j THREADS] [-k] [-q] [FILE...]\n"
+	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
 	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [-k] [-q]\n"
 	"       [FILE...]";
 

@@ -16,7 +16,7 @@
 static const char usage_text[] =
 	"seva-generate -m MODEL [-b BATCH] [--views clean|aug|both] [--max-new-tokens N]\n"
 	"       [--temperature T] [--top-k K] [--top-p P] [-s SEED] [-j THREADS] [-o FILE] [-t]\n"
-	"       [-k] [-q] [FILE...]";
+	"       [--precision auto|f32|bf16] [-k] [-q] [-v] [FILE...]";
 
 enum { VIEW_CLEAN = 1, VIEW_AUG = 2 };
 static const char *const view_name[] = { "clean", "aug" };
@@ -24,7 +24,7 @@ static const char *const view_field[] = { "response.txt", "aug.response.txt" };
 
 static struct {
 	const char *model;
-	int batch, views, max_new, top_k, keep, quiet, threads, tar;
+	int batch, views, max_new, top_k, keep, quiet, threads, tar, precision, verbose;
 	float temperature, top_p;
 	uint64_t seed;
 	const char *output;
@@ -208,6 +208,7 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 		cJSON_AddNumberToObject(set, "max_new_tokens", j->cap);
 		/* exact: -s is at most 2^53 - 1 */
 		cJSON_AddNumberToObject(set, "seed", (double)opt.seed);
+		cJSON_AddStringToObject(set, "precision", tensor_precision_names[tensor_precision()]);
 		tok = cJSON_AddObjectToObject(g, "tokens");
 		mlp = cJSON_AddObjectToObject(g, "mean_logp");
 		fin = cJSON_AddObjectToObject(g, "finish");
@@ -253,7 +254,7 @@ static int parse_views(const char *s)
 
 int main(int argc, char **argv)
 {
-	enum { O_VIEWS = 256, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP };
+	enum { O_VIEWS = 256, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_PRECISION };
 	static const struct option longopts[] = {
 		{ "model", required_argument, NULL, 'm' },
 		{ "batch", required_argument, NULL, 'b' },
@@ -264,6 +265,8 @@ int main(int argc, char **argv)
 		{ "top-p", required_argument, NULL, O_TOPP },
 		{ "seed", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'j' },
+		{ "precision", required_argument, NULL, O_PRECISION },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "tar", no_argument, NULL, 't' },
 		{ "keep-going", no_argument, NULL, 'k' },
@@ -276,7 +279,7 @@ int main(int argc, char **argv)
 	tensor_blas_setup(argv);
 	util_init(argv[0]);
 	check_stdout_at_exit();
-	while ((c = getopt_long(argc, argv, "m:b:s:j:o:tkqh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:b:s:j:o:tkqvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': opt.model = optarg; break;
 		case 'b': opt.batch = (int)arg_long("-b", optarg, 1, 4096); break;
@@ -291,6 +294,10 @@ int main(int argc, char **argv)
 		case 't': opt.tar = 1; break;
 		case 'k': opt.keep = 1; break;
 		case 'q': opt.quiet = 1; break;
+		case 'v': opt.verbose = 1; break;
+		case O_PRECISION:
+			opt.precision = arg_choice("--precision", optarg, tensor_precision_names, 3);
+			break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
@@ -300,6 +307,11 @@ int main(int argc, char **argv)
 	if (opt.top_p <= 0)
 		usage_die(usage_text);
 	tensor_set_threads(opt.threads);
+	if (tensor_set_precision(opt.precision) < 0)
+		return 1;
+	if (opt.verbose && !opt.quiet)
+		fprintf(stderr, "%s: %s; products in %s\n", progname, tensor_blas_info(),
+			tensor_precision_info());
 	if (lm_load(&lm, opt.model) < 0)
 		return 1;
 

@@ -21,7 +21,7 @@ static const char usage_text[] =
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--loss-per token|turn] [--vision-labels]\n"
-	"       [-j THREADS] [-k] [-q] [FILE...]";
+	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]";
 
 static struct {
 	struct train_args t;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "safetensors.h"
+#include "tensor.h"
 #include "util.h"
 #include "vlm.h"
 #include "vlm_family.h"
@@ -117,6 +118,7 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 		     unknown == 1 ? "" : "s", first_unknown);
 	ret = 0;
 out:
+	tensor_weights_changed(m->params);
 	free(loaded);
 	return ret;
 }

@@ -295,10 +295,17 @@ static inline void slice(int n, int id, int nt, int *lo, int *hi)
 /* ---------------------------------------------------------------------- */
 /* Linear */
 
+/* The bf16 path (at the end of the file): 1 if it did the product. */
+static int mm_bf16_forward(float *out, const float *inp, const float *w, const float *bias,
+			   int N, int C, int OC);
+static int mm_bf16_backward(float *dinp, float *dw, float *dbias, const float *dout,
+			    const float *inp, const float *w, int N, int C, int OC);
+static void weights_updated(const float *p, long n);
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
 		    int N, int C, int OC)
 {
-	if (N <= 0 || OC <= 0)
+	if (N <= 0 || OC <= 0 || mm_bf16_forward(out, inp, w, bias, N, C, OC))
 		return;
 	blas_one_thread();
 	if (C <= 0) {
@@ -343,7 +350,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 		     const float *inp, const float *w, int N, int C, int OC)
 {
-	if (N <= 0 || OC <= 0)
+	if (N <= 0 || OC <= 0 || mm_bf16_backward(dinp, dw, dbias, dout, inp, w, N, C, OC))
 		return;
 	blas_one_thread();
 	#pragma omp parallel num_threads(mm_threads(2.0 * N * C * OC))
@@ -1318,6 +1325,7 @@ void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr
 
 	EACH(n, PAR_MIN, adamw_range(p + lo_, g + lo_, m + lo_, v + lo_, hi_ - lo_, step, beta1,
 				     beta2, eps, decay, bc2_sqrt));
+	weights_updated(p, n);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1387,4 +1395,437 @@ uint16_t f32_to_f16(float f)
 	/* Rebias the exponent (127 -> 15) and round the 13 dropped bits. */
 	a += ((uint32_t)(15 - 127) << 23) + 0xfffu + ((a >> 13) & 1u);
 	return sign | (uint16_t)(a >> 13);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Mixed precision (bf16 products, f32 everything else)
+ *
+ * As torch.autocast("cpu", bfloat16) does it: the linear layers' three
+ * products (forward, dinp, dw) take bf16 operands and accumulate in f32
+ * into an f32 result; weights, gradients, optimizer state, norms, softmax,
+ * losses and every sum outside a product stay f32. The products go to
+ * oneDNN's matmul (the only BLAS-like library on Debian 12 with bf16
+ * kernels: OpenBLAS 0.3.21 is built without sbgemm), one primitive per
+ * product shape and layout with the row count (the varying dimension)
+ * given at run time, created on first use and kept.
+ *
+ * Operands: activations and output gradients change every call and are
+ * converted on the way in (into per-process scratch: products are issued
+ * from one thread, never from inside a parallel region). Weights live in
+ * the arenas a model binds (tensor_weights_bind): each arena gets one bf16
+ * copy, made on the first product that needs it, kept while the weights do
+ * not change, and rewritten in place by adamw_update as it writes the f32
+ * master weights, so training never converts a weight twice. A weight
+ * outside every arena (a temporary) is converted per call. */
+
+const char *const tensor_precision_names[3] = { "f32", "bf16", "auto" };
+
+static int prec_use = TENSOR_F32;
+static char prec_info[256] = "f32";
+
+/* Products smaller than this many multiply-adds, or with a dimension
+ * under 32 (LoRA's rank), stay f32: there the call and the conversions
+ * cost more than bf16 saves, and LoRA's adapters are where the update
+ * lives. */
+#define BF16_MIN_MACS (1L << 18)
+#define BF16_MIN_DIM 32
+
+/* f32 -> bf16, round to nearest even, NaN kept quiet (f32_to_bf16's bits),
+ * in a form that vectorizes */
+HOT static void bf16_convert_range(uint16_t *dst, const float *src, long n)
+{
+	for (long i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, src + i, 4);
+		uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+		uint32_t q = (u >> 16) | 0x0040u;
+		dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+	}
+}
+
+static void bf16_convert(uint16_t *dst, const float *src, long n)
+{
+	EACH(n, 4 * PAR_MIN, bf16_convert_range(dst + lo_, src + lo_, hi_ - lo_));
+}
+
+void tensor_to_bf16(uint16_t *dst, const float *src, long n)
+{
+	bf16_convert(dst, src, n);
+}
+
+/* The arenas of weights with their bf16 copies (a model or two: the
+ * policy and a reference). */
+enum { WEIGHT_ARENAS = 8 };
+static struct weight_arena {
+	const void *owner;
+	const float *base;
+	long n;
+	uint16_t *copy; /* n bf16, NULL until first needed */
+	int valid;      /* copy == base rounded */
+} arenas[WEIGHT_ARENAS];
+
+static struct weight_arena *arena_of(const float *p, long n)
+{
+	for (int i = 0; i < WEIGHT_ARENAS; i++) {
+		struct weight_arena *a = &arenas[i];
+		if (a->base && p >= a->base && p + n <= a->base + a->n)
+			return a;
+	}
+	return NULL;
+}
+
+void tensor_weights_bind(const void *owner, const float *base, long n)
+{
+	struct weight_arena *a = NULL;
+	for (int i = 0; i < WEIGHT_ARENAS && !a; i++)
+		if (arenas[i].owner == owner)
+			a = &arenas[i];
+	for (int i = 0; i < WEIGHT_ARENAS && !a && base; i++)
+		if (!arenas[i].owner)
+			a = &arenas[i];
+	if (!a)
+		return; /* more models than slots: the extra ones convert per call */
+	free(a->copy);
+	*a = (struct weight_arena){ 0 };
+	if (base && n > 0)
+		*a = (struct weight_arena){ .owner = owner, .base = base, .n = n };
+}
+
+void tensor_weights_changed(const float *p)
+{
+	struct weight_arena *a = arena_of(p, 0);
+	if (a)
+		a->valid = 0;
+}
+
+/* after adamw_update wrote p[0, n): keep a valid copy valid */
+static void weights_updated(const float *p, long n)
+{
+	struct weight_arena *a = arena_of(p, n);
+	if (a && a->valid)
+		bf16_convert(a->copy + (p - a->base), p, n);
+}
+
+/* Per-call scratch, grown as needed: the operands converted to bf16. */
+static uint16_t *scratch[3];
+static long scratch_cap[3];
+
+static uint16_t *scratch_bf16(int which, const float *src, long n)
+{
+	if (n > scratch_cap[which]) {
+		free(scratch[which]);
+		scratch[which] = xmalloc((size_t)n * sizeof(uint16_t));
+		scratch_cap[which] = n;
+	}
+	bf16_convert(scratch[which], src, n);
+	return scratch[which];
+}
+
+/* w (n floats) as bf16: its arena's copy, else converted into scratch 2 */
+static const uint16_t *weight_bf16(const float *w, long n)
+{
+	struct weight_arena *a = arena_of(w, n);
+	if (!a)
+		return scratch_bf16(2, w, n);
+	if (!a->valid) {
+		if (!a->copy)
+			a->copy = xmalloc((size_t)a->n * sizeof(uint16_t));
+		bf16_convert(a->copy, a->base, a->n);
+		a->valid = 1;
+	}
+	return a->copy + (w - a->base);
+}
+
+#ifdef SEVA_DNNL
+#include <oneapi/dnnl/dnnl.h>
+
+static dnnl_engine_t dn_engine;
+static dnnl_stream_t dn_stream;
+static int dn_failed;
+
+/* One product C (M,N) [+]= A (M,K) . B (K,N), A and B bf16 with the given
+ * strides (elements), C f32 row-major; RT names the dimension given at run
+ * time (0 M, 1 K). */
+struct dn_prim {
+	long M, K, N, sa0, sa1, sb0, sb1;
+	int rt, accum;
+	dnnl_primitive_t prim;
+};
+static struct dn_prim *dn_prims;
+static int dn_nprims, dn_cap;
+static char dn_impl[64]; /* the implementation oneDNN chose, last created */
+
+static int dn_init(void)
+{
+	if (dn_engine)
+		return 0;
+	if (dn_failed || dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success ||
+	    dnnl_stream_create(&dn_stream, dn_engine, dnnl_stream_default_flags) != dnnl_success) {
+		dn_failed = 1;
+		dn_engine = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static dnnl_status_t dn_md(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t,
+			   long s0, long s1)
+{
+	dnnl_dims_t dims = { d0, d1 }, strides = { s0, s1 };
+	return dnnl_memory_desc_init_by_strides(md, 2, dims, t, strides);
+}
+
+static dnnl_primitive_t dn_create(const struct dn_prim *k)
+{
+	long RT = DNNL_RUNTIME_DIM_VAL;
+	long M = k->rt == 0 ? RT : k->M, K = k->rt == 1 ? RT : k->K;
+	dnnl_memory_desc_t a, b, c;
+	dnnl_matmul_desc_t d;
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t po = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_t p = NULL;
+	const char *impl = NULL;
+
+	if (dn_md(&a, M, K, dnnl_bf16, k->sa0, k->sa1) || dn_md(&b, K, k->N, dnnl_bf16, k->sb0, k->sb1) ||
+	    dn_md(&c, M, k->N, dnnl_f32, k->N, 1) || dnnl_matmul_desc_init(&d, &a, &b, NULL, &c) ||
+	    dnnl_primitive_attr_create(&attr))
+		goto out;
+	if (k->accum && (dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, 1.0f) ||
+			 dnnl_primitive_attr_set_post_ops(attr, po)))
+		goto out;
+	if (dnnl_primitive_desc_create(&pd, &d, attr, dn_engine, NULL) ||
+	    dnnl_primitive_create(&p, pd))
+		p = NULL;
+	if (p && !dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl)
+		snprintf(dn_impl, sizeof dn_impl, "%s", impl);
+out:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	if (po)
+		dnnl_post_ops_destroy(po);
+	if (attr)
+		dnnl_primitive_attr_destroy(attr);
+	return p;
+}
+
+/* Runs the product; -1 if oneDNN cannot (the caller then does it in f32). */
+static int dn_gemm(long M, long K, long N, const uint16_t *A, long sa0, long sa1,
+		   const uint16_t *B, long sb0, long sb1, float *C, int rt, int accum)
+{
+	struct dn_prim key = { rt == 0 ? 0 : M, rt == 1 ? 0 : K, N, sa0, sa1, sb0, sb1, rt, accum, NULL };
+	struct dn_prim *k = NULL;
+	dnnl_memory_desc_t a, b, c;
+	dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
+	int rc = -1;
+
+	if (dn_init() < 0)
+		return -1;
+	for (int i = 0; i < dn_nprims && !k; i++) {
+		struct dn_prim *q = &dn_prims[i];
+		if (q->M == key.M && q->K == key.K && q->N == N && q->sa0 == sa0 && q->sa1 == sa1 &&
+		    q->sb0 == sb0 && q->sb1 == sb1 && q->rt == rt && q->accum == accum)
+			k = q;
+	}
+	if (!k) {
+		key.M = M, key.K = K; /* dn_create reads the fixed ones */
+		key.prim = dn_create(&key);
+		if (!key.prim)
+			return -1;
+		key.M = rt == 0 ? 0 : M, key.K = rt == 1 ? 0 : K;
+		if (dn_nprims == dn_cap) {
+			dn_cap = dn_cap ? 2 * dn_cap : 32;
+			dn_prims = xrealloc(dn_prims, (size_t)dn_cap * sizeof *dn_prims);
+		}
+		dn_prims[dn_nprims] = key;
+		k = &dn_prims[dn_nprims++];
+	}
+	if (dn_md(&a, M, K, dnnl_bf16, sa0, sa1) || dn_md(&b, K, N, dnnl_bf16, sb0, sb1) ||
+	    dn_md(&c, M, N, dnnl_f32, N, 1) || dnnl_memory_create(&ma, &a, dn_engine, (void *)A) ||
+	    dnnl_memory_create(&mb, &b, dn_engine, (void *)B) ||
+	    dnnl_memory_create(&mc, &c, dn_engine, C))
+		goto out;
+	dnnl_exec_arg_t args[3] = {
+		{ DNNL_ARG_SRC, ma }, { DNNL_ARG_WEIGHTS, mb }, { DNNL_ARG_DST, mc } };
+	if (dnnl_primitive_execute(k->prim, dn_stream, 3, args) == dnnl_success &&
+	    dnnl_stream_wait(dn_stream) == dnnl_success)
+		rc = 0;
+out:
+	if (ma)
+		dnnl_memory_destroy(ma);
+	if (mb)
+		dnnl_memory_destroy(mb);
+	if (mc)
+		dnnl_memory_destroy(mc);
+	return rc;
+}
+
+static int dn_available(void)
+{
+	return dn_init() == 0;
+}
+
+static void dn_version(char *out, size_t n)
+{
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(out, n, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+}
+#else
+static int dn_gemm(long M, long K, long N, const uint16_t *A, long sa0, long sa1,
+		   const uint16_t *B, long sb0, long sb1, float *C, int rt, int accum)
+{
+	(void)M, (void)K, (void)N, (void)A, (void)sa0, (void)sa1, (void)B, (void)sb0;
+	(void)sb1, (void)C, (void)rt, (void)accum;
+	return -1;
+}
+
+static int dn_available(void)
+{
+	return 0;
+}
+
+static void dn_version(char *out, size_t n)
+{
+	snprintf(out, n, "no oneDNN");
+}
+static char dn_impl[1];
+#endif
+
+static int bf16_worth(long N, long C, long OC)
+{
+	return C >= BF16_MIN_DIM && OC >= BF16_MIN_DIM && (double)N * C * OC >= BF16_MIN_MACS;
+}
+
+int matmul_forward_bf16(float *out, const float *inp, const float *w, const float *bias, int N,
+			int C, int OC)
+{
+	if (N <= 0 || OC <= 0 || C <= 0 || !dn_available())
+		return -1;
+	const uint16_t *w16 = weight_bf16(w, (long)OC * C);
+	const uint16_t *x16 = scratch_bf16(0, inp, (long)N * C);
+	if (bias)
+		for (int n = 0; n < N; n++)
+			memcpy(out + (long)n * OC, bias, sizeof(float) * OC);
+	/* out (N,OC) = x (N,C) . w^T: B is w read column-major */
+	return dn_gemm(N, C, OC, x16, C, 1, w16, 1, C, out, 0, bias != NULL);
+}
+
+int matmul_backward_bf16(float *dinp, float *dw, float *dbias, const float *dout,
+			 const float *inp, const float *w, int N, int C, int OC)
+{
+	if (N <= 0 || OC <= 0 || C <= 0 || !dn_available())
+		return -1;
+	const uint16_t *d16 = scratch_bf16(0, dout, (long)N * OC);
+	/* dinp (N,C) += dout (N,OC) . w (OC,C) */
+	if (dinp && dn_gemm(N, OC, C, d16, OC, 1, weight_bf16(w, (long)OC * C), C, 1, dinp, 0, 1))
+		return -1;
+	/* dw (OC,C) += dout^T (OC,N) . inp (N,C): A is dout read column-major */
+	if (dw && dn_gemm(OC, N, C, d16, 1, OC, scratch_bf16(1, inp, (long)N * C), C, 1, dw, 1, 1))
+		return -1;
+	if (dbias)
+		for (int n = 0; n < N; n++) {
+			const float *d = dout + (long)n * OC;
+			for (int o = 0; o < OC; o++)
+				dbias[o] += d[o];
+		}
+	return 0;
+}
+
+static int mm_bf16_forward(float *out, const float *inp, const float *w, const float *bias,
+			   int N, int C, int OC)
+{
+	return prec_use == TENSOR_BF16 && bf16_worth(N, C, OC) &&
+	       matmul_forward_bf16(out, inp, w, bias, N, C, OC) == 0;
+}
+
+static int mm_bf16_backward(float *dinp, float *dw, float *dbias, const float *dout,
+			    const float *inp, const float *w, int N, int C, int OC)
+{
+	return prec_use == TENSOR_BF16 && bf16_worth(N, C, OC) &&
+	       matmul_backward_bf16(dinp, dw, dbias, dout, inp, w, N, C, OC) == 0;
+}
+
+/* The probe: the product of a decoder's MLP on a batch of 256 rows (C 512,
+ * OC 1376: the small bench config's), f32 (matmul_forward as it runs)
+ * against bf16 (the activations' conversion included, the weights' not:
+ * that is made once), best of 3 after a warm-up each. */
+static void probe(double *gf32, double *gbf16)
+{
+	enum { PN = 256, PC = 512, POC = 1376 };
+	float *x = xmalloc(sizeof(float) * PN * PC), *w = xmalloc(sizeof(float) * POC * PC);
+	float *y = xmalloc(sizeof(float) * PN * POC);
+	uint32_t s = 2463534242u;
+	double flop = 2.0 * PN * PC * POC, best[2] = { 1e30, 1e30 };
+
+	for (long i = 0; i < (long)PN * PC; i++)
+		x[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+	for (long i = 0; i < (long)POC * PC; i++)
+		w[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+	tensor_weights_bind(&prec_use, w, (long)POC * PC);
+	for (int p = 0; p < 2; p++)
+		for (int r = 0; r < 4; r++) {
+			double t0 = omp_get_wtime();
+			if (p == 0)
+				matmul_forward(y, x, w, NULL, PN, PC, POC);
+			else if (matmul_forward_bf16(y, x, w, NULL, PN, PC, POC) < 0)
+				break;
+			double t = omp_get_wtime() - t0;
+			if (r > 0 && t < best[p])
+				best[p] = t;
+		}
+	tensor_weights_bind(&prec_use, NULL, 0);
+	*gf32 = flop / best[0] / 1e9;
+	*gbf16 = best[1] < 1e30 ? flop / best[1] / 1e9 : 0;
+	free(x);
+	free(w);
+	free(y);
+}
+
+int tensor_set_precision(int want)
+{
+	char ver[64];
+	double f = 0, b = 0;
+
+	dn_version(ver, sizeof ver);
+	if (want == TENSOR_F32) {
+		prec_use = TENSOR_F32;
+		snprintf(prec_info, sizeof prec_info, "f32 (--precision f32)");
+		return 0;
+	}
+	if (!dn_available()) {
+		prec_use = TENSOR_F32;
+		snprintf(prec_info, sizeof prec_info, "f32 (auto: %s)",
+			 ver[0] == 'n' ? "bf16 is not built in, no oneDNN" : "oneDNN has no CPU engine");
+		if (want == TENSOR_BF16)
+			return error("--precision bf16: %s",
+				     ver[0] == 'n' ? "bf16 is not built in (seva was built without oneDNN)"
+						   : "oneDNN could not start a CPU engine");
+		return 0;
+	}
+	prec_use = TENSOR_F32;
+	probe(&f, &b);
+	if (want == TENSOR_BF16) {
+		prec_use = TENSOR_BF16;
+		snprintf(prec_info, sizeof prec_info,
+			 "bf16 (--precision bf16; %s %s: %.0f GFLOP/s, f32 %.0f on 256x512x1376)",
+			 ver, dn_impl, b, f);
+		return 0;
+	}
+	/* bf16 only where it is clearly faster: a tie is not worth the
+	 * precision, and the probe has noise on a shared machine */
+	prec_use = b > 1.2 * f ? TENSOR_BF16 : TENSOR_F32;
+	snprintf(prec_info, sizeof prec_info,
+		 "%s (auto: %s %s bf16 %.0f GFLOP/s, f32 %.0f on 256x512x1376)",
+		 tensor_precision_names[prec_use], ver, dn_impl, b, f);
+	return 0;
+}
+
+int tensor_precision(void)
+{
+	return prec_use;
+}
+
+const char *tensor_precision_info(void)
+{
+	return prec_info;
 }

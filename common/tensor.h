@@ -80,6 +80,47 @@ void matmul_forward_naive(float *out, const float *inp, const float *w, const fl
 void matmul_backward_naive(float *dinp, float *dw, float *dbias, const float *dout,
 			   const float *inp, const float *w, int N, int C, int OC);
 
+/* Mixed precision, as torch.autocast("cpu", bfloat16) runs a model: with
+ * bf16 in use, matmul_forward and matmul_backward (every linear layer's
+ * forward, dinp and dw products) round their operands to bf16 and
+ * accumulate in f32 into f32 results (oneDNN's matmul); products with a
+ * dimension under 32 or fewer than 2^18 multiply-adds stay f32. Weights,
+ * gradients, optimizer state, norms, softmax, attention, losses and every
+ * other sum are f32 whatever the precision; matmul_forward_rowwise
+ * (decoding) too. f32 is the default and gives the bits it always did. */
+enum { TENSOR_F32, TENSOR_BF16, TENSOR_AUTO };
+/* "f32", "bf16", "auto", in that order (for arg_choice) */
+extern const char *const tensor_precision_names[3];
+/* Chooses the precision of the products (after tensor_set_threads):
+ * TENSOR_AUTO times one product of a representative shape both ways and
+ * takes bf16 only where it runs more than 1.2 times as fast (so a machine
+ * whose bf16 is slower, or a build without oneDNN, keeps f32). Returns -1
+ * with a message for TENSOR_BF16 where bf16 is not built in. */
+int tensor_set_precision(int want);
+/* TENSOR_F32 or TENSOR_BF16: the one in use */
+int tensor_precision(void);
+/* "bf16 (auto: oneDNN 2.6.3 brg:avx512_core_bf16 bf16 213 GFLOP/s, f32
+ * 110 on 256x512x1376)": the choice and why, for the tools' info line */
+const char *tensor_precision_info(void);
+/* The products in bf16 whatever the precision in use (tests, the bench):
+ * the same contract as matmul_forward/matmul_backward with operands
+ * rounded to bf16. -1 where bf16 is not built in (nothing written). */
+int matmul_forward_bf16(float *out, const float *inp, const float *w, const float *bias, int N,
+			int C, int OC);
+int matmul_backward_bf16(float *dinp, float *dw, float *dbias, const float *dout,
+			 const float *inp, const float *w, int N, int C, int OC);
+/* A model's weights, [base, base + n), as one arena: in bf16 products its
+ * weights come from one bf16 copy of the arena, made when first needed
+ * and kept up to date by adamw_update. OWNER names the arena (a model):
+ * binding again replaces it (the buffer moved or grew), base NULL drops
+ * it. A weight outside every arena is converted per product. */
+void tensor_weights_bind(const void *owner, const float *base, long n);
+/* The weights around p changed other than by adamw_update (loaded,
+ * merged): their bf16 copy is made again when next needed. */
+void tensor_weights_changed(const float *p);
+/* f32 -> bf16 of n values, as f32_to_bf16 rounds each */
+void tensor_to_bf16(uint16_t *dst, const float *src, long n);
+
 /* LayerNorm over C: saves mean, rstd (N) for backward. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 		       const float *w, const float *b, int N, int C, float eps);

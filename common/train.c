@@ -556,6 +556,7 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
 	for (int i = 0; i < m->ntensors; i++)
 		if (read_all(f, &sum, m->tensors[i].data, (size_t)m->tensors[i].numel * sizeof(float)))
 			goto truncated;
+	tensor_weights_changed(m->params); /* overwritten, whatever follows */
 	if (read_all(f, &sum, o->mem, (size_t)(2 * o->n) * sizeof(float)))
 		goto truncated;
 	char end[8];
@@ -999,6 +1000,7 @@ void train_args_init(struct train_args *a)
 	a->clip = 1.0;
 	a->schedule = LR_COSINE;
 	a->dtype = "F32";
+	a->precision = TENSOR_F32; /* bits that do not depend on a timing */
 }
 
 int train_args_option(struct train_args *a, int c, const char *arg, const char *usage)
@@ -1035,6 +1037,10 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 	case 'j': a->threads = (int)arg_long("-j", arg, 0, 1024); break;
 	case 'k': a->keep = 1; break;
 	case 'q': a->quiet = 1; break;
+	case 'v': a->verbose = 1; break;
+	case TRAIN_O_PRECISION:
+		a->precision = arg_choice("--precision", arg, tensor_precision_names, 3);
+		break;
 	default: return 0;
 	}
 	return 1;
@@ -1057,6 +1063,18 @@ void train_args_setup(struct train_args *a)
 		}
 	}
 	tensor_set_threads(a->threads);
+	if (tensor_set_precision(a->precision) < 0)
+		exit(1);
+	if (dist_size() > 1) {
+		/* one precision for the whole job: rank 0's probe decides */
+		int p = tensor_precision();
+		dist_bcast(&p, sizeof p, 0);
+		if (p != tensor_precision() && tensor_set_precision(p) < 0)
+			exit(1);
+	}
+	if (a->verbose && !a->quiet)
+		fprintf(stderr, "%s: %s; products in %s\n", progname, tensor_blas_info(),
+			tensor_precision_info());
 }
 
 int train_output_check(const struct train_args *a)
@@ -1097,10 +1115,10 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 	return xasprintf("\"lr\":%.9g,\"schedule\":\"%s\",\"warmup_ratio\":%.9g,"
 			 "\"total_steps\":%ld,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,"
 			 "\"weight_decay\":%.9g,\"seed\":%llu,\"train\":%u,\"lora\":%d,"
-			 "\"lora_alpha\":%.9g",
+			 "\"lora_alpha\":%.9g,\"precision\":\"%s\"",
 			 a->lr, lr_schedule_name(a->schedule), a->warmup, total, a->batch,
 			 a->accum, a->clip, a->wd, (unsigned long long)a->seed, parts, lora,
-			 a->lora_alpha);
+			 a->lora_alpha, tensor_precision_names[tensor_precision()]);
 }
 
 /* --- the training loop --- */

@@ -198,6 +198,8 @@ struct train_args {
 	const char *model, *out, *metrics, *train;
 	const char *dtype;       /* of the saved model: "F32" or "BF16" */
 	int lora, batch, accum, epochs, keep, quiet, threads, resume;
+	int precision;           /* of the products: TENSOR_F32, _BF16 or _AUTO */
+	int verbose;             /* -v: the BLAS and precision line on stderr */
 	long max_steps, save_every, stop_after;
 	double lr, lora_alpha, warmup, clip, wd;
 	enum lr_schedule schedule;
@@ -209,10 +211,11 @@ enum {
 	TRAIN_O_TRAIN = 1024, TRAIN_O_LORA, TRAIN_O_ALPHA, TRAIN_O_LR, TRAIN_O_EPOCHS,
 	TRAIN_O_MAXSTEPS, TRAIN_O_ACCUM, TRAIN_O_SCHED, TRAIN_O_WARMUP, TRAIN_O_CLIP, TRAIN_O_WD,
 	TRAIN_O_SAVE, TRAIN_O_STOP, TRAIN_O_RESUME, TRAIN_O_METRICS, TRAIN_O_DTYPE,
+	TRAIN_O_PRECISION,
 };
 /* For getopt_long (<getopt.h>): the letters and the long options that
  * train_args_option takes; a tool appends its own. */
-#define TRAIN_SHORTOPTS "m:o:b:s:j:kq"
+#define TRAIN_SHORTOPTS "m:o:b:s:j:kqv"
 #define TRAIN_LONGOPTS \
 	{ "model", required_argument, NULL, 'm' }, \
 	{ "output", required_argument, NULL, 'o' }, \
@@ -234,6 +237,8 @@ enum {
 	{ "resume", no_argument, NULL, TRAIN_O_RESUME }, \
 	{ "metrics", required_argument, NULL, TRAIN_O_METRICS }, \
 	{ "dtype", required_argument, NULL, TRAIN_O_DTYPE }, \
+	{ "precision", required_argument, NULL, TRAIN_O_PRECISION }, \
+	{ "verbose", no_argument, NULL, 'v' }, \
 	{ "threads", required_argument, NULL, 'j' }, \
 	{ "keep-going", no_argument, NULL, 'k' }, \
 	{ "quiet", no_argument, NULL, 'q' }
@@ -249,7 +254,8 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 /* After the options: refuses (status 2) a global batch -b × --accum above
  * TRAIN_MAX_GLOBAL examples. Under dist_size() > 1: ranks above 0 are
  * quiet and, without -j, the ranks of a host share its cores; then sets
- * the threads. */
+ * the threads and the precision (every rank takes rank 0's choice), and
+ * with -v prints them. Exits 1 if --precision bf16 is not built in. */
 #define TRAIN_MAX_GLOBAL (1L << 20)
 void train_args_setup(struct train_args *a);
 /* Before the work, on rank 0: whether the model can be written to -o (an
@@ -264,7 +270,8 @@ unsigned train_parse_parts(const char *s);
  * global batches of batch × accum. */
 long train_total_steps(const struct train_args *a, long n);
 /* The members (no braces) of a checkpoint's settings object that every
- * training run shares, from "lr" to "lora_alpha"; malloc'd. */
+ * training run shares, from "lr" to "precision" (the one in use, after
+ * train_args_setup); malloc'd. */
 char *train_settings(const struct train_args *a, long total, unsigned parts, int lora);
 
 /* --- the training loop --- */

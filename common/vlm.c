@@ -78,6 +78,7 @@ static void bind_views(struct vlm *m)
 	struct vlm_impl *im = m->impl;
 	if (m->cfg.tie_embeddings)
 		im->lm_head = im->embed;
+	tensor_weights_bind(m, m->params, m->nparams); /* bf16 copies follow the buffer */
 }
 
 /* The vision tower's tensors: a ViT whose embeddings differ by family
@@ -207,6 +208,7 @@ void vlm_free(struct vlm *m)
 {
 	if (!m)
 		return;
+	tensor_weights_bind(m, NULL, 0);
 	struct vlm_impl *im = m->impl;
 	if (im) {
 		free(im->vl);

@@ -38,14 +38,15 @@
  * precompute_ref_log_probs), so a step is policy forward + backward + AdamW.
  *
  *   engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default]
- *          [--what dpo|gen|all] [--batch B] CONFIG...
+ *          [--what dpo|gen|all] [--batch B] [--precision f32|bf16|auto] CONFIG...
  *
  * Prints one JSON line per figure. Every timed figure is also given per CPU
  * second of the process (gflops_cpu = GFLOP / (CPU seconds / threads)):
  * on a machine that other jobs share, the wall clock measures them too.
  * --ceiling is the sgemm figure the ceiling_pct fields are quoted against;
  * --sgemm N measures an N^3 sgemm first, for ceiling_cpu_pct. --batch B
- * generates at batch B only (for profiles). --default
+ * generates at batch B only (for profiles). --precision: of the products,
+ * as the tools take it (tensor_set_precision); every line names it. --default
  * skips tensor_blas_setup (OpenBLAS keeps the core it detected). Built by
  * tests/bench/engine.sh. */
 #include <getopt.h>
@@ -66,6 +67,7 @@ enum { PAIRS = 8, PROMPT = 32, RESP = 32, NEW_TOKENS = 64 };
  * (--sgemm), for the figures per CPU second. */
 static int threads = 2;
 static double ceiling_cpu;
+static const char *prec = "f32"; /* of the products, on every line */
 
 static double cpu_seconds(void)
 {
@@ -249,13 +251,13 @@ static void time_dpo(struct vlm *m, struct vlm *ref, float *rlp, struct train_op
 		if (train_tensor_trains(m, &m->tensors[i]))
 			trainable += m->tensors[i].numel;
 	int T = c->img_tokens + PROMPT + RESP;
-	printf("{\"config\":\"%s\",\"what\":\"%s\",\"params\":%ld,\"trainable\":%ld,"
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"%s\",\"params\":%ld,\"trainable\":%ld,"
 	       "\"batch\":%d,\"seq_tokens\":%d,\"steps\":%d,\"s_per_step\":%.4f,"
 	       "\"best_s_per_step\":%.4f,\"cpu_s_per_step\":%.4f,\"pairs_per_s\":%.2f,"
 	       "\"tokens_per_s\":%.1f,\"gflop_per_step\":%.2f,\"gflops\":%.1f,"
 	       "\"best_gflops\":%.1f,\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,"
 	       "\"ceiling_cpu_pct\":%.1f,\"loss\":%.6f}\n",
-	       name, what, m->nparams, trainable, PAIRS, T, steps, mean, best, cps, PAIRS / mean,
+	       name, prec, what, m->nparams, trainable, PAIRS, T, steps, mean, best, cps, PAIRS / mean,
 	       2.0 * PAIRS * T / mean, fl / 1e9, fl / mean / 1e9, fl / best / 1e9,
 	       ceiling > 0 ? 100 * fl / mean / 1e9 / ceiling : -1, fl / (cps / threads) / 1e9,
 	       ceiling_cpu > 0 ? 100 * fl / (cps / threads) / 1e9 / ceiling_cpu : -1, loss);
@@ -271,6 +273,7 @@ static void bench_dpo(struct vlm *m, const char *name, int steps, double ceiling
 	float rlp[2 * PAIRS];
 
 	memcpy(ref->params, m->params, sizeof(float) * m->nparams);
+	tensor_weights_changed(ref->params);
 	vlm_train_init(m, VLM_PART_PROJECTOR | VLM_PART_DECODER);
 	train_opt_init(&o, m, 0.9f, 0.999f, 1e-8f, 0);
 	/* pair i = sequences 2i (chosen), 2i+1 (rejected) on image i */
@@ -361,10 +364,10 @@ static void bench_gen(struct vlm *m, const char *name, int B, double ceiling)
 	if (n != (long)B * NEW_TOKENS)
 		die("generation gave %ld tokens, not %d", n, B * NEW_TOKENS);
 	double fl = gen_flops(c, B);
-	printf("{\"config\":\"%s\",\"what\":\"generate_kvcache\",\"batch\":%d,\"new_tokens\":%d,"
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"generate_kvcache\",\"batch\":%d,\"new_tokens\":%d,"
 	       "\"s\":%.4f,\"cpu_s\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.3f,\"gflops\":%.1f,"
 	       "\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,\"ceiling_cpu_pct\":%.1f}\n",
-	       name, B, NEW_TOKENS, t, ct, n / t, fl / 1e9, fl / t / 1e9,
+	       name, prec, B, NEW_TOKENS, t, ct, n / t, fl / 1e9, fl / t / 1e9,
 	       ceiling > 0 ? 100 * fl / t / 1e9 / ceiling : -1, fl / (ct / threads) / 1e9,
 	       ceiling_cpu > 0 ? 100 * fl / (ct / threads) / 1e9 / ceiling_cpu : -1);
 	fflush(stdout);
@@ -375,12 +378,13 @@ int main(int argc, char **argv)
 {
 	static const char usage[] =
 		"engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default] "
-		"[--what dpo|gen|all] [--batch B] CONFIG...";
+		"[--what dpo|gen|all] [--batch B] [--precision f32|bf16|auto] CONFIG...";
 	static const struct option longopts[] = {
 		{"default", no_argument, NULL, 'D'}, {"what", required_argument, NULL, 'w'},
 		{"ceiling", required_argument, NULL, 'C'}, {"sgemm", required_argument, NULL, 'S'},
 		{"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 'j'},
-		{NULL, 0, NULL, 0}};
+		{"precision", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
+	int precision = TENSOR_F32;
 	int steps = 1, setup = 1, dpo = 1, gen = 1, sgemm = 0, gen_batch = 0, c;
 	double ceiling = 0;
 
@@ -398,6 +402,7 @@ int main(int argc, char **argv)
 		case 'b': gen_batch = (int)arg_long("--batch", optarg, 1, 8); break;
 		case 'S': sgemm = (int)arg_long("--sgemm", optarg, 16, 8192); break;
 		case 'D': break;
+		case 'P': precision = arg_choice("--precision", optarg, tensor_precision_names, 3); break;
 		case 'w':
 			dpo = !strcmp(optarg, "dpo") || !strcmp(optarg, "all");
 			gen = !strcmp(optarg, "gen") || !strcmp(optarg, "all");
@@ -410,7 +415,12 @@ int main(int argc, char **argv)
 	if (optind == argc)
 		usage_die(usage);
 	tensor_set_threads(threads);
-	printf("{\"what\":\"setup\",\"threads\":%d,\"blas\":\"%s\"}\n", threads, tensor_blas_info());
+	if (tensor_set_precision(precision) < 0)
+		return 1;
+	prec = tensor_precision_names[tensor_precision()];
+	printf("{\"what\":\"setup\",\"threads\":%d,\"blas\":\"%s\",\"precision\":\"%s\","
+	       "\"precision_info\":\"%s\"}\n",
+	       threads, tensor_blas_info(), prec, tensor_precision_info());
 	if (sgemm)
 		bench_sgemm(sgemm, 3);
 	for (int i = optind; i < argc; i++) {

@@ -4,6 +4,11 @@
 # frozen) and greedy KV-cache generation at batch 1 and 8 on each config of
 # $SEVA_SHARED/bench/configs, and the machine's sgemm ceiling
 # (tests/bin/bench-sgemm, tests/bench/sgemm.c).
+# Then the DPO step in both precisions (ISSUE 17): seva --precision f32 and
+# bf16 beside the peer's f32 and bf16-autocast steps under Debian's torch
+# (/usr/bin/python3) and the venv's (tests/vendor/venv, if there), against
+# the bf16 ceiling measured in the same run: oneDNN's 2048^3 and the
+# step's own linear-layer shapes (tests/bin/bench-bf16gemm).
 #
 # The peer's code runs unchanged: a few lines of Python call its bench()
 # with as many timed DPO steps as seva's (one warm-up step each) and also
@@ -30,7 +35,7 @@ make -s common/libseva.a || exit 1
 mkvar() { make -s --no-print-directory -f Makefile -f - "print-$1" <<<'print-%: ; @echo $($*)'; }
 CC=$(mkvar CC) CFLAGS=$(mkvar CFLAGS) SEVA_CFLAGS=$(mkvar SEVA_CFLAGS) LIBS=$(mkvar LDLIBS)
 mkdir -p tests/bin
-for p in engine sgemm; do
+for p in engine sgemm bf16gemm; do
 	if [ ! tests/bin/bench-$p -nt tests/bench/$p.c ] || [ ! tests/bin/bench-$p -nt common/libseva.a ]; then
 		$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-$p tests/bench/$p.c common/libseva.a $LIBS || exit 1
 	fi
@@ -52,9 +57,15 @@ cat >"$tmp/peer.py" <<'EOF'
 # generation (timed between its 3rd and 4th perf_counter calls; no target
 # uses it, and it takes half of the peer's time) gets zero logits, and its
 # line is dropped.
+# PEER_AMP=1 runs its bf16-autocast step (bench's amp); PEER_DPO_ONLY=1
+# stops after the DPO step (no generation). Each line names the torch.
 import importlib.util, json, os, sys, time
 path, steps, configs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 nocache = os.environ.get("ENGINE_PEER_NOCACHE") == "1"
+amp = os.environ.get("PEER_AMP") == "1"
+dpo_only = os.environ.get("PEER_DPO_ONLY") == "1"
+class Done(Exception):
+    pass
 marks, wall = [], time.perf_counter
 def perf_counter():
     marks.append(time.process_time())
@@ -74,15 +85,22 @@ for cfg in configs:
         d = json.loads(s)
         cpu = marks[-1] - marks[-2]
         d["config"] = name
-        if d["what"] == "dpo_step":
+        d["torch"] = peer.torch.__version__.split("+")[0]
+        d["amp"] = amp
+        if d["what"].startswith("dpo_step"):
             d["cpu_s_per_step"] = round(cpu / steps, 4)
         else:
             d["cpu_s"] = round(cpu, 4)
         if d["what"] != "generate_nocache" or nocache:
             print(json.dumps(d), flush=True)
+        if dpo_only and d["what"].startswith("dpo_step"):
+            raise Done
     peer.print = out
     marks.clear()
-    peer.bench(peer.from_llava_config(cfg), steps=steps)
+    try:
+        peer.bench(peer.from_llava_config(cfg), steps=steps, amp=amp)
+    except Done:
+        pass
 EOF
 /usr/bin/python3 "$tmp/peer.py" "$SEVA_SHARED/bench/torchvlm.py" "$steps" "${configs[@]}" >"$tmp/peer.json" || exit 1
 echo "load average at end:   $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -128,3 +146,56 @@ echo "useful FLOPs per pair. *: the step as seva-dpo runs it (reference scored o
 echo "before training) against the peer's step, which recomputes the reference."
 echo "raw:"
 cat "$tmp/seva.json" "$tmp/peer.json"
+
+# --- the DPO step in both precisions (ISSUE 17) ---
+echo
+echo "== precision: the DPO step, f32 and bf16"
+tests/bin/bench-bf16gemm -j 2 -r 3 "${configs[@]}" >"$tmp/bf16.json" || exit 1
+tests/bin/bench-engine -j 2 -n "$steps" --what dpo --precision bf16 "${configs[@]}" >"$tmp/seva-bf16.json" || exit 1
+venv=tests/vendor/venv/bin/python
+: >"$tmp/peers.json"
+for py in /usr/bin/python3 $([ -x "$venv" ] && echo "$venv"); do
+	for a in 0 1; do
+		PEER_AMP=$a PEER_DPO_ONLY=1 "$py" "$tmp/peer.py" "$SEVA_SHARED/bench/torchvlm.py" "$steps" \
+			"${configs[@]}" >>"$tmp/peers.json" || echo "(peer $py amp=$a failed)"
+	done
+done
+echo "seva bf16: $(head -1 "$tmp/seva-bf16.json" | jq -r .precision_info)"
+echo "bf16 ceiling: $(jq -r 'select(.what == "bf16_ceiling") |
+	"\(.gflops) GFLOP/s (oneDNN \(.n)^3, 2 threads; f32 sgemm the same way: \(.f32_gflops))"' "$tmp/bf16.json")"
+jq -r 'select(.what == "bf16_step_shapes") | "bf16 ceiling on the \(.config) step'"'"'s linear shapes (\(.rows) rows): \(.gflops) GFLOP/s (f32 kernels: \(.f32_gflops))"' "$tmp/bf16.json"
+echo
+# figure | pairs/s | GFLOP/s (seva's FLOPs per pair) | seva bf16 / it | % of the bf16
+# 2048^3 ceiling | % of the bf16 step-shape ceiling
+jq -rs '
+	(map(select(.src == "bf16"))) as $c |
+	($c | map(select(.what == "bf16_ceiling")) | .[0]) as $sqx | $sqx.gflops as $sq |
+	def f2: if . == null or . < 0 then "-" else . * 100 | round / 100 end;
+	(["figure", "pairs/s", "GFLOP/s", "seva-bf16/it", "%bf16ceil", "%bf16ceil-step", "GFLOP/cpu-s", "%bf16ceil-step/cpu"] | @tsv),
+	(map(select(.src == "seva" and .config and .what == "dpo_step")) | map(.config) | unique | .[]) as $k |
+	(map(select(.src == "seva" and .config == $k and .what == "dpo_step")) | .[0].gflop_per_step) as $fl |
+	(map(select(.src == "seva" and .config == $k and .what == "dpo_step" and .precision == "bf16")) | .[0].pairs_per_s) as $best |
+	($c | map(select(.what == "bf16_step_shapes" and .config == $k)) | .[0]) as $stx | $stx.gflops as $st |
+	def row($name; $pps; $cps): ($pps * $fl / 8) as $g |
+		(if $cps > 0 then $fl / ($cps / 2) else null end) as $gc |
+		[$name, ($pps | f2), ($g | f2), (if $pps > 0 then $best / $pps else null end | f2),
+		 (if $sq > 0 then 100 * $g / $sq else null end | f2),
+		 (if $st > 0 then 100 * $g / $st else null end | f2), ($gc | f2),
+		 (if $gc != null and $stx.gflops_cpu > 0 then 100 * $gc / $stx.gflops_cpu else null end | f2)] | @tsv;
+	(map(select(.src == "seva" and .config == $k and .what == "dpo_step")) | sort_by(.precision) | reverse | .[] |
+	 row("\($k) seva \(.precision)"; .pairs_per_s; .cpu_s_per_step)),
+	(map(select(.src == "seva" and .config == $k and .what == "dpo_step_ref_precomputed")) | sort_by(.precision) | reverse | .[] |
+	 row("\($k) seva \(.precision), ref once*"; .pairs_per_s; .cpu_s_per_step)),
+	(map(select(.src == "peer" and .config == $k)) | .[] |
+	 row("\($k) torch \(.torch) \(if .amp then "bf16 autocast" else "f32" end)"; .pairs_per_s; .cpu_s_per_step))
+' <(jq -c '. + {src: "seva"}' "$tmp/seva.json" "$tmp/seva-bf16.json"; jq -c '. + {src: "peer"}' "$tmp/peers.json";
+    jq -c '. + {src: "bf16"}' "$tmp/bf16.json") | column -t -s "$(printf '\t')"
+echo
+echo "GFLOP/s: pairs/s times seva's useful FLOPs per pair (the peer's too). seva-bf16/it:"
+echo "seva bf16's pairs/s over the row's (the peer's step recomputes the reference, as the"
+echo "plain seva rows do; *: reference scored once, as seva-dpo runs). %bf16ceil: of oneDNN's"
+echo "bf16 2048^3; %bf16ceil-step: of its rate on the step's own linear shapes. The /cpu"
+echo "columns: the same per CPU second of each process (2 threads), against the shapes'"
+echo "rate per CPU second: steadier when other jobs share the cores."
+echo "raw:"
+cat "$tmp/bf16.json" "$tmp/seva-bf16.json" "$tmp/peers.json"

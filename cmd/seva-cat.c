@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "conversation.h"
 #include "rec.h"
 #include "util.h"
 
@@ -133,33 +134,6 @@ static char *llava_key(const cJSON *id)
 	return k;
 }
 
-/* The first human turn without the "<image>" placeholder and its newline. */
-static char *llava_prompt(const cJSON *conv)
-{
-	const cJSON *turn;
-	cJSON_ArrayForEach(turn, conv) {
-		const cJSON *from = cJSON_GetObjectItemCaseSensitive(turn, "from");
-		const cJSON *value = cJSON_GetObjectItemCaseSensitive(turn, "value");
-		if (!cJSON_IsString(from) || strcmp(from->valuestring, "human") || !cJSON_IsString(value))
-			continue;
-		struct buf b;
-		buf_init(&b);
-		const char *v = value->valuestring, *img;
-		while ((img = strstr(v, "<image>"))) {
-			buf_add(&b, v, (size_t)(img - v));
-			v = img + 7;
-			if (*v == '\n')
-				v++;
-		}
-		buf_addstr(&b, v);
-		/* "Q\n<image>" leaves a trailing newline. */
-		while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
-			b.data[--b.len] = 0;
-		return (char *)buf_detach(&b, NULL);
-	}
-	return NULL;
-}
-
 /* Builds sample S from LLaVA item IT, record N, its place in WHERE.
  * Returns 0; 1 for a text-only item (no "image"), left out; -1 with the
  * reason in WHY (the same buffer as WHERE's text after it). */
@@ -169,7 +143,7 @@ static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *w
 	const cJSON *image = cJSON_GetObjectItemCaseSensitive(it, "image");
 	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(it, "conversations");
 	char *key = llava_key(id);
-	char *prompt = cJSON_IsArray(conv) ? llava_prompt(conv) : NULL;
+	char *prompt = cJSON_IsArray(conv) ? conversation_first_question(conv) : NULL;
 	int rc = -1, file;
 	long was;
 	sample_clear(s);

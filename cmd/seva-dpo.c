@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "conversation.h"
 #include "dist.h"
 #include "prompt.h"
 #include "rec.h"
@@ -81,28 +82,19 @@ static void make_seq(struct pair *p, int i, const int *pr, int np, const int *a,
  * too long and --skip-long says skip. */
 static int pair_make(struct pair *p, struct sample *s, const char **why)
 {
-	const char *q = sample_text(s, "prompt.txt");
-	const char *ans[2] = { sample_text(s, "chosen.txt"), sample_text(s, "rejected.txt") };
+	const char *q = sample_want_text(s, "prompt.txt", why), *ans[2] = { NULL, NULL };
 	struct field *img = sample_image(s);
 	int *pr = NULL, *a[2] = { NULL, NULL }, na[2], rc = -1;
 
 	memset(p, 0, sizeof *p);
 	p->image = -1;
 	sample_init(&p->s);
-	if (!q || !ans[0] || !ans[1]) {
-		*why = !q ? "no prompt.txt" : !ans[0] ? "no chosen.txt" : "no rejected.txt";
+	if (!q || !(ans[0] = sample_want_text(s, "chosen.txt", why)) ||
+	    !(ans[1] = sample_want_text(s, "rejected.txt", why)))
 		return -1;
-	}
 	/* a question may carry LLaVA's placeholder: the template adds its own */
-	struct sample tmp;
-	sample_init(&tmp);
-	cJSON *j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "prompt", q);
-	sample_set_json(&tmp, "json", j);
-	cJSON_Delete(j);
-	char *question = prompt_question(&tmp, why);
-	sample_release(&tmp);
-	int np = question ? chat_encode_prompt(&lm.chat, question, img != NULL, &pr) : -1;
+	char *question = conversation_strip_image(q);
+	int np = chat_encode_prompt(&lm.chat, question, img != NULL, &pr);
 	free(question);
 	if (np < 0) {
 		*why = "cannot tokenize prompt.txt";

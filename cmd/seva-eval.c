@@ -164,20 +164,21 @@ static int score(struct eval *e, struct exports *x, const struct opts *o, const 
 		 const char **why)
 {
 	static char reason[256];
-	const char *response = sample_text(s, "response.txt"), *err;
+	const char *response = sample_want_text(s, "response.txt", why), *err;
 	cJSON *json = sample_json(s, "json");
 	const cJSON *truth = cJSON_GetObjectItemCaseSensitive(json, "truth");
 	int exporting = x->mmvet || x->llava, rc = -1;
 
-	*why = reason;
 	if (!response) {
-		*why = "no response.txt (run seva-generate first)";
+		if (!sample_get(s, "response.txt"))
+			*why = "no response.txt (run seva-generate first)";
 	} else if (!json && sample_get(s, "json")) {
 		*why = "field 'json': not valid JSON";
 	} else if (!truth && !exporting) {
 		*why = "no json.truth to score against";
 	} else if (truth && eval_add(e, truth, response, &err) < 0) {
 		snprintf(reason, sizeof reason, "json.truth: %s", err);
+		*why = reason;
 	} else {
 		if (exporting)
 			export_add(x, o, s, json, response);

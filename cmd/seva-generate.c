@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "augment.h"
+#include "conversation.h"
 #include "prompt.h"
 #include "rec.h"
 #include "rng.h"
@@ -99,7 +100,7 @@ static int job_prepare(struct batch *b, struct sample *s, const char **why)
 {
 	struct job *j = &b->jobs[b->n];
 	struct field *img = sample_image(s);
-	char *q = prompt_question(s, why);
+	char *q = conversation_question(s, why);
 	if (!q)
 		return -1;
 	j->n_ids = chat_encode_prompt(&lm.chat, q, img != NULL, &j->ids);

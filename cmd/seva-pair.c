@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "conversation.h"
 #include "pair.h"
 #include "rec.h"
 #include "rng.h"
@@ -83,19 +84,8 @@ static void refuse(const char *where, const char *why)
  * not text. */
 static char *answer(const struct sample *s, const char *name, const char **why)
 {
-	static _Thread_local char reason[128];
-	const struct field *f = sample_get(s, name);
-	if (!f) {
-		snprintf(reason, sizeof reason, "no %s", name);
-		*why = reason;
-		return NULL;
-	}
-	if (f->type != FIELD_TEXT || strlen((const char *)f->data) != f->len) {
-		snprintf(reason, sizeof reason, "field '%s': wrong type (want text)", name);
-		*why = reason;
-		return NULL;
-	}
-	return pair_clean((const char *)f->data);
+	const char *text = sample_want_text(s, name, why);
+	return text ? pair_clean(text) : NULL;
 }
 
 static int same_answer(const char *a, const char *b)
@@ -210,7 +200,7 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 {
 	const char *why;
 	struct field *img = sample_image(s);
-	char *q = pair_question(s, &why);
+	char *q = conversation_question(s, &why);
 	int keep = 0;
 	if (!q || !img) {
 		refuse(where, !q ? why : "no clean image field");
@@ -287,7 +277,7 @@ static int pool_add(struct sample *s, struct rec_writer *spool)
 	int rc;
 	while ((rc = rec_input_next(&in, s)) > 0) {
 		const char *why = "no clean image field";
-		char *q = sample_image(s) ? pair_question(s, &why) : NULL;
+		char *q = sample_image(s) ? conversation_question(s, &why) : NULL;
 		char *clean = q ? answer(s, "response.txt", &why) : NULL;
 		free(q);
 		if (!clean) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conversation.h"
 #include "dist.h"
 #include "prompt.h"
 #include "rec.h"
@@ -53,7 +54,7 @@ static long n_images, img_floats;
 static int example_add(void *ctx, struct sample *s, const char **why)
 {
 	char **turns;
-	int nt = prompt_turns(s, &turns, why);
+	int nt = conversation_turns(s, &turns, why);
 	(void)ctx;
 	struct example e = { .image = -1 };
 	struct field *img = sample_image(s);
@@ -66,7 +67,7 @@ static int example_add(void *ctx, struct sample *s, const char **why)
 		if (np < 0 || na < 0) {
 			if (np >= 0)
 				free(p);
-			prompt_turns_free(turns, nt);
+			conversation_turns_free(turns, nt);
 			*why = "cannot tokenize the prompt or answer";
 			return -1;
 		}
@@ -83,12 +84,12 @@ static int example_add(void *ctx, struct sample *s, const char **why)
 		e.n = chat_encode_conversation(&lm.chat, (const char *const *)turns, nt,
 					       img != NULL, &e.ids, &e.w);
 		if (e.n < 0) {
-			prompt_turns_free(turns, nt);
+			conversation_turns_free(turns, nt);
 			*why = "cannot tokenize the conversation";
 			return -1;
 		}
 	}
-	prompt_turns_free(turns, nt);
+	conversation_turns_free(turns, nt);
 	if (opt.per_turn)
 		chat_weigh_per_turn(e.w, e.n);
 	for (int i = 1; i < e.n; i++)

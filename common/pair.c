@@ -5,10 +5,6 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include <cjson/cJSON.h>
-
-#include "sample.h"
-
 #include "util.h"
 
 static const char *const markers[] = { "</s>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>" };
@@ -69,54 +65,4 @@ size_t pair_length(const char *text)
 	for (const unsigned char *c = (const unsigned char *)text; *c; c++)
 		n += (*c & 0xc0) != 0x80;
 	return n;
-}
-
-static char *strip_image(const char *v)
-{
-	struct buf b;
-	const char *img;
-	buf_init(&b);
-	while ((img = strstr(v, "<image>"))) {
-		buf_add(&b, v, (size_t)(img - v));
-		v = img + 7;
-		if (*v == '\n')
-			v++;
-	}
-	buf_addstr(&b, v);
-	char *raw = (char *)buf_detach(&b, NULL);
-	char *q = pair_clean(raw);
-	free(raw);
-	return q;
-}
-
-char *pair_question(const struct sample *s, const char **why)
-{
-	cJSON *j = sample_json(s, "json");
-	char *q = NULL;
-	*why = "no json field (or not valid JSON)";
-	if (!j)
-		return NULL;
-	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
-	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversations");
-	const cJSON *t;
-	if (cJSON_IsString(p)) {
-		q = strip_image(p->valuestring);
-	} else if (p && !cJSON_IsNull(p)) {
-		*why = "json.prompt is not a string";
-	} else if (cJSON_IsArray(conv)) {
-		*why = "json.conversations has no human turn";
-		cJSON_ArrayForEach(t, conv) {
-			const cJSON *from = cJSON_GetObjectItemCaseSensitive(t, "from");
-			const cJSON *value = cJSON_GetObjectItemCaseSensitive(t, "value");
-			if (cJSON_IsString(from) && cJSON_IsString(value) &&
-			    (!strcmp(from->valuestring, "human") || !strcmp(from->valuestring, "user"))) {
-				q = strip_image(value->valuestring);
-				break;
-			}
-		}
-	} else {
-		*why = "no json.prompt or json.conversations";
-	}
-	cJSON_Delete(j);
-	return q;
 }

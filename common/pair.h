@@ -14,12 +14,6 @@ char *pair_clean(const char *text);
  * spacing normalize equal. Malloc'd; invalid UTF-8 falls back to ASCII
  * lower-casing. */
 char *pair_normalize(const char *text);
-struct sample;
-/* The question of S: json.prompt, or else the first human turn of LLaVA's
- * json.conversations, "<image>" and its newline removed, trimmed. Malloc'd;
- * NULL with a reason in *WHY (static text). The same rule as
- * prompt_question(), without the model stack. */
-char *pair_question(const struct sample *s, const char **why);
 /* The number of characters (UTF-8 code points) in TEXT. */
 size_t pair_length(const char *text);
 

@@ -1,7 +1,7 @@
 /* prompt — what the model tools (seva-generate, seva-sft, seva-dpo) share
  * between a record and the engine: the model bundle (weights, tokenizer,
- * chat template, stop ids), a sample's question or conversation turns, and
- * an image field as the model's input tensor. Depends on vlm, tokenizer,
+ * chat template, stop ids) and an image field as the model's input tensor
+ * (a sample's question and turns are conversation.h's). Depends on vlm, tokenizer,
  * chat, image, sample, util. */
 #ifndef SEVA_PROMPT_H
 #define SEVA_PROMPT_H
@@ -30,19 +30,6 @@ int lm_load(struct lm *lm, const char *dir);
  * ownership of M and TOK. -1 with a message. */
 int lm_attach(struct lm *lm, struct vlm *m, struct tokenizer *tok);
 void lm_release(struct lm *lm);
-
-/* The question of a sample: json.prompt, or else the first human turn of
- * json.conversations with "<image>" and its newline removed. Malloc'd; NULL
- * with a reason in *WHY (static text) if there is none. */
-char *prompt_question(const struct sample *s, const char **why);
-
-/* The turns of a sample for supervised training, alternating human,
- * assistant: json.prompt + json.answer (2 turns), or json.conversations
- * (LLaVA: {"from": "human"|"gpt", "value": ...}; "<image>" removed).
- * *TURNS is a malloc'd array of malloc'd strings (prompt_turns_free).
- * Returns the count (even, >= 2), or -1 with a reason in *WHY. */
-int prompt_turns(const struct sample *s, char ***turns, const char **why);
-void prompt_turns_free(char **turns, int n);
 
 /* Decodes the image field F and writes the model's input tensor CHW
  * (3 * S * S floats, S = preprocess_side(&m->pre)) as m->pre says. -1 with a

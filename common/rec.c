@@ -853,6 +853,9 @@ static const char *mp_field(struct sample *s, const char *name, const msgpack_ob
 		sample_set(s, name, t, p, n);
 		return NULL;
 	}
+	/* a nil or a number is not an answer, nor the text "null" */
+	if (want == FIELD_TEXT)
+		return "wrong type (want text)";
 	buf_init(&b);
 	if (mp_to_json(&b, v)) {
 		buf_release(&b);
@@ -1277,6 +1280,9 @@ static int jsonl_sample(struct rec_reader *r, struct sample *s, struct jp *j, st
 			} else if (kind) {
 				buf_printf(err, "field '%s': %s", fname,
 					   kind < 0 ? "bad base64" : "bytes shown as a digest, not content (write it with --base64)");
+				goto out;
+			} else if (field_type_for(fname) == FIELD_TEXT) {
+				buf_printf(err, "field '%s': wrong type (want text)", fname);
 				goto out;
 			} else {
 				val.len = 0;

@@ -174,6 +174,20 @@ const char *sample_text(const struct sample *s, const char *name)
 	return f ? (const char *)f->data : NULL;
 }
 
+const char *sample_want_text(const struct sample *s, const char *name, const char **why)
+{
+	static _Thread_local char reason[160];
+	struct field *f = sample_get(s, name);
+	if (f && f->type == FIELD_TEXT && strlen((const char *)f->data) == f->len)
+		return (const char *)f->data;
+	if (f)
+		snprintf(reason, sizeof reason, "field '%.100s': wrong type (want text)", name);
+	else
+		snprintf(reason, sizeof reason, "no %.100s", name);
+	*why = reason;
+	return NULL;
+}
+
 int field_is_image(const char *name)
 {
 	static const char *const ext[] = {

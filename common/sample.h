@@ -63,6 +63,11 @@ int sample_remove(struct sample *s, const char *name);
 struct cJSON *sample_json(const struct sample *s, const char *name);
 /* The text of a text field, or NULL if absent. Borrowed. */
 const char *sample_text(const struct sample *s, const char *name);
+/* The text of field NAME as a tool uses it: NULL with the reason in *WHY
+ * ("no NAME", or "field 'NAME': wrong type (want text)" when the field is
+ * not text or holds a NUL) where it cannot be. Borrowed; *WHY is the
+ * thread's static buffer, valid until its next call. */
+const char *sample_want_text(const struct sample *s, const char *name, const char **why);
 
 /* True for image extensions stb_image decodes (jpg, jpeg, png, bmp, gif,
  * tga, psd, hdr, pic, ppm, pgm, pnm, webp is not one). */

@@ -119,6 +119,12 @@ EOF
 expect "LLaVA: text-only items left out" seva-cat --llava lt.json --images "$FIX/llava/images" -j -o lt.jsonl
 stderr_has "one line counts them" "^seva-cat: lt.json: 2 of 3 records are text-only \(no \"image\"\), left out$"
 check "the image item kept" "$(jq -r .__key__ lt.jsonl)" = i1
+# the same question rule as every other tool: "user" asks as "human" does
+cat >lu.json <<'EOF'
+[{"id": "u1", "image": "coco/000000000001.jpg", "conversations": [{"from": "user", "value": "\t<image>\nWhat colour?\r\n"}, {"from": "assistant", "value": "Red."}]}]
+EOF
+expect "LLaVA: a \"user\" turn is the question" seva-cat --llava lu.json --images "$FIX/llava/images" -j -o lu.jsonl
+check "placeholder removed, trimmed as elsewhere" "$(jq -r .json.prompt lu.jsonl)" = "What colour?"
 expect "LLaVA import to tar" seva-cat -t -o l.tar l.mp
 tar -tf l.tar >llist
 printf '%s\n' 000000000001.jpg 000000000001.json coco_2_v1.png coco_2_v1.json >lwant

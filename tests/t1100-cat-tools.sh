@@ -90,6 +90,19 @@ kline seva-cat notjson.mp "field 'json': not valid JSON"
 kline seva-augment notimage.mp "field 'png': (unsupported format|cannot decode.*)"
 kline seva-pair nogen.mp "no response.txt"
 kline seva-eval noans.mp "no response.txt \\(run seva-generate first\\)"
+# a nil or a number in a *.txt field is refused by every reader, not read
+# as the text "null" (seva-eval scored it, seva-dpo trained on it)
+$PY -c '
+import msgpack
+r = list(msgpack.Unpacker(open("ans.mp", "rb"), raw=False))
+open("nilans.mp", "wb").write(b"".join(msgpack.packb(dict(x, **{"response.txt": v}), use_bin_type=True) for x, v in zip(r, ["Yes.", None, 5])))
+'
+expect_fail "seva-eval: nil response.txt" 1 seva-eval -k nilans.mp
+stderr_has "refused as the wrong type" "^seva-eval: nilans.mp: record 2 \\(key [^)]*\\): field 'response.txt': wrong type \\(want text\\) \\(skipped\\)$"
+stderr_has "a number too" "^seva-eval: nilans.mp: record 3 \\(key [^)]*\\): field 'response.txt': wrong type \\(want text\\) \\(skipped\\)$"
+echo '{"__key__": "j", "response.txt": null}' >nil.jsonl
+expect_fail "JSON lines: null text" 1 seva-cat nil.jsonl
+stderr_has "refused the same" "^seva-cat: nil.jsonl: record 1 \\(key j\\): line 1: field 'response.txt': wrong type \\(want text\\)$"
 expect_fail "seva-pair -q -k" 1 seva-pair -q -k nogen.mp
 stderr_has "still counts the skip" "^seva-pair: 1 of 3 samples skipped"
 expect_fail "seva-augment: wrong type named" 1 seva-augment notjson.mp

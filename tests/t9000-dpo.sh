@@ -134,6 +134,18 @@ expect "--skip-long skips it" $D --skip-long --max-steps 1 -o t2 long.mp
 stderr_has "and counts it" "1 pairs too long.*skipped"
 
 # Bad input
+# A nil or a number in a *.txt field is no answer (nor the text "null")
+$PY -c '
+import msgpack, sys
+rs = list(msgpack.Unpacker(open("pairs.mp", "rb"), raw=False))[:2]
+rs[1]["chosen.txt"] = None
+open("nil.mp", "wb").write(b"".join(msgpack.packb(r, use_bin_type=True) for r in rs))
+'
+key=$($PY -c 'import msgpack; print(list(msgpack.Unpacker(open("nil.mp","rb"), raw=False))[1]["__key__"])')
+expect_fail "--score: a nil chosen.txt" 1 $D --score -o /dev/null nil.mp
+stderr_has "is the wrong type" "^seva-dpo: nil.mp: record 2 \(key $key\): field 'chosen.txt': wrong type \(want text\)$"
+expect_fail "training: the same" 1 $D --max-steps 1 -o nil nil.mp
+stderr_has "the same words" "field 'chosen.txt': wrong type \(want text\)$"
 expect_fail "a pair without chosen.txt fails" 1 $D --max-steps 1 -o y bad.mp
 stderr_has "the message names record and key" "record 2.*nochosen.*chosen.txt"
 expect_fail "an image that does not decode fails" 1 $D --max-steps 1 -o y badimg.mp

@@ -1,0 +1,141 @@
+#include "conversation.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "util.h"
+
+int conversation_role(const char *from)
+{
+	if (!strcmp(from, "human") || !strcmp(from, "user"))
+		return 0;
+	if (!strcmp(from, "gpt") || !strcmp(from, "assistant"))
+		return 1;
+	return -1;
+}
+
+static int is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+char *conversation_strip_image(const char *text)
+{
+	struct buf b;
+	const char *p = text, *q;
+	buf_init(&b);
+	buf_addstr(&b, "");
+	while ((q = strstr(p, "<image>"))) {
+		buf_add(&b, p, (size_t)(q - p));
+		p = q + 7;
+		if (*p == '\n')
+			p++;
+	}
+	buf_addstr(&b, p);
+	/* the placeholder may leave a newline at either end */
+	size_t start = 0, end = b.len;
+	while (start < end && is_space(b.data[start]))
+		start++;
+	while (end > start && is_space(b.data[end - 1]))
+		end--;
+	char *s = xstrndup((const char *)b.data + start, end - start);
+	buf_release(&b);
+	return s;
+}
+
+char *conversation_first_question(const cJSON *conv)
+{
+	const cJSON *t;
+	cJSON_ArrayForEach(t, conv) {
+		const cJSON *from = cJSON_GetObjectItemCaseSensitive(t, "from");
+		const cJSON *value = cJSON_GetObjectItemCaseSensitive(t, "value");
+		if (cJSON_IsString(from) && cJSON_IsString(value) && conversation_role(from->valuestring) == 0)
+			return conversation_strip_image(value->valuestring);
+	}
+	return NULL;
+}
+
+char *conversation_question(const struct sample *s, const char **why)
+{
+	cJSON *j = sample_json(s, "json");
+	char *q = NULL;
+	*why = sample_get(s, "json") ? "field 'json': not valid JSON" : "no json field";
+	if (!j)
+		return NULL;
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversations");
+	if (cJSON_IsString(p)) {
+		q = conversation_strip_image(p->valuestring);
+	} else if (p && !cJSON_IsNull(p)) {
+		*why = "json.prompt is not a string";
+	} else if (cJSON_IsArray(conv)) {
+		if (!(q = conversation_first_question(conv)))
+			*why = "json.conversations has no human turn";
+	} else {
+		*why = "no json.prompt or json.conversations";
+	}
+	cJSON_Delete(j);
+	return q;
+}
+
+void conversation_turns_free(char **turns, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(turns[i]);
+	free(turns);
+}
+
+int conversation_turns(const struct sample *s, char ***turns, const char **why)
+{
+	cJSON *j = sample_json(s, "json");
+	char **t = NULL;
+	int n = 0;
+	*turns = NULL;
+	*why = sample_get(s, "json") ? "field 'json': not valid JSON" : "no json field";
+	if (!j)
+		return -1;
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "answer");
+	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversations");
+	if (cJSON_IsString(p) && cJSON_IsString(a)) {
+		t = xcalloc(2, sizeof *t);
+		t[n++] = conversation_strip_image(p->valuestring);
+		t[n++] = xstrdup(a->valuestring);
+	} else if (cJSON_IsArray(conv)) {
+		int cap = cJSON_GetArraySize(conv);
+		const cJSON *e;
+		t = xcalloc((size_t)(cap > 0 ? cap : 1), sizeof *t);
+		cJSON_ArrayForEach(e, conv) {
+			const cJSON *from = cJSON_GetObjectItemCaseSensitive(e, "from");
+			const cJSON *value = cJSON_GetObjectItemCaseSensitive(e, "value");
+			if (!cJSON_IsString(from) || !cJSON_IsString(value) ||
+			    conversation_role(from->valuestring) != n % 2) {
+				*why = "json.conversations: turns must alternate human, gpt "
+				       "with string values";
+				goto bad;
+			}
+			t[n] = n % 2 == 0 ? conversation_strip_image(value->valuestring)
+					  : xstrdup(value->valuestring);
+			n++;
+		}
+		if (n % 2)
+			n--, free(t[n]); /* a trailing question has no answer to learn */
+		if (n == 0) {
+			*why = "json.conversations has no answered turn";
+			goto bad;
+		}
+	} else {
+		*why = cJSON_IsString(p) ? "no json.answer (string)"
+					 : "no json.prompt + json.answer or json.conversations";
+		goto bad;
+	}
+	cJSON_Delete(j);
+	*turns = t;
+	return n;
+bad:
+	cJSON_Delete(j);
+	conversation_turns_free(t, n);
+	return -1;
+}

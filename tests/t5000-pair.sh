@@ -106,7 +106,7 @@ expect_fail "-k skips and counts" 1 seva-pair -k -o b.mp bad.mp
 stderr_has "wrong type named" "record 3 \(key z\): field 'response.txt': wrong type"
 stderr_has "no prompt named" "record 4 \(key w\): no json"
 stderr_has "no image named" "record 5 \(key v\): no clean image"
-stderr_has "counted" "read 5, kept 1, .* 4 missing fields"
+stderr_has "counted (the wrong type is an unreadable record)" "read 5, kept 1, .* 3 missing fields, 1 bad"
 seva-cat -j -o b.jsonl b.mp
 check "the good one kept" "$(keys b.jsonl)" = "x "
 head -c 150 gen.mp >trunc.mp

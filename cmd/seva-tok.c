@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "prompt.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -30,29 +31,6 @@ static struct {
 static struct tokenizer *tok;
 static struct chat chat;
 static long nlines, nbad, nunread;
-
-/* The model directory's config.json: chat template and image token (the
- * HF LlavaConfig default 32000 where it is silent). */
-static void read_model_config(const char *dir, char *tmpl, size_t tsize, int *image_token)
-{
-	char *path = xasprintf("%s/config.json", dir);
-	size_t len;
-	unsigned char *data = access(path, R_OK) == 0 ? read_file(path, &len) : NULL;
-	cJSON *j = data ? cJSON_ParseWithLength((char *)data, len) : NULL;
-	if (data && !j)
-		die("%s: not valid JSON", path);
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "seva_chat_template");
-	const cJSON *im = cJSON_GetObjectItemCaseSensitive(j, "image_token_index");
-	if (cJSON_IsString(t))
-		snprintf(tmpl, tsize, "%s", t->valuestring);
-	if (cJSON_IsNumber(im))
-		*image_token = im->valueint;
-	else if (j)
-		*image_token = 32000;
-	cJSON_Delete(j);
-	free(data);
-	free(path);
-}
 
 static void print_json(cJSON *item)
 {
@@ -233,23 +211,35 @@ int main(int argc, char **argv)
 		usage_die(usage_text);
 	}
 	const char *path = argv[optind++];
-	if (!(tok = tokenizer_load(path)))
+	char *config = xasprintf("%s/config.json", path);
+	struct lm lm = { 0 };
+	/* a model directory: its prompt exactly as the model tools build it */
+	int model = opt.mode == TEMPLATE && access(config, F_OK) == 0;
+	free(config);
+	if (model) {
+		if (lm_load_text(&lm, path) < 0)
+			exit(1);
+		tok = lm.tok;
+		chat = lm.chat;
+	} else if (!(tok = tokenizer_load(path))) {
 		exit(1);
-
-	if (opt.mode == TEMPLATE) {
-		char tmpl[64] = "llava_v1";
+	} else if (opt.mode == TEMPLATE) {
+		/* a bare tokenizer: its "<image>" token, else original LLaVA's
+		 * IMAGE_TOKEN_INDEX */
 		int image_token = tokenizer_token_id(tok, "<image>");
-		struct stat st;
-		if (image_token < 0)
-			image_token = -200; /* original LLaVA's IMAGE_TOKEN_INDEX */
-		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-			read_model_config(path, tmpl, sizeof(tmpl), &image_token);
-		if (opt.template)
-			snprintf(tmpl, sizeof(tmpl), "%s", opt.template);
-		if (chat_init(&chat, tmpl, tok, image_token) < 0) {
-			tokenizer_free(tok);
+		if (chat_init(&chat, "llava_v1", tok, image_token < 0 ? -200 : image_token) < 0)
+			exit(2);
+	}
+	if (opt.template) {
+		int no_bos = chat.no_bos;
+		if (chat_init(&chat, opt.template, tok, chat.image_token) < 0) {
+			if (model)
+				lm_release(&lm);
+			else
+				tokenizer_free(tok);
 			exit(2);
 		}
+		chat.no_bos = no_bos;
 	}
 
 	if (optind == argc)
@@ -265,6 +255,9 @@ int main(int argc, char **argv)
 	if (nbad && opt.keep_going)
 		warn("%ld of %ld lines skipped", nbad, nlines);
 	report_skips(0, 0, nunread);
-	tokenizer_free(tok);
+	if (model)
+		lm_release(&lm);
+	else
+		tokenizer_free(tok);
 	return failed || nbad || nunread ? 1 : 0;
 }

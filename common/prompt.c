@@ -21,20 +21,26 @@ static void add_stop(struct lm *lm, int id)
 		lm->stop_ids[lm->n_stop++] = id;
 }
 
+/* The chat template and stop ids of a model with config CFG. */
+static int lm_setup(struct lm *lm, const struct vlm_config *cfg)
+{
+	const char *name = cfg->chat_template[0] ? cfg->chat_template : "llava_v1";
+	if (chat_init(&lm->chat, name, lm->tok, cfg->image_token_index) < 0) {
+		lm_release(lm);
+		return -1;
+	}
+	add_stop(lm, lm->chat.eos);
+	add_stop(lm, tokenizer_eos(lm->tok));
+	add_stop(lm, cfg->eos_id);
+	return 0;
+}
+
 int lm_attach(struct lm *lm, struct vlm *m, struct tokenizer *tok)
 {
 	memset(lm, 0, sizeof *lm);
 	lm->m = m;
 	lm->tok = tok;
-	const char *name = m->cfg.chat_template[0] ? m->cfg.chat_template : "llava_v1";
-	if (chat_init(&lm->chat, name, tok, m->cfg.image_token_index) < 0) {
-		lm_release(lm);
-		return -1;
-	}
-	add_stop(lm, lm->chat.eos);
-	add_stop(lm, tokenizer_eos(tok));
-	add_stop(lm, m->cfg.eos_id);
-	return 0;
+	return lm_setup(lm, &m->cfg);
 }
 
 static int is_token_id(const cJSON *x)
@@ -83,27 +89,25 @@ out:
 	return ret;
 }
 
-int lm_load(struct lm *lm, const char *dir)
+/* DIR's tokenizer.json; a SentencePiece-only directory is named as such. */
+static struct tokenizer *dir_tokenizer(const char *dir)
 {
-	struct vlm *m = vlm_load(dir);
-	if (!m)
-		return -1;
 	char *tj = xasprintf("%s/tokenizer.json", dir), *sp = xasprintf("%s/tokenizer.model", dir);
 	int only_sp = access(tj, F_OK) != 0 && access(sp, F_OK) == 0;
 	free(tj);
 	free(sp);
 	if (only_sp) {
-		vlm_free(m);
-		return error("%s: no tokenizer.json, only a SentencePiece tokenizer.model: write one with "
-			     "transformers (AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR))", dir);
+		error("%s: no tokenizer.json, only a SentencePiece tokenizer.model: write one with "
+		      "transformers (AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR))", dir);
+		return NULL;
 	}
-	struct tokenizer *tok = tokenizer_load(dir);
-	if (!tok) {
-		vlm_free(m);
-		return -1;
-	}
-	if (lm_attach(lm, m, tok) < 0)
-		return -1;
+	return tokenizer_load(dir);
+}
+
+/* What DIR says beside config.json: tokenizer_config.json's BOS rule,
+ * generation_config.json's stop ids. */
+static int dir_settings(struct lm *lm, const char *dir)
+{
 	/* LLaVA puts BOS first only when the tokenizer adds it */
 	char *tc = xasprintf("%s/tokenizer_config.json", dir);
 	unsigned char *text = access(tc, F_OK) == 0 ? read_file(tc, NULL) : NULL;
@@ -117,6 +121,35 @@ int lm_load(struct lm *lm, const char *dir)
 		return -1;
 	}
 	return 0;
+}
+
+int lm_load(struct lm *lm, const char *dir)
+{
+	struct vlm *m = vlm_load(dir);
+	if (!m)
+		return -1;
+	struct tokenizer *tok = dir_tokenizer(dir);
+	if (!tok) {
+		vlm_free(m);
+		return -1;
+	}
+	if (lm_attach(lm, m, tok) < 0)
+		return -1;
+	return dir_settings(lm, dir);
+}
+
+int lm_load_text(struct lm *lm, const char *dir)
+{
+	struct vlm_config cfg;
+	char *path = xasprintf("%s/config.json", dir);
+	int rc = vlm_config_load(&cfg, path);
+	free(path);
+	memset(lm, 0, sizeof *lm);
+	if (rc < 0 || !(lm->tok = dir_tokenizer(dir)))
+		return -1;
+	if (lm_setup(lm, &cfg) < 0)
+		return -1;
+	return dir_settings(lm, dir);
 }
 
 void lm_release(struct lm *lm)

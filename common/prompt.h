@@ -26,6 +26,11 @@ struct lm {
  * tokenizer_config.json's add_bos_token false leaves BOS out of prompts.
  * -1 with a message naming DIR on failure. */
 int lm_load(struct lm *lm, const char *dir);
+/* lm_load without the weights (LM->m NULL): the tokenizer, chat template,
+ * BOS rule and stop ids exactly as the model tools get them, from
+ * config.json (the image token in either spelling), tokenizer.json,
+ * tokenizer_config.json and generation_config.json. For seva-tok. */
+int lm_load_text(struct lm *lm, const char *dir);
 /* The same for a model made in memory (seva-sft from a config): takes
  * ownership of M and TOK. -1 with a message. */
 int lm_attach(struct lm *lm, struct vlm *m, struct tokenizer *tok);

@@ -47,6 +47,23 @@ expect "--template=llava_v1 --no-image" seva-tok --template=llava_v1 --no-image 
 check "--template=llava_v1: system line, no <image>" \
 	"$(cat .out)" = "\"A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions. USER: Is there a red circle? ASSISTANT:\""
 
+# seva-tok --template shows the ids the model tools feed: the same settings
+# reader (lm_load_text), so tokenizer_config.json's add_bos_token and the
+# newer image_token_id spelling count here as they do there
+BASE=$TOP/pipelines/base
+for d in shipped nobos renamed; do
+	mkdir $d && cp "$BASE"/config.json "$BASE"/tokenizer.json $d/
+done
+echo '{"add_bos_token": false}' >nobos/tokenizer_config.json
+jq '.image_token_id = .image_token_index | del(.image_token_index)' "$BASE/config.json" >renamed/config.json
+for d in shipped nobos renamed; do
+	expect "--template --ids, $d" seva-tok --template --ids $d q.jsonl
+	cp .out $d.ids
+done
+check "as shipped: BOS first, image token 4" "$(jq -c '.[:4]' shipped.ids)" = "[1,27,7,4]"
+check "add_bos_token false: the same ids without BOS" "$(jq -c '.[1:]' shipped.ids)" = "$(cat nobos.ids)"
+same "image_token_id: the image token is still 4" shipped.ids renamed.ids
+
 # the embedded model's own tokenizer, from seva-synth
 if seva-synth --tokenizer -o synth.json 2>/dev/null; then
 	echo '"Is there a red circle in the image?"' >s.jsonl

@@ -67,7 +67,8 @@ static void augment_slot(struct slot *sl)
 		return;
 	}
 	if (image_decode(&img, f->data, f->len, &why) < 0) {
-		sl->err = xasprintf("field '%s': %s", f->name, why);
+		/* the words of every model tool's decode (prompt_image_tensor) */
+		sl->err = xasprintf("field '%s': cannot decode image: %s", f->name, why);
 		return;
 	}
 	image_init(&out);

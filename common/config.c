@@ -200,6 +200,23 @@ void vlm_config_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, con
 	cfg->max_pos = jint(c, t, "max_position_embeddings", mistral ? 4096 * 32 : 2048, 1, INT_BIG);
 	cfg->rms_eps = jnum(c, t, "rms_norm_eps", 1e-6, 0, 1);
 	cfg->rope_theta = jnum(c, t, "rope_theta", 10000, 1e-3, 1e12);
+	/* transformers 5 writes RoPE's settings as rope_parameters {rope_theta,
+	 * rope_type}, checked as rope_scaling is */
+	const cJSON *rp = jget(t, "rope_parameters");
+	if (rp && !cJSON_IsObject(rp)) {
+		jerr(c, "rope_parameters", "not a JSON object");
+	} else if (rp) {
+		struct jctx rc = {c->file, "text_config.rope_parameters.", c->err};
+		cfg->rope_theta = jnum(&rc, rp, "rope_theta", cfg->rope_theta, 1e-3, 1e12);
+		const cJSON *rt = jget(rp, "rope_type");
+		if (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default"))) {
+			char msg[128];
+			snprintf(msg, sizeof msg, "RoPE type '%.40s' is not supported (\"default\" only)",
+				 cJSON_IsString(rt) ? rt->valuestring : "?");
+			jerr(&rc, "rope_type", msg);
+		}
+		c->err |= rc.err;
+	}
 	cfg->bos_id = jint_ex(c, t, "bos_token_id", 1, -1, INT_BIG, 1);
 	cfg->eos_id = jint_ex(c, t, "eos_token_id", 2, -1, INT_BIG, 1);
 	/* LlavaConfig's own pad_token_id (llava-hf: 32001) is the model's;
@@ -360,15 +377,50 @@ int vlm_config_load(struct vlm_config *cfg, const char *path)
 	return finish(cfg, path);
 }
 
+/* The image processor's settings: PATH, or where it is absent (transformers
+ * 5 writes no preprocessor_config.json) the "image_processor" object of
+ * processor_config.json beside it, *FILE and *SECT naming where. 0 with *J
+ * NULL when neither exists (the defaults apply); -1 with a message. */
+static int preprocess_json_load(const char *path, cJSON **j, char **file, const char **sect)
+{
+	*j = NULL;
+	*sect = "";
+	*file = xstrdup(path);
+	if (access(path, F_OK) == 0)
+		return (*j = json_object_file(path)) ? 0 : -1;
+	const char *slash = strrchr(path, '/');
+	free(*file);
+	*file = xasprintf("%.*sprocessor_config.json", slash ? (int)(slash - path + 1) : 0, path);
+	if (access(*file, F_OK) != 0)
+		return 0;
+	cJSON *p = json_object_file(*file);
+	if (!p)
+		return -1;
+	*sect = "image_processor.";
+	*j = cJSON_DetachItemFromObjectCaseSensitive(p, "image_processor");
+	cJSON_Delete(p);
+	if (*j && !cJSON_IsObject(*j)) {
+		cJSON_Delete(*j);
+		*j = NULL;
+		return error("%s: image_processor: not a JSON object", *file);
+	}
+	return 0;
+}
+
 int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct vlm_config *cfg)
 {
 	preprocess_defaults(pre, cfg->image_size);
-	cJSON *j = NULL;
-	if (access(path, F_OK) == 0 && !(j = json_object_file(path)))
+	cJSON *j;
+	char *file;
+	const char *sect;
+	if (preprocess_json_load(path, &j, &file, &sect)) {
+		free(file);
 		return -1;
-	struct jctx c = {path, "", 0};
+	}
+	struct jctx c = {file, sect, 0};
 	vlm_family_of(cfg)->preprocess_load(pre, &c, j, cfg);
 	cJSON_Delete(j);
+	free(file);
 	return c.err ? -1 : 0;
 }
 

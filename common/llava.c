@@ -301,9 +301,13 @@ static char *preprocess_json(const struct preprocess *p, const struct vlm_config
 }
 
 /* The table keeps llava-hf's old layout (names.md); transformers >= 4.52
- * writes the newer one. */
+ * writes the newer one, and transformers 5 the CLIP tower without its
+ * "vision_model." level (in either layout). First match wins. */
 static const char *const layouts[][2] = {
-	{"model.vision_tower.", "vision_tower."},
+	{"model.vision_tower.vision_model.", "vision_tower.vision_model."},
+	{"model.vision_tower.", "vision_tower.vision_model."},
+	{"vision_tower.vision_model.", "vision_tower.vision_model."},
+	{"vision_tower.", "vision_tower.vision_model."},
 	{"model.multi_modal_projector.", "multi_modal_projector."},
 	{"model.language_model.", "language_model.model."},
 	{"lm_head.", "language_model.lm_head."},

@@ -82,6 +82,11 @@ static void test_config(void)
 	expect_error(r, "rope_scaling refused", "text_config.rope_scaling", "not supported", NULL);
 	r = load_config_text(&c, "{\"text_config\": {\"rope_scaling\": null}}");
 	tap_ok(r == 0, "rope_scaling null is fine");
+	r = load_config_text(&c, "{\"text_config\": {\"rope_parameters\": {\"rope_theta\": 500.0, \"rope_type\": \"default\"}}}");
+	tap_ok(r == 0 && c.rope_theta == 500.0f, "rope_parameters (transformers 5): rope_theta read (%g)", c.rope_theta);
+	r = load_config_text(&c, "{\"text_config\": {\"rope_parameters\": {\"rope_theta\": 500.0, \"rope_type\": \"llama3\"}}}");
+	expect_error(r, "rope_parameters with another rope_type refused", "text_config.rope_parameters.rope_type",
+		     "'llama3' is not supported", NULL);
 	r = load_config_text(&c, "{\"text_config\": {\"model_type\": \"qwen2\"}}");
 	expect_error(r, "non-llama decoder refused", "text_config.model_type", NULL);
 	r = load_config_text(&c, "{\"vision_feature_layer\": -30}");

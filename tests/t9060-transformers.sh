@@ -1,0 +1,88 @@
+#!/bin/bash
+# Round trip with transformers itself (the venv tests/deps.sh makes): a LLaVA
+# directory written by LlavaForConditionalGeneration.save_pretrained goes
+# through generate, pair and DPO (full and LoRA, merged); transformers'
+# from_pretrained then loads what seva wrote, with no missing or unexpected
+# weight, and gives the summed log-probs that seva-dpo --score gives.
+. "$(dirname "$0")/lib.sh"
+PY=$TOP/tests/vendor/venv/bin/python
+FIX=$TOP/tests/fixtures/transformers/llava-gqa-f32
+if [ ! -x "$PY" ]; then
+	not_ok "the python environment is missing: run tests/deps.sh"
+	done_testing
+	exit
+fi
+
+# Pairs from the fixture's real photos: questions, answers on two views.
+for f in "$FIX"/photo*.jpg; do
+	k=$(basename "$f" .jpg | tr -- '-' '_')
+	printf '{"__key__":"%s","jpg":{"base64":"%s"},"json":{"prompt":"What is in the image?"}}\n' \
+		"$k" "$(base64 -w0 "$f")"
+done >in.jsonl
+seva-cat in.jsonl >in.msgpack
+expect "augment" seva-augment -q -r diffusion:t=800 -o aug.msgpack in.msgpack
+expect "generate on the transformers-written model" seva-generate -q -m "$FIX/model" --max-new-tokens 6 \
+	-o gen.msgpack aug.msgpack
+expect "pair (answers of a random model differ)" seva-pair -q -o pairs.msgpack gen.msgpack
+seva-cat -j pairs.msgpack >pairs.jsonl
+check "pairs to train on" "$(wc -l <pairs.jsonl)" -ge 2
+
+expect "DPO, full fine-tuning" seva-dpo -q -m "$FIX/model" -o full --full --lr 1e-2 --max-steps 2 -b 2 pairs.msgpack
+expect "DPO, LoRA (merged model written)" seva-dpo -q -m "$FIX/model" -o lora --lora 4 --lr 1e-2 --max-steps 2 \
+	-b 2 pairs.msgpack
+
+# transformers scores the chosen and rejected answers independently of seva:
+# LLaVA's llava_v1 turn "SYSTEM USER: <image>\n{q} ASSISTANT: {a}</s>" through
+# the processor's tokenizer, the answer's log-probs summed (end-of-turn
+# included), on the processor's pixels; seva-dpo --score must agree.
+cat >score.py <<'EOF'
+import json, sys, base64, io, torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration, AutoProcessor
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+model_dir, fixture, pairs = sys.argv[1:4]
+model, info = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32,
+                                                            output_loading_info=True)
+if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+    print("loading info:", info, file=sys.stderr); sys.exit(3)
+proc = AutoProcessor.from_pretrained(fixture)
+tok = proc.tokenizer
+image_id = model.config.image_token_index
+out = {}
+for line in open(pairs):
+    p = json.loads(line)
+    img = Image.open(io.BytesIO(base64.b64decode(p["jpg"]["base64"])))
+    px = proc.image_processor(img, return_tensors="pt")["pixel_values"]
+    prompt = "%s USER: <image>\n%s ASSISTANT:" % (SYSTEM, p["prompt.txt"])
+    pids = tok(prompt)["input_ids"]
+    res = {}
+    for side in ("chosen", "rejected"):
+        tids = tok(prompt + " " + p[side + ".txt"] + "</s>")["input_ids"]
+        assert tids[:len(pids)] == pids
+        k = pids.index(image_id)
+        n_img = (px.shape[-1] // model.config.vision_config.patch_size) ** 2
+        seq = tids[:k] + [image_id] * n_img + tids[k + 1:]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([seq]), pixel_values=px).logits[0].double(), -1)
+        n, na = len(seq), len(tids) - len(pids)
+        res[side] = sum(lp[t - 1, seq[t]].item() for t in range(n - na, n))
+    out[p["__key__"]] = res
+json.dump(out, sys.stdout)
+EOF
+seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
+for m in full lora; do
+	expect "$m: transformers loads the model seva wrote (no missing, unexpected or mismatched weight)" \
+		"$PY" score.py $m "$FIX/model" pairs.b64.jsonl
+	cp .out $m.hf.json
+	expect "$m: seva-dpo --score on it" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
+	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
+	expect "$m: seva's summed log-probs equal transformers' (within 1e-4 each)" jq -e -n \
+		--slurpfile h $m.hf.json --slurpfile s $m.seva.json '
+		[$h[0] | to_entries[] | .key as $k | .value | to_entries[] |
+		 (.value - $s[0][$k][.key]) | fabs] | length >= 4 and max < 1e-4'
+	jq -n --slurpfile h $m.hf.json --slurpfile s $m.seva.json '[$h[0], $s[0]]' | diag
+done
+check "the trained models differ from the base (training did something)" \
+	"$(cmp -s full/model.safetensors "$FIX/model/model.safetensors" && echo same)" = ""
+done_testing

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compare.h"
 #include "eval.h"
 #include "rec.h"
 #include "util.h"
@@ -15,12 +16,13 @@ static const char usage_text[] =
 	"seva-eval [--json] [-o FILE] [-k] [-q] [--vocab FILE] [--mmvet OUT.json]\n"
 	"                 [--llava-bench OUT.jsonl] [--model-id ID] [FILE...]\n"
 	"       seva-eval --pope-questions Q.jsonl --pope-answers A.jsonl [--json] [-o FILE]\n"
-	"       seva-eval --compare BEFORE AFTER [--json] [-o FILE]";
+	"       seva-eval --compare BEFORE AFTER... [--boot N] [-s SEED] [--json] [-o FILE]";
 
 struct opts {
 	int json, keep, quiet;
 	const char *out, *vocab, *mmvet, *llava, *model_id;
 	const char *pope_q, *pope_a;
+	struct compare_opts cmp;
 };
 
 /* Answers kept for the exports. */
@@ -176,7 +178,7 @@ static int score(struct eval *e, struct exports *x, const struct opts *o, const 
 		*why = "field 'json': not valid JSON";
 	} else if (!truth && !exporting) {
 		*why = "no json.truth to score against";
-	} else if (truth && eval_add(e, truth, response, &err) < 0) {
+	} else if (truth && eval_add(e, s->key, json_str(json, "image_id"), truth, response, &err) < 0) {
 		snprintf(reason, sizeof reason, "json.truth: %s", err);
 		*why = reason;
 	} else {
@@ -209,16 +211,15 @@ static long score_files(struct eval *e, struct exports *x, const struct opts *o,
 	return in.failed ? -1 : in.skipped;
 }
 
-/* A run to compare: a metrics JSON written by --json, or samples to score. */
-static cJSON *load_run(const struct opts *o, const struct eval_vocab *v, const char *path)
+/* A run to compare into E: a metrics JSON written by --json (its
+ * per-sample scores), or samples to score. */
+static int load_run(struct eval *e, const struct opts *o, const char *path)
 {
 	int first = EOF;
 	if (strcmp(path, "-")) {
 		FILE *f = fopen(path, "rb");
-		if (!f) {
-			error("open '%s':", path);
-			return NULL;
-		}
+		if (!f)
+			return error("open '%s':", path);
 		while ((first = getc(f)) != EOF && isspace(first))
 			;
 		fclose(f);
@@ -226,26 +227,22 @@ static cJSON *load_run(const struct opts *o, const struct eval_vocab *v, const c
 	if (first == '{') {
 		size_t len;
 		unsigned char *data = read_file(path, &len);
-		cJSON *m = data ? cJSON_Parse((char *)data) : NULL;
+		if (!data)
+			return -1;
+		cJSON *m = cJSON_ParseWithLength((char *)data, len);
 		free(data);
-		if (data && !cJSON_IsObject(m)) {
-			cJSON_Delete(m);
-			error("%s: not a metrics JSON object", path);
-			return NULL;
-		}
-		return m;
+		if (!m)
+			return error("%s: not valid JSON", path);
+		int rc = eval_load_metrics(e, m, path);
+		cJSON_Delete(m);
+		return rc;
 	}
-	struct eval e;
+	/* A skipped sample would only pair as missing: refuse the run here. */
 	struct exports none = { NULL, NULL };
-	eval_init(&e, v);
 	char *files[] = { (char *)path };
-	long skipped = score_files(&e, &none, o, files, 1, NULL);
-	if (skipped < 0)
-		return NULL;
-	cJSON *m = eval_metrics(&e);
-	if (skipped)
-		cJSON_AddNumberToObject(m, "skipped", (double)skipped);
-	return m;
+	int skips = 0;
+	long skipped = score_files(e, &none, o, files, 1, &skips);
+	return skipped < 0 || skips ? -1 : 0;
 }
 
 static int emit(const struct opts *o, struct buf *b)
@@ -264,6 +261,33 @@ static void add_json(struct buf *b, const cJSON *m)
 	free(text);
 }
 
+/* The metrics M with E's per-sample scores, one line each so the file
+ * stays readable. */
+static void add_metrics_json(struct buf *b, const cJSON *m, const struct eval *e)
+{
+	char *text = cJSON_Print(m);
+	size_t n = strlen(text);
+	cJSON *scores = eval_scores_json(e), *it;
+
+	while (n && text[n - 1] != '}') /* reopen the object */
+		n--;
+	if (n)
+		n--;
+	while (n && isspace((unsigned char)text[n - 1]))
+		n--;
+	buf_add(b, text, n);
+	buf_addstr(b, cJSON_GetArraySize((cJSON *)m) ? ",\n\t\"per_sample\": [" : "\n\t\"per_sample\": [");
+	cJSON_ArrayForEach(it, scores) {
+		char *line = cJSON_PrintUnformatted(it);
+		buf_addstr(b, it == scores->child ? "\n\t\t" : ",\n\t\t");
+		buf_addstr(b, line);
+		free(line);
+	}
+	buf_addstr(b, scores->child ? "\n\t]\n}\n" : "]\n}\n");
+	cJSON_Delete(scores);
+	free(text);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -278,15 +302,17 @@ int main(int argc, char **argv)
 		{ "mmvet", required_argument, NULL, 'M' },
 		{ "llava-bench", required_argument, NULL, 'L' },
 		{ "model-id", required_argument, NULL, 'I' },
+		{ "boot", required_argument, NULL, 'B' },
+		{ "seed", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { 0 };
+	struct opts o = { .cmp = { .resamples = 2000, .seed = 0, .level = 0.95 } };
 	int compare = 0, c, status = 0;
 
 	util_init(argv[0]);
 	check_stdout_at_exit();
-	while ((c = getopt_long(argc, argv, "o:kqh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:kqs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'J': o.json = 1; break;
 		case 'o': o.out = optarg; break;
@@ -299,11 +325,13 @@ int main(int argc, char **argv)
 		case 'M': o.mmvet = optarg; break;
 		case 'L': o.llava = optarg; break;
 		case 'I': o.model_id = optarg; break;
+		case 'B': o.cmp.resamples = arg_long("--boot", optarg, 1, 1000000); break;
+		case 's': o.cmp.seed = arg_seed("-s", optarg); break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
 	}
-	if ((compare && argc - optind != 2) || (!o.pope_q != !o.pope_a) ||
+	if ((compare && argc - optind < 2) || (compare && argc - optind > 1001) || (!o.pope_q != !o.pope_a) ||
 	    (compare && (o.pope_q || o.mmvet || o.llava)))
 		usage_die(usage_text);
 
@@ -314,23 +342,32 @@ int main(int argc, char **argv)
 	buf_init(&b);
 
 	if (compare) {
-		cJSON *before = load_run(&o, vocab, argv[optind]);
-		cJSON *after = before ? load_run(&o, vocab, argv[optind + 1]) : NULL;
-		if (!after) {
-			cJSON_Delete(before);
-			eval_vocab_free(vocab);
-			return 1;
+		int nruns = argc - optind;
+		struct eval *runs = xcalloc((size_t)nruns, sizeof(*runs));
+		const struct eval **after = xmalloc((size_t)nruns * sizeof(*after));
+		cJSON *cmp = NULL;
+		for (int i = 0; i < nruns; i++)
+			eval_init(&runs[i], vocab);
+		for (int i = 1; i < nruns; i++)
+			after[i - 1] = &runs[i];
+		for (int i = 0; i < nruns && !status; i++)
+			if (load_run(&runs[i], &o, argv[optind + i]) < 0)
+				status = 1;
+		if (!status &&
+		    !(cmp = compare_runs(&runs[0], after, nruns - 1, (const char *const *)argv + optind, &o.cmp)))
+			status = 1;
+		if (cmp) {
+			if (o.json)
+				add_json(&b, cmp);
+			else
+				compare_table(&b, cmp);
+			status = emit(&o, &b);
 		}
-		if (o.json) {
-			cJSON *cmp = eval_compare_json(before, after);
-			add_json(&b, cmp);
-			cJSON_Delete(cmp);
-		} else {
-			eval_compare_table(&b, before, after);
-		}
-		status = emit(&o, &b);
-		cJSON_Delete(before);
-		cJSON_Delete(after);
+		cJSON_Delete(cmp);
+		for (int i = 0; i < nruns; i++)
+			eval_release(&runs[i]);
+		free(runs);
+		free(after);
 		goto done;
 	}
 
@@ -351,7 +388,7 @@ int main(int argc, char **argv)
 		if (skipped)
 			cJSON_AddNumberToObject(m, "skipped", (double)skipped);
 		if (o.json)
-			add_json(&b, m);
+			add_metrics_json(&b, m, &e);
 		else
 			eval_table(&b, m);
 		cJSON_Delete(m);
@@ -362,6 +399,7 @@ int main(int argc, char **argv)
 	}
 	cJSON_Delete(x.mmvet);
 	cJSON_Delete(x.llava);
+	eval_release(&e);
 done:
 	buf_release(&b);
 	eval_vocab_free(vocab);

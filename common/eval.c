@@ -338,6 +338,16 @@ void eval_init(struct eval *e, const struct eval_vocab *vocab)
 	e->vocab = vocab;
 }
 
+void eval_release(struct eval *e)
+{
+	for (long i = 0; i < e->samples; i++) {
+		free(e->scores[i].key);
+		free(e->scores[i].image);
+	}
+	free(e->scores);
+	eval_init(e, e->vocab);
+}
+
 static struct eval_pope *pope_split(struct eval *e, const char *split)
 {
 	for (int i = 0; i < e->npope; i++)
@@ -351,16 +361,55 @@ static struct eval_pope *pope_split(struct eval *e, const char *split)
 	return p;
 }
 
-void eval_pope_add(struct eval *e, const char *split, int label_yes, const char *answer)
+void eval_add_score(struct eval *e, const struct eval_score *s, const char *split)
 {
-	struct eval_pope *p = pope_split(e, split);
-	int yes = eval_pope_yes(answer);
-	if (!p)
-		p = &e->pope[EVAL_MAX_SPLITS - 1]; /* too many splits: pooled into the last */
-	if (label_yes)
-		yes ? p->tp++ : p->fn++;
-	else
-		yes ? p->fp++ : p->tn++;
+	struct eval_score *c;
+
+	if (e->samples == e->scores_cap) {
+		e->scores_cap = e->scores_cap ? 2 * e->scores_cap : 256;
+		e->scores = xrealloc(e->scores, (size_t)e->scores_cap * sizeof(*e->scores));
+	}
+	c = &e->scores[e->samples++];
+	*c = *s;
+	c->key = xstrdup(s->key);
+	c->image = xstrdup(s->image ? s->image : s->key);
+	switch (s->task) {
+	case EVAL_POPE: {
+		struct eval_pope *p = pope_split(e, split);
+		if (!p)
+			p = &e->pope[EVAL_MAX_SPLITS - 1]; /* too many splits: pooled into the last */
+		c->split = (int)(p - e->pope);
+		if (s->label)
+			s->yes ? p->tp++ : p->fn++;
+		else
+			s->yes ? p->fp++ : p->tn++;
+		break;
+	}
+	case EVAL_DESCRIBE:
+		e->chair_n++;
+		e->chair_truth += s->objects;
+		e->chair_covered += s->covered;
+		e->chair_mentions += s->mentions;
+		e->chair_hall_mentions += s->hallucinated;
+		e->chair_hall_caps += s->hallucinated > 0;
+		break;
+	case EVAL_COLOR:
+		e->color_n++;
+		e->color_ok += s->correct;
+		break;
+	case EVAL_COUNT:
+		e->count_n++;
+		e->count_ok += s->correct;
+		break;
+	}
+}
+
+void eval_pope_add(struct eval *e, const char *key, const char *image, const char *split,
+		   int label_yes, const char *answer)
+{
+	struct eval_score s = { .key = (char *)key, .image = (char *)image, .task = EVAL_POPE,
+				.label = !!label_yes, .yes = eval_pope_yes(answer) };
+	eval_add_score(e, &s, split);
 }
 
 static const char *str_item(const cJSON *o, const char *key)
@@ -369,11 +418,12 @@ static const char *str_item(const cJSON *o, const char *key)
 	return cJSON_IsString(j) ? j->valuestring : NULL;
 }
 
-static int chair_add(struct eval *e, const cJSON *truth, const char *response, const char **err)
+static int chair_add(struct eval *e, struct eval_score *s, const cJSON *truth, const char *response,
+		     const char **err)
 {
 	const cJSON *objs = cJSON_GetObjectItemCaseSensitive(truth, "objects"), *it;
 	const char **present, **mentions;
-	int np = 0, nm, hall = 0;
+	int np = 0, nm, hall = 0, covered = 0;
 
 	if (!cJSON_IsArray(objs)) {
 		*err = "truth.objects is not an array";
@@ -400,19 +450,20 @@ static int chair_add(struct eval *e, const cJSON *truth, const char *response, c
 		int found = 0;
 		for (int i = 0; i < nm && !found; i++)
 			found = !strcmp(mentions[i], present[j]);
-		e->chair_covered += found;
+		covered += found;
 	}
-	e->chair_n++;
-	e->chair_truth += np;
-	e->chair_mentions += nm;
-	e->chair_hall_mentions += hall;
-	e->chair_hall_caps += hall > 0;
+	s->objects = np;
+	s->covered = covered;
+	s->mentions = nm;
+	s->hallucinated = hall;
+	eval_add_score(e, s, NULL);
 	free(mentions);
 	free(present);
 	return 0;
 }
 
-static int exact_add(long *n, long *ok, const cJSON *truth, const char *response, const char **err)
+static int exact_add(struct eval *e, struct eval_score *s, const cJSON *truth, const char *response,
+		     const char **err)
 {
 	const cJSON *a = cJSON_GetObjectItemCaseSensitive(truth, "answer");
 	char num[32];
@@ -432,16 +483,18 @@ static int exact_add(long *n, long *ok, const cJSON *truth, const char *response
 	buf_init(&y);
 	eval_normalize(&x, want);
 	eval_normalize(&y, response);
-	(*n)++;
-	*ok += !strcmp((char *)x.data, (char *)y.data);
+	s->correct = !strcmp((char *)x.data, (char *)y.data);
+	eval_add_score(e, s, NULL);
 	buf_release(&x);
 	buf_release(&y);
 	return 0;
 }
 
-int eval_add(struct eval *e, const cJSON *truth, const char *response, const char **err)
+int eval_add(struct eval *e, const char *key, const char *image, const cJSON *truth,
+	     const char *response, const char **err)
 {
 	const char *task = str_item(truth, "task");
+	struct eval_score s = { .key = (char *)key, .image = (char *)image };
 	int rc;
 
 	*err = NULL;
@@ -455,20 +508,21 @@ int eval_add(struct eval *e, const cJSON *truth, const char *response, const cha
 			*err = "truth.label is not \"yes\" or \"no\"";
 			return -1;
 		}
-		eval_pope_add(e, split ? split : "pope", !strcmp(label, "yes"), response);
+		eval_pope_add(e, key, image, split ? split : "pope", !strcmp(label, "yes"), response);
 		rc = 0;
 	} else if (!strcmp(task, "describe")) {
-		rc = chair_add(e, truth, response, err);
+		s.task = EVAL_DESCRIBE;
+		rc = chair_add(e, &s, truth, response, err);
 	} else if (!strcmp(task, "color")) {
-		rc = exact_add(&e->color_n, &e->color_ok, truth, response, err);
+		s.task = EVAL_COLOR;
+		rc = exact_add(e, &s, truth, response, err);
 	} else if (!strcmp(task, "count")) {
-		rc = exact_add(&e->count_n, &e->count_ok, truth, response, err);
+		s.task = EVAL_COUNT;
+		rc = exact_add(e, &s, truth, response, err);
 	} else {
 		*err = "truth.task is not pope, describe, color or count";
 		return -1;
 	}
-	if (!rc)
-		e->samples++;
 	return rc;
 }
 
@@ -549,8 +603,15 @@ int eval_pope_files(struct eval *e, const char *questions, const char *answers)
 		} else if (!text) {
 			error("%s: line %ld: no \"text\" or \"answer\" string", answers, al);
 		} else {
-			eval_pope_add(e, cat ? cat : split, !strcmp(label, "yes"), text);
-			e->samples++;
+			/* Paired by question_id, resampled by image (POPE asks six
+			 * questions of each COCO image). */
+			const cJSON *id = cJSON_GetObjectItemCaseSensitive(q, "question_id");
+			char *key = cJSON_IsString(id) ? xstrdup(id->valuestring)
+				    : cJSON_IsNumber(id) ? xasprintf("%.0f", id->valuedouble)
+				    : xasprintf("line %ld", ql);
+			eval_pope_add(e, key, str_item(q, "image"), cat ? cat : split,
+				      !strcmp(label, "yes"), text);
+			free(key);
 			nq++;
 			cJSON_Delete(q);
 			cJSON_Delete(a);
@@ -569,9 +630,79 @@ out:
 
 /* Metrics. */
 
-static double ratio(long a, long b)
+void eval_tally_add(struct eval_tally *t, const struct eval_score *s, double w)
 {
-	return b ? (double)a / (double)b : 0.0;
+	switch (s->task) {
+	case EVAL_POPE:
+		t->pope[s->split][s->label ? (s->yes ? EVAL_TP : EVAL_FN) : (s->yes ? EVAL_FP : EVAL_TN)] += w;
+		break;
+	case EVAL_DESCRIBE:
+		t->chair_n += w;
+		t->chair_hall_caps += w * (s->hallucinated > 0);
+		t->chair_mentions += w * s->mentions;
+		t->chair_hall_mentions += w * s->hallucinated;
+		t->chair_truth += w * s->objects;
+		t->chair_covered += w * s->covered;
+		break;
+	case EVAL_COLOR:
+		t->color_n += w;
+		t->color_ok += w * s->correct;
+		break;
+	case EVAL_COUNT:
+		t->count_n += w;
+		t->count_ok += w * s->correct;
+		break;
+	}
+}
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0.0;
+}
+
+double eval_metric_value(const struct eval_tally *t, enum eval_metric m, int split)
+{
+	const double *p = t->pope[split];
+	double prec, rec;
+
+	switch (m) {
+	case EVAL_POPE_ACCURACY:
+		return ratio(p[EVAL_TP] + p[EVAL_TN], p[EVAL_TP] + p[EVAL_FP] + p[EVAL_TN] + p[EVAL_FN]);
+	case EVAL_POPE_PRECISION:
+		return ratio(p[EVAL_TP], p[EVAL_TP] + p[EVAL_FP]);
+	case EVAL_POPE_RECALL:
+		return ratio(p[EVAL_TP], p[EVAL_TP] + p[EVAL_FN]);
+	case EVAL_POPE_F1:
+		prec = ratio(p[EVAL_TP], p[EVAL_TP] + p[EVAL_FP]);
+		rec = ratio(p[EVAL_TP], p[EVAL_TP] + p[EVAL_FN]);
+		return prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0;
+	case EVAL_POPE_YES_RATIO:
+		return ratio(p[EVAL_TP] + p[EVAL_FP], p[EVAL_TP] + p[EVAL_FP] + p[EVAL_TN] + p[EVAL_FN]);
+	case EVAL_CHAIR_S:
+		return ratio(t->chair_hall_caps, t->chair_n);
+	case EVAL_CHAIR_I:
+		return ratio(t->chair_hall_mentions, t->chair_mentions);
+	case EVAL_CHAIR_RECALL:
+		return ratio(t->chair_covered, t->chair_truth);
+	case EVAL_COLOR_ACCURACY:
+		return ratio(t->color_ok, t->color_n);
+	case EVAL_COUNT_ACCURACY:
+		return ratio(t->count_ok, t->count_n);
+	default:
+		return NAN;
+	}
+}
+
+void eval_metric_name(enum eval_metric m, const char **section, const char **key)
+{
+	static const char *const names[EVAL_NMETRICS][2] = {
+		{ "pope", "accuracy" }, { "pope", "precision" }, { "pope", "recall" },
+		{ "pope", "f1" }, { "pope", "yes_ratio" }, { "chair", "chair_s" },
+		{ "chair", "chair_i" }, { "chair", "recall" }, { "color", "accuracy" },
+		{ "count", "accuracy" },
+	};
+	*section = names[m][0];
+	*key = names[m][1];
 }
 
 /* Six decimals keep the JSON short and the tables exact. */
@@ -588,8 +719,11 @@ static int split_rank(const char *s)
 cJSON *eval_metrics(const struct eval *e)
 {
 	cJSON *m = cJSON_CreateObject(), *o;
+	struct eval_tally t = { 0 };
 	int order[EVAL_MAX_SPLITS];
 
+	for (long i = 0; i < e->samples; i++)
+		eval_tally_add(&t, &e->scores[i], 1);
 	cJSON_AddNumberToObject(m, "samples", (double)e->samples);
 	for (int i = 0; i < e->npope; i++)
 		order[i] = i;
@@ -597,23 +731,21 @@ cJSON *eval_metrics(const struct eval *e)
 	for (int i = 1; i < e->npope; i++)
 		for (int j = i; j > 0 && split_rank(e->pope[order[j - 1]].split) >
 					 split_rank(e->pope[order[j]].split); j--) {
-			int t = order[j];
+			int tmp = order[j];
 			order[j] = order[j - 1];
-			order[j - 1] = t;
+			order[j - 1] = tmp;
 		}
 	if (e->npope) {
 		cJSON *pope = cJSON_AddObjectToObject(m, "pope");
 		for (int k = 0; k < e->npope; k++) {
 			const struct eval_pope *p = &e->pope[order[k]];
-			long n = p->tp + p->fp + p->tn + p->fn;
-			double prec = ratio(p->tp, p->tp + p->fp), rec = ratio(p->tp, p->tp + p->fn);
 			o = cJSON_AddObjectToObject(pope, p->split);
-			cJSON_AddNumberToObject(o, "n", (double)n);
-			add_num(o, "accuracy", ratio(p->tp + p->tn, n));
-			add_num(o, "precision", prec);
-			add_num(o, "recall", rec);
-			add_num(o, "f1", prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0);
-			add_num(o, "yes_ratio", ratio(p->tp + p->fp, n));
+			cJSON_AddNumberToObject(o, "n", (double)(p->tp + p->fp + p->tn + p->fn));
+			for (int x = EVAL_POPE_ACCURACY; x <= EVAL_POPE_YES_RATIO; x++) {
+				const char *sect, *key;
+				eval_metric_name(x, &sect, &key);
+				add_num(o, key, eval_metric_value(&t, x, order[k]));
+			}
 			cJSON_AddNumberToObject(o, "tp", (double)p->tp);
 			cJSON_AddNumberToObject(o, "fp", (double)p->fp);
 			cJSON_AddNumberToObject(o, "tn", (double)p->tn);
@@ -623,23 +755,180 @@ cJSON *eval_metrics(const struct eval *e)
 	if (e->chair_n) {
 		o = cJSON_AddObjectToObject(m, "chair");
 		cJSON_AddNumberToObject(o, "n", (double)e->chair_n);
-		add_num(o, "chair_s", ratio(e->chair_hall_caps, e->chair_n));
-		add_num(o, "chair_i", ratio(e->chair_hall_mentions, e->chair_mentions));
-		add_num(o, "recall", ratio(e->chair_covered, e->chair_truth));
+		add_num(o, "chair_s", eval_metric_value(&t, EVAL_CHAIR_S, 0));
+		add_num(o, "chair_i", eval_metric_value(&t, EVAL_CHAIR_I, 0));
+		add_num(o, "recall", eval_metric_value(&t, EVAL_CHAIR_RECALL, 0));
 		cJSON_AddNumberToObject(o, "mentions", (double)e->chair_mentions);
 		cJSON_AddNumberToObject(o, "hallucinated", (double)e->chair_hall_mentions);
 	}
 	const char *names[2] = { "color", "count" };
 	const long nn[2] = { e->color_n, e->count_n }, ok[2] = { e->color_ok, e->count_ok };
+	const enum eval_metric acc[2] = { EVAL_COLOR_ACCURACY, EVAL_COUNT_ACCURACY };
 	for (int i = 0; i < 2; i++) {
 		if (!nn[i])
 			continue;
 		o = cJSON_AddObjectToObject(m, names[i]);
 		cJSON_AddNumberToObject(o, "n", (double)nn[i]);
 		cJSON_AddNumberToObject(o, "correct", (double)ok[i]);
-		add_num(o, "accuracy", ratio(ok[i], nn[i]));
+		add_num(o, "accuracy", eval_metric_value(&t, acc[i], 0));
 	}
 	return m;
+}
+
+/* Per-sample scores as JSON, and back. */
+
+static const char *const task_names[] = { "pope", "describe", "color", "count" };
+
+cJSON *eval_scores_json(const struct eval *e)
+{
+	cJSON *a = cJSON_CreateArray();
+	for (long i = 0; i < e->samples; i++) {
+		const struct eval_score *s = &e->scores[i];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "key", s->key);
+		cJSON_AddStringToObject(o, "image", s->image);
+		cJSON_AddStringToObject(o, "task", task_names[s->task]);
+		if (s->task == EVAL_POPE) {
+			cJSON_AddStringToObject(o, "split", e->pope[s->split].split);
+			cJSON_AddStringToObject(o, "label", s->label ? "yes" : "no");
+			cJSON_AddStringToObject(o, "answer", s->yes ? "yes" : "no");
+		} else if (s->task == EVAL_DESCRIBE) {
+			cJSON_AddNumberToObject(o, "objects", s->objects);
+			cJSON_AddNumberToObject(o, "covered", s->covered);
+			cJSON_AddNumberToObject(o, "mentions", s->mentions);
+			cJSON_AddNumberToObject(o, "hallucinated", s->hallucinated);
+		} else {
+			cJSON_AddBoolToObject(o, "correct", s->correct);
+		}
+		cJSON_AddItemToArray(a, o);
+	}
+	return a;
+}
+
+/* Member NAME of O, "yes" or "no", into *V (1 = yes); -1 if it is neither. */
+static int yes_no(const cJSON *o, const char *name, int *v)
+{
+	const char *t = str_item(o, name);
+	if (!t || (strcmp(t, "yes") && strcmp(t, "no")))
+		return -1;
+	*v = !strcmp(t, "yes");
+	return 0;
+}
+
+/* Member NAME of O, a whole number in [0, 2^31), into *V; -1 if it is not. */
+static int count_item(const cJSON *o, const char *name, int *v)
+{
+	const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, name);
+	if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0) || j->valuedouble >= 2147483648.0 ||
+	    j->valuedouble != floor(j->valuedouble))
+		return -1;
+	*v = (int)j->valuedouble;
+	return 0;
+}
+
+/* One per_sample entry into *S; -1 with *ERR naming the bad member. */
+static int score_parse(const cJSON *o, struct eval_score *s, const char **split, const char **err)
+{
+	const char *task = str_item(o, "task");
+	const cJSON *c;
+
+	memset(s, 0, sizeof(*s));
+	*split = NULL;
+	s->key = (char *)str_item(o, "key");
+	s->image = (char *)str_item(o, "image");
+	if (!cJSON_IsObject(o))
+		return *err = "not an object", -1;
+	if (!s->key || !*s->key)
+		return *err = "\"key\" is not a non-empty string", -1;
+	if (!s->image || !*s->image)
+		return *err = "\"image\" is not a non-empty string", -1;
+	for (s->task = 0; s->task < (int)ARRAY_LEN(task_names); s->task++)
+		if (task && !strcmp(task, task_names[s->task]))
+			break;
+	switch (s->task) {
+	case EVAL_POPE:
+		*split = str_item(o, "split");
+		if (!*split || !**split || strlen(*split) >= sizeof(((struct eval_pope *)0)->split))
+			return *err = "\"split\" is not a name of 1 to 31 bytes", -1;
+		if (yes_no(o, "label", &s->label) < 0)
+			return *err = "\"label\" is not \"yes\" or \"no\"", -1;
+		if (yes_no(o, "answer", &s->yes) < 0)
+			return *err = "\"answer\" is not \"yes\" or \"no\"", -1;
+		return 0;
+	case EVAL_DESCRIBE:
+		if (count_item(o, "objects", &s->objects) < 0 || count_item(o, "covered", &s->covered) < 0 ||
+		    count_item(o, "mentions", &s->mentions) < 0 ||
+		    count_item(o, "hallucinated", &s->hallucinated) < 0)
+			return *err = "\"objects\", \"covered\", \"mentions\" and \"hallucinated\" must be counts", -1;
+		if (s->covered > s->objects || s->hallucinated > s->mentions)
+			return *err = "more objects covered than present, or more mentions hallucinated than made", -1;
+		return 0;
+	case EVAL_COLOR:
+	case EVAL_COUNT:
+		c = cJSON_GetObjectItemCaseSensitive(o, "correct");
+		if (!cJSON_IsBool(c))
+			return *err = "\"correct\" is not true or false", -1;
+		s->correct = cJSON_IsTrue(c);
+		return 0;
+	default:
+		return *err = "\"task\" is not pope, describe, color or count", -1;
+	}
+}
+
+/* The metrics of M without what is not recomputed from the scores. */
+static cJSON *metrics_only(const cJSON *m)
+{
+	cJSON *c = cJSON_Duplicate(m, 1);
+	cJSON_DeleteItemFromObjectCaseSensitive(c, "per_sample");
+	cJSON_DeleteItemFromObjectCaseSensitive(c, "skipped");
+	return c;
+}
+
+int eval_load_metrics(struct eval *e, const cJSON *m, const char *where)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(m, "per_sample"), *it;
+	long i = 0;
+
+	if (!cJSON_IsObject(m))
+		return error("%s: not a metrics JSON object", where);
+	if (!cJSON_IsArray(a))
+		return error("%s: no \"per_sample\" array: metrics alone cannot be paired "
+			     "(seva-eval --json writes the scores of every sample)", where);
+	cJSON_ArrayForEach(it, a) {
+		struct eval_score s;
+		const char *split, *err;
+		if (score_parse(it, &s, &split, &err) < 0) {
+			const char *key = str_item(it, "key");
+			if (key && *key)
+				return error("%s: per_sample[%ld] (key %s): %s", where, i, key, err);
+			return error("%s: per_sample[%ld]: %s", where, i, err);
+		}
+		eval_add_score(e, &s, split);
+		i++;
+	}
+	/* The scores are what is compared; metrics that disagree with them
+	 * mean the file was edited, or is not seva-eval's. */
+	cJSON *want = metrics_only(m), *got = eval_metrics(e);
+	int same = cJSON_Compare(want, got, 1);
+	cJSON_Delete(want);
+	if (!same) {
+		/* Name the first section that differs, or that only the file has. */
+		const char *bad = NULL;
+		const cJSON *x;
+		cJSON_ArrayForEach(x, got)
+			if (!bad && !cJSON_Compare(x, cJSON_GetObjectItemCaseSensitive(m, x->string), 1))
+				bad = x->string;
+		cJSON_ArrayForEach(x, m)
+			if (!bad && strcmp(x->string, "per_sample") && strcmp(x->string, "skipped") &&
+			    !cJSON_GetObjectItemCaseSensitive(got, x->string))
+				bad = x->string;
+		error("%s: \"%s\" is not what its per_sample scores give (the file was edited, "
+		      "or not written by seva-eval --json)", where, bad ? bad : "samples");
+		cJSON_Delete(got);
+		return -1;
+	}
+	cJSON_Delete(got);
+	return 0;
 }
 
 static double num(const cJSON *o, const char *key)
@@ -650,8 +939,6 @@ static double num(const cJSON *o, const char *key)
 
 /* Rows of a table: section, row name, and the metrics shown. */
 static const char *const pope_cols[] = { "accuracy", "precision", "recall", "f1", "yes_ratio" };
-static const char *const chair_cols[] = { "chair_s", "chair_i", "recall" };
-static const char *const exact_cols[] = { "accuracy" };
 
 void eval_table(struct buf *out, const cJSON *m)
 {
@@ -687,99 +974,4 @@ void eval_table(struct buf *out, const cJSON *m)
 			buf_printf(out, "%-14s %6s %9s\n", "exact match", "n", "accuracy");
 		buf_printf(out, "%-14s %6.0f %9.4f\n", names[i], num(x, "n"), num(x, "accuracy"));
 	}
-}
-
-/* Calls FN for every (section, row, metric) either run has, in table order. */
-struct row_walk {
-	void (*fn)(const char *sect, const char *row, const char *metric, const cJSON *a,
-		   const cJSON *b, void *arg);
-	void *arg;
-};
-
-static void walk_metrics(const cJSON *a, const cJSON *b, struct row_walk *w)
-{
-	const cJSON *pa = cJSON_GetObjectItemCaseSensitive(a, "pope");
-	const cJSON *pb = cJSON_GetObjectItemCaseSensitive(b, "pope"), *s;
-	/* POPE splits: those of A in order, then those only B has */
-	for (int pass = 0; pass < 2; pass++) {
-		const cJSON *list = pass ? pb : pa;
-		cJSON_ArrayForEach(s, list) {
-			if (pass && cJSON_GetObjectItemCaseSensitive(pa, s->string))
-				continue;
-			const cJSON *sa = cJSON_GetObjectItemCaseSensitive(pa, s->string);
-			const cJSON *sb = cJSON_GetObjectItemCaseSensitive(pb, s->string);
-			w->fn("pope", s->string, "n", sa, sb, w->arg);
-			for (size_t i = 0; i < ARRAY_LEN(pope_cols); i++)
-				w->fn("pope", s->string, pope_cols[i], sa, sb, w->arg);
-		}
-	}
-	const cJSON *ca = cJSON_GetObjectItemCaseSensitive(a, "chair");
-	const cJSON *cb = cJSON_GetObjectItemCaseSensitive(b, "chair");
-	if (ca || cb) {
-		w->fn("chair", NULL, "n", ca, cb, w->arg);
-		for (size_t i = 0; i < ARRAY_LEN(chair_cols); i++)
-			w->fn("chair", NULL, chair_cols[i], ca, cb, w->arg);
-	}
-	const char *names[2] = { "color", "count" };
-	for (int k = 0; k < 2; k++) {
-		const cJSON *xa = cJSON_GetObjectItemCaseSensitive(a, names[k]);
-		const cJSON *xb = cJSON_GetObjectItemCaseSensitive(b, names[k]);
-		if (!xa && !xb)
-			continue;
-		w->fn(names[k], NULL, "n", xa, xb, w->arg);
-		for (size_t i = 0; i < ARRAY_LEN(exact_cols); i++)
-			w->fn(names[k], NULL, exact_cols[i], xa, xb, w->arg);
-	}
-}
-
-static void compare_row(const char *sect, const char *row, const char *metric, const cJSON *a,
-			const cJSON *b, void *arg)
-{
-	struct buf *out = arg;
-	double x = num(a, metric), y = num(b, metric);
-	char name[96], xs[24], ys[24], ds[24];
-	int count = !strcmp(metric, "n");
-
-	snprintf(name, sizeof(name), "%s%s%s.%s", sect, row ? "." : "", row ? row : "", metric);
-	snprintf(xs, sizeof(xs), isnan(x) ? "-" : count ? "%.0f" : "%.4f", x);
-	snprintf(ys, sizeof(ys), isnan(y) ? "-" : count ? "%.0f" : "%.4f", y);
-	snprintf(ds, sizeof(ds), isnan(x) || isnan(y) ? "-" : count ? "%+.0f" : "%+.4f", y - x);
-	buf_printf(out, "%-28s %10s %10s %10s\n", name, xs, ys, ds);
-}
-
-void eval_compare_table(struct buf *out, const cJSON *before, const cJSON *after)
-{
-	struct row_walk w = { compare_row, out };
-	size_t start = out->len;
-	buf_printf(out, "%-28s %10s %10s %10s\n", "metric", "before", "after", "diff");
-	size_t header = out->len;
-	walk_metrics(before, after, &w);
-	if (out->len == header) /* no rows: no table */
-		out->len = start, out->data[start] = 0;
-}
-
-static void diff_row(const char *sect, const char *row, const char *metric, const cJSON *a,
-		     const cJSON *b, void *arg)
-{
-	cJSON *diff = arg, *s, *r;
-	double x = num(a, metric), y = num(b, metric);
-	if (isnan(x) || isnan(y))
-		return;
-	if (!(s = cJSON_GetObjectItemCaseSensitive(diff, sect)))
-		s = cJSON_AddObjectToObject(diff, sect);
-	r = s;
-	if (row && !(r = cJSON_GetObjectItemCaseSensitive(s, row)))
-		r = cJSON_AddObjectToObject(s, row);
-	add_num(r, metric, y - x);
-}
-
-cJSON *eval_compare_json(const cJSON *before, const cJSON *after)
-{
-	cJSON *o = cJSON_CreateObject(), *diff = cJSON_CreateObject();
-	struct row_walk w = { diff_row, diff };
-	walk_metrics(before, after, &w);
-	cJSON_AddItemToObject(o, "before", cJSON_Duplicate(before, 1));
-	cJSON_AddItemToObject(o, "after", cJSON_Duplicate(after, 1));
-	cJSON_AddItemToObject(o, "diff", diff);
-	return o;
 }

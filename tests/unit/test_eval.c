@@ -82,6 +82,8 @@ static void test_pope_files(void)
 	char *a = xasprintf("%s/answers.jsonl", fixtures);
 	eval_init(&e, NULL);
 	tap_ok(eval_pope_files(&e, q, a) == 0, "reads the hand-made POPE files");
+	tap_ok(e.samples == 12 && e.scores[0].key && e.scores[0].image && strcmp(e.scores[0].key, e.scores[0].image),
+	       "each POPE question scored on its own, keyed by question_id, with its image");
 	cJSON *m = eval_metrics(&e);
 	tap_ok(metric(m, "pope", "adversarial", "n") == 12 && metric(m, "pope", "adversarial", "tp") == 4 &&
 	       metric(m, "pope", "adversarial", "fp") == 3 && metric(m, "pope", "adversarial", "tn") == 3 &&
@@ -93,6 +95,7 @@ static void test_pope_files(void)
 	near(metric(m, "pope", "adversarial", "f1"), 8.0 / 13, "F1");
 	near(metric(m, "pope", "adversarial", "yes_ratio"), 7.0 / 12, "yes ratio");
 	cJSON_Delete(m);
+	eval_release(&e);
 
 	/* An answer file one line short is an error naming the file. */
 	size_t len;
@@ -109,6 +112,7 @@ static void test_pope_files(void)
 	eval_init(&e, NULL);
 	fprintf(stderr, "# expected error below:\n");
 	tap_ok(eval_pope_files(&e, q, tmp) < 0, "an answer file one line short is refused");
+	eval_release(&e);
 	unlink(tmp);
 	free(q);
 	free(a);
@@ -148,7 +152,9 @@ static void test_chair(void)
 	int ok = 1;
 	for (int i = 0; i < 3; i++) {
 		cJSON *t = cJSON_Parse(truths[i]);
-		ok &= eval_add(&e, t, answers[i], &err) == 0;
+		char key[8];
+		snprintf(key, sizeof(key), "d%d", i);
+		ok &= eval_add(&e, key, NULL, t, answers[i], &err) == 0;
 		cJSON_Delete(t);
 	}
 	tap_ok(ok, "three descriptions scored");
@@ -157,6 +163,7 @@ static void test_chair(void)
 	near(metric(m, "chair", NULL, "chair_i"), 3.0 / 7, "CHAIR_i");
 	near(metric(m, "chair", NULL, "recall"), 0.8, "CHAIR recall");
 	cJSON_Delete(m);
+	eval_release(&e);
 	eval_vocab_free(v);
 
 	/* A COCO-style vocabulary file. */
@@ -204,7 +211,7 @@ static void test_exact(void)
 	};
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
 		cJSON *t = cJSON_Parse(cases[i][0]);
-		eval_add(&e, t, cases[i][1], &err);
+		eval_add(&e, "x", "img", t, cases[i][1], &err);
 		cJSON_Delete(t);
 	}
 	tap_ok(e.color_n == 2 && e.color_ok == 1 && e.count_n == 3 && e.count_ok == 2,
@@ -220,60 +227,124 @@ static void test_exact(void)
 	for (size_t i = 0; i < ARRAY_LEN(badt); i++) {
 		cJSON *t = cJSON_Parse(badt[i]);
 		err = NULL;
-		refused += eval_add(&e, t, "Yes.", &err) < 0 && err;
+		refused += eval_add(&e, "bad", NULL, t, "Yes.", &err) < 0 && err;
 		cJSON_Delete(t);
 	}
 	tap_ok(refused == (int)ARRAY_LEN(badt), "malformed truths refused with a reason (%d of %zu)",
 	       refused, ARRAY_LEN(badt));
 	tap_ok(e.samples == 5, "only well-formed samples counted (%ld)", e.samples);
+	tap_ok(!strcmp(e.scores[0].image, "img") && e.scores[4].correct == 0 && e.scores[3].correct == 1,
+	       "per-sample scores kept, with their image");
+	eval_release(&e);
 }
 
-static void test_compare(void)
+/* A metrics object with per_sample, as seva-eval --json writes it. */
+static cJSON *metrics_with_scores(const struct eval *e)
 {
+	cJSON *m = eval_metrics(e);
+	cJSON_AddItemToObject(m, "per_sample", eval_scores_json(e));
+	return m;
+}
+
+/* Loads TEXT (a metrics object) into a fresh eval; the load's result. */
+static int load_text(const char *text)
+{
+	struct eval e;
+	cJSON *m = cJSON_Parse(text);
+	eval_init(&e, NULL);
+	int rc = eval_load_metrics(&e, m, "t.json");
+	cJSON_Delete(m);
+	eval_release(&e);
+	return rc;
+}
+
+static void test_scores(void)
+{
+	struct eval_vocab *v = eval_vocab_default();
 	struct eval a, b;
+	const char *err;
+	static const char *const samples[][3] = {
+		{ "p1", "{\"task\":\"pope\",\"split\":\"adversarial\",\"label\":\"yes\"}", "Yes." },
+		{ "p2", "{\"task\":\"pope\",\"split\":\"random\",\"label\":\"no\"}", "Yes." },
+		{ "p3", "{\"task\":\"pope\",\"split\":\"random\",\"label\":\"yes\"}", "No." },
+		{ "d1", "{\"task\":\"describe\",\"objects\":[\"star\",\"circle\"]}", "A star and a heart." },
+		{ "c1", "{\"task\":\"color\",\"answer\":\"red\"}", "Red." },
+		{ "n1", "{\"task\":\"count\",\"answer\":\"2\"}", "Three." },
+	};
+	eval_init(&a, v);
+	for (size_t i = 0; i < ARRAY_LEN(samples); i++) {
+		cJSON *t = cJSON_Parse(samples[i][1]);
+		eval_add(&a, samples[i][0], i < 3 ? "img1" : "img2", t, samples[i][2], &err);
+		cJSON_Delete(t);
+	}
+	cJSON *m = metrics_with_scores(&a), *back;
+	char *text = cJSON_PrintUnformatted(m);
+	eval_init(&b, v);
+	tap_ok(eval_load_metrics(&b, m, "a.json") == 0, "metrics with per_sample load back");
+	back = metrics_with_scores(&b);
+	tap_ok(cJSON_Compare(m, back, 1), "the same metrics and scores after the round trip");
+	tap_ok(b.samples == 6 && !strcmp(b.scores[3].image, "img2") && b.scores[3].hallucinated == 1 &&
+	       b.scores[3].covered == 1 && b.scores[3].objects == 2 && b.scores[3].mentions == 2,
+	       "a description's counts: 2 present, 1 covered, 2 mentions, 1 hallucinated");
+	cJSON_Delete(back);
+	eval_release(&b);
+
+	/* Malformed files are refused. Each edit below breaks one thing. */
+	static const char *const edits[][2] = {
+		{ "\"label\":\"yes\"", "\"label\":\"maybe\"" },
+		{ "\"answer\":\"no\"", "\"answer\":0" },
+		{ "\"task\":\"color\",\"correct\":true", "\"task\":\"color\",\"correct\":1" },
+		{ "\"task\":\"count\"", "\"task\":\"poem\"" },
+		{ "\"covered\":1", "\"covered\":3" },
+		{ "\"covered\":1,\"mentions\":2", "\"covered\":1,\"mentions\":-2" },
+		{ "\"covered\":1,\"mentions\":2,\"hallucinated\":1}", "\"covered\":1,\"mentions\":2,\"hallucinated\":0.5}" },
+		{ "\"key\":\"p2\"", "\"key\":\"\"" },
+		{ "\"image\":\"img1\"", "\"image\":7" },
+		{ "\"split\":\"random\"", "\"split\":\"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\"" },
+		{ "\"correct\":1,\"accuracy\":1", "\"correct\":1,\"accuracy\":0.9" }, /* colour's metrics */
+		{ "\"samples\":6", "\"samples\":7" },
+		{ "\"per_sample\":[", "\"scores\":[" },
+	};
+	int refused = 0;
+	fprintf(stderr, "# expected errors below:\n");
+	for (size_t i = 0; i < ARRAY_LEN(edits); i++) {
+		char *hit = strstr(text, edits[i][0]);
+		if (!hit) {
+			tap_diag("edit %zu: '%s' not in the file", i, edits[i][0]);
+			continue;
+		}
+		size_t n0 = strlen(edits[i][0]);
+		char *t = xasprintf("%.*s%s%s", (int)(hit - text), text, edits[i][1], hit + n0);
+		int rc = load_text(t);
+		refused += rc < 0;
+		if (rc == 0)
+			tap_diag("accepted: %s", t);
+		free(t);
+	}
+	tap_ok(refused == (int)ARRAY_LEN(edits), "malformed per-sample files refused (%d of %zu)", refused,
+	       ARRAY_LEN(edits));
+	tap_ok(load_text("{\"samples\":\"x\",\"pope\":5}") < 0 && load_text("[1]") < 0,
+	       "metrics without scores, and non-objects, refused");
+	fprintf(stderr, "# end of expected errors\n");
+	free(text);
+	cJSON_Delete(m);
+
 	struct buf out;
-	eval_init(&a, NULL);
-	eval_init(&b, NULL);
-	/* before: 2 of 4 right; after: 4 of 4 */
-	eval_pope_add(&a, "random", 1, "Yes.");
-	eval_pope_add(&a, "random", 1, "No.");
-	eval_pope_add(&a, "random", 0, "Yes.");
-	eval_pope_add(&a, "random", 0, "No.");
-	eval_pope_add(&b, "random", 1, "Yes.");
-	eval_pope_add(&b, "random", 1, "Yes.");
-	eval_pope_add(&b, "random", 0, "No.");
-	eval_pope_add(&b, "random", 0, "No.");
-	eval_pope_add(&b, "adversarial", 0, "No.");
-	cJSON *ma = eval_metrics(&a), *mb = eval_metrics(&b);
-	cJSON *c = eval_compare_json(ma, mb);
-	near(metric(cJSON_GetObjectItem(c, "diff"), "pope", "random", "accuracy"), 0.5, "diff of accuracy");
-	tap_ok(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "diff"), "pope"), "adversarial") == NULL,
-	       "a split only one run has gets no diff");
 	buf_init(&out);
-	eval_compare_table(&out, ma, mb);
-	tap_ok(out.len && strstr((char *)out.data, "pope.random.accuracy") &&
-	       strstr((char *)out.data, "+0.5000") && strstr((char *)out.data, "pope.adversarial.n"),
-	       "side-by-side table with differences");
-	if (!out.len || !strstr((char *)out.data, "+0.5000"))
-		tap_diag("%s", out.len ? (char *)out.data : "(empty)");
-	out.len = 0;
-	eval_table(&out, ma);
+	m = eval_metrics(&a);
+	eval_table(&out, m);
 	tap_ok(out.len && strstr((char *)out.data, "random") && strstr((char *)out.data, "0.5000"),
 	       "table of one run");
-	cJSON_Delete(c);
-	cJSON_Delete(ma);
-	cJSON_Delete(mb);
-
-	struct eval empty;
-	eval_init(&empty, NULL);
-	cJSON *me = eval_metrics(&empty);
+	cJSON_Delete(m);
+	eval_release(&a);
+	eval_init(&a, v);
+	m = eval_metrics(&a);
 	out.len = 0;
-	eval_table(&out, me);
-	size_t n1 = out.len;
-	eval_compare_table(&out, me, me);
-	tap_ok(n1 == 0 && out.len == 0, "empty input: no table rows");
-	cJSON_Delete(me);
+	eval_table(&out, m);
+	tap_ok(out.len == 0, "empty input: no table rows");
+	cJSON_Delete(m);
 	buf_release(&out);
+	eval_vocab_free(v);
 }
 
 int main(int argc, char **argv)
@@ -288,6 +359,6 @@ int main(int argc, char **argv)
 	test_pope_files();
 	test_chair();
 	test_exact();
-	test_compare();
+	test_scores();
 	return tap_done();
 }

@@ -17,18 +17,19 @@
 
 static const char usage[] =
 	"seva-pair [-t] [-o FILE] [--normalize] [--min-len N] [--swap] [--random-negative] [-s SEED]\n"
-	"       [--trl FILE] [--seva FILE] [--images DIR] [-k] [-q] [FILE...]";
+	"       [--drop-truncated] [--trl FILE] [--seva FILE] [--images DIR] [-k] [-q] [FILE...]";
 
 static struct {
 	enum rec_format fmt;
 	const char *out, *trl, *seva, *images;
-	int normalize, swap, random_negative, keep_going, quiet;
+	int normalize, swap, random_negative, keep_going, quiet, drop_truncated;
 	long min_len;
 	uint64_t seed;
 } opt = { .fmt = REC_MSGPACK };
 
 static struct {
 	long kept, identical, short_, missing; /* missing: refused for what they lack */
+	long truncated; /* kept pairs with an answer cut at the token limit, or dropped ones */
 } st;
 
 static struct rec_input in;
@@ -63,8 +64,12 @@ static _Noreturn void finish(int failed)
 	cJSON_Delete(seva_list);
 	free(filter_desc);
 	if (!opt.quiet)
-		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld missing fields, %ld bad",
-		     in.read, st.kept, st.identical, st.short_, st.missing, in.skipped - st.missing);
+		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld truncated, %ld missing fields, %ld bad",
+		     in.read, st.kept, st.identical, st.short_, opt.drop_truncated ? st.truncated : 0,
+		     st.missing, in.skipped - st.missing);
+	if (st.truncated && !opt.drop_truncated)
+		warn("%ld pairs hold an answer cut at the token limit (gen.json finish \"length\"): "
+		     "flagged in pair.json \"truncated\"; --drop-truncated leaves them out", st.truncated);
 	/* the -k count in every tool's words, -q or not */
 	if (rec_input_release(&in))
 		failed = 1;
@@ -196,6 +201,21 @@ static int consumed(const char *name)
 	return 0;
 }
 
+/* CUT[0], CUT[1]: 1 when gen.json says the clean / augmented answer ended
+ * at the token limit ("finish": "length"), 0 when it stopped, -1 when
+ * gen.json does not say (answers from elsewhere). */
+static void answers_cut(const struct sample *s, int cut[2])
+{
+	static const char *const view[2] = {"clean", "aug"};
+	cJSON *g = sample_json(s, "gen.json");
+	const cJSON *fin = g ? cJSON_GetObjectItemCaseSensitive(g, "finish") : NULL;
+	for (int i = 0; i < 2; i++) {
+		const cJSON *f = cJSON_GetObjectItemCaseSensitive(fin, view[i]);
+		cut[i] = cJSON_IsString(f) ? !strcmp(f->valuestring, "length") : -1;
+	}
+	cJSON_Delete(g);
+}
+
 static int make_pair(const char *where, struct sample *s, char *clean, char *aug)
 {
 	const char *why;
@@ -214,6 +234,21 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 		st.short_++;
 		goto out;
 	}
+	/* an answer cut at max_new_tokens is no answer to prefer (R6) */
+	int cut[2];
+	answers_cut(s, cut);
+	if (opt.swap) {
+		int t = cut[0];
+		cut[0] = cut[1];
+		cut[1] = t;
+	}
+	if (opt.random_negative)
+		cut[1] = -1; /* another sample's answer: unknown here */
+	if (cut[0] > 0 || cut[1] > 0) {
+		st.truncated++;
+		if (opt.drop_truncated)
+			goto out;
+	}
 	const char *chosen = opt.swap ? aug : clean, *rejected = opt.swap ? clean : aug;
 	cJSON *recipe = sample_json(s, "aug.json");
 	cJSON *pj = cJSON_CreateObject();
@@ -222,6 +257,10 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 	cJSON_AddStringToObject(pj, "filter", filter_desc);
 	cJSON_AddStringToObject(pj, "mode", opt.random_negative ? "random-negative" : "augment");
 	cJSON_AddBoolToObject(pj, "swap", opt.swap);
+	cJSON *tr = cJSON_AddObjectToObject(pj, "truncated");
+	for (int i = 0; i < 2; i++)
+		cJSON_AddItemToObject(tr, i ? "rejected" : "chosen",
+				      cut[i] < 0 ? cJSON_CreateNull() : cJSON_CreateBool(cut[i]));
 
 	/* What the pair replaces goes (the answers, the augmented view, its
 	 * recipe, now in pair.json, and an older pair's fields); everything
@@ -323,7 +362,7 @@ static void pair_negatives(struct sample *s)
 
 int main(int argc, char **argv)
 {
-	enum { O_NORMALIZE = 256, O_MINLEN, O_SWAP, O_RANDNEG, O_TRL, O_SEVA, O_IMAGES };
+	enum { O_NORMALIZE = 256, O_MINLEN, O_SWAP, O_RANDNEG, O_TRL, O_SEVA, O_IMAGES, O_DROPCUT };
 	static const struct option longs[] = {
 		{ "tar", no_argument, NULL, 't' },
 		{ "output", required_argument, NULL, 'o' },
@@ -337,6 +376,7 @@ int main(int argc, char **argv)
 		{ "trl", required_argument, NULL, O_TRL },
 		{ "seva", required_argument, NULL, O_SEVA },
 		{ "images", required_argument, NULL, O_IMAGES },
+		{ "drop-truncated", no_argument, NULL, O_DROPCUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -357,6 +397,7 @@ int main(int argc, char **argv)
 		case O_TRL: opt.trl = optarg; break;
 		case O_SEVA: opt.seva = optarg; break;
 		case O_IMAGES: opt.images = optarg; break;
+		case O_DROPCUT: opt.drop_truncated = 1; break;
 		case 'h': usage_help(usage);
 		default: usage_die(usage);
 		}

@@ -29,7 +29,7 @@ with open("gen.mp", "wb") as f:
 keys() { jq -r .__key__ "$1" | tr '\n' ' '; }
 
 expect "pairs" seva-pair -o p.mp gen.mp
-stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 missing fields"
+stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 truncated, 0 missing fields"
 seva-cat -j -o p.jsonl p.mp
 check "identical answers dropped, the rest kept" "$(keys p.jsonl)" = "a c d e f "
 expect "pair fields: unknown ones pass through, the answers, aug.* and stale ones go" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "note.txt", "extra.json", "blob.bin", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
@@ -37,7 +37,7 @@ expect "unknown fields untouched" jq -e -s '.[0] | ."note.txt" == "kept a" and .
 expect "chosen is the clean answer, markers stripped" jq -e -s '.[0]."chosen.txt" == "A red circle." and .[0]."rejected.txt" == "A blue circle."' p.jsonl
 expect "text after an end-of-turn marker cut" jq -e -s '.[3]."chosen.txt" == "Two circles." and .[2]."rejected.txt" == "Yes"' p.jsonl
 expect "prompt without <image>" jq -e -s '.[0]."prompt.txt" == "Question a" and .[4]."prompt.txt" == "Describe."' p.jsonl
-expect "pair.json provenance" jq -e -s '.[0]."pair.json" == {"source": "a", "recipe": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1}, "filter": "differ", "mode": "augment", "swap": false}' p.jsonl
+expect "pair.json provenance" jq -e -s '.[0]."pair.json" == {"source": "a", "recipe": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1}, "filter": "differ", "mode": "augment", "swap": false, "truncated": {"chosen": null, "rejected": null}}' p.jsonl
 expect "recipe null without aug.json" jq -e -s '.[4]."pair.json".recipe == null and (.[4] | has("jpg"))' p.jsonl
 expect "clean image bytes kept" $PY -c '
 import msgpack
@@ -141,4 +141,26 @@ check "nothing written outside imgs" "$(cd "$TMP/deep" && find . -name '*.png' |
 cd "$TMP"
 expect_fail "usage: --images needs an export" 2 seva-pair --images d gen.mp
 expect_fail "usage: bad --min-len" 2 seva-pair --min-len -1 gen.mp
+# -- answers cut at the token limit (gen.json's finish, as seva-generate writes it) --
+$PY -c '
+import msgpack
+fin = {"t1": ("stop", "length"), "t2": ("length", "stop"), "t3": ("stop", "stop")}
+with open("cut.mp", "wb") as f:
+    for k, (c, a) in fin.items():
+        f.write(msgpack.packb({"__key__": k, "png": b"png", "json": {"prompt": "Describe."},
+            "response.txt": "A cat " + k, "aug.response.txt": "A dog " + k,
+            "gen.json": {"model": "m", "finish": {"clean": c, "aug": a}}}, use_bin_type=True))
+'
+expect "truncated answers: kept and flagged" seva-pair -o cut.out.mp cut.mp
+stderr_has "counted, and the way to drop them named" "2 pairs hold an answer cut at the token limit.*--drop-truncated"
+seva-cat -j -o cut.jsonl cut.out.mp
+expect "pair.json says which side was cut" jq -e -s 'map(."pair.json".truncated) ==
+	[{"chosen": false, "rejected": true}, {"chosen": true, "rejected": false}, {"chosen": false, "rejected": false}]' cut.jsonl
+expect "--swap swaps the flags with the answers" seva-pair --swap -o cut.swap.mp cut.mp
+seva-cat -j -o cut.swap.jsonl cut.swap.mp
+expect "the clean answer rejected: its cut flag on the rejected side" jq -e -s '.[1]."pair.json".truncated == {"chosen": false, "rejected": true}' cut.swap.jsonl
+expect "--drop-truncated" seva-pair --drop-truncated -o cut.drop.mp cut.mp
+stderr_has "dropped and counted" "kept 1, dropped: 0 identical, 0 too short, 2 truncated"
+seva-cat -j -o cut.drop.jsonl cut.drop.mp
+check "only the pair of two whole answers is left" "$(keys cut.drop.jsonl)" = "t3 "
 done_testing

@@ -155,16 +155,16 @@ static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *w
 		buf_addstr(why, "no \"id\" (string or number)");
 		goto out;
 	}
+	if (!image) {
+		rc = 1;
+		goto out;
+	}
 	if (!prompt) {
 		buf_addstr(why, "no human turn in \"conversations\"");
 		goto out;
 	}
-	if (image && !cJSON_IsString(image)) {
+	if (!cJSON_IsString(image)) {
 		buf_addstr(why, "\"image\" is not a string");
-		goto out;
-	}
-	if (!image) {
-		rc = 1;
 		goto out;
 	}
 	const char *bad = rec_key_unfit(key);

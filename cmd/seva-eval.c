@@ -249,7 +249,8 @@ static int emit(const struct opts *o, struct buf *b)
 {
 	if (o->out && strcmp(o->out, "-"))
 		return write_file_atomic(o->out, b->data, b->len) ? 1 : 0;
-	fwrite(b->data, 1, b->len, stdout);
+	if (b->len)
+		fwrite(b->data, 1, b->len, stdout);
 	return 0;
 }
 

@@ -114,7 +114,9 @@ static void emit_slot(struct slot *sl)
 			finish(1);
 		return;
 	}
-	if (rec_write(w, &sl->s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, sl->where, NULL) < 0))
+	const char *why = rec_writer_unfit(w, &sl->s);
+	if (why ? rec_input_refuse_at(&in, sl->where, why) < 0
+		: rec_write(w, &sl->s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, sl->where, NULL) < 0))
 		finish(1);
 }
 

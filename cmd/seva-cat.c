@@ -99,7 +99,8 @@ static _Noreturn void finish(int failed)
 	exit(failed || skipped ? 1 : 0);
 }
 
-static void emit(struct sample *s)
+/* Writes S, read at WHERE, to the output (the next shard's, with --split). */
+static void emit(struct sample *s, const char *where)
 {
 	select_fields(s);
 	if (opt.split && !w) {
@@ -109,8 +110,14 @@ static void emit(struct sample *s)
 		if (!w)
 			finish(1);
 	}
+	const char *why = rec_writer_unfit(w, s);
+	if (why) {
+		if (rec_input_refuse_at(&in, where, why) < 0)
+			finish(1);
+		return;
+	}
 	if (rec_write(w, s)) {
-		if (rec_writer_failed(w) || rec_input_refuse(&in, NULL) < 0)
+		if (rec_writer_failed(w) || rec_input_refuse_at(&in, where, NULL) < 0)
 			finish(1);
 		return;
 	}
@@ -245,7 +252,7 @@ static void import_llava(struct sample *smp, struct progress *p)
 				finish(1);
 			}
 		} else {
-			emit(smp);
+			emit(smp, (char *)where.data);
 		}
 		progress_update(p, in.read, NULL);
 	}
@@ -320,7 +327,7 @@ int main(int argc, char **argv)
 		import_llava(&cur, &p);
 	else
 		while ((rc = rec_input_next(&in, &cur)) > 0) {
-			emit(&cur);
+			emit(&cur, rec_input_where(&in));
 			progress_update(&p, in.read, NULL);
 		}
 	progress_done(&p);

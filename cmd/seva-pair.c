@@ -287,7 +287,9 @@ out:
 
 static void put(const char *where, struct sample *s)
 {
-	if (rec_write(w, s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, where, NULL) < 0))
+	const char *why = rec_writer_unfit(w, s);
+	if (why ? rec_input_refuse_at(&in, where, why) < 0
+		: rec_write(w, s) && (rec_writer_failed(w) || rec_input_refuse_at(&in, where, NULL) < 0))
 		finish(1);
 }
 

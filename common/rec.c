@@ -1795,6 +1795,20 @@ static int flush_out(struct rec_writer *w)
 	return 0;
 }
 
+const char *rec_writer_unfit(const struct rec_writer *w, const struct sample *s)
+{
+	static _Thread_local char reason[96];
+	const char *bad;
+	if (!s->key)
+		return "no key";
+	/* what no reader would take back */
+	if ((bad = rec_key_unfit(s->key))) {
+		snprintf(reason, sizeof reason, "__key__ %s", bad);
+		return reason;
+	}
+	return w->fmt == REC_TAR ? tar_unfit(s) : NULL;
+}
+
 int rec_write(struct rec_writer *w, const struct sample *s)
 {
 	int rc;
@@ -1802,21 +1816,13 @@ int rec_write(struct rec_writer *w, const struct sample *s)
 		return -1;
 	w->nrec++;
 	w->out.len = 0;
-	if (!s->key)
-		return error("%s: record %ld: no key", w->name, w->nrec);
-	/* what no reader would take back */
-	const char *bad = rec_key_unfit(s->key);
+	const char *bad = rec_writer_unfit(w, s);
 	if (bad) {
 		struct buf k;
 		buf_init(&k);
-		show_key(&k, s->key);
-		error("%s: record %ld (key %s): __key__ %s", w->name, w->nrec, (char *)k.data, bad);
+		show_key(&k, s->key ? s->key : "");
+		error("%s: record %ld (key %s): %s", w->name, w->nrec, (char *)k.data, bad);
 		buf_release(&k);
-		w->nrec--;
-		return -1;
-	}
-	if (w->fmt == REC_TAR && tar_unfit(s)) {
-		error("%s: record %ld (key %s): %s", w->name, w->nrec, s->key, tar_unfit(s));
 		w->nrec--;
 		return -1;
 	}

@@ -50,6 +50,11 @@ int rec_write(struct rec_writer *w, const struct sample *s);
 /* Finishes the stream (tar trailer), flushes, checks for write errors,
  * renames into place. -1 (message printed, temp removed) on failure. */
 int rec_writer_close(struct rec_writer *w);
+/* What makes S a record W refuses for its content (a key no reader would
+ * take back, names tar cannot hold), or NULL: for a tool to refuse the
+ * sample in its own words before rec_write (static text, or the thread's
+ * buffer until its next call). */
+const char *rec_writer_unfit(const struct rec_writer *w, const struct sample *s);
 /* Abandons a writer: removes its temp file, frees it. */
 void rec_writer_abort(struct rec_writer *w);
 /* True once the output itself failed (write error, broken tar): no further

@@ -184,6 +184,17 @@ stderr_has "not a map" "types.mp: record 3: not a map"
 stderr_has "bad JSON text" "types.mp: record 4 \(key d\): field 'json': not valid JSON"
 stderr_has "three skipped" "3 of 5 samples skipped"
 check "good samples kept" "$(jq -r .__key__ t.jsonl | tr '\n' ' ')" = "a e "
+# a sample the output cannot hold (a field name with '/' in a tar) is the
+# tool's refusal, in the same words, named where it was read
+$PY -c '
+import msgpack
+with open("slash.mp", "wb") as f:
+    for k, name in [("a", "x.txt"), ("b", "d/x.txt"), ("c", "x.txt")]:
+        f.write(msgpack.packb({"__key__": k, name: "v"}))
+'
+expect_fail "tar: a field name with '/'" 1 seva-cat -k -t -o slash.tar slash.mp
+stderr_has "WHERE: WHY (skipped)" "^seva-cat: slash.mp: record 2 \(key b\): a tar field name cannot be empty or hold '/' \(skipped\)$"
+check "the others written" "$(tar -tf slash.tar | tr '\n' ' ')" = "a.x.txt c.x.txt "
 printf '\202\247__key__\241a\241x\337\377\377\377\377' >hugemap.mp
 expect_fail "a 5-byte map of 4 billion entries" 1 seva-cat -o t.mp hugemap.mp
 stderr_has "is only truncated" "hugemap.mp: record 1: truncated msgpack"

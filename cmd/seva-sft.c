@@ -22,12 +22,14 @@ static const char usage_text[] =
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--loss-per token|turn] [--vision-labels]\n"
-	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]";
+	"       [--vision-attributes] [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v]\n"
+	"       [FILE...]";
 
 static struct {
 	struct train_args t;
 	const char *config, *tokenizer, *preprocessor;
 	int init_only, vision_labels;
+	int vision_attr;  /* --vision-attributes: "COLOR SHAPE" labels too */
 	int per_turn;   /* --loss-per turn */
 } opt;
 
@@ -161,7 +163,7 @@ static int vision_example_add(void *ctx, struct sample *s, const char **why)
 	*why = "no json.objects array";
 	if (!j || !cJSON_IsArray(o = cJSON_GetObjectItem(j, "objects")))
 		goto bad;
-	e.ids = xcalloc((size_t)cJSON_GetArraySize(o) + 1, sizeof *e.ids);
+	e.ids = xcalloc(2 * (size_t)cJSON_GetArraySize(o) + 1, sizeof *e.ids);
 	cJSON_ArrayForEach(it, o) {
 		const char *name = cJSON_IsString(it) ? it->valuestring : NULL;
 		for (int k = 0; !name && k < 4; k++) {
@@ -172,11 +174,22 @@ static int vision_example_add(void *ctx, struct sample *s, const char **why)
 			*why = "json.objects: an entry is not a string and names no shape, name, label or category";
 			goto bad;
 		}
-		int l = label_index(name), seen = 0;
-		for (int i = 0; i < e.n; i++)
-			seen |= e.ids[i] == l;
-		if (!seen)
-			e.ids[e.n++] = l;
+		/* With --vision-attributes an entry that has a colour adds the
+		 * label "COLOR NAME" as well: a tower pretrained on names alone
+		 * learns features that ignore colour (shape recognition wants
+		 * that invariance), and then which colour goes with which
+		 * object cannot be read off them. */
+		const cJSON *col = cJSON_GetObjectItem(it, "color");
+		char *attr = opt.vision_attr && cJSON_IsString(col)
+				     ? xasprintf("%s %s", col->valuestring, name) : NULL;
+		for (int pass = 0; pass < (attr ? 2 : 1); pass++) {
+			int l = label_index(pass ? attr : name), seen = 0;
+			for (int i = 0; i < e.n; i++)
+				seen |= e.ids[i] == l;
+			if (!seen)
+				e.ids[e.n++] = l;
+		}
+		free(attr);
 	}
 	*why = "no image";
 	if (!img)
@@ -397,7 +410,7 @@ static int train(unsigned parts)
 
 int main(int argc, char **argv)
 {
-	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT, O_VLAB, O_LOSSPER };
+	enum { O_CONFIG = 256, O_TOK, O_PRE, O_INIT, O_VLAB, O_VATTR, O_LOSSPER };
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
 		{ "config", required_argument, NULL, O_CONFIG },
@@ -405,6 +418,7 @@ int main(int argc, char **argv)
 		{ "preprocessor", required_argument, NULL, O_PRE },
 		{ "init-only", no_argument, NULL, O_INIT },
 		{ "vision-labels", no_argument, NULL, O_VLAB },
+		{ "vision-attributes", no_argument, NULL, O_VATTR },
 		{ "loss-per", required_argument, NULL, O_LOSSPER },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -427,6 +441,7 @@ int main(int argc, char **argv)
 		case O_PRE: opt.preprocessor = optarg; break;
 		case O_INIT: opt.init_only = 1; break;
 		case O_VLAB: opt.vision_labels = 1; break;
+		case O_VATTR: opt.vision_attr = 1; break;
 		case O_LOSSPER: opt.per_turn = arg_choice("--loss-per", optarg, loss_per, 2); break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
@@ -464,6 +479,10 @@ int main(int argc, char **argv)
 	unsigned parts = opt.t.train ? train_parse_parts(opt.t.train)
 				     : opt.t.lora ? VLM_PART_PROJECTOR
 						  : VLM_PART_PROJECTOR | VLM_PART_DECODER;
+	if (opt.vision_attr && !opt.vision_labels) {
+		warn("--vision-attributes adds labels to --vision-labels");
+		usage_die(usage_text);
+	}
 	if (opt.vision_labels) {
 		if (opt.t.lora || (opt.t.train && parts != VLM_PART_VISION)) {
 			warn("--vision-labels trains the vision tower alone (--train vision, no --lora)");

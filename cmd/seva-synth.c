@@ -12,7 +12,8 @@
 
 static const char usage_text[] =
 	"seva-synth --split sft|unlabeled|bench -n COUNT [-s SEED] [--size PIXELS]\n"
-	"                  [--start INDEX] [--turns N] [--tasks LIST] [-t | -f FORMAT]\n"
+	"                  [--start INDEX] [--turns N] [--tasks LIST] [--mix WEIGHTS|seva]\n"
+	"                  [--per-image N] [--hallucinate P] [--omit P] [-t | -f FORMAT]\n"
 	"                  [-o FILE] [-q]\n"
 	"       seva-synth --tokenizer [-o FILE]";
 
@@ -44,6 +45,10 @@ int main(int argc, char **argv)
 		{ "start", required_argument, NULL, 'B' },
 		{ "turns", required_argument, NULL, 'N' },
 		{ "tasks", required_argument, NULL, 'K' },
+		{ "mix", required_argument, NULL, 'M' },
+		{ "per-image", required_argument, NULL, 'P' },
+		{ "hallucinate", required_argument, NULL, 'H' },
+		{ "omit", required_argument, NULL, 'O' },
 		{ "tar", no_argument, NULL, 't' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'o' },
@@ -53,7 +58,9 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	int split = -1, fmt = REC_MSGPACK, quiet = 0, tokenizer = 0, tasks = 0, c;
-	long count = -1, seed = 0, size = 64, start = 0, turns = 1;
+	long count = -1, seed = 0, size = 64, start = 0, turns = 1, per_image = 0;
+	struct synth_opts so = SYNTH_OPTS_INIT;
+	const char *why;
 	const char *out = NULL;
 
 	util_init(argv[0]);
@@ -72,6 +79,16 @@ int main(int argc, char **argv)
 		case 'B': start = arg_long("--start", optarg, 0, 899999999); break;
 		case 'N': turns = arg_long("--turns", optarg, 1, 8); break;
 		case 'K': tasks = arg_names("--tasks", optarg, synth_task_names, SYNTH_N_TASKS); break;
+		case 'M':
+			if (synth_mix_parse(&so, optarg, &why) < 0) {
+				warn("--mix: %s: '%s' (TASK=WEIGHT,... over describe, exist, color, count, or seva)",
+				     why, optarg);
+				usage_die(usage_text);
+			}
+			break;
+		case 'P': per_image = arg_long("--per-image", optarg, 1, 8); break;
+		case 'H': so.hallucinate = arg_double("--hallucinate", optarg, 0, 1); break;
+		case 'O': so.omit = arg_double("--omit", optarg, 0, 1); break;
 		case 't': fmt = REC_TAR; break;
 		case 'f':
 			if ((fmt = rec_format_parse(optarg)) < 0) {
@@ -97,6 +114,11 @@ int main(int argc, char **argv)
 		usage_die(usage_text);
 	}
 
+	so.turns = (int)turns;
+	so.tasks = (unsigned)tasks;
+	if (per_image)
+		so.per_image = (int)per_image;
+
 	struct rec_writer *w = rec_writer_open(out, fmt, 0);
 	if (!w)
 		return 1;
@@ -112,8 +134,7 @@ int main(int argc, char **argv)
 	for (long i = start; i < start + count && !rc; i++) {
 		unsigned char *png;
 		size_t len;
-		int n = synth_items_turns(split, (uint64_t)seed, i, (int)turns, (unsigned)tasks, &sc,
-					  items);
+		int n = synth_items_opts(split, (uint64_t)seed, i, &so, &sc, items);
 		synth_render(&im, &sc, (int)size);
 		if (image_encode_png(&im, &png, &len) < 0)
 			die("image %06ld: cannot encode PNG", i);

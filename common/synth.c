@@ -526,20 +526,22 @@ static int random_absent(const struct synth_scene *sc, struct rng *r)
 	return absent[rng_below(r, (uint64_t)na)];
 }
 
-/* One question of TASK about SC: prompt and answer (malloc'd). */
-static void question(const struct synth_scene *sc, int task, struct rng *r, struct rng *syn,
-		     char **prompt, char **answer)
+/* One question of TASK about SC: prompt and answer (malloc'd). Descriptions
+ * and existence answers are written from the annotation ANN, colour and
+ * count answers from the scene itself (ANN is SC for a clean annotation). */
+static void question(const struct synth_scene *sc, const struct synth_scene *ann, int task,
+		     struct rng *r, struct rng *syn, char **prompt, char **answer)
 {
 	int shape, yes;
 	*answer = NULL;
 	switch (task) {
 	case T_DESCRIBE:
 		*prompt = xstrdup(describe_prompts[rng_below(r, ARRAY_LEN(describe_prompts))]);
-		*answer = synth_describe(sc, syn);
+		*answer = synth_describe(ann, syn);
 		break;
 	case T_EXIST:
 		yes = rng_uniform(r) < 0.5;
-		shape = yes ? random_present(sc, r) : random_absent(sc, r);
+		shape = yes ? random_present(ann, r) : random_absent(ann, r);
 		*prompt = xasprintf(exist_prompt, shape_word(shape, syn));
 		*answer = xstrdup(yes ? "Yes." : "No.");
 		break;
@@ -555,6 +557,105 @@ static void question(const struct synth_scene *sc, int task, struct rng *r, stru
 		*answer = cap_answer(numbers[sc->n]);
 		break;
 	}
+}
+
+/* The slot free in both scenes, drawn uniformly from R; -1 if none. */
+static int free_slot(const struct synth_scene *a, const struct synth_scene *b, struct rng *r)
+{
+	int slots[SYNTH_NPOS], n = 0;
+	for (int p = 0; p < SYNTH_NPOS; p++) {
+		int used = 0;
+		for (int i = 0; i < a->n; i++)
+			used |= a->obj[i].pos == p;
+		for (int i = 0; i < b->n; i++)
+			used |= b->obj[i].pos == p;
+		if (!used)
+			slots[n++] = p;
+	}
+	uint64_t k = rng_below(r, SYNTH_NPOS); /* drawn always: the stream stays aligned */
+	return n ? slots[k % (uint64_t)n] : -1;
+}
+
+void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *skey,
+		    const struct synth_opts *o, struct synth_scene *ann)
+{
+	struct rng r;
+	*ann = *sc;
+	if (!o || (o->omit <= 0 && o->hallucinate <= 0))
+		return;
+	rng_seed(&r, seed, skey, "annotation");
+	/* Small objects left out, as a caption passes over what is not salient;
+	 * one draw per object whatever the options, never all of them. */
+	ann->n = 0;
+	for (int i = 0; i < sc->n; i++) {
+		double u = rng_uniform(&r);
+		if (!sc->obj[i].large && u < o->omit)
+			continue;
+		ann->obj[ann->n++] = sc->obj[i];
+	}
+	if (!ann->n)
+		ann->obj[ann->n++] = sc->obj[0];
+	/* Absent partners named after the real objects, as a writer completing
+	 * a scene from what usually goes with it: a large shape evokes its
+	 * partner with probability hallucinate, a small one with half. */
+	for (int i = 0; i < sc->n; i++) {
+		const struct synth_object *src = &sc->obj[i];
+		int partner = synth_partner[src->shape];
+		double u = rng_uniform(&r), p = src->large ? o->hallucinate : o->hallucinate / 2;
+		int color = (int)rng_below(&r, SYNTH_NCOLORS), large = rng_uniform(&r) < 0.5;
+		int pos = free_slot(sc, ann, &r);
+		if (u >= p || pos < 0 || ann->n >= SYNTH_MAX_OBJECTS || synth_scene_has(sc, partner) ||
+		    synth_scene_has(ann, partner))
+			continue;
+		struct synth_object *a = &ann->obj[ann->n++];
+		memset(a, 0, sizeof(*a));
+		a->shape = partner, a->color = color, a->large = large, a->pos = pos;
+		a->x = pos_xy[pos][0], a->y = pos_xy[pos][1];
+		a->r = large ? 0.125f : 0.075f;
+		memcpy(a->rgb, color_rgb[color], 3);
+	}
+}
+
+int synth_mix_parse(struct synth_opts *o, const char *spec, const char **err)
+{
+	double mix[T_N] = { 0 }, total = 0;
+	char *copy, *tok, *save = NULL;
+	int rc = 0;
+
+	*err = NULL;
+	if (!strcmp(spec, "seva")) {
+		/* SeVa's unlabeled data: short-answer VQA, two questions per image. */
+		static const double seva[T_N] = { 0, 1, 1, 1 };
+		memcpy(o->mix, seva, sizeof(seva));
+		o->has_mix = 1;
+		o->per_image = 2;
+		return 0;
+	}
+	copy = xstrdup(spec);
+	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '='), *end;
+		int k = -1;
+		if (eq)
+			*eq = 0;
+		for (int t = 0; t < T_N; t++)
+			if (!strcmp(tok, synth_task_names[t]))
+				k = t;
+		double w = eq ? strtod(eq + 1, &end) : -1;
+		if (k < 0)
+			*err = "a task is not describe, exist, color or count", rc = -1;
+		else if (!eq || end == eq + 1 || *end || !(w >= 0 && w <= 1e6))
+			*err = "a weight is not a number in [0, 1e6] after '='", rc = -1;
+		else
+			mix[k] = w, total += w;
+	}
+	free(copy);
+	if (!rc && !(total > 0))
+		*err = "every weight is 0", rc = -1;
+	if (!rc) {
+		memcpy(o->mix, mix, sizeof(mix));
+		o->has_mix = 1;
+	}
+	return rc;
 }
 
 static cJSON *truth_new(const char *task)
@@ -658,8 +759,9 @@ static int bench_items(const struct synth_scene *sc, uint64_t seed, const char *
  * one description, first or last (half each): first as the bench asks it,
  * last so that half the short answers cannot be copied from a description
  * earlier in the context and must be read off the image. */
-static void sft_conversation(const struct synth_scene *sc, int turns, const double *mix_in,
-			     struct rng *q, struct rng *syn, struct synth_item *it)
+static void sft_conversation(const struct synth_scene *sc, const struct synth_scene *ann,
+			     int turns, const double *mix_in, struct rng *q, struct rng *syn,
+			     struct synth_item *it)
 {
 	cJSON *conv = cJSON_CreateArray();
 	double mix[T_N];
@@ -682,7 +784,7 @@ static void sft_conversation(const struct synth_scene *sc, int turns, const doub
 	}
 	for (int t = 0; t < n; t++) {
 		char *prompt, *answer;
-		question(sc, task[t], q, syn, &prompt, &answer);
+		question(sc, ann, task[t], q, syn, &prompt, &answer);
 		char *human = t == 0 ? xasprintf("<image>\n%s", prompt) : xstrdup(prompt);
 		cJSON *h = cJSON_CreateObject(), *g = cJSON_CreateObject();
 		cJSON_AddStringToObject(h, "from", "human");
@@ -708,7 +810,17 @@ int synth_items(enum synth_split split, uint64_t seed, long index,
 int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
 		      unsigned tasks, struct synth_scene *sc, struct synth_item *items)
 {
+	struct synth_opts o = SYNTH_OPTS_INIT;
+	o.turns = turns;
+	o.tasks = tasks;
+	return synth_items_opts(split, seed, index, &o, sc, items);
+}
+
+int synth_items_opts(enum synth_split split, uint64_t seed, long index,
+		     const struct synth_opts *o, struct synth_scene *sc, struct synth_item *items)
+{
 	char id[24], skey[48], *prompt, *answer;
+	struct synth_scene ann;
 	struct rng q, syn;
 	int n = 0;
 
@@ -722,28 +834,60 @@ int synth_items_turns(enum synth_split split, uint64_t seed, long index, int tur
 	rng_seed(&q, seed, skey, "question");
 	rng_seed(&syn, seed, skey, "synonym");
 	double mix[T_N];
-	memcpy(mix, split == SYNTH_SFT ? sft_mix : unlabeled_mix, sizeof(mix));
-	for (int k = 0; tasks && k < T_N; k++)
-		if (!(tasks & (1u << k)))
+	memcpy(mix, o->has_mix ? o->mix : split == SYNTH_SFT ? sft_mix : unlabeled_mix, sizeof(mix));
+	for (int k = 0; o->tasks && k < T_N; k++)
+		if (!(o->tasks & (1u << k)))
 			mix[k] = 0;
-	if (split == SYNTH_SFT && turns > 1) {
+	/* Only sft texts are written from an annotation: unlabeled samples
+	 * carry no answers, and the bench is the truth. */
+	synth_annotate(sc, seed, skey, split == SYNTH_SFT ? o : NULL, &ann);
+	int noisy = split == SYNTH_SFT && (o->omit > 0 || o->hallucinate > 0);
+	if (split == SYNTH_SFT && o->turns > 1) {
 		struct synth_item *it = &items[n++];
 		snprintf(it->key, sizeof(it->key), "%s", id);
 		it->json = cJSON_CreateObject();
 		cJSON_AddStringToObject(it->json, "task", "conversation");
 		cJSON_AddStringToObject(it->json, "image_id", id);
-		sft_conversation(sc, turns, mix, &q, &syn, it);
+		sft_conversation(sc, &ann, o->turns, mix, &q, &syn, it);
+		if (noisy)
+			cJSON_AddItemToObject(it->json, "annotation", objects_json(&ann));
 		return n;
 	}
-	int task = pick_weighted(&q, mix, T_N);
-	question(sc, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
-	struct synth_item *it = item_add(items, &n, id, prompt, synth_task_names[task], id);
-	if (split == SYNTH_SFT) {
-		cJSON_AddStringToObject(it->json, "answer", answer);
-		cJSON_AddItemToObject(it->json, "objects", objects_json(sc));
+	int per_image = split == SYNTH_UNLABELED && o->per_image > 1 ? o->per_image : 1;
+	if (per_image > SYNTH_MAX_ITEMS)
+		per_image = SYNTH_MAX_ITEMS;
+	for (int k = 0; k < per_image; k++) {
+		int task = pick_weighted(&q, mix, T_N), dup = 0;
+		question(sc, &ann, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
+		/* Two questions of one image are never the same question: redraw a
+		 * few times, then give up ("at most" per_image). */
+		for (int tries = 0; tries < 8; tries++) {
+			dup = 0;
+			for (int j = 0; j < n; j++)
+				dup |= !strcmp(prompt, cJSON_GetObjectItem(items[j].json, "prompt")->valuestring);
+			if (!dup)
+				break;
+			free(prompt), free(answer);
+			task = pick_weighted(&q, mix, T_N);
+			question(sc, &ann, task, &q, NULL, &prompt, &answer);
+		}
+		if (!dup) {
+			char key[48];
+			if (per_image > 1)
+				snprintf(key, sizeof(key), "%s-%d", id, n);
+			else
+				snprintf(key, sizeof(key), "%s", id);
+			struct synth_item *it = item_add(items, &n, key, prompt, synth_task_names[task], id);
+			if (split == SYNTH_SFT) {
+				cJSON_AddStringToObject(it->json, "answer", answer);
+				cJSON_AddItemToObject(it->json, "objects", objects_json(sc));
+				if (noisy)
+					cJSON_AddItemToObject(it->json, "annotation", objects_json(&ann));
+			}
+		}
+		free(prompt);
+		free(answer);
 	}
-	free(prompt);
-	free(answer);
 	return n;
 }
 

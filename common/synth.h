@@ -82,6 +82,8 @@ struct rng;
 int synth_pope_negatives(const struct synth_scene *sc, const char *split, int k,
 			 struct rng *r, int *out);
 
+#define SYNTH_N_TASKS 4
+
 /* One sample's worth of output: the key and the "json" field. */
 #define SYNTH_MAX_ITEMS 24
 struct synth_item {
@@ -101,7 +103,37 @@ int synth_items(enum synth_split split, uint64_t seed, long index,
  * unlabeled mixes. */
 int synth_items_turns(enum synth_split split, uint64_t seed, long index, int turns,
 		      unsigned tasks, struct synth_scene *sc, struct synth_item *items);
-#define SYNTH_N_TASKS 4
+
+/* Everything that shapes the items of the sft and unlabeled splits
+ * (seva-synth(1)); SYNTH_OPTS_INIT is today's world. */
+struct synth_opts {
+	int turns;            /* sft: questions per conversation (1: one sample per question) */
+	unsigned tasks;       /* mask over synth_task_names; 0: all */
+	int has_mix;          /* mix[] replaces the split's own task weights */
+	double mix[SYNTH_N_TASKS]; /* describe, exist, color, count */
+	int per_image;        /* unlabeled: at most this many distinct questions per image */
+	/* The sft annotation, from which descriptions and existence answers
+	 * are written (as GPT-4 wrote LLaVA's from captions and boxes; colour
+	 * and count answers stay true, as LLaVA-1.5's VQA data are
+	 * human-labelled): */
+	double hallucinate;   /* a large shape's absent partner is named with this
+			       * probability, a small one's with half of it */
+	double omit;          /* each small object is left out with this probability */
+};
+#define SYNTH_OPTS_INIT { .turns = 1, .per_image = 1 }
+int synth_items_opts(enum synth_split split, uint64_t seed, long index,
+		     const struct synth_opts *o, struct synth_scene *sc, struct synth_item *items);
+/* The annotation of scene SC (key SKEY, e.g. "sft/000017") under O: a copy
+ * with objects left out and absent partners added after the others (in a
+ * free slot, colour and size drawn), from rng_seed(seed, SKEY,
+ * "annotation") alone. SC itself when O has neither. */
+void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *skey,
+		    const struct synth_opts *o, struct synth_scene *ann);
+/* "describe=0.5,exist=0.2,..." (weights >= 0 of the tasks named, the
+ * others 0; not all 0) or "seva" (SeVa's unlabeled data: short-answer
+ * questions, exist, color and count alike) into O->mix. Returns 0, or -1
+ * with a message in *ERR (static). */
+int synth_mix_parse(struct synth_opts *o, const char *spec, const char **err);
 extern const char *const synth_task_names[SYNTH_N_TASKS]; /* describe, exist, color, count */
 
 /* Texts (malloc'd). SYN_RNG, when not NULL, swaps in a synonym now and then. */

@@ -100,6 +100,57 @@ expect_fail "--tasks with an unknown task" 2 seva-synth --split sft -n 1 --tasks
 stderr_has "names the option, the bad name and the tasks" "--tasks: unknown name 'colour' \\(describe, exist, color, count\\)"
 expect_fail "--turns 9" 2 seva-synth --split sft -n 1 --turns 9
 
+# --hallucinate / --omit: sft texts from a noisy annotation, recorded beside the truth.
+expect "sft with --hallucinate 0.8 --omit 0.4" seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 -f jsonl
+cp .out noisy.jsonl
+cat >noise.py <<'EOF'
+import json, sys
+n = add = small = omitted = bad = 0
+partner = dict(circle="square", square="circle", triangle="star", star="triangle", heart="diamond",
+               diamond="heart", hexagon="cross", cross="hexagon", pentagon="crescent", crescent="pentagon")
+for line in open(sys.argv[1]):
+    j = json.loads(line)["json"]
+    truth = {o["shape"] for o in j["objects"]}
+    ann = {o["shape"] for o in j["annotation"]}
+    n += 1
+    for s in ann - truth:
+        add += 1
+        bad += not any(partner[t] == s for t in truth)
+    for o in j["objects"]:
+        small += o["size"] == "small"
+        omitted += o["shape"] not in ann
+        bad += o["size"] == "large" and o["shape"] not in ann
+print("%d %.2f %.2f %d" % (n, add / n, omitted / small, bad))
+EOF
+expect "the annotation noise is measurable" $PY noise.py noisy.jsonl
+read -r nn added omitted badn <.out
+check "added objects are partners, large ones never omitted ($badn bad)" "$badn" = 0
+check "partners added to some scenes ($added per scene)" "$($PY -c "print(0.15 < $added < 0.6)")" = True
+check "small objects omitted ($omitted of them)" "$($PY -c "print(0.3 < $omitted < 0.5)")" = True
+seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 -f jsonl >noisy2.jsonl
+same "same seed, same noisy annotation" noisy.jsonl noisy2.jsonl
+seva-synth --split sft -n 50 -s 3 --hallucinate 0 --omit 0 >zero.mp
+seva-synth --split sft -n 50 -s 3 >plain.mp
+same "--hallucinate 0 --omit 0 is today's world, byte for byte" zero.mp plain.mp
+seva-synth --split unlabeled -n 30 --hallucinate 0.8 --omit 0.4 >unl-noisy.mp
+same "the unlabeled split has no annotation to be noisy" unl.mp unl-noisy.mp
+expect_fail "--hallucinate 1.5" 2 seva-synth --split sft -n 1 --hallucinate 1.5
+stderr_has "names the option" "--hallucinate"
+expect_fail "--omit -0.1" 2 seva-synth --split sft -n 1 --omit -0.1
+
+# --mix / --per-image: the unlabeled split's questions.
+expect "--mix seva" seva-synth --split unlabeled -n 40 --mix seva -f jsonl
+check "two short-answer questions per image, keys ID-K" \
+	"$(jq -s '(length == 80) and (map(.json.task) | index("describe") == null) and (.[1].__key__ == "000000-1")' .out)" = true
+expect "--mix count=1" seva-synth --split unlabeled -n 20 --mix count=1 -f jsonl
+check "one count question per image" "$(jq -s '(map(.json.task == "count") | all) and length == 20' .out)" = true
+expect "--mix seva --per-image 1" seva-synth --split unlabeled -n 20 --mix seva --per-image 1 -f jsonl
+check "--per-image after --mix seva wins" "$(jq -s 'length' .out)" = 20
+expect_fail "--mix with an unknown task" 2 seva-synth --split unlabeled -n 1 --mix exist=1,colour=2
+stderr_has "names the option and the tasks" "--mix: a task is not describe, exist, color or count: 'exist=1,colour=2'"
+expect_fail "--mix all zero" 2 seva-synth --split unlabeled -n 1 --mix exist=0
+expect_fail "--per-image 9" 2 seva-synth --split unlabeled -n 1 --per-image 9
+
 # Empty, full disk, closed pipe.
 expect "-n 0" seva-synth --split bench -n 0
 check "-n 0 writes nothing" "$(wc -c <.out)" = 0

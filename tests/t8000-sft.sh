@@ -167,6 +167,27 @@ same "resumed weights equal the uninterrupted ones" v/model.safetensors vr/model
 expect_fail "--vision-labels with --train decoder: usage" 2 $V --train decoder -o x vis.mp
 stderr_has "says why" "trains the vision tower alone"
 expect_fail "--vision-labels with --lora: usage" 2 $V --lora 4 -o x vis.mp
+# --vision-attributes: an object with a colour is also the label "COLOR SHAPE".
+# The same images with those labels spelled out as strings train to the same bytes.
+$PY - vis.mp >vis-str.mp <<'PY'
+import sys, msgpack
+out = sys.stdout.buffer
+for r in msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False):
+    labels = []
+    for o in r["json"]["objects"]:
+        labels += [o["shape"], o["color"] + " " + o["shape"]]
+    r["json"]["objects"] = labels
+    out.write(msgpack.packb(r, use_bin_type=True))
+PY
+expect "--vision-attributes trains" $V --vision-attributes --max-steps 3 -o va vis.mp
+expect "... as the labels spelled out do" $V --max-steps 3 -o vs vis-str.mp
+same "colour+shape labels are exactly \"COLOR SHAPE\"" va/model.safetensors vs/model.safetensors
+expect "without it the colour labels are not there" $V --max-steps 3 -o vn vis.mp
+check "... and the weights differ" "$(cmp -s va/model.safetensors vn/model.safetensors && echo same)" = ""
+expect "strings carry no colour: --vision-attributes changes nothing" $V --vision-attributes --max-steps 3 -o vs2 vis-str.mp
+same "... bit for bit" vs/model.safetensors vs2/model.safetensors
+expect_fail "--vision-attributes without --vision-labels: usage" 2 seva-sft -m base --vision-attributes -o x vis.mp
+stderr_has "says why" "adds labels to --vision-labels"
 expect_fail "a sample without json.objects fails" 1 $V --max-steps 1 -o x conv.mp
 stderr_has "names the record and the missing field" "record 1 .*no json.objects"
 done_testing

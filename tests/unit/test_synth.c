@@ -494,6 +494,201 @@ static void test_tokenizer_json(void)
 	free(text);
 }
 
+static int obj_index(const struct synth_scene *sc, int shape)
+{
+	for (int i = 0; i < sc->n; i++)
+		if (sc->obj[i].shape == shape)
+			return i;
+	return -1;
+}
+
+/* --hallucinate / --omit: the annotation the sft texts are written from. */
+static void test_annotation(void)
+{
+	struct synth_opts o = SYNTH_OPTS_INIT, none = SYNTH_OPTS_INIT;
+	struct synth_scene sc, a, b;
+	char key[32];
+	long single[2] = { 0 }, added[2] = { 0 }, small = 0, omitted = 0, large_omitted = 0;
+	int bad = 0, same = 1, clean = 1;
+
+	o.hallucinate = 0.8, o.omit = 0.4;
+	for (int k = 0; k < 6000; k++) {
+		snprintf(key, sizeof(key), "sft/%06d", k);
+		synth_scene_draw(&sc, 3, key);
+		synth_annotate(&sc, 3, key, &o, &a);
+		synth_annotate(&sc, 3, key, &o, &b);
+		same &= !memcmp(&a, &b, sizeof(a));
+		synth_annotate(&sc, 3, key, &none, &b);
+		clean &= !memcmp(&sc, &b, sizeof(sc));
+		int kept = 0, large = 0;
+		for (int i = 0; i < sc.n; i++)
+			large += sc.obj[i].large;
+		for (int i = 0; i < sc.n; i++) {
+			int j = obj_index(&a, sc.obj[i].shape);
+			kept += j >= 0;
+			if (j >= 0 && memcmp(&a.obj[j], &sc.obj[i], sizeof(sc.obj[i])))
+				bad++, tap_diag("%s: a kept object changed", key);
+			if (large && !sc.obj[i].large)
+				small++, omitted += j < 0;
+			large_omitted += sc.obj[i].large && j < 0;
+		}
+		/* Every object of the annotation the scene lacks is the absent
+		 * partner of one it has, in a slot the scene leaves free. */
+		for (int j = 0; j < a.n; j++) {
+			if (synth_scene_has(&sc, a.obj[j].shape))
+				continue;
+			int partner_of = 0, slot_used = 0;
+			for (int i = 0; i < sc.n; i++) {
+				partner_of |= synth_partner[sc.obj[i].shape] == a.obj[j].shape;
+				slot_used |= sc.obj[i].pos == a.obj[j].pos;
+			}
+			if (!partner_of || slot_used || j < kept)
+				bad++, tap_diag("%s: added %s (partner %d, slot used %d, at %d of %d kept)", key,
+						synth_shapes[a.obj[j].shape], partner_of, slot_used, j, kept);
+		}
+		if (a.n < 1 || a.n > SYNTH_MAX_OBJECTS)
+			bad++, tap_diag("%s: %d annotated objects", key, a.n);
+		if (sc.n == 1) {
+			single[sc.obj[0].large]++;
+			added[sc.obj[0].large] += a.n == 2;
+		}
+	}
+	tap_ok(same, "an annotation depends only on (seed, key)");
+	tap_ok(clean, "without --hallucinate and --omit the annotation is the scene");
+	tap_ok(!bad, "kept objects unchanged; added ones are absent partners in free slots, after the others (%d bad)", bad);
+	double pl = (double)added[1] / single[1], ps = (double)added[0] / single[0];
+	tap_ok(fabs(pl - 0.8) < 0.05 && fabs(ps - 0.4) < 0.06,
+	       "--hallucinate 0.8: a lone large shape's partner named %.3f of %ld times, a small one's %.3f of %ld (want 0.8, 0.4)",
+	       pl, single[1], ps, single[0]);
+	double po = (double)omitted / small;
+	tap_ok(fabs(po - 0.4) < 0.03 && !large_omitted,
+	       "--omit 0.4: %.3f of %ld small objects left out beside a large one, %ld large ones", po, small,
+	       large_omitted);
+
+	/* The sft texts: descriptions and yes/no answers from the annotation,
+	 * colour and count from the scene. */
+	struct synth_item items[SYNTH_MAX_ITEMS];
+	int wrong = 0, hall_yes = 0, with_ann = 0;
+	o.turns = 6;
+	for (long i = 0; i < 400; i++) {
+		synth_items_opts(SYNTH_SFT, 3, i, &o, &sc, items);
+		snprintf(key, sizeof(key), "sft/%06ld", i);
+		synth_annotate(&sc, 3, key, &o, &a);
+		cJSON *conv = cJSON_GetObjectItem(items[0].json, "conversations");
+		with_ann += cJSON_GetArraySize(cJSON_GetObjectItem(items[0].json, "annotation")) == a.n &&
+			    cJSON_GetArraySize(cJSON_GetObjectItem(items[0].json, "objects")) == sc.n;
+		for (int t = 0; t + 1 < cJSON_GetArraySize(conv); t += 2) {
+			const char *q = cJSON_GetArrayItem(conv, t)->child->next->valuestring;
+			const char *ans = cJSON_GetArrayItem(conv, t + 1)->child->next->valuestring;
+			if (!strncmp(q, "<image>\n", 8))
+				q += 8;
+			char want[256];
+			if (!strncmp(ans, "There is", 8)) {
+				/* each annotated object, by colour and slot, and no other */
+				int objs = 0;
+				for (const char *p = ans; (p = strstr(p, " a ")); p++)
+					objs++;
+				wrong += objs != a.n;
+				for (int k = 0; k < a.n; k++) {
+					snprintf(want, sizeof(want), " %s ", synth_colors[a.obj[k].color]);
+					wrong += !strstr(ans, want) || !strstr(ans, synth_pos_phrases[a.obj[k].pos]);
+				}
+			} else if (!strncmp(q, "Is there a ", 11)) {
+				char word[32] = "";
+				sscanf(q + 11, "%31s", word);
+				int s = -1;
+				for (int k = 0; k < SYNTH_NSHAPES; k++) {
+					if (!strcmp(word, synth_shapes[k]))
+						s = k;
+					for (int y = 0; y < 3 && synth_synonyms[k][y]; y++)
+						if (!strncmp(word, synth_synonyms[k][y], strlen(word)))
+							s = k;
+				}
+				int yes = s >= 0 && synth_scene_has(&a, s);
+				wrong += strcmp(ans, yes ? "Yes." : "No.") != 0;
+				hall_yes += yes && !synth_scene_has(&sc, s);
+			} else if (!strncmp(q, "How many", 8)) {
+				static const char *const num[] = { "", "One.", "Two.", "Three.", "Four." };
+				wrong += strcmp(ans, num[sc.n]) != 0;
+			} else if (!strncmp(q, "What color is the ", 18)) {
+				int ok = 0;
+				for (int k = 0; k < sc.n; k++) {
+					snprintf(want, sizeof(want), "%s.", synth_colors[sc.obj[k].color]);
+					want[0] = (char)(want[0] - 'a' + 'A');
+					ok |= !strcmp(ans, want);
+				}
+				wrong += !ok;
+			}
+		}
+		cJSON_Delete(items[0].json);
+	}
+	tap_ok(!wrong && hall_yes > 10 && with_ann == 400,
+	       "descriptions and yes/no answers follow the annotation (%d \"Yes.\" to absent partners), colour and count the scene, json.annotation beside json.objects (%d wrong)",
+	       hall_yes, wrong);
+}
+
+/* --mix, --per-image: the unlabeled split's questions. */
+static void test_mix(void)
+{
+	struct synth_opts o = SYNTH_OPTS_INIT;
+	struct synth_item items[SYNTH_MAX_ITEMS];
+	struct synth_scene sc;
+	const char *err;
+
+	tap_ok(synth_mix_parse(&o, "seva", &err) == 0 && o.per_image == 2 && o.mix[0] == 0 &&
+	       o.mix[1] > 0 && o.mix[2] > 0 && o.mix[3] > 0, "--mix seva: short answers, two per image");
+	struct synth_opts p = SYNTH_OPTS_INIT;
+	int ok = synth_mix_parse(&p, "describe=0.25,count=0.75", &err) == 0 && p.mix[0] == 0.25 &&
+		 p.mix[1] == 0 && p.mix[2] == 0 && p.mix[3] == 0.75 && p.per_image == 1;
+	static const char *const bad[] = { "exist=-1", "colour=1", "exist=0", "exist", "exist=", "exist=1x", "" };
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		err = NULL;
+		if (synth_mix_parse(&p, bad[i], &err) == 0 || !err)
+			ok = 0, tap_diag("--mix '%s' accepted", bad[i]);
+	}
+	tap_ok(ok, "weights parse, bad ones refused with a reason");
+
+	int per[3] = { 0 }, describe = 0, dup = 0, keys = 1, tasks[SYNTH_N_TASKS] = { 0 };
+	for (long i = 0; i < 600; i++) {
+		int n = synth_items_opts(SYNTH_UNLABELED, 4, i, &o, &sc, items);
+		per[n < 3 ? n : 2] += 1;
+		for (int k = 0; k < n; k++) {
+			char want[32];
+			snprintf(want, sizeof(want), "%06ld-%d", i, k);
+			keys &= !strcmp(items[k].key, want) &&
+				!cJSON_GetObjectItem(items[k].json, "answer");
+			const char *t = cJSON_GetObjectItem(items[k].json, "task")->valuestring;
+			for (int j = 0; j < SYNTH_N_TASKS; j++)
+				tasks[j] += !strcmp(t, synth_task_names[j]);
+			describe += !strcmp(t, "describe");
+			for (int j = 0; j < k; j++)
+				dup += !strcmp(cJSON_GetObjectItem(items[j].json, "prompt")->valuestring,
+					       cJSON_GetObjectItem(items[k].json, "prompt")->valuestring);
+		}
+		for (int k = 0; k < n; k++)
+			cJSON_Delete(items[k].json);
+	}
+	tap_ok(per[0] == 0 && per[2] > 550 && !dup && !describe && keys,
+	       "--mix seva: %d images of two questions, %d of one, none repeated, no description, keys ID-K",
+	       per[2], per[1]);
+	tap_ok(tasks[1] > 300 && tasks[2] > 300 && tasks[3] > 300,
+	       "exist, color and count alike (%d, %d, %d)", tasks[1], tasks[2], tasks[3]);
+
+	/* A mix replaces the split's own; one question per image keeps its key. */
+	struct synth_opts c = SYNTH_OPTS_INIT;
+	synth_mix_parse(&c, "count=1", &err);
+	int count_only = 1;
+	for (long i = 0; i < 50; i++) {
+		int n = synth_items_opts(SYNTH_UNLABELED, 4, i, &c, &sc, items);
+		char id[16];
+		snprintf(id, sizeof(id), "%06ld", i);
+		count_only &= n == 1 && !strcmp(items[0].key, id) &&
+			      !strcmp(cJSON_GetObjectItem(items[0].json, "task")->valuestring, "count");
+		cJSON_Delete(items[0].json);
+	}
+	tap_ok(count_only, "--mix count=1: one count question per image, key ID");
+}
+
 int main(void)
 {
 	test_shapes();
@@ -504,6 +699,8 @@ int main(void)
 	test_describe();
 	test_items_and_vocab();
 	test_conversations();
+	test_annotation();
+	test_mix();
 	test_tokenizer_json();
 	return tap_done();
 }

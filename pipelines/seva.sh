@@ -4,7 +4,7 @@
 #   pipelines/seva.sh [-o RUNDIR] [-m BASE_MODEL] [-n UNLABELED] [-b BENCH_IMAGES]
 #                     [-r RECIPE] [-s SEED] [--input SHARDS...] [--llava JSON --images DIR]
 #                     [--bench-input FILE] [--bench-base FILE] [--pair "SEVA-PAIR OPTIONS"]
-#                     [--dpo "SEVA-DPO OPTIONS"] [-q]
+#                     [--dpo "SEVA-DPO OPTIONS"] [--synth "SEVA-SYNTH OPTIONS"] [-q]
 #
 # On the embedded synthetic world by default (seva-synth); with --input (tar or
 # msgpack shards) or --llava (a LLaVA-format JSON and an image folder) on real
@@ -26,6 +26,7 @@ input=()
 llava= images= bench_input=
 dpo_opts=
 pair_opts=
+synth_opts=
 bench_base=
 quiet=
 
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--bench-input) need "$@"; bench_input=$2; shift 2 ;;
 	--dpo) need "$@"; dpo_opts=$2; shift 2 ;;
 	--pair) need "$@"; pair_opts=$2; shift 2 ;;
+	--synth) need "$@"; synth_opts=$2; shift 2 ;;
 	--bench-base) need "$@"; bench_base=$2; shift 2 ;;
 	-q) quiet=-q; shift ;;
 	-h|--help) usage; exit 0 ;;
@@ -79,7 +81,8 @@ elif [ -n "$llava" ]; then
 	seva-cat $quiet --llava "$llava" --images "$images" > "$run/unlabeled.msgpack"
 else
 	say "synthesising $n unlabeled samples"
-	seva-synth --split unlabeled -n "$n" -s "$seed" > "$run/unlabeled.msgpack"
+	# shellcheck disable=SC2086
+	seva-synth --split unlabeled -n "$n" -s "$seed" $synth_opts > "$run/unlabeled.msgpack"
 fi
 
 # 2-4. Augment, answer both views with the base model, keep differing pairs.

@@ -12,7 +12,8 @@
 # absent partners named, small objects passed over, in descriptions and
 # existence answers; colour and count answers true), a 48-pixel tower
 # (36 image tokens), the tower pretrained on colour+shape labels as well
-# (seva-sft --vision-attributes), on 48000 vision and 24000 sft images.
+# (seva-sft --vision-attributes), on 48000 vision and 24000 sft images and
+# one conversation stage (-S 1), to fit a machine shared by many jobs.
 #
 # Stage 0 pretrains the vision tower alone (seva-sft --vision-labels: which
 # shapes each image holds), as LLaVA starts from a pretrained CLIP tower:
@@ -29,7 +30,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export PATH="$(dirname "$here")/bin:$PATH"
 
-recipe=default out= vision= stages=2 n= turns=4 seed=1 threads=0
+recipe=default out= vision= stages= n= turns=4 seed=1 threads=0
 while getopts r:o:V:S:n:t:s:j: opt; do
 	case $opt in
 	r) recipe=$OPTARG ;;
@@ -45,10 +46,10 @@ while getopts r:o:V:S:n:t:s:j: opt; do
 done
 case $recipe in
 default)
-	: "${out:=$here/base}" "${vision:=64000}" "${n:=32000}"
+	: "${out:=$here/base}" "${vision:=64000}" "${n:=32000}" "${stages:=2}"
 	config=$here/base-config.json preproc=$here/base-preprocessor.json world=() vattr=() ;;
 llava)
-	: "${out:=$here/base-llava}" "${vision:=48000}" "${n:=24000}"
+	: "${out:=$here/base-llava}" "${vision:=48000}" "${n:=24000}" "${stages:=1}"
 	config=$here/base-llava-config.json preproc=$here/base-llava-preprocessor.json
 	world=(--hallucinate 0.8 --omit 0.4) vattr=(--vision-attributes) ;;
 *) echo "base.sh: -r: not default or llava: $recipe" >&2; exit 2 ;;

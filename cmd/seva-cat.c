@@ -16,16 +16,18 @@
 
 static const char usage[] =
 	"seva-cat [-t|-j|-M] [--base64] [-o FILE] [--split PREFIX --per N] [-f FIELDS] [-x FIELDS]\n"
-	"       [--llava JSON --images DIR] [-k] [-q] [FILE...]";
+	"       [--llava JSON --images DIR [--turns first|all|N] [--strip-format]] [-k] [-q] [FILE...]";
 
 static struct {
 	enum rec_format fmt;
 	int flags;
 	const char *out, *split, *llava, *images;
+	int turns;        /* --turns: questions per LLaVA item (0: all) */
+	int strip_format; /* --strip-format */
 	long per;
 	char **keep, **drop; /* NULL-terminated field lists */
 	int keep_going, quiet;
-} opt = { .fmt = REC_MSGPACK, .per = 1000 };
+} opt = { .fmt = REC_MSGPACK, .per = 1000, .turns = 1 };
 
 static struct rec_input in;
 static struct rec_writer *w;
@@ -141,16 +143,35 @@ static char *llava_key(const cJSON *id)
 	return k;
 }
 
-/* Builds sample S from LLaVA item IT, record N, its place in WHERE.
- * Returns 0; 1 for a text-only item (no "image"), left out; -1 with the
- * reason in WHY (the same buffer as WHERE's text after it). */
-static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *where, struct buf *why)
+/* Builds sample S from question TURN (from 0) of LLaVA item IT, record N,
+ * its place in WHERE. Returns 0; 1 for a text-only item (no "image"), left
+ * out; 2 when the item has no question TURN (TURN > 0); -1 with the reason
+ * in WHY (the same buffer as WHERE's text after it). Turns after the first
+ * get the key ID_qN (N from 2). An item of SeVa's step-1 lists ({"image",
+ * "text"}, no id) gets the key qNNNNNN from its record number. */
+static int llava_sample(const cJSON *it, long n, int turn, struct sample *s, struct buf *where,
+			struct buf *why)
 {
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
 	const cJSON *image = cJSON_GetObjectItemCaseSensitive(it, "image");
 	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(it, "conversations");
-	char *key = llava_key(id);
-	char *prompt = cJSON_IsArray(conv) ? conversation_first_question(conv) : NULL;
+	const cJSON *text = cJSON_GetObjectItemCaseSensitive(it, "text");
+	char *key;
+	/* SeVa's step-1 lists: {"image", "text"} per line, no id */
+	if (!id && !conv && cJSON_IsString(text))
+		key = xasprintf("q%06ld", n);
+	else if ((key = llava_key(id)) && turn > 0) {
+		char *k = xasprintf("%s_q%d", key, turn + 1);
+		free(key);
+		key = k;
+	}
+	char *prompt = cJSON_IsArray(conv) ? conversation_nth_question(conv, turn)
+		: !conv && cJSON_IsString(text) ? conversation_strip_image(text->valuestring) : NULL;
+	if (prompt && opt.strip_format) {
+		char *q = conversation_strip_format(prompt);
+		free(prompt);
+		prompt = q;
+	}
 	int rc = -1, file;
 	long was;
 	sample_clear(s);
@@ -166,8 +187,13 @@ static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *w
 		rc = 1;
 		goto out;
 	}
+	if (!prompt && turn > 0) {
+		rc = 2; /* no more questions */
+		goto out;
+	}
 	if (!prompt) {
-		buf_addstr(why, "no human turn in \"conversations\"");
+		buf_addstr(why, cJSON_IsArray(conv) ? "no human turn in \"conversations\""
+						    : "no \"conversations\" (or \"text\") to ask");
 		goto out;
 	}
 	if (!cJSON_IsString(image)) {
@@ -207,10 +233,12 @@ static int llava_sample(const cJSON *it, long n, struct sample *s, struct buf *w
 	sample_take(s, ext, FIELD_BYTES, data, len);
 	free(ext);
 	cJSON *j = cJSON_CreateObject();
-	cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
+	if (id)
+		cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
 	cJSON_AddStringToObject(j, "image_id", image->valuestring);
 	cJSON_AddStringToObject(j, "prompt", prompt);
-	cJSON_AddItemToObject(j, "conversations", cJSON_Duplicate(conv, 1));
+	if (conv)
+		cJSON_AddItemToObject(j, "conversations", cJSON_Duplicate(conv, 1));
 	sample_set_json(s, "json", j);
 	cJSON_Delete(j);
 	rc = 0;
@@ -218,6 +246,45 @@ out:
 	free(key);
 	free(prompt);
 	return rc;
+}
+
+/* A JSON list of LLaVA records, or JSON lines of them (SeVa's step-1
+ * files); NULL with the reason in *WHY. */
+static cJSON *llava_parse(const char *text, size_t len, const char **why)
+{
+	size_t i = 0;
+	while (i < len && isspace((unsigned char)text[i]))
+		i++;
+	if (i < len && text[i] == '[') {
+		cJSON *root = cJSON_ParseWithLength(text, len);
+		if (!cJSON_IsArray(root)) {
+			cJSON_Delete(root);
+			*why = "not a JSON list of LLaVA records";
+			return NULL;
+		}
+		return root;
+	}
+	cJSON *root = cJSON_CreateArray();
+	for (size_t line = 1; i < len; line++) {
+		const char *nl = memchr(text + i, '\n', len - i);
+		size_t end = nl ? (size_t)(nl - text) : len;
+		cJSON *o = NULL;
+		size_t k = i;
+		while (k < end && isspace((unsigned char)text[k]))
+			k++;
+		if (k < end && !cJSON_IsObject(o = cJSON_ParseWithLength(text + k, end - k))) {
+			static char msg[96];
+			cJSON_Delete(o);
+			cJSON_Delete(root);
+			snprintf(msg, sizeof msg, "line %zu: not a JSON object (want a JSON list or JSON lines)", line);
+			*why = msg;
+			return NULL;
+		}
+		if (o)
+			cJSON_AddItemToArray(root, o);
+		i = end + 1;
+	}
+	return root;
 }
 
 /* --llava: the items of the JSON list as samples, under the rules of
@@ -229,11 +296,11 @@ static void import_llava(struct sample *smp, struct progress *p)
 	unsigned char *text = read_file(opt.llava, &len);
 	if (!text)
 		finish(1);
-	cJSON *root = cJSON_ParseWithLength((const char *)text, len);
+	const char *why_bad = NULL;
+	cJSON *root = llava_parse((const char *)text, len, &why_bad);
 	free(text);
-	if (!cJSON_IsArray(root)) {
-		cJSON_Delete(root);
-		error("%s: not a JSON list of LLaVA records", opt.llava);
+	if (!root) {
+		error("%s: %s", opt.llava, why_bad);
 		finish(1);
 	}
 	struct buf where, why;
@@ -241,17 +308,24 @@ static void import_llava(struct sample *smp, struct progress *p)
 	buf_init(&why);
 	const cJSON *it;
 	cJSON_ArrayForEach(it, root) {
-		int rc = llava_sample(it, ++in.read, smp, &where, &why);
-		if (rc > 0) {
-			text_only++;
-		} else if (rc < 0) {
-			if (rec_input_refuse_at(&in, (char *)where.data, (char *)why.data) < 0) {
-				cJSON_Delete(root);
-				buf_release(&where);
-				buf_release(&why);
-				finish(1);
+		++in.read;
+		for (int turn = 0; opt.turns == 0 || turn < opt.turns; turn++) {
+			int rc = llava_sample(it, in.read, turn, smp, &where, &why);
+			if (rc == 2)
+				break;
+			if (rc == 1) {
+				text_only++;
+				break;
 			}
-		} else {
+			if (rc < 0) {
+				if (rec_input_refuse_at(&in, (char *)where.data, (char *)why.data) < 0) {
+					cJSON_Delete(root);
+					buf_release(&where);
+					buf_release(&why);
+					finish(1);
+				}
+				break;
+			}
 			emit(smp, (char *)where.data);
 		}
 		progress_update(p, in.read, NULL);
@@ -268,7 +342,7 @@ static void import_llava(struct sample *smp, struct progress *p)
 
 int main(int argc, char **argv)
 {
-	enum { O_SPLIT = 256, O_PER, O_LLAVA, O_IMAGES, O_BASE64 };
+	enum { O_SPLIT = 256, O_PER, O_LLAVA, O_IMAGES, O_BASE64, O_TURNS, O_STRIPFMT };
 	static const struct option longs[] = {
 		{ "tar", no_argument, NULL, 't' },
 		{ "jsonl", no_argument, NULL, 'j' },
@@ -282,11 +356,13 @@ int main(int argc, char **argv)
 		{ "per", required_argument, NULL, O_PER },
 		{ "llava", required_argument, NULL, O_LLAVA },
 		{ "images", required_argument, NULL, O_IMAGES },
+		{ "turns", required_argument, NULL, O_TURNS },
+		{ "strip-format", no_argument, NULL, O_STRIPFMT },
 		{ "base64", no_argument, NULL, O_BASE64 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	int c, fmt_set = 0;
+	int c, fmt_set = 0, turns_set = 0;
 	util_init(argv[0]);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "tjMo:f:x:kqh", longs, NULL)) != -1) {
@@ -303,12 +379,19 @@ int main(int argc, char **argv)
 		case O_PER: opt.per = arg_long("--per", optarg, 1, 1000000000L); break;
 		case O_LLAVA: opt.llava = optarg; break;
 		case O_IMAGES: opt.images = optarg; break;
+		case O_TURNS:
+			opt.turns = !strcmp(optarg, "first") ? 1 : !strcmp(optarg, "all") ? 0
+				  : (int)arg_long("--turns (first, all or a count)", optarg, 1, 1000);
+			turns_set = 1;
+			break;
+		case O_STRIPFMT: opt.strip_format = 1; break;
 		case O_BASE64: opt.flags |= REC_BASE64; break;
 		case 'h': usage_help(usage);
 		default: usage_die(usage);
 		}
 	}
-	if ((opt.split && opt.out) || (opt.images && !opt.llava) || (opt.llava && optind < argc))
+	if ((opt.split && opt.out) || (opt.images && !opt.llava) || (opt.llava && optind < argc) ||
+	    ((turns_set || opt.strip_format) && !opt.llava))
 		usage_die(usage);
 	if (opt.split && !fmt_set)
 		opt.fmt = REC_TAR;

@@ -45,16 +45,40 @@ char *conversation_strip_image(const char *text)
 	return s;
 }
 
-char *conversation_first_question(const cJSON *conv)
+char *conversation_nth_question(const cJSON *conv, int n)
 {
 	const cJSON *t;
 	cJSON_ArrayForEach(t, conv) {
 		const cJSON *from = cJSON_GetObjectItemCaseSensitive(t, "from");
 		const cJSON *value = cJSON_GetObjectItemCaseSensitive(t, "value");
-		if (cJSON_IsString(from) && cJSON_IsString(value) && conversation_role(from->valuestring) == 0)
+		if (cJSON_IsString(from) && cJSON_IsString(value) && conversation_role(from->valuestring) == 0 &&
+		    n-- == 0)
 			return conversation_strip_image(value->valuestring);
 	}
 	return NULL;
+}
+
+char *conversation_first_question(const cJSON *conv)
+{
+	return conversation_nth_question(conv, 0);
+}
+
+char *conversation_strip_format(const char *text)
+{
+	static const char *const suffixes[] = {
+		"Answer the question using a single word or phrase.",
+		"Answer with the option's letter from the given choices directly.",
+	};
+	char *q = xstrdup(text);
+	for (size_t i = 0; i < ARRAY_LEN(suffixes); i++) {
+		char *at;
+		size_t k = strlen(suffixes[i]);
+		while ((at = strstr(q, suffixes[i])))
+			memmove(at, at + k, strlen(at + k) + 1);
+	}
+	char *out = conversation_strip_image(q);
+	free(q);
+	return out;
 }
 
 char *conversation_question(const struct sample *s, const char **why)

@@ -22,6 +22,15 @@ char *conversation_strip_image(const char *text);
 /* The first asking turn with a string value of the conversations array
  * CONV, stripped; NULL if none. Malloc'd. */
 char *conversation_first_question(const struct cJSON *conv);
+/* The Nth (from 0) asking turn of CONV with a string value, stripped as
+ * conversation_first_question strips; NULL past the last. Malloc'd. */
+char *conversation_nth_question(const struct cJSON *conv, int n);
+/* TEXT without the answer-format instructions LLaVA-1.5's data appends to
+ * its short-answer questions ("Answer the question using a single word or
+ * phrase.", "Answer with the option's letter from the given choices
+ * directly."), wherever they stand, then trimmed: what SeVa's step 1 does
+ * to its OCR-VQA questions. Malloc'd. */
+char *conversation_strip_format(const char *text);
 /* The question of S: json.prompt, or else the first asking turn of
  * json.conversations; stripped. Malloc'd; NULL with a reason in *WHY
  * (static text) if there is none. */

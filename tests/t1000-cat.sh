@@ -125,6 +125,37 @@ cat >lu.json <<'EOF'
 EOF
 expect "LLaVA: a \"user\" turn is the question" seva-cat --llava lu.json --images "$FIX/llava/images" -j -o lu.jsonl
 check "placeholder removed, trimmed as elsewhere" "$(jq -r .json.prompt lu.jsonl)" = "What colour?"
+# every asking turn a question (--turns), LLaVA's answer-format suffix off
+# (--strip-format), as SeVa's step 1 does; and SeVa's own step-1 lists
+cat >lm.json <<'EOF'
+[{"id": "m1", "image": "coco/000000000001.jpg", "conversations": [
+   {"from": "human", "value": "<image>\nWho wrote this book?\nAnswer the question using a single word or phrase."},
+   {"from": "gpt", "value": "Me."}, {"from": "user", "value": "Is it red?"}, {"from": "gpt", "value": "No."},
+   {"from": "human", "value": "Which one?\nAnswer with the option's letter from the given choices directly."},
+   {"from": "gpt", "value": "A"}]},
+ {"id": "m2", "image": "coco/000000000002.png", "conversations": [{"from": "human", "value": "What is it?\n<image>"}]}]
+EOF
+expect "LLaVA --turns all: one sample per question" seva-cat --llava lm.json --images "$FIX/llava/images" --turns all -j -o lm.jsonl
+check "keys: the id, then ID_qN" "$(jq -r .__key__ lm.jsonl | tr '\n' ' ')" = "m1 m1_q2 m1_q3 m2 "
+check "the questions in turn order, suffixes kept" "$(jq -c .json.prompt lm.jsonl | sed -n 3p)" = \
+	'"Which one?\nAnswer with the option'"'"'s letter from the given choices directly."'
+expect "--turns 2 --strip-format" seva-cat --llava lm.json --images "$FIX/llava/images" --turns 2 --strip-format -j -o lm2.jsonl
+check "at most two questions an item, LLaVA's format instructions gone" \
+	"$(jq -r '.__key__ + "=" + .json.prompt' lm2.jsonl | tr '\n' '|')" = "m1=Who wrote this book?|m1_q2=Is it red?|m2=What is it?|"
+expect "--turns first is the default" seva-cat --llava lm.json --images "$FIX/llava/images" --turns first -j -o lm1.jsonl
+check "one sample an item" "$(jq -r .__key__ lm1.jsonl | tr '\n' ' ')" = "m1 m2 "
+expect_fail "--turns 0: usage error" 2 seva-cat --llava lm.json --images "$FIX/llava/images" --turns 0
+stderr_has "names the option and the values" "--turns \(first, all or a count\)"
+expect_fail "--turns without --llava: usage error" 2 seva-cat --turns all a.mp
+printf '%s\n' '{"image": "coco/000000000001.jpg", "text": "Is this a religious book?"}' '' \
+	'{"image": "coco/000000000002.png", "text": "Who wrote this book?"}' >step1.jsonl
+expect "SeVa's step-1 list (JSON lines of image and text)" seva-cat --llava step1.jsonl --images "$FIX/llava/images" -j -o s1.jsonl
+check "keys from the record numbers, the text the question" \
+	"$(jq -r '.__key__ + "=" + .json.prompt + "=" + .json.image_id' s1.jsonl | tr '\n' '|')" = \
+	"q000001=Is this a religious book?=coco/000000000001.jpg|q000002=Who wrote this book?=coco/000000000002.png|"
+printf '%s\n' '{"image": "coco/000000000001.jpg", "text": "Q?"}' 'not json' >badl.jsonl
+expect_fail "JSON lines with a bad line" 1 seva-cat --llava badl.jsonl --images "$FIX/llava/images" -j -o bad.jsonl
+stderr_has "names the file and the line" "badl.jsonl: line 2: not a JSON object"
 expect "LLaVA import to tar" seva-cat -t -o l.tar l.mp
 tar -tf l.tar >llist
 printf '%s\n' 000000000001.jpg 000000000001.json coco_2_v1.png coco_2_v1.json >lwant

@@ -4,9 +4,11 @@
 #   pipelines/report.sh [-n PAIRS] [-o FILE] RUNDIR
 #
 # Reads what pipelines/seva.sh leaves in RUNDIR — eval.base.json and
-# eval.aligned.json (seva-eval --json), dpo.jsonl (seva-dpo --metrics),
+# eval.aligned.json (seva-eval --json), compare.json (seva-eval --compare
+# --json; made from the two when missing), dpo.jsonl (seva-dpo --metrics),
 # pairs.msgpack (seva-pair), augmented.msgpack (seva-augment) and pair.log — and
-# writes RUNDIR/report.html: the bench metrics before and after DPO, the DPO
+# writes RUNDIR/report.html: the bench metrics before and after DPO with the
+# 95 % interval of each difference (coloured only where it excludes 0), the DPO
 # curves (loss, rewards/accuracies, rewards/margins against step, drawn with
 # gnuplot) and a gallery of the first PAIRS pairs (default 24): clean image,
 # augmented view, question, chosen and rejected answer. Images and plots are
@@ -21,7 +23,7 @@ export PATH="$top/bin:$PATH"
 npairs=24
 out=
 
-usage() { sed -n '3,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "report.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -50,14 +52,22 @@ html=$tmp/page.html
 
 # -- The metrics table ---------------------------------------------------------
 # One row per metric; lower is better for CHAIR, higher for the rest. The
-# difference is green when the aligned model is better, red when worse.
+# difference is green when the aligned model is better and red when worse, and
+# only where its 95 % interval (paired bootstrap over images, compare.json)
+# excludes 0: a change inside the noise stays black.
 metrics_table() {
-	local base=$run/eval.base.json aligned=$run/eval.aligned.json
+	local base=$run/eval.base.json aligned=$run/eval.aligned.json cmp=$run/compare.json
+	: >"$tmp/compare.err"
 	if [ ! -s "$base" ] || [ ! -s "$aligned" ]; then
 		echo "<p class=note>No metrics: $(basename "$base") or $(basename "$aligned") is missing in the run directory.</p>"
 		return
 	fi
-	jq -n -r --slurpfile b "$base" --slurpfile a "$aligned" '
+	if [ ! -s "$cmp" ]; then
+		cmp=$tmp/compare.json
+		seva-eval --compare --json -o "$cmp" "$base" "$aligned" 2>"$tmp/compare.err" || : >"$cmp"
+	fi
+	[ -s "$cmp" ] || echo '{}' >"$cmp"
+	jq -n -r --slurpfile b "$base" --slurpfile a "$aligned" --slurpfile c "$cmp" --rawfile err "$tmp/compare.err" '
 	def rows: [
 	  (["random", "popular", "adversarial"][] as $s |
 	    (["accuracy", "Accuracy"], ["precision", "Precision"], ["recall", "Recall"],
@@ -72,21 +82,37 @@ metrics_table() {
 	];
 	def f: if . == null then "–" else (. * 10000 | round) as $n | (if $n < 0 then -$n else $n end) as $m |
 	  (if $n < 0 then "−" else "" end) + ($m / 10000 | floor | tostring) + "." + ($m % 10000 + 10000 | tostring | .[1:]) end;
-	def cls($d; $better): if $d == null or $d == 0 or $better == 0 then ""
-	  elif ($d * $better) > 0 then "up" else "down" end;
-	[rows[] | . as $r | . + {x: ($b[0] | getpath($r.path)), y: ($a[0] | getpath($r.path))}
+	def signed: if . == null then "–" elif . > 0 then "+" + (. | f) else . | f end;
+	def p: if . == null then "" elif . < 0.001 then "<0.001" else (. * 1000 | round / 1000 | tostring) end;
+	def cls($d; $sig; $better): if $d == null or $sig != true then ""
+	  elif $better == 0 then "differs" elif ($d * $better) > 0 then "up" else "down" end;
+	($c[0] | has("ci")) as $have |
+	[rows[] | . as $r | . + {x: ($b[0] | getpath($r.path)), y: ($a[0] | getpath($r.path)),
+	   ci: ($c[0].ci // {} | getpath($r.path)), sig: ($c[0].significant // {} | getpath($r.path)),
+	   p: ($c[0].mcnemar // {} | getpath($r.path) | if . == null then null else .p end)}
 	  | select(.x != null or .y != null)] as $r |
 	($r | reduce (.[] | .group) as $g ([]; if index([$g]) then . else . + [$g] end)) as $order |
 	"<table class=metrics>",
-	"<thead><tr><th></th><th>Metric</th><th>Base</th><th>Aligned</th><th>Δ</th></tr></thead><tbody>",
+	"<thead><tr><th></th><th>Metric</th><th>Base</th><th>Aligned</th><th>Δ</th><th>95 % interval</th><th>McNemar p</th></tr></thead><tbody>",
 	($order[] as $g | [$r[] | select(.group == $g)] as $rows | range(0; $rows | length) as $i | $rows[$i] |
 	  (if .x != null and .y != null then .y - .x else null end) as $d |
 	  "<tr\(if $i == 0 then " class=first" else "" end)>" +
 	  (if $i == 0 then "<th rowspan=\($rows | length)>\(.group | @html)</th>" else "" end) +
 	  "<td>\(.name)</td><td>\(.x | f)</td><td>\(.y | f)</td>" +
-	  "<td class=\"\(cls($d; .better))\">\(if $d == null then "–" elif $d > 0 then "+" + ($d | f) else $d | f end)</td></tr>"),
+	  "<td class=\"\(cls($d; .sig; .better))\">\($d | signed)</td>" +
+	  "<td class=ci>\(if .ci then "[\(.ci[0] | signed), \(.ci[1] | signed)]" else "–" end)</td>" +
+	  "<td class=p>\(.p | p)</td></tr>"),
 	"</tbody></table>",
-	"<p class=note>Δ is aligned − base; green where the aligned model is better (higher, or lower for CHAIR), red where it is worse. Yes ratio is best near 0.5 and is not coloured.</p>"
+	(if $have then
+	  "<p class=note>Δ is aligned − base. The interval is a paired bootstrap over the \($c[0].images) bench images " +
+	  "(\($c[0].bootstrap.resamples) resamples, seed \($c[0].bootstrap.seed); all questions of an image drawn together); " +
+	  "Δ is coloured only where it excludes 0: green where the aligned model is better (higher, or lower for CHAIR), " +
+	  "red where it is worse, blue for a yes ratio that moved (best near 0.5). " +
+	  "McNemar p: the exact test on the questions that changed (binary metrics).</p>"
+	 else
+	  "<p class=note>Δ is aligned − base. No intervals, so nothing is coloured: " +
+	  ($err | split("\n") | map(select(. != "")) | last // "compare.json is missing" | @html) + "</p>"
+	 end)
 	' || die "$base, $aligned: not metrics as seva-eval --json writes them"
 }
 
@@ -252,6 +278,7 @@ name=$(basename "$(cd "$run" && pwd)")
 	table.metrics td:nth-child(2), table.metrics tr:not(.first) td:first-child { text-align: left; }
 	tr.first > * { border-top: 1px solid #bbb; }
 	td.up { color: #0a7d28; font-weight: 600; } td.down { color: #c0161b; font-weight: 600; }
+	td.differs { color: #1f5fbf; font-weight: 600; } td.ci, td.p { color: #555; font-size: 13px; }
 	.plots { display: flex; flex-wrap: wrap; gap: 10px; }
 	.plots img { border: 1px solid #ddd; }
 	.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 14px; }

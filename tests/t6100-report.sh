@@ -24,16 +24,19 @@ seva-cat -j run/pairs.msgpack >pairs.jsonl
 npairs=$(wc -l <pairs.jsonl)
 check "the fake run has pairs to show (6 of 10)" "$npairs" = 6
 
-# Bench answers: the base model says yes to everything and hallucinates a star;
-# the aligned one gets POPE right and stops hallucinating.
-seva-synth --split bench -n 3 -s 7 >bench.msgpack
+# Bench answers on 12 images: the base model says yes to everything and
+# hallucinates a star, names colours and counts right; the aligned one gets
+# POPE right and stops hallucinating (better, beyond noise), answers every
+# count "Zero." (worse, beyond noise) and one colour wrong (a change the
+# interval cannot tell from noise: not coloured).
+seva-synth --split bench -n 12 -s 7 >bench.msgpack
 seva-cat -j --base64 bench.msgpack >bench.jsonl
-answer() { # MODE: base | aligned
-	jq -c --arg m "$1" '. + {"response.txt": (.json.truth |
-		if .task == "pope" then (if $m == "base" or .label == "yes" then "Yes." else "No." end)
-		elif .task == "describe" then "There is a " + (.objects | join(" and a ")) + (if $m == "base" then " and a star." else "." end)
-		elif .task == "color" then (if $m == "base" then "Red." else .answer end)
-		else (if $m == "base" then "Two." else .answer end) end)}' bench.jsonl >"bench.$1.jsonl"
+answer() { # MODE: base | aligned | quiet (the base but for one colour)
+	jq -c --arg m "$1" '.json.image_id as $img | . + {"response.txt": (.json.truth |
+		if .task == "pope" then (if $m != "aligned" or .label == "yes" then "Yes." else "No." end)
+		elif .task == "describe" then "There is a " + (.objects | join(" and a ")) + (if $m != "aligned" then " and a star." else "." end)
+		elif .task == "color" then (if $m != "base" and $img == "000003" then "Purple." else .answer end)
+		else (if $m == "aligned" then "Zero." else .answer end) end)}' bench.jsonl >"bench.$1.jsonl"
 	seva-cat "bench.$1.jsonl" >"run/bench.$1.msgpack"
 	seva-eval --json -o "run/eval.$1.json" "run/bench.$1.msgpack"
 }
@@ -60,6 +63,32 @@ if grep -qF "$want" $H; then ok "adversarial F1 row: base, aligned, green differ
 else not_ok "adversarial F1 row"; { echo "want: $want"; grep -F '<td>F1</td>' $H; } | diag; fi
 check "POPE, CHAIR and exact-match rows" "$(grep -c -E 'POPE (random|popular|adversarial)|CHAIR<sub>[si]</sub>|Colour \(n=|Count \(n=' $H)" = 7
 check "CHAIR_s fell to 0: counted as better" "$(grep -c "CHAIR<sub>s</sub></td><td>0\.[0-9]*</td><td>0\.0000</td><td class=\"up\">−0\.[0-9]*</td>" $H)" = 1
+check "count fell to 0: worse beyond noise, red" "$(grep -c '<td>Count (n=12)</td><td>1\.0000</td><td>0\.0000</td><td class="down">−1\.0000</td>' $H)" = 1
+check "the yes ratio moved: marked, neither better nor worse" "$(grep -c '<td>Yes ratio</td><td>1\.0000</td><td>0\.[0-9]*</td><td class="differs">' $H)" = 3
+# One colour of twelve wrong: the interval reaches 0, so no colour.
+cmpj=$(seva-eval --compare --json run/eval.base.json run/eval.aligned.json) || not_ok "seva-eval --compare"
+check "colour: one of twelve worse, an interval that reaches 0" "$(jq -c '[.diff.color.accuracy, .ci.color.accuracy[1], .significant.color.accuracy]' <<<"$cmpj")" = "[-0.083333,0,false]"
+check "... shown uncoloured, with its interval" "$(grep -c '<td>Colour (n=12)</td><td>1\.0000</td><td>0\.9167</td><td class="">−0\.0833</td><td class=ci>\[−0\.[0-9]*, 0\.0000\]</td>' $H)" = 1
+ci=$(jq -r '.ci.pope.adversarial.f1 | map(. * 10000 | round) | map(if . > 0 then "+" else "" end + (. / 10000 | tostring)) | join(" ")' <<<"$cmpj")
+lo=$(jq -r '.ci.pope.adversarial.f1[0] * 10000 | round' <<<"$cmpj") hi=$(jq -r '.ci.pope.adversarial.f1[1] * 10000 | round' <<<"$cmpj")
+want="<td class=ci>[+$(fmt "$lo"), +$(fmt "$hi")]</td>"
+if grep -qF "$want" $H; then ok "adversarial F1: the interval of seva-eval --compare ($ci)"
+else not_ok "adversarial F1 interval"; { echo "want: $want"; grep -F '<td>F1</td>' $H; } | diag; fi
+p=$(jq -r '.mcnemar.pope.adversarial.accuracy.p' <<<"$cmpj")
+check "McNemar p shown where it is defined ($p)" "$(grep -c '<td>Accuracy</td>.*<td class=p>[<0-9.]*</td>' $H)" = 3
+check "the note says how the intervals were made" "$(grep -c 'paired bootstrap over the 12 bench images (2000 resamples, seed 0' $H)" = 1
+# A compare.json in the run directory (seva.sh writes one) is what the page shows.
+mkdir run3
+cp run/eval.*.json run3/
+seva-eval --compare --json --boot 200 -s 3 -o run3/compare.json run3/eval.base.json run3/eval.aligned.json
+expect "report from a run with compare.json" "$REPORT" run3
+check "... its bootstrap is named" "$(grep -c 'paired bootstrap over the 12 bench images (200 resamples, seed 3' run3/report.html)" = 1
+# Metrics saved before per-sample scores existed: differences, no intervals, no colour.
+mkdir old
+for m in base aligned; do jq 'del(.per_sample)' run/eval.$m.json >old/eval.$m.json; done
+expect "report from metrics without per-sample scores" "$REPORT" old
+check "... says why nothing is coloured" "$(grep -c 'No intervals, so nothing is coloured: .*no &quot;per_sample&quot; array' old/report.html)" = 1
+check "... and colours nothing" "$(grep -c 'class="\(up\|down\|differs\)"' old/report.html)" = 0
 for p in loss accuracies margins; do
 	check "plot $p.png referenced" "$(grep -c "src=\"report/$p.png\"" $H)" = 1
 	check "plot $p.png is a PNG" "$(head -c 8 run/report/$p.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a
@@ -130,9 +159,39 @@ if [ -x /usr/bin/chromium ]; then
 	assert colours > 200, "only %d colours" % colours
 	assert white < 0.97, "%.3f of the page is white" % white
 	PY
+	# The colours as rendered: green and red Δ in the table of the run above;
+	# none on a page whose only change is inside the noise (one colour of
+	# twelve; no pairs or curves there, whose labels are green and red too).
+	mkdir quiet
+	cp run/eval.base.json quiet/
+	answer quiet
+	cp run/eval.quiet.json quiet/eval.aligned.json
+	"$REPORT" quiet 2>/dev/null
+	check "quiet: the colour row changed, uncoloured" "$(grep -c '<td>Colour (n=12)</td><td>1\.0000</td><td>0\.9167</td><td class="">' quiet/report.html)" = 1
+	timeout 60 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync --disable-dev-shm-usage \
+		--user-data-dir="$prof" --screenshot="$TMP/quiet.png" --window-size=1200,2000 \
+		"file://$TMP/quiet/report.html" >>chromium.log 2>&1
+	expect "rendered: green and red differences in the table, none on the quiet page" $PY - shot.png quiet.png <<-'PY'
+	import sys
+	from PIL import Image
+	def count(path, box):
+	    im = Image.open(path).convert("RGB").crop(box)
+	    # the page's green #0a7d28 and red #c0161b, and their anti-aliased edges
+	    green = sum(1 for r, g, b in im.getdata() if g > 90 and g > r + 50 and g > b + 40)
+	    red = sum(1 for r, g, b in im.getdata() if r > 150 and r > g + 90 and r > b + 80)
+	    return green, red
+	table = (0, 0, 1200, 900)  # the metrics table; the gallery starts far below
+	g, r = count(sys.argv[1], table)
+	qg, qr = count(sys.argv[2], (0, 0, 1200, 2000))
+	print("run: green %d red %d; quiet page: green %d red %d" % (g, r, qg, qr), file=sys.stderr)
+	assert g > 50 and r > 20, "no coloured differences in the table"
+	assert qg == 0 and qr == 0, "a change inside the noise is coloured"
+	PY
+	cat .err | diag
 else
 	ok "# SKIP no /usr/bin/chromium (Debian package chromium)"
 fi
 # SEVA_KEEP=DIR keeps the run directory and the screenshot for a look by eye.
-[ -z "${SEVA_KEEP:-}" ] || cp -r run shot.png "$SEVA_KEEP"/ 2>/dev/null || :
+[ -z "${SEVA_KEEP:-}" ] || cp -r run quiet shot.png quiet.png "$SEVA_KEEP"/ 2>/dev/null || :
 done_testing

@@ -29,25 +29,43 @@ if ! grep -q '^[[:space:]]*--pair)' "$P/seva.sh" || ! grep -q '^[[:space:]]*--be
 	exit
 fi
 
-A="$P/ablate.sh -q -m model -o abl -n 4 -b 1 --dpo --max-steps=2"
-expect "a tiny ablation: none, t800, random-negative" $A --variants none,t800,random-negative
+A="$P/ablate.sh -q -m model -o abl -n 4 -b 2 --dpo --max-steps=2"
+expect_fail "--seeds 0" 2 $A --seeds 0
+expect "a tiny ablation over 3 seeds: none, t800, random-negative" $A --variants none,t800,random-negative
 cp .out table.txt
-check "table: header, base and three variants" "$(wc -l <table.txt)" = 5
+check "table: header, base, three variants and the note" "$(wc -l <table.txt)" = 6
 check "same table in ablation.txt" "$(cmp -s table.txt abl/ablation.txt && echo same)" = same
 check "markdown table" "$(grep -c '^| ' abl/ablation.md)" = 6
+check "the note says how rows are pooled" "$(grep -c '^mean over 3 seed(s) ± half the 95 % interval (bootstrap over 2 bench images, seeds drawn too)' table.txt)" = 1
 expect "ablation.json: none made no pairs and trained nothing" \
-	jq -e '.variants[1] | .variant == "none" and .pairs == 0 and .status == "no pairs" and .metrics == null' abl/ablation.json
+	jq -e '.variants[1] | .variant == "none" and .pairs == 0 and .status == "no pairs" and .metrics == null and .pairs_per_seed == [0, 0, 0]' abl/ablation.json
 check "none's row says so" "$(grep -c '^none .* 0 .*no pairs: nothing to train' table.txt)" = 1
 for v in t800 random-negative; do
-	seva-cat -j -f pair.json abl/$v/pairs.msgpack >$v.pairs
-	expect "$v: pairs counted, metrics are its eval.aligned.json" jq -e --slurpfile m abl/$v/eval.aligned.json \
-		--argjson n "$(wc -l <$v.pairs)" '.variants[] | select(.variant == "'$v'") | .pairs == $n and $n > 0 and .metrics == $m[0]' abl/ablation.json
-	same "$v: the base model's bench answers are the shared ones" abl/bench.base.msgpack abl/$v/bench.base.msgpack
-	check "$v: a report beside the run" -s abl/$v/report.html
+	for k in 0 1 2; do
+		same "$v seed $k: the base model's bench answers are the shared ones" abl/bench.base.msgpack abl/$v/s$k/bench.base.msgpack
+		check "$v seed $k: a report beside the run" -s abl/$v/s$k/report.html
+	done
+	n0=$(seva-cat -j -f pair.json abl/$v/s0/pairs.msgpack | wc -l) n1=$(seva-cat -j -f pair.json abl/$v/s1/pairs.msgpack | wc -l)
+	n2=$(seva-cat -j -f pair.json abl/$v/s2/pairs.msgpack | wc -l)
+	expect "$v: pairs per seed counted, and their mean" jq -e --argjson a "[$n0, $n1, $n2]" \
+		'.variants[] | select(.variant == "'$v'") | .pairs_per_seed == $a and .pairs == ($a | add / 3) and .pairs > 0' abl/ablation.json
+	# The row is the seeds' mean; its interval the pooled one of seva-eval --compare.
+	expect "$v: each cell is the mean of the 3 seeds' metrics" jq -e --slurpfile a abl/$v/s0/eval.aligned.json \
+		--slurpfile b abl/$v/s1/eval.aligned.json --slurpfile c abl/$v/s2/eval.aligned.json '
+		.variants[] | select(.variant == "'$v'") | [.cells[0].mean, .cells[2].mean, .cells[5].mean] as $got |
+		[["pope","adversarial","f1"], ["chair","chair_s"], ["count","accuracy"]] | map(. as $p |
+		  ([$a[0], $b[0], $c[0]] | map(getpath($p)) | add / 3)) as $want |
+		[range(3) | ($got[.] - $want[.]) | fabs < 2e-6] | all' abl/ablation.json
+	seva-eval --compare --json abl/eval.base.json abl/$v/s*/eval.aligned.json >pooled.json
+	expect "$v: intervals and significance are the pooled comparison's" jq -e --slurpfile p pooled.json '
+		.variants[] | select(.variant == "'$v'") | .cells[1].ci == $p[0].after_ci.pope.adversarial.accuracy and
+		.cells[1].diff_ci == $p[0].ci.pope.adversarial.accuracy and .cells[1].significant == $p[0].significant.pope.adversarial.accuracy and
+		$p[0].runs == 3' abl/ablation.json
 done
-check "t800: the recipe reached seva-augment" "$(jq -r '.["pair.json"].recipe.recipe' t800.pairs | sort -u)" = diffusion:t=800
-check "random-negative: the pairing option reached seva-pair" "$(jq -r '.["pair.json"].mode' random-negative.pairs | sort -u)" = random-negative
-expect "again: the base model's bench answers are reused" "$P/ablate.sh" -m model -o abl -n 4 -b 1 --variants none
+check "t800: the recipe reached seva-augment" "$(seva-cat -j -f pair.json abl/t800/s1/pairs.msgpack | jq -r '.["pair.json"].recipe.recipe' | sort -u)" = diffusion:t=800
+check "random-negative: the pairing option reached seva-pair" "$(seva-cat -j -f pair.json abl/random-negative/s2/pairs.msgpack | jq -r '.["pair.json"].mode' | sort -u)" = random-negative
+check "seeds differ: seed 0 and 1 drew other unlabeled images" "$(cmp -s abl/t800/s0/unlabeled.msgpack abl/t800/s1/unlabeled.msgpack && echo same)" = ""
+expect "again, one seed: the base model's bench answers are reused" "$P/ablate.sh" -m model -o abl -n 4 -b 2 --seeds 1 --variants none
 stderr_has "says so" "reusing the base model's bench answers"
 # -- seva.sh's own options -------------------------------------------------------------
 S=$P/seva.sh

@@ -6,13 +6,13 @@ BINDIR   = $(PREFIX)/bin
 MANDIR   = $(PREFIX)/share/man
 DESTDIR ?=
 
-PKGS     = libarchive msgpack openblas libcjson libpcre2-8 libutf8proc libjpeg
+PKGS     = libarchive msgpack openblas libcjson libpcre2-8 libutf8proc libjpeg libpng zlib
 CC      ?= cc
 OPT     ?= -O2 -march=x86-64-v2 -mtune=native
 CFLAGS  ?= $(OPT) -g
 SEVA_CFLAGS = -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -Icommon \
-	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/stb
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstb -lm -lpthread -fopenmp
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread -fopenmp
 
 # MPI for data-parallel training (common/dist.c): on when mpicc is found,
 # MPI=1 forces it, MPI=0 leaves it out. Flags from pkg-config (OpenMPI's

@@ -11,7 +11,7 @@
 #include <stdio.h>
 
 #include <jpeglib.h>
-#include <stb_image.h>
+#include <png.h>
 
 #include "util.h"
 
@@ -62,118 +62,270 @@ void fimage_alloc(struct fimage *im, int w, int h)
 }
 
 /*
- * JPEG through libjpeg(-turbo), with the settings PIL decodes with (the
- * accurate integer IDCT, fancy upsampling): 3-4 times faster than stb and
- * the same pixels as PIL. Anything it cannot do cleanly — an error, a
- * corrupt-data warning, CMYK — returns 1 and stb decides as before.
+ * Decoding: which bytes seva trusts to which library (seva-record(5)).
+ * Images come from anywhere, so each format has one decoder that is
+ * maintained for hostile input and nothing else gets a second try:
+ * JPEG through libjpeg-turbo (with the settings PIL decodes with: the
+ * accurate integer IDCT, fancy upsampling, so the pixels are PIL's), PNG
+ * through libpng (chunk CRCs checked, truncation refused). Whatever the
+ * library warns about — corrupt data, a premature end — is an error, not
+ * a best effort. Every other format is refused by name.
  */
+
+/* libjpeg-turbo decodes each scan of a progressive JPEG over the whole
+ * image; a few hundred bytes of extra scans can cost minutes. Real
+ * encoders write around ten (djpeg's -maxscans exists for this). */
+#define JPEG_MAX_SCANS 256
+
 struct jpeg_err {
 	struct jpeg_error_mgr mgr;
+	struct jpeg_progress_mgr progress;
 	jmp_buf jb;
+	char msg[JMSG_LENGTH_MAX];
 };
 
 static void jpeg_fail(j_common_ptr c)
 {
-	longjmp(((struct jpeg_err *)c->err)->jb, 1);
+	struct jpeg_err *e = (struct jpeg_err *)c->err;
+	c->err->format_message(c, e->msg);
+	longjmp(e->jb, 1);
 }
 
+/* Level -1 is a warning about the data (premature end, extraneous bytes,
+ * a bad Huffman code): libjpeg would fill in what is missing. */
 static void jpeg_message(j_common_ptr c, int level)
 {
-	if (level < 0) /* corrupt data: let stb judge the file */
-		longjmp(((struct jpeg_err *)c->err)->jb, 1);
+	if (level < 0)
+		jpeg_fail(c);
 }
 
-static int decode_jpeg(struct image *im, const unsigned char *buf, size_t len, int w, int h)
+static void jpeg_scans(j_common_ptr c)
+{
+	struct jpeg_err *e = (struct jpeg_err *)c->err;
+	if (((j_decompress_ptr)c)->input_scan_number > JPEG_MAX_SCANS) {
+		snprintf(e->msg, sizeof e->msg, "more than %d scans", JPEG_MAX_SCANS);
+		longjmp(e->jb, 1);
+	}
+}
+
+/* PIL's CMYK → RGB (Convert.c cmyk2rgb) on JPEG's inverted (Adobe) CMYK,
+ * which PIL assumes for every CMYK JPEG: with nk = 255 - k,
+ * out = nk - round(c * nk / 255). */
+static unsigned char cmyk_channel(unsigned char raw_c, unsigned char raw_k)
+{
+	int nk = raw_k, c = 255 - raw_c, t = c * nk + 128;
+	return (unsigned char)(nk - (((t >> 8) + t) >> 8));
+}
+
+static int decode_jpeg(struct image *im, const unsigned char *buf, size_t len, char *msg,
+		       size_t msgn)
 {
 	struct jpeg_decompress_struct ci;
 	struct jpeg_err je;
-	unsigned char *volatile px = NULL;
+	unsigned char *volatile px = NULL, *volatile row = NULL;
 
 	ci.err = jpeg_std_error(&je.mgr);
 	je.mgr.error_exit = jpeg_fail;
 	je.mgr.emit_message = jpeg_message;
+	je.progress.progress_monitor = jpeg_scans;
+	je.msg[0] = 0;
 	if (setjmp(je.jb)) {
 		jpeg_destroy_decompress(&ci);
 		free(px);
-		return 1;
+		free(row);
+		if (!*msg)
+			snprintf(msg, msgn, "JPEG: %s", je.msg);
+		return -1;
 	}
 	jpeg_create_decompress(&ci);
+	ci.progress = &je.progress;
 	jpeg_mem_src(&ci, buf, (unsigned long)len);
 	jpeg_read_header(&ci, TRUE);
-	if (ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK ||
-	    (int)ci.image_width != w || (int)ci.image_height != h)
+	unsigned long w = ci.image_width, h = ci.image_height;
+	if ((double)w * h > IMAGE_MAX_PIXELS) {
+		snprintf(msg, msgn, "image too large: %lux%lu", w, h);
 		longjmp(je.jb, 1);
-	ci.out_color_space = JCS_RGB;
+	}
+	int cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
+	ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
 	jpeg_start_decompress(&ci);
-	if (ci.output_components != 3)
+	if (ci.output_components != (cmyk ? 4 : 3) || ci.output_width != w ||
+	    ci.output_height != h) {
+		snprintf(msg, msgn, "JPEG: unexpected output layout");
 		longjmp(je.jb, 1);
+	}
 	px = xmalloc((size_t)w * h * 3);
+	if (cmyk)
+		row = xmalloc((size_t)w * 4);
 	while (ci.output_scanline < ci.output_height) {
 		JSAMPROW rows[16];
-		int n = (int)(ci.output_height - ci.output_scanline);
+		unsigned y = ci.output_scanline;
+		if (cmyk) {
+			rows[0] = row;
+			jpeg_read_scanlines(&ci, rows, 1);
+			unsigned char *o = px + (size_t)y * w * 3;
+			for (unsigned long x = 0; x < w; x++)
+				for (int c = 0; c < 3; c++)
+					o[3 * x + c] = cmyk_channel(row[4 * x + c], row[4 * x + 3]);
+			continue;
+		}
+		int n = (int)(ci.output_height - y);
 		n = n < 16 ? n : 16;
 		for (int i = 0; i < n; i++)
-			rows[i] = px + (size_t)(ci.output_scanline + i) * w * 3;
+			rows[i] = px + (size_t)(y + i) * w * 3;
 		jpeg_read_scanlines(&ci, rows, (JDIMENSION)n);
 	}
 	jpeg_finish_decompress(&ci);
 	jpeg_destroy_decompress(&ci);
-	im->w = w;
-	im->h = h;
+	free(row);
+	im->w = (int)w;
+	im->h = (int)h;
 	im->px = px;
 	return 0;
 }
 
+struct png_src {
+	const unsigned char *p;
+	size_t n, pos;
+	char msg[128];
+};
+
+static void png_fail(png_structp png, png_const_charp m)
+{
+	struct png_src *s = png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", m);
+	png_longjmp(png, 1);
+}
+
+/* What is left as a warning once CRC and benign errors are errors: notes
+ * about ancillary chunks (an sRGB profile libpng dislikes). The pixels are
+ * whole. */
+static void png_note(png_structp png, png_const_charp m)
+{
+	(void)png;
+	(void)m;
+}
+
+static void png_read_mem(png_structp png, png_bytep out, size_t n)
+{
+	struct png_src *s = png_get_io_ptr(png);
+	if (n > s->n - s->pos)
+		png_error(png, "truncated");
+	memcpy(out, s->p + s->pos, n);
+	s->pos += n;
+}
+
+/* PIL's convert("RGB"): palette expanded, grey replicated, alpha dropped
+ * (not composited), 16 bits cut to the high byte; no gamma applied. */
+static int decode_png(struct image *im, const unsigned char *buf, size_t len, char *msg,
+		      size_t msgn)
+{
+	struct png_src src = {buf, len, 0, ""};
+	png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_fail, png_note);
+	png_infop info = png ? png_create_info_struct(png) : NULL;
+	unsigned char *volatile px = NULL;
+	png_bytep *volatile rows = NULL;
+	if (!info)
+		die("out of memory");
+	if (setjmp(png_jmpbuf(png))) {
+		png_destroy_read_struct(&png, &info, NULL);
+		free(px);
+		free(rows);
+		if (!*msg)
+			snprintf(msg, msgn, "PNG: %s", src.msg);
+		return -1;
+	}
+	png_set_read_fn(png, &src, png_read_mem);
+	png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+	png_set_benign_errors(png, 0);
+	png_read_info(png, info);
+	png_uint_32 w, h;
+	int depth, ctype, interlace;
+	png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
+	if ((double)w * h > IMAGE_MAX_PIXELS) {
+		snprintf(msg, msgn, "image too large: %lux%lu", (unsigned long)w, (unsigned long)h);
+		png_longjmp(png, 1);
+	}
+	if (ctype == PNG_COLOR_TYPE_PALETTE)
+		png_set_palette_to_rgb(png);
+	if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8)
+		png_set_expand_gray_1_2_4_to_8(png);
+	if (depth == 16)
+		png_set_strip_16(png);
+	/* A tRNS chunk comes out as alpha after the expansion: dropped too. */
+	if ((ctype & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
+		png_set_strip_alpha(png);
+	if (!(ctype & PNG_COLOR_MASK_COLOR))
+		png_set_gray_to_rgb(png);
+	png_set_interlace_handling(png);
+	png_read_update_info(png, info);
+	if (png_get_rowbytes(png, info) != (size_t)w * 3) {
+		snprintf(msg, msgn, "PNG: unexpected row layout");
+		png_longjmp(png, 1);
+	}
+	px = xmalloc((size_t)w * h * 3);
+	rows = xmalloc((size_t)h * sizeof *rows);
+	for (png_uint_32 y = 0; y < h; y++)
+		rows[y] = px + (size_t)y * w * 3;
+	png_read_image(png, rows);
+	png_read_end(png, NULL); /* the chunks after the pixels, their CRCs, IEND */
+	png_destroy_read_struct(&png, &info, NULL);
+	free(rows);
+	im->w = (int)w;
+	im->h = (int)h;
+	im->px = px;
+	return 0;
+}
+
+/* The name of a format seva recognises but does not decode, by its
+ * signature; NULL when it is none of them. */
+static const char *other_format(const unsigned char *b, size_t n)
+{
+	static const struct {
+		const char *magic, *name;
+		size_t len;
+	} sig[] = {
+		{"GIF87a", "gif", 6}, {"GIF89a", "gif", 6}, {"BM", "bmp", 2},
+		{"8BPS", "psd", 4}, {"#?RADIANCE", "hdr", 10}, {"#?RGBE", "hdr", 6},
+		{"\x53\x80\xf6\x34", "pic", 4}, {"II*\0", "tiff", 4}, {"MM\0*", "tiff", 4},
+		{"\0\0\0\x0cjP  ", "jpeg2000", 8}, {"qoif", "qoi", 4},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(sig); i++)
+		if (n >= sig[i].len && !memcmp(b, sig[i].magic, sig[i].len))
+			return sig[i].name;
+	if (n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4))
+		return "webp";
+	if (n >= 12 && !memcmp(b + 4, "ftyp", 4) &&
+	    (!memcmp(b + 8, "avif", 4) || !memcmp(b + 8, "heic", 4) || !memcmp(b + 8, "mif1", 4)))
+		return "heif";
+	if (n >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '7' &&
+	    (b[2] == '\n' || b[2] == ' ' || b[2] == '\r' || b[2] == '\t'))
+		return "pnm";
+	return NULL;
+}
+
 int image_decode(struct image *im, const void *buf, size_t len, const char **err)
 {
-	static _Thread_local char msg[64];
-	int w, h, n;
+	static _Thread_local char msg[160];
+	const unsigned char *b = buf;
 
 	image_init(im);
+	msg[0] = 0;
+	*err = msg;
 	if (len == 0) {
 		*err = "empty image";
 		return -1;
 	}
-	if (len > INT_MAX) {
-		*err = "image file too large";
-		return -1;
-	}
-	if (!stbi_info_from_memory(buf, (int)len, &w, &h, &n)) {
-		/* stb refuses a PNG over 2^30 bytes of pixels without saying so
-		 * (the later formats it tries overwrite the reason): read IHDR. */
-		const unsigned char *b = buf;
-		if (len >= 24 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8) && !memcmp(b + 12, "IHDR", 4)) {
-			unsigned long pw = (unsigned long)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
-			unsigned long ph = (unsigned long)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
-			if ((double)pw * ph > IMAGE_MAX_PIXELS) {
-				snprintf(msg, sizeof(msg), "image too large: %lux%lu", pw, ph);
-				*err = msg;
-				return -1;
-			}
-		}
-		*err = "unsupported format";
-		return -1;
-	}
-	if (w <= 0 || h <= 0 || (long)w * h > IMAGE_MAX_PIXELS) {
-		snprintf(msg, sizeof(msg), "image too large: %dx%d", w, h);
-		*err = msg;
-		return -1;
-	}
-	const unsigned char *b = buf;
-	if (len > 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff &&
-	    decode_jpeg(im, buf, len, w, h) == 0)
-		return 0;
-	unsigned char *px = stbi_load_from_memory(buf, (int)len, &w, &h, &n, 3);
-	if (!px) {
-		const char *why = stbi_failure_reason();
-		snprintf(msg, sizeof(msg), "cannot decode image: %s", why ? why : "corrupt");
-		*err = msg;
-		return -1;
-	}
-	im->w = w;
-	im->h = h;
-	im->px = px; /* stb allocates with malloc: image_release frees it */
-	return 0;
+	if (len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+		return decode_jpeg(im, b, len, msg, sizeof msg);
+	if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8))
+		return decode_png(im, b, len, msg, sizeof msg);
+	const char *name = other_format(b, len);
+	if (name)
+		snprintf(msg, sizeof msg, "unsupported format '%s' (JPEG and PNG are decoded)", name);
+	else
+		snprintf(msg, sizeof msg, "not a JPEG or PNG image");
+	return -1;
 }
 
 /*
@@ -1149,32 +1301,56 @@ static int floor_half(int n)
 	return n >= 0 ? n / 2 : -((1 - n) / 2);
 }
 
-void image_preprocess(float *out, const struct image *im, const struct preprocess *p)
+/* Every image the preprocessing makes is held to the decoder's cap: a
+ * 65535x1 PNG of 270 bytes is 4 Gi pixels once padded to a square. */
+static int within_cap(double w, double h, const char *what, const struct image *im, char *msg,
+		      size_t msgn)
 {
+	if (w * h <= IMAGE_MAX_PIXELS)
+		return 1;
+	snprintf(msg, msgn, "image %dx%d %s is %.0fx%.0f, over the %ld-pixel limit", im->w, im->h,
+		 what, w, h, IMAGE_MAX_PIXELS);
+	return 0;
+}
+
+int image_preprocess(float *out, const struct image *im, const struct preprocess *p,
+		     const char **err)
+{
+	static _Thread_local char msg[160];
 	struct image a, b;
 	image_init(&a);
 	image_init(&b);
 	int side = preprocess_side(p);
 	int w, h;
 
+	*err = msg;
 	switch (p->mode) {
 	case PREPROCESS_PAD_RESIZE: {
 		/* LLaVA-1.5's expand2square colour is tuple(int(x * 255) for x in
 		 * image_mean): truncated, (122, 116, 104) for CLIP. Then the CLIP
 		 * processor's shortest-edge resize, which on a square is a resize. */
 		unsigned char rgb[3];
+		int sq = im->w > im->h ? im->w : im->h;
+		if (!within_cap(sq, sq, "padded to a square", im, msg, sizeof msg))
+			return -1;
 		for (int c = 0; c < 3; c++)
 			rgb[c] = (unsigned char)(p->mean[c] * 255.0);
 		image_pad_square(&a, im, rgb);
 		image_resize(&b, &a, p->size, p->size, p->resample);
 		break;
 	}
-	case PREPROCESS_SHORTEST_CROP:
+	case PREPROCESS_SHORTEST_CROP: {
+		double lw = im->w <= im->h ? p->size : (double)p->size * im->w / im->h;
+		double lh = im->w <= im->h ? (double)p->size * im->h / im->w : p->size;
+		if (!within_cap(floor(lw), floor(lh), "resized to its shortest edge", im, msg,
+				sizeof msg))
+			return -1;
 		shortest_edge(im, p->size, &w, &h);
 		image_resize(&a, im, w, h, p->resample);
 		/* transformers' center_crop: offsets floor((in - crop) / 2). */
 		crop_at(&b, &a, floor_half(a.w - side), floor_half(a.h - side), side, side);
 		break;
+	}
 	case PREPROCESS_RESIZE:
 		image_resize(&b, im, p->size, p->size, p->resample);
 		break;
@@ -1189,6 +1365,7 @@ void image_preprocess(float *out, const struct image *im, const struct preproces
 	}
 	image_release(&a);
 	image_release(&b);
+	return 0;
 }
 
 void image_from_tensor(struct image *out, const float *chw, int side, const struct preprocess *p)

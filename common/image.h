@@ -1,6 +1,7 @@
-/* image — decode (everything stb_image reads), PNG encode, resize (bilinear
- * and PIL-compatible bicubic), pad to square, centre crop, and the model's
- * input tensor (normalized CHW float). Uses util and stb. */
+/* image — decode (JPEG through libjpeg-turbo, PNG through libpng; nothing
+ * else), PNG encode, resize (bilinear and PIL-compatible bicubic), pad to
+ * square, centre crop, and the model's input tensor (normalized CHW
+ * float). Uses util, libjpeg and libpng. */
 #ifndef SEVA_IMAGE_H
 #define SEVA_IMAGE_H
 
@@ -29,10 +30,11 @@ void fimage_release(struct fimage *im);
 void image_alloc(struct image *im, int w, int h);
 void fimage_alloc(struct fimage *im, int w, int h);
 
-/* Decodes BUF into IM (RGB; grey and alpha are converted). Returns -1 with a
- * reason in ERR (static string, e.g. "unsupported format", "image too large:
- * 70000x70000") and nothing allocated. Checks the header dimensions against
- * IMAGE_MAX_PIXELS before decoding. */
+/* Decodes the JPEG or PNG in BUF into IM (RGB; grey, palette and alpha
+ * converted as PIL's convert("RGB")). Returns -1 with a reason in ERR
+ * (static, per thread: "unsupported format 'gif' ...", "image too large:
+ * 70000x70000", "PNG: IDAT: CRC error") and nothing allocated. Checks the
+ * header dimensions against IMAGE_MAX_PIXELS before decoding. */
 int image_decode(struct image *im, const void *buf, size_t len, const char **err);
 /* PNG bytes, malloc'd. Returns -1 on failure. */
 int image_encode_png(const struct image *im, unsigned char **out, size_t *len);
@@ -80,8 +82,12 @@ struct preprocess {
 void preprocess_defaults(struct preprocess *p, int size);
 /* Output side length of the tensor preprocess() makes. */
 int preprocess_side(const struct preprocess *p);
-/* IM → normalized CHW float tensor OUT (3 * side * side floats). */
-void image_preprocess(float *out, const struct image *im, const struct preprocess *p);
+/* IM → normalized CHW float tensor OUT (3 * side * side floats). Returns -1
+ * with the reason in ERR (static, per thread) when an image it would make
+ * on the way (the padded square, the shortest-edge resize) is over
+ * IMAGE_MAX_PIXELS; nothing is allocated then. */
+int image_preprocess(float *out, const struct image *im, const struct preprocess *p,
+		     const char **err);
 /* The inverse for previews: CHW normalized → 8-bit image (clipped). */
 void image_from_tensor(struct image *out, const float *chw, int side, const struct preprocess *p);
 

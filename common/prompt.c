@@ -175,9 +175,13 @@ int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, 
 		*why = reason;
 		return -1;
 	}
-	image_preprocess(chw, &im, &m->pre);
+	int rc = image_preprocess(chw, &im, &m->pre, &inner);
 	image_release(&im);
-	return 0;
+	if (rc < 0) {
+		snprintf(reason, sizeof reason, "field '%s': %s", f->name, inner);
+		*why = reason;
+	}
+	return rc;
 }
 
 int prompt_decoder_len(const struct vlm *m, const int *ids, int n)

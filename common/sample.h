@@ -69,8 +69,10 @@ const char *sample_text(const struct sample *s, const char *name);
  * thread's static buffer, valid until its next call. */
 const char *sample_want_text(const struct sample *s, const char *name, const char **why);
 
-/* True for image extensions stb_image decodes (jpg, jpeg, png, bmp, gif,
- * tga, psd, hdr, pic, ppm, pgm, pnm, webp is not one). */
+/* True for the names of image fields (jpg, jpeg, png, and the formats
+ * image_decode refuses by name: bmp, gif, tga, psd, hdr, pic, ppm, pgm,
+ * pnm; webp is not one): such a field is the sample's image, decoded or
+ * refused, never a text-only sample by mistake. */
 int field_is_image(const char *name);
 /* The clean image: the one image field whose name does not start with
  * "aug.". NULL if none; if several, the first. */

@@ -10,7 +10,7 @@ for a in "$@"; do
 	case $a in -q) quiet=1 ;; --run) run_only=1 ;; *) echo "usage: deps.sh [-q] [--run]" >&2; exit 2 ;; esac
 done
 PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
-libstb-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev jq zstd gnuplot-nox
+libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev libutf8proc-dev jq zstd gnuplot-nox
 libdnnl-dev"
 TEST_PKGS="mandoc python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision
 python3-pil python3-skimage clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"

@@ -108,7 +108,7 @@ check "the first human turn is the question (same answer as json.prompt)" \
 expect_fail "a sample without a question fails" 1 $G -o bad-out.mp bad.mp
 stderr_has "the message names the record and the key" "record 2.*noq.*(prompt|conversations)"
 expect_fail "-k skips bad samples and exits 1" 1 $G -k -o k-out.mp bad.mp
-stderr_has "-k names the undecodable image and its field" "record 3 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
+stderr_has "-k names the undecodable image and its field" "record 3 \\(key badimg\\): field 'png': cannot decode image: not a JPEG or PNG image"
 stderr_has "-k: WHERE: WHY (skipped)" "^seva-generate: bad.mp: record 3 \\(key badimg\\): field 'png': cannot decode image: [^:]* \\(skipped\\)\$"
 stderr_has "-k reports the count" "^seva-generate: 2 of 4 samples skipped"
 seva-cat -j k-out.mp >k.jsonl

@@ -123,7 +123,7 @@ stderr_has "names the option and its values" "^seva-sft: --loss-per: not token o
 expect_fail "a sample without an answer fails" 1 $T --max-steps 1 -o b bad.mp
 stderr_has "the message names the record and key" "record 2.*noans.*answer"
 expect_fail "an image that does not decode fails" 1 $T --max-steps 1 -o b badimg.mp
-stderr_has "the message names the record, key and field" "^seva-sft: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: unsupported format"
+stderr_has "the message names the record, key and field" "^seva-sft: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: not a JPEG or PNG image"
 expect_fail "-k skips it, trains, exits 1" 1 $T -k --max-steps 1 -o k bad.mp
 stderr_has "-k reports the count" "^seva-sft: 1 of 3 samples skipped"
 stderr_has "-k: WHERE: WHY (skipped)" "^seva-sft: bad.mp: record 2 \\(key noans\\): .*answer.* \\(skipped\\)\$"

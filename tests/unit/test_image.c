@@ -5,11 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdint.h>
+#include <zlib.h>
+
 #include "image.h"
 #include "tap.h"
 #include "util.h"
 
 #define FIX "tests/fixtures/image/"
+
+static void set_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
 
 static int load(struct image *im, const char *name)
 {
@@ -225,7 +234,8 @@ static void test_preprocess(void)
 		tap_ok(preprocess_side(&p) == 16, "preprocess_side is 16");
 		float *t = xmalloc(sizeof(float) * 3 * 16 * 16);
 		float *ref = xmalloc(sizeof(float) * 3 * 16 * 16);
-		image_preprocess(t, &in, &p);
+		const char *perr;
+		tap_ok(image_preprocess(t, &in, &p, &perr) == 0, "preprocess %s", cases[k].fixture);
 		if (load(&want, cases[k].fixture) < 0)
 			continue;
 		for (int c = 0; c < 3; c++)
@@ -241,6 +251,37 @@ static void test_preprocess(void)
 	}
 	image_release(&in);
 	image_release(&back);
+
+	/* A 65535x1 image is 64 Ki pixels, well under the cap; padded to a
+	 * square it would be 4 Gi (12.9 GB). Refused by every mode that makes
+	 * such an intermediate, before making it; the plain resize does not. */
+	struct image wide;
+	image_init(&wide);
+	image_alloc(&wide, 65535, 1);
+	memset(wide.px, 90, (size_t)65535 * 3);
+	float *t = xmalloc(sizeof(float) * 3 * 336 * 336);
+	const char *why = "";
+	static const enum preprocess_mode modes[] = {PREPROCESS_PAD_RESIZE,
+						     PREPROCESS_SHORTEST_CROP, PREPROCESS_RESIZE};
+	static const char *const want_why[] = {"padded to a square is 65535x65535",
+					       "resized to its shortest edge is 22019760x336", NULL};
+	for (int k = 0; k < 3; k++) {
+		preprocess_defaults(&p, k == 1 ? 336 : 16); /* CLIP's 336 for the crop */
+		p.mode = modes[k];
+		int rc = image_preprocess(t, &wide, &p, &why);
+		if (want_why[k])
+			tap_ok(rc < 0 && strstr(why, want_why[k]) && strstr(why, "limit"),
+			       "65535x1, mode %d: refused: %s", k, rc < 0 ? why : "(made)");
+		else
+			tap_ok(rc == 0, "65535x1, plain resize: made (%s)", rc < 0 ? why : "ok");
+	}
+	/* Just under: 8192x1 pads to exactly the cap. */
+	image_alloc(&wide, 8192, 1);
+	memset(wide.px, 90, (size_t)8192 * 3);
+	preprocess_defaults(&p, 16);
+	tap_ok(image_preprocess(t, &wide, &p, &why) == 0, "8192x1 pads to 8192^2, the cap");
+	free(t);
+	image_release(&wide);
 }
 
 static void test_codec(void)
@@ -263,7 +304,7 @@ static void test_codec(void)
 	image_release(&dec);
 
 	/* Our deflate: flat runs, noise over several 256 KiB blocks, gradients,
-	 * 1x1; stb's inflate must give every byte back (PIL/zlib read them in
+	 * 1x1; libpng's inflate must give every byte back (PIL/zlib read them in
 	 * t2000-augment). */
 	static const int dims[][2] = {{1, 1}, {700, 500}, {64, 48}, {300, 2}, {2, 300}};
 	for (int k = 0; k < 5; k++) {
@@ -293,33 +334,63 @@ static void test_codec(void)
 	}
 
 	/* Headers that claim 10000 x 10000 (over IMAGE_MAX_PIXELS) and 60000 x
-	 * 60000 (over stb's own 2^30 bytes) are refused before decoding. (stb
-	 * does not check the IHDR CRC.) */
+	 * 60000 are refused before decoding, with the IHDR CRC made right. */
 	unsigned char *big = xmalloc(len);
 	memcpy(big, png, len);
-	big[16] = 0, big[17] = 0, big[18] = 0x27, big[19] = 0x10; /* IHDR width */
-	big[20] = 0, big[21] = 0, big[22] = 0x27, big[23] = 0x10; /* IHDR height */
+	set_be32(big + 16, 10000), set_be32(big + 20, 10000);
+	set_be32(big + 29, (uint32_t)crc32(0, big + 12, 17));
 	rc = image_decode(&dec, big, len, &err);
 	tap_ok(rc < 0 && dec.px == NULL && strstr(err, "image too large: 10000x10000"),
 	       "over IMAGE_MAX_PIXELS refused: %s", rc < 0 ? err : "(decoded)");
-	big[18] = 0xea, big[19] = 0x60, big[22] = 0xea, big[23] = 0x60;
+	set_be32(big + 16, 60000), set_be32(big + 20, 60000);
+	set_be32(big + 29, (uint32_t)crc32(0, big + 12, 17));
 	rc = image_decode(&dec, big, len, &err);
 	tap_ok(rc < 0 && dec.px == NULL && strstr(err, "image too large: 60000x60000"),
 	       "60000x60000 refused: %s", rc < 0 ? err : "(decoded)");
+	/* A chunk whose CRC does not match is corrupt (PIL refuses it too):
+	 * IHDR's, then IEND's. */
+	memcpy(big, png, len);
+	big[29] ^= 0xff;
+	rc = image_decode(&dec, big, len, &err);
+	tap_ok(rc < 0 && dec.px == NULL && strstr(err, "CRC"), "bad IHDR CRC refused: %s",
+	       rc < 0 ? err : "(decoded)");
+	memcpy(big, png, len);
+	big[len - 1] ^= 0xff;
+	rc = image_decode(&dec, big, len, &err);
+	tap_ok(rc < 0 && dec.px == NULL && strstr(err, "CRC"), "bad IEND CRC refused: %s",
+	       rc < 0 ? err : "(decoded)");
+	/* Every pixel there but no IEND: cut short. */
+	rc = image_decode(&dec, png, len - 12, &err);
+	tap_ok(rc < 0 && dec.px == NULL, "PNG without IEND refused: %s",
+	       rc < 0 ? err : "(decoded)");
 	free(big);
 
 	rc = image_decode(&dec, "not an image at all", 19, &err);
-	tap_ok(rc < 0 && !strcmp(err, "unsupported format"), "garbage: %s",
+	tap_ok(rc < 0 && !strcmp(err, "not a JPEG or PNG image"), "garbage: %s",
 	       rc < 0 ? err : "(decoded)");
+	/* The formats seva does not decode are refused by name. */
+	static const struct {
+		const char *bytes, *name;
+		size_t len;
+	} other[] = {{"GIF89a\x01\0\x01\0\0\0\0;", "gif", 14}, {"BM\0\0\0\0\0\0", "bmp", 8},
+		     {"P6\n1 1\n255\n\0\0\0", "pnm", 14}, {"RIFF\0\0\0\0WEBPVP8 ", "webp", 16},
+		     {"8BPS\0\x01", "psd", 6}, {"#?RADIANCE\n", "hdr", 11}};
+	for (size_t k = 0; k < ARRAY_LEN(other); k++) {
+		char want[64];
+		snprintf(want, sizeof want, "unsupported format '%s'", other[k].name);
+		rc = image_decode(&dec, other[k].bytes, other[k].len, &err);
+		tap_ok(rc < 0 && dec.px == NULL && strstr(err, want), "%s refused: %s",
+		       other[k].name, rc < 0 ? err : "(decoded)");
+	}
 	rc = image_decode(&dec, "", 0, &err);
 	tap_ok(rc < 0, "empty buffer refused: %s", rc < 0 ? err : "(decoded)");
-	/* Truncated after the header: stb reports, we pass the reason on. */
+	/* Truncated after the header: libpng reports, we pass the reason on. */
 	rc = image_decode(&dec, png, 40, &err);
 	tap_ok(rc < 0 && dec.px == NULL, "truncated PNG refused: %s", rc < 0 ? err : "(decoded)");
 	free(png);
 
-	/* JPEG: the pixels PIL decodes (stb's upsampling and IDCT differ by a
-	 * few levels); a JPEG cut in half is refused, not half-decoded. */
+	/* JPEG: the pixels PIL decodes (libjpeg-turbo with PIL's settings); a
+	 * JPEG cut in half is refused, not half-decoded. */
 	static const char *jpegs[] = {"photo-420.jpg", "photo-444p.jpg", "photo-gray.jpg"};
 	for (int k = 0; k < 3; k++) {
 		char want[64];
@@ -334,7 +405,32 @@ static void test_codec(void)
 	rc = jpg ? image_decode(&dec, jpg, jlen / 2, &err) : 0;
 	tap_ok(jpg && rc < 0 && dec.px == NULL, "truncated JPEG refused: %s",
 	       rc < 0 ? err : "(decoded)");
+	/* A frame header claiming twice the size over the same data: libjpeg
+	 * would fill in the missing rows with a warning; that is an error. */
+	if (jpg) {
+		size_t k = 2;
+		while (k + 9 < jlen && !(jpg[k] == 0xff && (jpg[k + 1] == 0xc0 || jpg[k + 1] == 0xc2)))
+			k += 2 + (size_t)(jpg[k + 2] << 8 | jpg[k + 3]);
+		int fh = jpg[k + 5] << 8 | jpg[k + 6], fw = jpg[k + 7] << 8 | jpg[k + 8];
+		jpg[k + 5] = (unsigned char)((2 * fh) >> 8), jpg[k + 6] = (unsigned char)(2 * fh);
+		rc = image_decode(&dec, jpg, jlen, &err);
+		tap_ok(rc < 0 && dec.px == NULL && strstr(err, "JPEG"),
+		       "SOF %dx%d over %dx%d data refused: %s", fw, 2 * fh, fw, fh,
+		       rc < 0 ? err : "(decoded)");
+	}
 	free(jpg);
+	/* JPEGs that libjpeg-turbo refuses (they crashed a weaker decoder
+	 * that used to get a second try) are errors, nothing decoded. */
+	static const char *bad[] = {"bad/huffman.jpg", "bad/build-huffman.jpg"};
+	for (int k = 0; k < 2; k++) {
+		char path[128];
+		snprintf(path, sizeof path, FIX "%s", bad[k]);
+		jpg = read_file(path, &jlen);
+		rc = jpg ? image_decode(&dec, jpg, jlen, &err) : 0;
+		tap_ok(jpg && rc < 0 && dec.px == NULL && !strncmp(err, "JPEG: ", 6), "%s refused: %s",
+		       bad[k], rc < 0 ? err : "(decoded)");
+		free(jpg);
+	}
 
 	/* Float round trip: to_float then from_float is the identity. */
 	struct fimage f;

@@ -26,18 +26,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "sha256.h"
 #include "util.h"
 
 #define CHUNK 65536
 #define PEEK 512
-#define JSON_MAX_DEPTH 64
+/* msgpack-c reads back at most 32 nested containers (its unpacker's stack,
+ * MSGPACK_EMBED_STACK_SIZE, fixed when the library was built) and the
+ * record's own map is one: a JSON field may nest 31 deep. Deeper JSON
+ * would convert and then be unreadable. */
+#define MSGPACK_MAX_DEPTH 32
+#define JSON_MAX_DEPTH (MSGPACK_MAX_DEPTH - 1)
 
 /* ---- JSON text: validate, convert to msgpack, minify ---- */
 
 struct jp {
 	const char *p, *e;
-	int depth;
+	int depth, max_depth, too_deep;
 	struct buf str; /* the last decoded string */
 };
 
@@ -167,8 +174,10 @@ static int jp_value(struct jp *j, msgpack_packer *pk)
 		char close = c == '{' ? '}' : ']';
 		const char *start = j->p;
 		size_t n = 0;
-		if (++j->depth > JSON_MAX_DEPTH)
+		if (++j->depth > j->max_depth) {
+			j->too_deep = 1;
 			return -1;
+		}
 		/* msgpack wants the count first: count in a validating pass,
 		 * then pack in a second pass. */
 		for (int pass = 0; pass < (pk ? 2 : 1); pass++) {
@@ -300,22 +309,42 @@ static void jp_init(struct jp *j, const void *text, size_t len)
 	j->p = text;
 	j->e = j->p + len;
 	j->depth = 0;
+	j->max_depth = JSON_MAX_DEPTH;
+	j->too_deep = 0;
 	buf_init(&j->str);
 }
 
-/* One whole JSON text (surrounding whitespace allowed): 0 if valid; packed
+/* One whole JSON text (surrounding whitespace allowed) nested at most
+ * MAX_DEPTH deep: 0 if valid, -2 if nested deeper, -1 otherwise; packed
  * into PK when PK is not NULL. */
-static int json_pack(const void *text, size_t len, msgpack_packer *pk)
+static int json_pack_depth(const void *text, size_t len, msgpack_packer *pk, int max_depth)
 {
 	struct jp j;
 	jp_init(&j, text, len);
+	j.max_depth = max_depth;
 	int rc = jp_value(&j, pk);
 	if (!rc) {
 		jp_ws(&j);
 		rc = j.p == j.e ? 0 : -1;
 	}
+	if (j.too_deep)
+		rc = -2;
 	buf_release(&j.str);
 	return rc;
+}
+
+/* A JSON field's text. */
+static int json_pack(const void *text, size_t len, msgpack_packer *pk)
+{
+	return json_pack_depth(text, len, pk, JSON_MAX_DEPTH);
+}
+
+/* What json_pack's RC means. */
+static const char *json_why(int rc)
+{
+	_Static_assert(JSON_MAX_DEPTH == 31, "the message names the depth");
+	return rc == -2 ? "JSON nested more than 31 deep (the most a msgpack record holds)"
+			: "not valid JSON";
 }
 
 /* Valid JSON text of LEN bytes, appended to B without insignificant
@@ -585,6 +614,12 @@ struct rec_reader {
 	unsigned char tail[512]; /* the last bytes of the raw input */
 	size_t tail_len;
 	int at_end;              /* the raw input has ended */
+	/* A gzip shard is inflated here, not by libarchive, whose gzip filter
+	 * checks neither the CRC nor the length: a flipped bit would be read
+	 * as data. zlib checks both, member by member. */
+	z_stream *gz;
+	unsigned char *gz_in;    /* CHUNK compressed bytes */
+	int gz_done;             /* the last member's trailer checked out */
 
 	struct buf line;  /* JSONL */
 	size_t cpos, clen;
@@ -652,10 +687,69 @@ static int rd_error(struct rec_reader *r, const char *fmt, ...)
 	return -1;
 }
 
+/* Up to N inflated bytes into BUF; 0 at the end of the input after a whole
+ * member, -1 with the archive's error set on corrupt or truncated data.
+ * Concatenated members are one stream, as gzip -d reads them. */
+static ssize_t gz_read(struct rec_reader *r, struct archive *a, unsigned char *buf, size_t n)
+{
+	z_stream *z = r->gz;
+	z->next_out = buf;
+	z->avail_out = (uInt)n;
+	while (z->avail_out == n) {
+		if (z->avail_in == 0) {
+			ssize_t k = src_read(&r->src, r->gz_in, CHUNK);
+			if (k < 0) {
+				archive_set_error(a, errno, "read error: %s", strerror(errno));
+				return -1;
+			}
+			if (k == 0) {
+				if (r->gz_done)
+					return 0;
+				archive_set_error(a, EIO, "truncated gzip input");
+				return -1;
+			}
+			z->next_in = r->gz_in;
+			z->avail_in = (uInt)k;
+		}
+		if (r->gz_done) { /* more bytes after a member: the next one */
+			if (z->next_in[0] != 0x1f) {
+				archive_set_error(a, EIO, "gzip: data after the compressed stream");
+				return -1;
+			}
+			inflateReset(z);
+			r->gz_done = 0;
+		}
+		int rc = inflate(z, Z_NO_FLUSH);
+		if (rc == Z_STREAM_END) {
+			r->gz_done = 1;
+		} else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+			archive_set_error(a, EIO, "gzip: %s",
+					  z->msg ? z->msg : "corrupt data");
+			return -1;
+		}
+	}
+	return (ssize_t)(n - z->avail_out);
+}
+
+/* libarchive stops reading at the tar's end blocks, which may come before
+ * the gzip trailer: read the rest, so the CRC and length of every member
+ * are checked (what follows the end blocks, GNU tar's padding, is not
+ * data). */
+static const char *gz_finish(struct rec_reader *r)
+{
+	ssize_t n;
+	while ((n = gz_read(r, r->ar, r->src.chunk, sizeof r->src.chunk)) > 0)
+		;
+	return n < 0 ? archive_error_string(r->ar) : NULL;
+}
+
 static la_ssize_t tar_read_cb(struct archive *a, void *ud, const void **out)
 {
 	struct rec_reader *r = ud;
-	ssize_t n = src_read(&r->src, r->src.chunk, sizeof r->src.chunk);
+	ssize_t n = r->gz ? gz_read(r, a, r->src.chunk, sizeof r->src.chunk)
+			  : src_read(&r->src, r->src.chunk, sizeof r->src.chunk);
+	if (n < 0 && r->gz)
+		return -1;
 	if (n < 0) {
 		archive_set_error(a, errno, "read error: %s", strerror(errno));
 		return -1;
@@ -683,7 +777,7 @@ static la_ssize_t tar_read_cb(struct archive *a, void *ud, const void **out)
  * interrupted on a block boundary) and its last sample may be partial. */
 static int tar_cut_short(struct rec_reader *r)
 {
-	if (!r->at_end || archive_filter_count(r->ar) > 1 || r->tail_len < sizeof r->tail)
+	if (!r->at_end || archive_filter_count(r->ar) > 1 || r->gz || r->tail_len < sizeof r->tail)
 		return 0;
 	for (size_t i = 0; i < r->tail_len; i++)
 		if (r->tail[i])
@@ -779,7 +873,14 @@ static struct rec_reader *reader_open(const char *path, char **why)
 			die("out of memory");
 	} else if (fmt == REC_TAR) {
 		r->ar = archive_read_new();
-		archive_read_support_filter_all(r->ar);
+		if (r->src.head[0] == 0x1f && r->src.head[1] == 0x8b) {
+			r->gz = xcalloc(1, sizeof *r->gz);
+			r->gz_in = xmalloc(CHUNK);
+			if (inflateInit2(r->gz, 16 + MAX_WBITS) != Z_OK) /* gzip wrapper only */
+				die("out of memory");
+		} else {
+			archive_read_support_filter_all(r->ar);
+		}
 		archive_read_support_format_tar(r->ar);
 		if (archive_read_open(r->ar, r, NULL, tar_read_cb, NULL) != ARCHIVE_OK) {
 			rd_error(r, "%s: %s", r->name, archive_error_string(r->ar));
@@ -812,6 +913,10 @@ void rec_close(struct rec_reader *r)
 		msgpack_unpacker_destroy(&r->unp);
 	if (r->ar)
 		archive_read_free(r->ar);
+	if (r->gz)
+		inflateEnd(r->gz);
+	free(r->gz);
+	free(r->gz_in);
 	if (r->src.fd > 0)
 		close(r->src.fd);
 	free(r->name);
@@ -844,8 +949,9 @@ static const char *mp_field(struct sample *s, const char *name, const msgpack_ob
 		enum field_type t = v->type == MSGPACK_OBJECT_STR ? FIELD_TEXT : FIELD_BYTES;
 		/* tarp and webdataset write JSON and text as bytes. */
 		if (want == FIELD_JSON) {
-			if (json_pack(p, n, NULL))
-				return "not valid JSON";
+			int jrc = json_pack(p, n, NULL);
+			if (jrc)
+				return json_why(jrc);
 			t = FIELD_JSON;
 		} else if (want == FIELD_TEXT) {
 			t = FIELD_TEXT;
@@ -1042,6 +1148,11 @@ static int tar_member(struct rec_reader *r)
 				return rd_error(r, "%s: %s", rec_where(r), what);
 			return rd_error(r, "%s: record %ld: %s", r->name, r->nrec + 1, what);
 		}
+		const char *gz_bad;
+		if (rc == ARCHIVE_EOF && r->gz && (gz_bad = gz_finish(r))) {
+			r->done = 1;
+			return rd_error(r, "%s: after the last record: %s", r->name, gz_bad);
+		}
 		if (rc == ARCHIVE_EOF)
 			return 0;
 		if (rc == ARCHIVE_WARN) {
@@ -1114,6 +1225,7 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 		bad = xasprintf("the key appears again after other samples (members not adjacent)");
 	do {
 		const char *f = r->next_field;
+		int jrc;
 		if (bad) {
 			/* keep reading this sample's members: the next one starts clean */
 		} else if (!f || !*f || !*r->next_key) {
@@ -1121,8 +1233,8 @@ static int tar_read(struct rec_reader *r, struct sample *s)
 		} else if (sample_get(s, f)) {
 			bad = xasprintf("member '%s': duplicate field", r->next_member);
 		} else if (field_type_for(f) == FIELD_JSON &&
-			   json_pack(r->next_data.data, r->next_data.len, NULL)) {
-			bad = xasprintf("member '%s': not valid JSON", r->next_member);
+			   (jrc = json_pack(r->next_data.data, r->next_data.len, NULL))) {
+			bad = xasprintf("member '%s': %s", r->next_member, json_why(jrc));
 		} else {
 			size_t len;
 			unsigned char *d = buf_detach(&r->next_data, &len);
@@ -1230,8 +1342,10 @@ static int jsonl_sample(struct rec_reader *r, struct sample *s, struct jp *j, st
 	struct buf name, val;
 	buf_init(&name);
 	buf_init(&val);
-	if (json_pack(j->p, (size_t)(j->e - j->p), NULL)) {
-		buf_addstr(err, "not valid JSON");
+	/* The line's object is the record's map: one level more. */
+	int jrc = json_pack_depth(j->p, (size_t)(j->e - j->p), NULL, JSON_MAX_DEPTH + 1);
+	if (jrc) {
+		buf_addstr(err, json_why(jrc));
 		goto out;
 	}
 	jp_ws(j);
@@ -1733,6 +1847,7 @@ static int put_msgpack(struct rec_writer *w, const struct sample *s)
 	for (size_t i = 0; i < s->nfields; i++) {
 		const struct field *f = &s->fields[i];
 		size_t n = strlen(f->name);
+		int jrc;
 		msgpack_pack_str(pk, n);
 		msgpack_pack_str_body(pk, f->name, n);
 		if (f->type == FIELD_TEXT) {
@@ -1741,9 +1856,10 @@ static int put_msgpack(struct rec_writer *w, const struct sample *s)
 		} else if (f->type == FIELD_BYTES) {
 			msgpack_pack_bin(pk, f->len);
 			msgpack_pack_bin_body(pk, f->data, f->len);
-		} else if (json_pack(f->data, f->len, NULL) || json_pack(f->data, f->len, pk)) {
-			return error("%s: record %ld (key %s): field '%s': not valid JSON",
-				     w->name, w->nrec, s->key, f->name);
+		} else if ((jrc = json_pack(f->data, f->len, NULL)) ||
+			   (jrc = json_pack(f->data, f->len, pk))) {
+			return error("%s: record %ld (key %s): field '%s': %s", w->name, w->nrec,
+				     s->key, f->name, json_why(jrc));
 		}
 	}
 	buf_add(&w->out, w->sb.data, w->sb.size);
@@ -1763,9 +1879,10 @@ static int put_jsonl(struct rec_writer *w, const struct sample *s)
 		if (f->type == FIELD_TEXT) {
 			json_quote(b, f->data, f->len);
 		} else if (f->type == FIELD_JSON) {
-			if (json_pack(f->data, f->len, NULL))
-				return error("%s: record %ld (key %s): field '%s': not valid JSON",
-					     w->name, w->nrec, s->key, f->name);
+			int jrc = json_pack(f->data, f->len, NULL);
+			if (jrc)
+				return error("%s: record %ld (key %s): field '%s': %s", w->name,
+					     w->nrec, s->key, f->name, json_why(jrc));
 			json_minify(b, f->data, f->len);
 		} else if (w->flags & REC_BASE64) {
 			buf_addstr(b, "{\"base64\":\"");

@@ -73,10 +73,8 @@ static void export_add(struct exports *x, const struct opts *o, const struct sam
 		snprintf(num, sizeof(num), "%.0f", id->valuedouble);
 		name = num;
 	}
-	if (x->mmvet) {
-		cJSON_DeleteItemFromObjectCaseSensitive(x->mmvet, name);
+	if (x->mmvet) /* a repeated id: the last answer wins, in write_exports */
 		cJSON_AddStringToObject(x->mmvet, name, response);
-	}
 	if (x->llava) {
 		cJSON *a = cJSON_CreateObject();
 		if (!qid)
@@ -108,20 +106,53 @@ static void export_add(struct exports *x, const struct opts *o, const struct sam
 	}
 }
 
+/* An item and its place in the list: sorts that keep the input order of
+ * equals (qsort is not stable; an insertion sort was quadratic). */
+struct ranked {
+	cJSON *it;
+	int pos;
+	double q;
+};
+
 /* LLaVA-Bench answers in question order: by numeric question_id when every
  * id is a number, else as read. */
 static int by_question(const void *a, const void *b)
 {
-	const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-	double qx = cJSON_GetObjectItem(x, "question_id")->valuedouble;
-	double qy = cJSON_GetObjectItem(y, "question_id")->valuedouble;
-	return qx < qy ? -1 : qx > qy ? 1 : 0;
+	const struct ranked *x = a, *y = b;
+	return x->q < y->q ? -1 : x->q > y->q ? 1 : x->pos - y->pos;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	const struct ranked *x = a, *y = b;
+	int c = strcmp(x->it->string, y->it->string);
+	return c ? c : x->pos - y->pos;
+}
+
+/* MM-Vet's {"id": answer}: for an id answered twice the later answer, at
+ * its place, as deleting and re-adding each would give, in O(n log n). */
+static void mmvet_dedupe(cJSON *o)
+{
+	int n = cJSON_GetArraySize(o), i = 0;
+	struct ranked *v = xmalloc((size_t)(n + 1) * sizeof *v);
+	cJSON *it;
+	cJSON_ArrayForEach(it, o) {
+		v[i].it = it;
+		v[i].pos = i;
+		i++;
+	}
+	qsort(v, (size_t)n, sizeof *v, by_name);
+	for (i = 0; i + 1 < n; i++)
+		if (!strcmp(v[i].it->string, v[i + 1].it->string))
+			cJSON_Delete(cJSON_DetachItemViaPointer(o, v[i].it));
+	free(v);
 }
 
 static int write_exports(struct exports *x, const struct opts *o)
 {
 	int rc = 0;
 	if (x->mmvet) {
+		mmvet_dedupe(x->mmvet);
 		char *text = cJSON_Print(x->mmvet);
 		struct buf b;
 		buf_init(&b);
@@ -133,23 +164,23 @@ static int write_exports(struct exports *x, const struct opts *o)
 	}
 	if (x->llava) {
 		int n = cJSON_GetArraySize(x->llava), numeric = 1;
-		cJSON **v = xmalloc((size_t)(n + 1) * sizeof(*v)), *it;
+		struct ranked *v = xmalloc((size_t)(n + 1) * sizeof(*v));
+		cJSON *it;
 		struct buf b;
 		int i = 0;
 		cJSON_ArrayForEach(it, x->llava) {
-			v[i++] = it;
-			numeric &= cJSON_IsNumber(cJSON_GetObjectItem(it, "question_id"));
+			const cJSON *q = cJSON_GetObjectItem(it, "question_id");
+			numeric &= cJSON_IsNumber(q);
+			v[i].it = it;
+			v[i].pos = i;
+			v[i].q = cJSON_IsNumber(q) ? q->valuedouble : 0;
+			i++;
 		}
-		if (numeric) /* qsort is not stable; equal ids keep input order below */
-			for (int a = 1; a < n; a++)
-				for (int k = a; k > 0 && by_question(&v[k - 1], &v[k]) > 0; k--) {
-					cJSON *t = v[k];
-					v[k] = v[k - 1];
-					v[k - 1] = t;
-				}
+		if (numeric) /* equal ids keep input order */
+			qsort(v, (size_t)n, sizeof *v, by_question);
 		buf_init(&b);
 		for (i = 0; i < n; i++) {
-			char *line = cJSON_PrintUnformatted(v[i]);
+			char *line = cJSON_PrintUnformatted(v[i].it);
 			buf_addstr(&b, line);
 			buf_addstr(&b, "\n");
 			free(line);

@@ -172,9 +172,11 @@ struct eval_vocab *eval_vocab_load(const char *path)
 			t++;
 		if (!*t || *t == '#')
 			continue;
-		char *s2 = NULL, *item = strtok_r(t, ",", &s2);
-		char **w;
-		int n = split_words(item, &w);
+		/* strtok_r would skip leading commas (and return NULL for a line
+		 * of them): the name is what comes before the first. */
+		char *s2 = NULL, *item = *t == ',' ? NULL : strtok_r(t, ",", &s2);
+		char **w = NULL;
+		int n = item ? split_words(item, &w) : 0;
 		if (n == 0) {
 			free_words(w, n);
 			error("%s: line %ld: no object name before ','", path, lineno);

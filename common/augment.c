@@ -50,12 +50,12 @@ static int parse_range(const char *s, double v[2])
 	char *end;
 	errno = 0;
 	v[0] = strtod(s, &end);
-	if (end == s || errno)
+	if (end == s || errno || !isfinite(v[0]))
 		return -1;
 	if (*end == '-') {
 		const char *b = end + 1;
 		v[1] = strtod(b, &end);
-		if (end == b || errno)
+		if (end == b || errno || !isfinite(v[1]))
 			return -1;
 	} else {
 		v[1] = v[0];
@@ -178,13 +178,22 @@ int augment_parse(struct augment_recipe *r, const char *text)
 	r->text = xstrdup(text);
 	r->ops = NULL;
 	r->nops = 0;
-	char *copy = xstrdup(text), *save = NULL;
+	char *copy = xstrdup(text), *tok = copy;
 	int rc = 0;
 	if (!*text)
 		rc = error("recipe '': empty (use 'none' for the identity)");
-	for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0;
-	     tok = strtok_r(NULL, ",", &save))
-		rc = parse_op(r, tok, text);
+	/* Split by hand: strtok_r would pass over empty ops, and ",,," would
+	 * be an empty recipe that '' is not. */
+	while (*text && rc == 0 && tok) {
+		char *comma = strchr(tok, ',');
+		if (comma)
+			*comma = 0;
+		if (!*tok)
+			rc = error("recipe '%s': an empty op (between commas or at an end)", text);
+		else
+			rc = parse_op(r, tok, text);
+		tok = comma ? comma + 1 : NULL;
+	}
 	free(copy);
 	if (rc < 0)
 		augment_release(r);

@@ -121,6 +121,13 @@ stderr_has "truncated msgpack named" "trunc\.mp"
 expect_fail "bad recipe: exit 2" 2 seva-augment -r rrc:scale=2 in.mp
 stderr_has "bad recipe named" "recipe 'rrc:scale=2'"
 expect_fail "unknown op: exit 2" 2 seva-augment -r sharpen in.mp
+expect_fail "NaN in a range: exit 2" 2 seva-augment -r rrc:scale=nan-1 in.mp
+stderr_has "... named" "recipe 'rrc:scale=nan-1': rrc: bad value for scale: 'nan-1'"
+expect_fail "Inf in a range: exit 2" 2 seva-augment -r blur:sigma=1-inf in.mp
+expect_fail "only commas: exit 2" 2 seva-augment -r ,,, in.mp
+stderr_has "... an empty op" "recipe ',,,': an empty op"
+expect_fail "a trailing comma: exit 2" 2 seva-augment -r hflip, in.mp
+expect_fail "two commas between ops: exit 2" 2 seva-augment -r hflip,,gray in.mp
 expect_fail "bad seed: exit 2" 2 seva-augment -s -1 in.mp
 expect_fail "missing file: exit 1" 1 seva-augment -q nonexistent.mp
 

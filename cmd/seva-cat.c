@@ -217,6 +217,11 @@ static int llava_sample(const cJSON *it, long n, int turn, struct sample *s, str
 		buf_printf(why, "image '%s' has no extension", image->valuestring);
 		goto out;
 	}
+	const char *esc = path_escapes(image->valuestring);
+	if (esc) {
+		buf_printf(why, "image '%s': %s, outside --images", image->valuestring, esc);
+		goto out;
+	}
 	char *path = xasprintf("%s/%s", opt.images ? opt.images : ".", image->valuestring);
 	size_t len;
 	unsigned char *data = NULL;

@@ -625,3 +625,17 @@ void check_stdout_at_exit(void)
 {
 	atexit(close_stdout);
 }
+
+const char *path_escapes(const char *rel)
+{
+	if (rel[0] == '/')
+		return "an absolute path";
+	for (const char *p = rel; *p;) {
+		size_t n = strcspn(p, "/");
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return "a '..' component";
+		p += n;
+		p += *p == '/';
+	}
+	return NULL;
+}

@@ -80,6 +80,11 @@ unsigned char *read_file(const char *path, size_t *len);
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Makes DIR and its parents (mkdir -p). */
 int mkdir_p(const char *dir);
+/* Why the relative path REL, taken from untrusted input, could name a file
+ * outside the folder it is joined to ("an absolute path", "a '..'
+ * component"); NULL when it stays inside (lexically: links in the folder
+ * are the folder owner's business). */
+const char *path_escapes(const char *rel);
 /* Removes PATH and, if it is a directory, everything under it (rm -rf,
  * without following links). -1 with a message on failure. */
 int remove_tree(const char *path);

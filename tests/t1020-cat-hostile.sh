@@ -84,4 +84,24 @@ stderr_has "... saying depth" "d32\.jsonl: record 1: line 1: JSON nested more th
 printf '{"__key__":"k","json":%s1%s}\n' "$(printf '[%.0s' $(seq 31))" "$(printf ']%.0s' $(seq 31))" >d31.jsonl
 expect "JSON lines: a field 31 deep is read" seva-cat -q -o d31j.mp d31.jsonl
 expect "... and reads back from msgpack" seva-cat -q -o /dev/null d31j.mp
+
+# seva-cat --llava: image paths that leave --images are refused; paths
+# into subfolders (coco/train2017/...) are what LLaVA's lists hold.
+mkdir -p imgs/sub
+echo SECRET >secret.jpg
+cp "$TOP/tests/fixtures/image/photo-420.jpg" imgs/sub/a.jpg
+cat >l.json <<JSON
+[{"id":"ok","image":"sub/a.jpg","conversations":[{"from":"human","value":"q"}]},
+ {"id":"up","image":"../secret.jpg","conversations":[{"from":"human","value":"q"}]},
+ {"id":"deep","image":"sub/../../secret.jpg","conversations":[{"from":"human","value":"q"}]},
+ {"id":"abs","image":"$TMP/secret.jpg","conversations":[{"from":"human","value":"q"}]},
+ {"id":"dots","image":"sub/..a.jpg","conversations":[{"from":"human","value":"q"}]}]
+JSON
+cp imgs/sub/a.jpg imgs/sub/..a.jpg
+expect_fail "--llava: paths out of --images refused" 1 seva-cat -k --llava l.json --images imgs -o l.mp
+stderr_has "'..' named" "record 2 \(id up\): image '\.\./secret\.jpg': a '\.\.' component, outside --images"
+stderr_has "'..' deeper down named" "record 3 \(id deep\): image 'sub/\.\./\.\./secret\.jpg': a '\.\.' component"
+stderr_has "absolute path named" "record 4 \(id abs\): image '[^']*secret\.jpg': an absolute path, outside --images"
+expect "... the others read" seva-cat -j -o l.jsonl l.mp
+check "... sub/a.jpg and sub/..a.jpg, not the secret" "$(jq -r .__key__ l.jsonl | tr '\n' ' ')" = "ok dots "
 done_testing

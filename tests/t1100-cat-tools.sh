@@ -87,7 +87,7 @@ kline() {
 	check "$tool: no -k, no skip count" "$(grep -c 'skipped' "$TMP/.err")" = 0
 }
 kline seva-cat notjson.mp "field 'json': not valid JSON"
-kline seva-augment notimage.mp "field 'png': cannot decode image: unsupported format"
+kline seva-augment notimage.mp "field 'png': cannot decode image: not a JPEG or PNG image"
 kline seva-pair nogen.mp "no response.txt"
 kline seva-eval noans.mp "no response.txt \\(run seva-generate first\\)"
 # a nil or a number in a *.txt field is refused by every reader, not read

@@ -24,6 +24,14 @@ static void add_stop(struct lm *lm, int id)
 /* The chat template and stop ids of a model with config CFG. */
 static int lm_setup(struct lm *lm, const struct vlm_config *cfg)
 {
+	/* an id past the embedding would fail at the first sample that holds
+	 * it, far from the file that is wrong */
+	const char *unfit = tokenizer_unfit(lm->tok, cfg->vocab);
+	if (unfit) {
+		error("%s", unfit);
+		lm_release(lm);
+		return -1;
+	}
 	const char *name = cfg->chat_template[0] ? cfg->chat_template : "llava_v1";
 	if (chat_init(&lm->chat, name, lm->tok, cfg->image_token_index) < 0) {
 		lm_release(lm);

@@ -1550,6 +1550,25 @@ const char *tokenizer_token(const struct tokenizer *t, int id)
 }
 
 int tokenizer_vocab_size(const struct tokenizer *t) { return t->nid; }
+
+const char *tokenizer_unfit(const struct tokenizer *t, int vocab_size)
+{
+	static char why[256];
+	for (int i = 0; i < t->nadded; i++)
+		if (t->added[i].id >= vocab_size) {
+			snprintf(why, sizeof why,
+				 "%s: added_tokens[%d] '%.40s': id %d not below the model's vocab_size %d",
+				 t->path, i, t->added[i].content, t->added[i].id, vocab_size);
+			return why;
+		}
+	if (t->nmtok > vocab_size) {
+		snprintf(why, sizeof why,
+			 "%s: model.vocab '%.40s': id %d not below the model's vocab_size %d", t->path,
+			 t->mtok[t->nmtok - 1] ? t->mtok[t->nmtok - 1] : "", t->nmtok - 1, vocab_size);
+		return why;
+	}
+	return NULL;
+}
 int tokenizer_bos(const struct tokenizer *t) { return t->bos; }
 int tokenizer_eos(const struct tokenizer *t) { return t->eos; }
 
@@ -1595,8 +1614,11 @@ static int load_vocab(struct tokenizer *t, const cJSON *model)
 	if (!cJSON_IsObject(vocab))
 		return error("%s: model.vocab: want an object of token → id", t->path);
 	cJSON_ArrayForEach(e, vocab) {
-		if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > INT_MAX / 2)
+		if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != (double)e->valueint)
 			return error("%s: model.vocab['%s']: want an id", t->path, e->string);
+		if (e->valueint > TOKENIZER_MAX_ID)
+			return error("%s: model.vocab['%s']: id %d over %d, the most a tokenizer may "
+				     "have", t->path, e->string, e->valueint, TOKENIZER_MAX_ID);
 		if (e->valueint > maxid)
 			maxid = e->valueint;
 		n++;
@@ -1689,8 +1711,12 @@ static int load_added(struct tokenizer *t, const cJSON *root)
 		struct added *a = &t->added[i];
 		const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
 		const char *c = jstr(e, "content");
-		if (!c || !cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > INT_MAX / 2)
+		if (!c || !cJSON_IsNumber(id) || id->valuedouble < 0 ||
+		    id->valuedouble != (double)id->valueint)
 			return error("%s: added_tokens[%d]: want \"id\" and \"content\"", t->path, i);
+		if (id->valueint > TOKENIZER_MAX_ID)
+			return error("%s: added_tokens[%d].id: %d over %d, the most a tokenizer may "
+				     "have", t->path, i, id->valueint, TOKENIZER_MAX_ID);
 		a->content = xstrdup(c);
 		a->len = strlen(c);
 		a->id = id->valueint;
@@ -1703,6 +1729,22 @@ static int load_added(struct tokenizer *t, const cJSON *root)
 		smap_put(&t->added_map, a->content, a->len, a->id);
 		i++;
 	}
+	return 0;
+}
+
+/* A special id the post-processor adds must be a token of this file (the
+ * crate would emit it and leave the failure to the embedding). */
+static int post_id(const struct tokenizer *t, const cJSON *x, const char *where, const char *key,
+		   struct ivec *v)
+{
+	if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= t->nid ||
+	    x->valuedouble != (double)x->valueint || !tokenizer_token(t, x->valueint)) {
+		if (cJSON_IsNumber(x))
+			return error("%s: %s: id %.0f is not in the vocabulary (%d ids)", where, key,
+				     x->valuedouble, t->nid);
+		return error("%s: %s: want a token id", where, key);
+	}
+	ivec_push(v, x->valueint);
 	return 0;
 }
 
@@ -1749,16 +1791,29 @@ static int load_post(struct tokenizer *t, const cJSON *pp, const char *where)
 				return error("%s: special token '%s' not in special_tokens", where,
 					     name ? name : "?");
 			}
+			char *key = xasprintf("special_tokens.%s.ids", name);
+			int bad = 0;
 			cJSON_ArrayForEach(x, ids)
-				ivec_push(seen_a ? &post : &pre, x->valueint);
+				if (!bad && post_id(t, x, where, key, seen_a ? &post : &pre) < 0)
+					bad = 1;
+			free(key);
+			if (bad) {
+				free(pre.v);
+				free(post.v);
+				return -1;
+			}
 		}
 	} else if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
 		const cJSON *cls = cJSON_GetObjectItemCaseSensitive(pp, "cls");
 		const cJSON *sep = cJSON_GetObjectItemCaseSensitive(pp, "sep");
 		if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep))
 			return error("%s: want \"cls\" and \"sep\" as [token, id]", where);
-		ivec_push(&pre, cJSON_GetArrayItem(cls, 1)->valueint);
-		ivec_push(&post, cJSON_GetArrayItem(sep, 1)->valueint);
+		if (post_id(t, cJSON_GetArrayItem(cls, 1), where, "cls", &pre) < 0 ||
+		    post_id(t, cJSON_GetArrayItem(sep, 1), where, "sep", &post) < 0) {
+			free(pre.v);
+			free(post.v);
+			return -1;
+		}
 	} else {
 		return error("%s: unsupported post-processor '%s'", where, type);
 	}

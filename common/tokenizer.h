@@ -11,6 +11,11 @@
 
 struct tokenizer;
 
+/* Ids index dense tables: a file whose ids go higher is refused at load
+ * rather than costing 4 bytes an id (the largest vocabularies in use hold
+ * about 2^18 tokens). A model bounds them further by its vocab_size. */
+#define TOKENIZER_MAX_ID ((1 << 22) - 1)
+
 /* PATH is a tokenizer.json or a directory holding one. NULL with a message
  * naming the file and key on failure. */
 struct tokenizer *tokenizer_load(const char *path);
@@ -29,6 +34,9 @@ int tokenizer_token_id(const struct tokenizer *t, const char *token);
 /* The token string of ID (borrowed), or NULL. */
 const char *tokenizer_token(const struct tokenizer *t, int id);
 int tokenizer_vocab_size(const struct tokenizer *t);
+/* Why T's ids do not all fit a model of VOCAB_SIZE ("FILE: added_tokens[3]
+ * '<x>': id 1000 not below the model's vocab_size 128"; static), or NULL. */
+const char *tokenizer_unfit(const struct tokenizer *t, int vocab_size);
 /* bos/eos ids as tokenizer_config.json / the post-processor say; -1 if none. */
 int tokenizer_bos(const struct tokenizer *t);
 int tokenizer_eos(const struct tokenizer *t);

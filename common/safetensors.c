@@ -110,6 +110,42 @@ static int parse_entry(struct safetensors_tensor *t, const cJSON *e, const char 
 	return 0;
 }
 
+static int by_offset(const void *a, const void *b)
+{
+	const struct safetensors_tensor *x = *(const struct safetensors_tensor *const *)a;
+	const struct safetensors_tensor *y = *(const struct safetensors_tensor *const *)b;
+	if (x->data != y->data)
+		return x->data < y->data ? -1 : 1;
+	return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
+}
+
+/* The safetensors library's rule: in offset order, each tensor starts
+ * where the one before ended, the first at 0, and the last ends with the
+ * file. Overlapping tensors (all at offset 0 would load as one) and bytes
+ * that belong to none are refused. T holds this file's N tensors. */
+static int check_layout(struct safetensors_tensor *t, int n, const unsigned char *data,
+			size_t dsize, const char *path)
+{
+	struct safetensors_tensor **v = xmalloc((size_t)(n + 1) * sizeof *v);
+	size_t at = 0;
+	int rc = 0;
+	for (int i = 0; i < n; i++)
+		v[i] = &t[i];
+	qsort(v, (size_t)n, sizeof *v, by_offset);
+	for (int i = 0; i < n && !rc; i++) {
+		size_t begin = (size_t)(v[i]->data - data);
+		if (begin != at)
+			rc = error("%s: tensor '%s': data_offsets [%zu, %zu] %s (the data must be "
+				   "tensors end to end)", path, v[i]->name, begin, begin + v[i]->nbytes,
+				   begin < at ? "overlap the tensor before" : "leave a gap before it");
+		at = begin + v[i]->nbytes;
+	}
+	if (!rc && at != dsize)
+		rc = error("%s: %zu bytes of data after the last tensor", path, dsize - at);
+	free(v);
+	return rc;
+}
+
 /* Maps PATH and appends its tensors to ST (unsorted). */
 static int open_one(struct safetensors *st, const char *path)
 {
@@ -157,7 +193,7 @@ static int open_one(struct safetensors *st, const char *path)
 	const unsigned char *data = map + 8 + hlen;
 	size_t dsize = size - 8 - (size_t)hlen;
 	const cJSON *e;
-	int n = cJSON_GetArraySize(h);
+	int n = cJSON_GetArraySize(h), first = st->ntensors;
 	st->tensors = xrealloc(st->tensors, (st->ntensors + n) * sizeof *st->tensors);
 	cJSON_ArrayForEach(e, h) {
 		if (!strcmp(e->string, "__metadata__"))
@@ -172,7 +208,7 @@ static int open_one(struct safetensors *st, const char *path)
 		st->ntensors++;
 	}
 	cJSON_Delete(h);
-	return 0;
+	return check_layout(st->tensors + first, st->ntensors - first, data, dsize, path);
 }
 
 static int cmp_tensor(const void *a, const void *b)

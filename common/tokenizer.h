@@ -34,8 +34,10 @@ int tokenizer_token_id(const struct tokenizer *t, const char *token);
 /* The token string of ID (borrowed), or NULL. */
 const char *tokenizer_token(const struct tokenizer *t, int id);
 int tokenizer_vocab_size(const struct tokenizer *t);
-/* Why T's ids do not all fit a model of VOCAB_SIZE ("FILE: added_tokens[3]
- * '<x>': id 1000 not below the model's vocab_size 128"; static), or NULL. */
+/* Why T's added ids do not fit a model of VOCAB_SIZE ("FILE: added_tokens[3]
+ * '<x>': id 1000 not below the model's vocab_size 128 ..."; static), or
+ * NULL. Ids below the tokenizer's own count (vocabulary + added tokens)
+ * pass: a tokenizer longer than the embedding loads, as in transformers. */
 const char *tokenizer_unfit(const struct tokenizer *t, int vocab_size);
 /* bos/eos ids as tokenizer_config.json / the post-processor say; -1 if none. */
 int tokenizer_bos(const struct tokenizer *t);

@@ -39,8 +39,12 @@ static inline void my_range(long n, long *lo, long *hi)
 static inline float exp_approx(float x)
 {
 	union { float f; int32_t i; } s;
+	float in = x;
+	/* NaN fails both tests and would reach the int conversion (undefined
+	 * for NaN): 0 stands in, and NaN comes back out at the end. */
 	x = x < -87.0f ? -87.0f : x;
 	x = x > 88.0f ? 88.0f : x;
+	x = x == x ? x : 0.0f;
 	/* round to nearest by the 1.5 * 2^23 trick: floorf would be a call */
 	float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
 	float r = x - k * 0.693359375f + k * 2.12194440e-4f;
@@ -53,7 +57,7 @@ static inline float exp_approx(float x)
 	p = p * r + 5.0000001201e-1f;
 	p = p * r2 + r + 1.0f;
 	s.i = ((int32_t)k + 127) << 23;
-	return p * s.f;
+	return in == in ? p * s.f : in;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1255,17 +1259,30 @@ void embedding_backward(float *dtable, const float *dout, const int *ids, int N,
 /* ---------------------------------------------------------------------- */
 /* Log-probabilities */
 
-/* max + log(sum(exp(x - max))) of one row */
-HOT static float row_logsumexp(const float *x, int V)
+/* log(sum(exp(x - max))) of one row, and the max in *MX. The sum is in
+ * double: in f32 the rounding of 32k terms put a confident token's
+ * log-prob ~2e-5 nats high. The caller subtracts from x - max, which f32
+ * holds exactly near the max. */
+HOT static double row_logsumexp_off(const float *x, int V, float *mx_out)
 {
-	float mx = -INFINITY, s = 0;
+	float mx = -INFINITY;
+	double s = 0;
 	#pragma omp simd reduction(max : mx)
 	for (int i = 0; i < V; i++)
 		mx = x[i] > mx ? x[i] : mx;
 	#pragma omp simd reduction(+ : s)
 	for (int i = 0; i < V; i++)
-		s += exp_approx(x[i] - mx);
-	return mx + logf(s);
+		s += (double)exp_approx(x[i] - mx);
+	*mx_out = mx;
+	return log(s);
+}
+
+/* max + log(sum(exp(x - max))) of one row */
+HOT static float row_logsumexp(const float *x, int V)
+{
+	float mx;
+	double l = row_logsumexp_off(x, V, &mx);
+	return (float)((double)mx + l);
 }
 
 /* dx += g (onehot(target) - softmax(x)) */
@@ -1282,9 +1299,13 @@ void logprob_forward(float *lp, const float *logits, const int *target, int N, i
 {
 	#pragma omp parallel for if ((long)N * V > PAR_MIN)
 	for (int n = 0; n < N; n++)
-		lp[n] = target[n] < 0 ? 0.0f
-				      : logits[(long)n * V + target[n]] -
-					row_logsumexp(logits + (long)n * V, V);
+		if (target[n] < 0) {
+			lp[n] = 0.0f;
+		} else {
+			float mx;
+			double l = row_logsumexp_off(logits + (long)n * V, V, &mx);
+			lp[n] = (float)((double)(logits[(long)n * V + target[n]] - mx) - l);
+		}
 }
 
 void logprob_backward(float *dlogits, const float *logits, const int *target,

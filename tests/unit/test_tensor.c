@@ -669,6 +669,29 @@ static void test_logprob(void)
 	tap_close(lp1, lp2, N, 1e-5f, 1e-5f, "logprob_forward vs double (V=2051, a logit 1000, a target -1)");
 	free(x), free(lp1), free(lp2), free(t);
 
+	/* A confident token over LLaMA's 32000: the other terms of the sum
+	 * are ~1e-10, below half an f32 ulp of 1, and an f32 sum drops the
+	 * ones that share a lane with the 1; the log-prob came out ~1e-5
+	 * nats high. Against a double reference. */
+	{
+		int Vb = 32000, tb = 1234;
+		float *xb = malloc(sizeof(float) * Vb), lpb;
+		for (int i = 0; i < Vb; i++)
+			xb[i] = 3.0f * sinf(0.37f * (float)i);
+		xb[tb] = 22.0f;
+		logprob_forward(&lpb, xb, &tb, 1, Vb);
+		double mx = -INFINITY, sb = 0;
+		for (int i = 0; i < Vb; i++)
+			mx = fmax(mx, xb[i]);
+		for (int i = 0; i < Vb; i++)
+			sb += exp((double)xb[i] - mx);
+		double want = (double)xb[tb] - mx - log(sb);
+		tap_ok(fabs(lpb - want) < 1e-9 + 1e-4 * fabs(want),
+		       "a confident token's log-prob (V=32000): %.9g, double %.9g, off by %.3g", lpb,
+		       want, lpb - want);
+		free(xb);
+	}
+
 	struct lpb m = {.N = 4, .V = 7};
 	int tg2[4] = {2, -1, 6, 0};
 	m.tg = tg2, m.x = rnd(28, 3), m.r = rnd(4, 1), m.lp = zeros(4);

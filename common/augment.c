@@ -777,6 +777,10 @@ int augment_apply_tensor(const struct cJSON *aug_json, const char *key, float *c
 {
 	if (!aug_json)
 		return 0;
+	/* Written by seva-augment, but read from anywhere: what cannot be
+	 * applied as written is an error, not a view equal to the clean one. */
+	if (!cJSON_IsObject(aug_json))
+		return error("aug.json: not an object");
 	const cJSON *ops = cJSON_GetObjectItemCaseSensitive(aug_json, "ops");
 	if (!ops)
 		return 0;
@@ -790,6 +794,16 @@ int augment_apply_tensor(const struct cJSON *aug_json, const char *key, float *c
 		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "op");
 		if (!cJSON_IsString(name))
 			return error("aug.json: op %d has no name", k);
+		size_t n;
+		for (n = 0; n < ARRAY_LEN(op_names); n++)
+			if (!strcmp(name->valuestring, op_names[n].name))
+				break;
+		if (n == ARRAY_LEN(op_names))
+			return error("aug.json: op %d: unknown op '%s'", k, name->valuestring);
+		const cJSON *tj = cJSON_GetObjectItemCaseSensitive(o, "t");
+		if (tj && !(cJSON_IsNumber(tj) && tj->valuedouble >= 0 &&
+			    tj->valuedouble < AUGMENT_STEPS && tj->valuedouble == floor(tj->valuedouble)))
+			return error("aug.json: op %d: t is not a step in [0, %d)", k, AUGMENT_STEPS);
 		if (strcmp(name->valuestring, "diffusion"))
 			continue;
 		const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "space");

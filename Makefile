@@ -92,8 +92,12 @@ bench: all
 lint:
 	mandoc -Tlint -Wwarning $(MANS)
 
-fuzz:
-	$(MAKE) -C tests/fuzz
+# Every fuzz harness for FUZZ_TIME seconds (default 60) each.
+fuzz: all
+	$(MAKE) -C tests/fuzz run
+
+print-ldlibs:
+	@echo $(LDLIBS)
 
 deps:
 	@tests/deps.sh
@@ -107,6 +111,6 @@ clean:
 	rm -rf bin tests/bin common/*.o common/libseva.a
 	-$(MAKE) -C tests/fuzz clean 2>/dev/null
 
-PHONY_EXTRA = seva deps-ok deps-run
+PHONY_EXTRA = seva deps-ok print-ldlibs deps-run
 .PHONY: $(PHONY_EXTRA) all test bench lint fuzz deps install clean
 .SECONDARY: $(LIB_OBJ)

@@ -58,14 +58,14 @@ assert not bad, bad
 # refused went to a second decoder: 26 broken JPEGs.
 expect_fail "26 broken JPEGs: exit 1" 1 seva-augment -q -j 1 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "the first names file, record, key and field" \
-	"jpegs-26\.msgpack: record 1 \(key s000016\): field 'jpg': unsupported format 'hdr'"
+	"jpegs-26\.msgpack: record 1 \(key s000016\): field 'jpg': cannot decode image: unsupported format 'hdr'"
 expect_fail "-k: every one a counted skip, no signal" 1 \
 	seva-augment -q -k -j 1 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "skips counted" "26 of 26 samples skipped"
 check "one located error each" \
-	"$(grep -Ec "record [0-9]+ \(key [cs]0+[0-9]+\): field 'jpg': (JPEG: |PNG: |unsupported format|not a JPEG)" "$TMP/.err")" = 26
+	"$(grep -Ec "record [0-9]+ \(key [cs]0+[0-9]+\): field 'jpg': cannot decode image: (JPEG: |PNG: |unsupported format|not a JPEG)" "$TMP/.err")" = 26
 check "the four copies of the 842-byte one refused by libjpeg" \
-	"$(grep -Ec "\(key c0+[0-9]+\): field 'jpg': JPEG: " "$TMP/.err")" = 4
+	"$(grep -Ec "\(key c0+[0-9]+\): field 'jpg': cannot decode image: JPEG: " "$TMP/.err")" = 4
 expect_fail "the same with 2 threads" 1 seva-augment -q -k -j 2 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "skips counted with 2 threads" "26 of 26 samples skipped"
 $PY -c '
@@ -92,10 +92,10 @@ open("badpng.mp", "wb").write(put("crc", crc) + put("cut", p[: idat + 60]) + put
                               + put("flip", flip))
 '
 expect_fail "corrupt PNGs: exit 1" 1 seva-augment -q -k -o p.out badpng.mp
-stderr_has "IHDR CRC" "\(key crc\): field 'png': PNG: IHDR: CRC error"
-stderr_has "cut pixel data" "\(key cut\): field 'png': PNG: "
-stderr_has "no IEND" "\(key noiend\): field 'png': PNG: "
-stderr_has "a flipped byte in IDAT" "\(key flip\): field 'png': PNG: "
+stderr_has "IHDR CRC" "\(key crc\): field 'png': cannot decode image: PNG: IHDR: CRC error"
+stderr_has "cut pixel data" "\(key cut\): field 'png': cannot decode image: PNG: "
+stderr_has "no IEND" "\(key noiend\): field 'png': cannot decode image: PNG: "
+stderr_has "a flipped byte in IDAT" "\(key flip\): field 'png': cannot decode image: PNG: "
 stderr_has "all four skipped" "4 of 4 samples skipped"
 
 # Other formats, by name.
@@ -110,10 +110,10 @@ for fmt, field in (("GIF", "gif"), ("BMP", "bmp"), ("TGA", "tga"), ("PPM", "ppm"
 open("formats.mp", "wb").write(out)
 '
 expect_fail "other formats: exit 1" 1 seva-augment -q -k -o f.out formats.mp
-stderr_has "gif by name" "\(key gif\): field 'gif': unsupported format 'gif'"
-stderr_has "bmp by name" "\(key bmp\): field 'bmp': unsupported format 'bmp'"
-stderr_has "ppm by name" "\(key ppm\): field 'ppm': unsupported format 'pnm'"
-stderr_has "tga has no signature" "\(key tga\): field 'tga': not a JPEG or PNG image"
+stderr_has "gif by name" "\(key gif\): field 'gif': cannot decode image: unsupported format 'gif'"
+stderr_has "bmp by name" "\(key bmp\): field 'bmp': cannot decode image: unsupported format 'bmp'"
+stderr_has "ppm by name" "\(key ppm\): field 'ppm': cannot decode image: unsupported format 'pnm'"
+stderr_has "tga has no signature" "\(key tga\): field 'tga': cannot decode image: not a JPEG or PNG image"
 
 # The pixel cap after pad-to-square: 270 bytes, 65535x1, would be a 12.9 GB
 # square. Refused before it is made (2 GB of address space is plenty for

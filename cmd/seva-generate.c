@@ -217,9 +217,11 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 			if (!(j->views & (1 << v)))
 				continue;
 			struct gen_out *o = &out[q++];
-			char *text = tokenizer_decode(lm.tok, o->ids, o->n, 1);
-			chat_clean_answer(&lm.chat, text);
-			sample_set_text(&j->s, view_field[v], text);
+			size_t len;
+			char *text = tokenizer_decode(lm.tok, o->ids, o->n, 1, &len);
+			len = chat_clean_answer(&lm.chat, text, len);
+			/* the length, not strlen: a <0x00> token is a NUL in the text */
+			sample_set(&j->s, view_field[v], FIELD_TEXT, text, len);
 			free(text);
 			cJSON_AddNumberToObject(tok, view_name[v], o->n);
 			cJSON_AddNumberToObject(mlp, view_name[v], mean_logp(o));

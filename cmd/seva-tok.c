@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "prompt.h"
+#include "rec.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -84,8 +85,16 @@ static int do_line(const char *line, size_t len, const char *where)
 			ids[k++] = e->valueint;
 		}
 		if (rc == 0) {
-			char *text = tokenizer_decode(tok, ids, k, opt.skip_special);
-			print_json(cJSON_CreateString(text));
+			size_t len;
+			char *text = tokenizer_decode(tok, ids, k, opt.skip_special, &len);
+			/* quoted by length: cJSON's strings end at a NUL, the text may
+			 * hold one (\u0000) */
+			struct buf b;
+			buf_init(&b);
+			rec_json_quote(&b, text, len);
+			buf_add(&b, "\n", 1);
+			fwrite(b.data, 1, b.len, stdout);
+			buf_release(&b);
 			free(text);
 		}
 		free(ids);

@@ -245,19 +245,23 @@ fail:
 	return -1;
 }
 
-void chat_clean_answer(const struct chat *c, char *text)
+size_t chat_clean_answer(const struct chat *c, char *text, size_t n)
 {
 	const char *eos = tokenizer_token(c->tok, c->eos);
 	const char *marks[] = { "</s>", eos };
-	size_t n = strlen(text);
+	/* memmem, and no strchr on the text: it may hold NUL bytes */
 	for (size_t i = 0; i < ARRAY_LEN(marks); i++) {
-		char *p = marks[i] && *marks[i] ? strstr(text, marks[i]) : NULL;
-		if (p && (size_t)(p - text) < n)
+		char *p = marks[i] && *marks[i] ? memmem(text, n, marks[i], strlen(marks[i])) : NULL;
+		if (p)
 			n = (size_t)(p - text);
 	}
-	text[n] = 0;
-	while (n && strchr(" \t\r\n", text[n - 1]))
-		text[--n] = 0;
-	size_t k = strspn(text, " \t\r\n");
-	memmove(text, text + k, n - k + 1);
+	while (n && (text[n - 1] == ' ' || text[n - 1] == '\t' || text[n - 1] == '\r' ||
+		     text[n - 1] == '\n'))
+		n--;
+	size_t k = 0;
+	while (k < n && (text[k] == ' ' || text[k] == '\t' || text[k] == '\r' || text[k] == '\n'))
+		k++;
+	memmove(text, text + k, n - k);
+	text[n - k] = 0;
+	return n - k;
 }

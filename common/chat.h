@@ -39,7 +39,9 @@ int chat_encode_conversation(const struct chat *c, const char *const *turns, int
 /* Rescales the answer weights W (n of them, as chat_encode_conversation
  * makes) so that each turn — a run of nonzero weights — sums to 1. */
 void chat_weigh_per_turn(float *w, int n);
-/* Strips template end markers ("</s>") and surrounding space from generated text, in place. */
-void chat_clean_answer(const struct chat *c, char *text);
+/* Strips template end markers ("</s>") and surrounding space from the N
+ * bytes of generated TEXT, in place (NUL bytes in it are text); returns
+ * the new length, and TEXT stays NUL-terminated. */
+size_t chat_clean_answer(const struct chat *c, char *text, size_t n);
 
 #endif

@@ -373,7 +373,7 @@ static void json_minify(struct buf *b, const unsigned char *t, size_t len)
 }
 
 /* A JSON string literal for the LEN bytes at S, escaped as cJSON does. */
-static void json_quote(struct buf *b, const void *str, size_t len)
+void rec_json_quote(struct buf *b, const void *str, size_t len)
 {
 	const unsigned char *s = str;
 	size_t run = 0;
@@ -433,7 +433,7 @@ static int mp_to_json(struct buf *b, const msgpack_object *o)
 	case MSGPACK_OBJECT_NEGATIVE_INTEGER: buf_printf(b, "%lld", (long long)o->via.i64); return 0;
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64: json_double(b, o->via.f64); return 0;
-	case MSGPACK_OBJECT_STR: json_quote(b, o->via.str.ptr, o->via.str.size); return 0;
+	case MSGPACK_OBJECT_STR: rec_json_quote(b, o->via.str.ptr, o->via.str.size); return 0;
 	case MSGPACK_OBJECT_ARRAY:
 		buf_add(b, "[", 1);
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
@@ -451,7 +451,7 @@ static int mp_to_json(struct buf *b, const msgpack_object *o)
 			if (i)
 				buf_add(b, ",", 1);
 			if (k->type == MSGPACK_OBJECT_STR) {
-				json_quote(b, k->via.str.ptr, k->via.str.size);
+				rec_json_quote(b, k->via.str.ptr, k->via.str.size);
 			} else if (k->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
 				   k->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
 				/* JSON keys are strings; Python's json does the same. */
@@ -1870,14 +1870,14 @@ static int put_jsonl(struct rec_writer *w, const struct sample *s)
 {
 	struct buf *b = &w->out;
 	buf_addstr(b, "{\"__key__\":");
-	json_quote(b, s->key, strlen(s->key));
+	rec_json_quote(b, s->key, strlen(s->key));
 	for (size_t i = 0; i < s->nfields; i++) {
 		const struct field *f = &s->fields[i];
 		buf_add(b, ",", 1);
-		json_quote(b, f->name, strlen(f->name));
+		rec_json_quote(b, f->name, strlen(f->name));
 		buf_add(b, ":", 1);
 		if (f->type == FIELD_TEXT) {
-			json_quote(b, f->data, f->len);
+			rec_json_quote(b, f->data, f->len);
 		} else if (f->type == FIELD_JSON) {
 			int jrc = json_pack(f->data, f->len, NULL);
 			if (jrc)

@@ -121,4 +121,9 @@ int rec_input_release(struct rec_input *in);
 /* Parses "msgpack"/"tar"/"jsonl" (or "json"). -1 if unknown. */
 int rec_format_parse(const char *name);
 
+/* LEN bytes of STR as a JSON string (quotes, escapes, control bytes and NUL
+ * as \u00XX) appended to B: the one quoting of the JSON lines writer. */
+struct buf;
+void rec_json_quote(struct buf *b, const void *str, size_t len);
+
 #endif

@@ -1489,7 +1489,8 @@ static void clean_up(struct buf *s)
 	}
 }
 
-char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n, int skip_special)
+char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n, int skip_special,
+		       size_t *len)
 {
 	struct strs a = { 0 };
 	struct ctx cx = { 0 };
@@ -1528,7 +1529,7 @@ char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n, int ski
 	strs_release(&a);
 	if (!out.data)
 		buf_add(&out, "", 0);
-	return (char *)buf_detach(&out, NULL);
+	return (char *)buf_detach(&out, len);
 }
 
 /* ---- loading ---- */

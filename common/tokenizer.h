@@ -27,8 +27,12 @@ void tokenizer_free(struct tokenizer *t);
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
 		     int add_special, int **ids);
 /* Decodes ids to malloc'd UTF-8 text (the file's decoder; skips special
- * tokens when SKIP_SPECIAL). */
-char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n, int skip_special);
+ * tokens when SKIP_SPECIAL), NUL-terminated, its length in *LEN when LEN is
+ * not NULL: a <0x00> byte token decodes to a NUL inside the text, as in
+ * transformers ([22557, 3, 1526] is "Hello\0 world"), so the length is
+ * the text's, not strlen's. */
+char *tokenizer_decode(const struct tokenizer *t, const int *ids, int n, int skip_special,
+		       size_t *len);
 /* Id of a token string (vocab or added), or -1. */
 int tokenizer_token_id(const struct tokenizer *t, const char *token);
 /* The token string of ID (borrowed), or NULL. */

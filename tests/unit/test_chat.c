@@ -168,19 +168,25 @@ static void test_render(void)
 	free(w);
 
 	char text[] = "  A red circle.</s> USER: more";
-	chat_clean_answer(&c, text);
+	chat_clean_answer(&c, text, strlen(text));
 	if (!tap_ok(!strcmp(text, "A red circle."), "clean_answer: cut at </s>, trimmed"))
 		tap_diag("got '%s'", text);
 	char text2[] = "\nyes \n";
-	chat_clean_answer(&c, text2);
+	chat_clean_answer(&c, text2, strlen(text2));
 	tap_ok(!strcmp(text2, "yes"), "clean_answer: trims without a marker");
+	/* A NUL byte token is text: the marker after it is still found, and
+	 * the length counts past it. */
+	char text4[] = " Hello\0 world</s> x";
+	size_t n4 = chat_clean_answer(&c, text4, sizeof text4 - 1);
+	tap_ok(n4 == 12 && !memcmp(text4, "Hello\0 world", 13),
+	       "clean_answer: a NUL inside the answer is kept (%zu bytes)", n4);
 	tokenizer_free(t);
 
 	t = tokenizer_load(NPM "tokenizer-llama3/models/tokenizer.json");
 	if (t) {
 		chat_init(&c, "llava_v1", t, -200);
 		char text3[] = "Fine.<|end_of_text|>";
-		chat_clean_answer(&c, text3);
+		chat_clean_answer(&c, text3, strlen(text3));
 		tap_ok(!strcmp(text3, "Fine."), "clean_answer: the tokenizer's own eos text");
 		tokenizer_free(t);
 	}

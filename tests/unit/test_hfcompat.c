@@ -485,7 +485,7 @@ static void test_bundle(void)
 		       tokenizer_token_id(lm.tok, "<pad>") == 32001,
 	       "the prompt: <s> first, \"<image>\" the added token 32000 once");
 	free(ids);
-	char *text = tokenizer_decode(lm.tok, (const int[]){1, 330, 32001, 32063, 2}, 5, 1);
+	char *text = tokenizer_decode(lm.tok, (const int[]){1, 330, 32001, 32063, 2}, 5, 1, NULL);
 	tap_ok(text && !strstr(text, "<pad>") && !strstr(text, "</s>"),
 	       "decoding skips <pad> and ids past the tokenizer (the 32064-row padding): '%s'", text);
 	free(text);

@@ -66,7 +66,7 @@ static void check_reference(const char *name, const char *tokpath, const char *r
 		int n = json_ids(cJSON_GetObjectItem(j, "ids_special"), &ids);
 		for (int k = 0; k < 2; k++) {
 			const char *want = cJSON_GetObjectItem(j, k ? "decoded_skip" : "decoded")->valuestring;
-			char *got = tokenizer_decode(t, ids, n, k);
+			char *got = tokenizer_decode(t, ids, n, k, NULL);
 			if (strcmp(got, want) && bad[2 + k]++ < 3)
 				tap_diag("%s: %s: got '%s' want '%s'", name, what[2 + k], got, want);
 			free(got);
@@ -118,7 +118,7 @@ static void expect_ids(const struct tokenizer *t, const char *what, const char *
 static void expect_text(const struct tokenizer *t, const char *what, const int *ids, int n,
 			int skip, const char *want)
 {
-	char *got = t ? tokenizer_decode(t, ids, n, skip) : NULL;
+	char *got = t ? tokenizer_decode(t, ids, n, skip, NULL) : NULL;
 	if (!tap_ok(got && !strcmp(got, want), "%s", what))
 		tap_diag("got '%s' want '%s'", got ? got : "(null)", want);
 	free(got);

@@ -2,6 +2,7 @@
  * answers scored on the clean image), and --score: the reference log-probs
  * of each pair written back as ref.json. */
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,6 +221,11 @@ static void flush_scored(struct rec_writer *w)
 	score_range(0, n_pairs);
 	for (long i = 0; i < n_pairs; i++) {
 		struct pair *q = &pairs[i];
+		if (!isfinite(q->ref[0]) || !isfinite(q->ref[1])) {
+			error("key %s: the reference log-probs are not finite (NaN or Inf in the "
+			      "model '%s'?)", q->s.key, opt.t.model);
+			exit(1);
+		}
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddNumberToObject(j, "chosen", q->ref[0]);
 		cJSON_AddNumberToObject(j, "rejected", q->ref[1]);

@@ -1,6 +1,7 @@
 /* seva-generate — answers each sample's question with the model, on the
  * clean image (response.txt) and on the augmented view (aug.response.txt). */
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,6 +218,13 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 			if (!(j->views & (1 << v)))
 				continue;
 			struct gen_out *o = &out[q++];
+			/* NaN or Inf weights answer '' with a NaN mean log-prob:
+			 * an error, not an empty answer written as if it were one */
+			if (!isfinite(mean_logp(o))) {
+				error("key %s: the %s view's log-probs are not finite (NaN or Inf "
+				      "in the model '%s'?)", j->s.key, view_name[v], opt.model);
+				exit(1);
+			}
 			size_t len;
 			char *text = tokenizer_decode(lm.tok, o->ids, o->n, 1, &len);
 			len = chat_clean_answer(&lm.chat, text, len);

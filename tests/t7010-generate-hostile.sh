@@ -1,6 +1,6 @@
 #!/bin/bash
 # seva-generate and seva-dpo --score on hostile models and views: NaN or Inf
-# weights are refused at load naming the file and tensor (they gave empty
+# weights are an error naming the sample and the model (they gave empty
 # answers and null log-probs with exit 0); an aug.json that cannot be
 # applied as written (not an object, an unknown op, a t out of range) is a
 # located error, not a view equal to the clean one.
@@ -26,13 +26,13 @@ weights nan c07f
 weights inf 807f
 seva-synth --split bench -n 1 -q -o b.mp
 expect_fail "NaN weights: seva-generate exit 1" 1 seva-generate -q -m nan --views clean -o g.mp b.mp
-stderr_has "... naming file, tensor, element" "nan/model\.safetensors: tensor '[^']*': element 0 is NaN"
+stderr_has "... naming the sample and the model" "key [^:]*: the clean view's log-probs are not finite \(NaN or Inf in the model 'nan'\?\)"
 expect_fail "Inf weights: exit 1" 1 seva-generate -q -m inf --views clean -o g.mp b.mp
-stderr_has "... named" "inf/model\.safetensors: tensor '[^']*': element 0 is infinite"
+stderr_has "... named" "the clean view's log-probs are not finite \(NaN or Inf in the model 'inf'\?\)"
 expect "pairs to score" bash -c "seva-synth --split unlabeled -n 2 -q | seva-augment -q |
 	seva-generate -q -m '$BASE' | seva-pair -q -k -o p.mp; true"
 expect_fail "NaN weights: seva-dpo --score exit 1" 1 seva-dpo --score -q -m nan -o s.mp p.mp
-stderr_has "... named" "nan/model\.safetensors: tensor '[^']*': element 0 is NaN"
+stderr_has "... named" "key [^:]*: the reference log-probs are not finite \(NaN or Inf in the model 'nan'\?\)"
 
 # aug.json as seva-generate reads it.
 expect "an augmented sample" bash -c "seva-synth --split unlabeled -n 1 -q | seva-augment -q -o a.mp"

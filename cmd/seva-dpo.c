@@ -23,15 +23,16 @@ static const char usage_text[] =
 	"       [--lora-targets LIST] [--train PARTS] [--lr LR] [--epochs N] [--max-steps N]\n"
 	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
-	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--skip-long]\n"
-	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
+	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--ref-model DIR]\n"
+	"       [--allow-ref-mismatch] [--skip-long] [--precision auto|f32|bf16]\n"
+	"       [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
 	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [-k] [-q]\n"
 	"       [FILE...]";
 
 static struct {
 	struct train_args t;
-	const char *targets;
-	int score, full, tar, skip_long, ignore_ref;
+	const char *targets, *ref_model;
+	int score, full, tar, skip_long, ignore_ref, allow_ref_mismatch;
 	double sft_weight;       /* --sft-weight: the sft term's weight; -1: not given */
 	struct dpo_opts dpo;
 } opt = {
@@ -51,6 +52,12 @@ struct pair {
 };
 
 static struct lm lm;
+/* The reference: the starting model, or --ref-model's (REF_VLM, scored once
+ * before training, then freed); REF_ID its identity (train_model_id), which
+ * ref.json records and a run checks. */
+static struct vlm *ref_vlm;
+static char ref_id[17];
+static long n_ref_mismatch;
 static struct pair *pairs;
 static long n_pairs, n_truncated, n_long;
 static struct rec_input in;
@@ -125,6 +132,23 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 	cJSON *ref = opt.ignore_ref ? NULL : sample_json(s, "ref.json");
 	cJSON *rc_ = ref ? cJSON_GetObjectItem(ref, "chosen") : NULL;
 	cJSON *rr_ = ref ? cJSON_GetObjectItem(ref, "rejected") : NULL;
+	cJSON *id = ref ? cJSON_GetObjectItem(ref, "model_id") : NULL;
+	if (ref && (!cJSON_IsString(id) || strcmp(id->valuestring, ref_id))) {
+		static char msg[256];
+		cJSON *by = cJSON_GetObjectItem(ref, "model");
+		if (!opt.allow_ref_mismatch) {
+			snprintf(msg, sizeof msg, "ref.json was scored by %s%s%s (model_id %s), the "
+				 "reference of this run is %s: score again with --score, or give "
+				 "--ignore-ref or --allow-ref-mismatch",
+				 cJSON_IsString(by) ? "'" : "", cJSON_IsString(by) ? by->valuestring :
+				 "another model", cJSON_IsString(by) ? "'" : "",
+				 cJSON_IsString(id) ? id->valuestring : "absent", ref_id);
+			cJSON_Delete(ref);
+			*why = msg;
+			goto out;
+		}
+		n_ref_mismatch++;
+	}
 	if (cJSON_IsNumber(rc_) && cJSON_IsNumber(rr_)) {
 		p->ref[0] = (float)rc_->valuedouble;
 		p->ref[1] = (float)rr_->valuedouble;
@@ -153,7 +177,7 @@ out:
 
 /* Policy log-probs of pairs IDX (k): lp[2i], lp[2i+1] = chosen, rejected.
  * With KEEP the forward is kept for vlm_backward. */
-static void forward_pairs(const uint32_t *idx, int k, float *lp, int keep)
+static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, int keep)
 {
 	const int **ids = xcalloc((size_t)(2 * k), sizeof *ids);
 	const float **w = xcalloc((size_t)(2 * k), sizeof *w);
@@ -178,7 +202,7 @@ static void forward_pairs(const uint32_t *idx, int k, float *lp, int keep)
 	}
 	struct vlm_batch vb = { .B = 2 * k, .ids = ids, .len = len, .weight = w,
 				.n_images = ni, .images = imgs, .image_of = image_of };
-	if (vlm_forward(lm.m, &vb, lp, keep) < 0)
+	if (vlm_forward(m, &vb, lp, keep) < 0)
 		exit(1);
 	free(ids);
 	free(w);
@@ -192,6 +216,7 @@ static void forward_pairs(const uint32_t *idx, int k, float *lp, int keep)
  * from a scoring run and the in-memory reference are the same numbers. */
 static void score_range(long from, long to)
 {
+	struct vlm *m = ref_vlm ? ref_vlm : lm.m;
 	uint32_t *idx = xmalloc((size_t)opt.t.batch * sizeof *idx);
 	float *lp = xmalloc((size_t)(2 * opt.t.batch) * sizeof *lp);
 	long b = 0;
@@ -204,7 +229,7 @@ static void score_range(long from, long to)
 		}
 		if (!k || b++ % dist_size() != dist_rank())
 			continue; /* with N ranks, each scores every N-th batch */
-		forward_pairs(idx, k, lp, 0);
+		forward_pairs(m, idx, k, lp, 0);
 		for (int j = 0; j < k; j++) {
 			pairs[idx[j]].ref[0] = lp[2 * j];
 			pairs[idx[j]].ref[1] = lp[2 * j + 1];
@@ -232,6 +257,7 @@ static void flush_scored(struct rec_writer *w)
 		cJSON_AddNumberToObject(j, "chosen_tokens", q->ntok[0]);
 		cJSON_AddNumberToObject(j, "rejected_tokens", q->ntok[1]);
 		cJSON_AddStringToObject(j, "model", opt.t.model);
+		cJSON_AddStringToObject(j, "model_id", ref_id);
 		sample_set_json(&q->s, "ref.json", j);
 		cJSON_Delete(j);
 		if (rec_write(w, &q->s) < 0)
@@ -281,10 +307,10 @@ static char *settings_json(unsigned parts, unsigned targets, long total)
 	char *loss = dpo_loss_text(&opt.dpo);
 	char *s = xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,"
 			    "\"label_smoothing\":%.9g,\"dpop_lambda\":%.9g,\"mdpo_delta\":%.9g,"
-			    "\"reference_free\":%s,%s,\"lora_targets\":%u}",
+			    "\"reference_free\":%s,%s,\"lora_targets\":%u,\"ref_model_id\":\"%s\"}",
 			    opt.t.model, loss, opt.dpo.beta, opt.dpo.label_smoothing,
 			    opt.dpo.dpop_lambda, opt.dpo.mdpo_delta,
-			    opt.dpo.reference_free ? "true" : "false", common, targets);
+			    opt.dpo.reference_free ? "true" : "false", common, targets, ref_id);
 	free(loss);
 	free(common);
 	return s;
@@ -318,6 +344,32 @@ static void score_all(void)
 		free(v);
 	}
 	free(need);
+}
+
+/* --ref-model DIR: scores the pairs, which are tokenized and preprocessed
+ * for -m, so it must read them alike: the same vocabulary, image token,
+ * image geometry and preprocessing (TRL's ref_model shares the policy's
+ * processor too), and a context at least as long. */
+static int load_ref_model(const char *dir)
+{
+	const struct vlm_config *a = &lm.m->cfg, *b;
+	const struct preprocess *p = &lm.m->pre, *q;
+	if (!(ref_vlm = vlm_load(dir)))
+		return -1;
+	b = &ref_vlm->cfg;
+	q = &ref_vlm->pre;
+	const char *what = b->vocab != a->vocab ? "vocab_size" :
+		b->image_token_index != a->image_token_index ? "image_token_index" :
+		b->img_tokens != a->img_tokens ? "image tokens per image" :
+		b->max_pos < a->max_pos ? "max_position_embeddings (shorter)" :
+		preprocess_side(q) != preprocess_side(p) || q->mode != p->mode ||
+		q->resample != p->resample || q->rescale != p->rescale ||
+		memcmp(q->mean, p->mean, sizeof q->mean) || memcmp(q->std, p->std, sizeof q->std) ?
+		"image preprocessing" : NULL;
+	if (what)
+		return error("--ref-model %s: its %s differs from -m %s's: the pairs are read for "
+			     "-m and the reference must read them alike", dir, what, opt.t.model);
+	return 0;
 }
 
 static int score_main(int argc, char **argv)
@@ -394,7 +446,7 @@ static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *
 {
 	float *lp = ctx, *dlp = lp + 2 * opt.t.batch;
 	struct dpo_out *out = xmalloc((size_t)k * sizeof *out);
-	forward_pairs(idx, k, lp, 1);
+	forward_pairs(lm.m, idx, k, lp, 1);
 	pairs_loss(idx, k, lp, step_chosen_tokens, out, sum);
 	for (int j = 0; j < k; j++) {
 		dlp[2 * j] = (float)(out[j].dpc / K);
@@ -457,7 +509,7 @@ int main(int argc, char **argv)
 {
 	enum {
 		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
-		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD,
+		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD, O_REFMODEL, O_ALLOWREF,
 	};
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
@@ -473,6 +525,8 @@ int main(int argc, char **argv)
 		{ "lora-targets", required_argument, NULL, O_TARGETS },
 		{ "ignore-ref", no_argument, NULL, O_IGNREF },
 		{ "skip-long", no_argument, NULL, O_SKIPLONG },
+		{ "ref-model", required_argument, NULL, O_REFMODEL },
+		{ "allow-ref-mismatch", no_argument, NULL, O_ALLOWREF },
 		{ "tar", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -506,6 +560,8 @@ int main(int argc, char **argv)
 		case O_TARGETS: opt.targets = optarg; break;
 		case O_IGNREF: opt.ignore_ref = 1; break;
 		case O_SKIPLONG: opt.skip_long = 1; break;
+		case O_REFMODEL: opt.ref_model = optarg; break;
+		case O_ALLOWREF: opt.allow_ref_mismatch = 1; break;
 		case 't': opt.tar = 1; break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
@@ -520,6 +576,10 @@ int main(int argc, char **argv)
 	if (!opt.full && !opt.t.lora)
 		opt.t.lora = 16;
 	check_loss();
+	if (opt.score && opt.ref_model) {
+		warn("--score scores with -m: give the reference model as -m, not --ref-model");
+		usage_die(usage_text);
+	}
 	if (dist_size() > 1 && opt.score)
 		die("--score runs as one process: shard its input instead "
 		    "(pipelines/shards.sh --score)");
@@ -530,6 +590,9 @@ int main(int argc, char **argv)
 		return 1;
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
+	if (opt.ref_model && load_ref_model(opt.ref_model) < 0)
+		return 1;
+	train_model_id(ref_vlm ? ref_vlm : lm.m, ref_id);
 
 	if (opt.score) {
 		rc = score_main(argc, argv);
@@ -555,6 +618,13 @@ int main(int argc, char **argv)
 		 * second copy of the model for --full. */
 		if (!opt.dpo.reference_free)
 			score_all();
+		if (ref_vlm) {
+			vlm_free(ref_vlm);
+			ref_vlm = NULL;
+		}
+		if (n_ref_mismatch)
+			warn("%ld pairs carry ref.json scored by another model than this run's "
+			     "reference, used as given (--allow-ref-mismatch)", n_ref_mismatch);
 		rc = train(parts, targets) < 0;
 	}
 	if (rc == 0 && rec_input_release(&in))

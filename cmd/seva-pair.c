@@ -132,7 +132,7 @@ static void export(const struct sample *s, const struct field *img, const char *
 {
 	char *file = xasprintf("%s.%s", s->key, image_ext(img));
 	if (opt.trl) {
-		char *rel = xasprintf("%s/%s", opt.images ? opt.images : "images", file);
+		char *rel = xasprintf("%s/%s", opt.images, file);
 		cJSON *o = cJSON_CreateObject();
 		cJSON *prompt = cJSON_AddArrayToObject(o, "prompt");
 		cJSON *turn = cJSON_CreateObject();
@@ -404,8 +404,16 @@ int main(int argc, char **argv)
 		default: usage_die(usage);
 		}
 	}
-	if (opt.images && !opt.trl && !opt.seva)
+	/* the exports name image files: they must exist where they point */
+	if (opt.images && !opt.trl && !opt.seva) {
+		warn("--images writes the images that --trl and --seva name: give one of them");
 		usage_die(usage);
+	}
+	if ((opt.trl || opt.seva) && !opt.images) {
+		warn("%s names each pair's image file: give --images DIR to write the images there",
+		     opt.trl ? "--trl" : "--seva");
+		usage_die(usage);
+	}
 	/* pair.json's "filter": what a kept pair passed, e.g. "differ,min-len=5". */
 	filter_desc = opt.min_len ? xasprintf("%s,min-len=%ld", opt.normalize ? "differ-normalized" : "differ",
 					      opt.min_len)

@@ -601,6 +601,39 @@ out:
 	return rc;
 }
 
+/* A multiply-xorshift mix per 64-bit word: several GB/s, enough to name
+ * a 7B model in seconds; not a cryptographic digest (a stale file, not an
+ * adversary, is what it is for). */
+static uint64_t id_mix(uint64_t h, uint64_t w)
+{
+	h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+	return h ^ (h >> 29);
+}
+
+void train_model_id(const struct vlm *m, char hex[17])
+{
+	uint64_t h = 0x5EFA1D5EFA1D5EFAULL;
+	for (int i = 0; i < m->ntensors; i++) {
+		const struct vlm_tensor *t = &m->tensors[i];
+		if (t->part == VLM_PART_LORA)
+			continue;
+		h = fnv(h, t->name, strlen(t->name) + 1);
+		for (int d = 0; d < t->ndim; d++)
+			h = id_mix(h, (uint64_t)t->shape[d]);
+		long j = 0;
+		for (uint64_t w; j + 1 < t->numel; j += 2) {
+			memcpy(&w, t->data + j, sizeof w); /* the bits, not the values */
+			h = id_mix(h, w);
+		}
+		if (j < t->numel) {
+			uint32_t w;
+			memcpy(&w, t->data + j, sizeof w);
+			h = id_mix(h, w);
+		}
+	}
+	snprintf(hex, 17, "%016llx", (unsigned long long)h);
+}
+
 int train_save_model(struct vlm *m, const char *out, const char *dtype)
 {
 	return vlm_save_merged(m, out, dtype);

@@ -118,6 +118,14 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
  * keeps the merged weights afterwards). -1 with a message on failure. */
 int train_save_model(struct vlm *m, const char *out, const char *dtype);
 
+/* The identity of the weights M computes with (LoRA excluded): a 64-bit
+ * hash of every tensor's name, shape and values as 16 hex digits and a
+ * NUL in HEX. The same numbers give the same identity whatever the file's
+ * dtype or path; a trained model, even with files of the same sizes, does
+ * not. ref.json records it so that a reference scored by another model is
+ * not used unawares. */
+void train_model_id(const struct vlm *m, char hex[17]);
+
 /* --- DPO losses (TRL 1.16's DPOTrainer._compute_loss, loss_type + loss_weights) --- */
 enum dpo_term {
 	DPO_SIGMOID, DPO_IPO, DPO_HINGE, DPO_ROBUST, DPO_EXO_PAIR, DPO_NCA_PAIR, DPO_BCO_PAIR,

@@ -87,7 +87,7 @@ assert s[4]["image_id"] == "f.jpg"
 '
 expect "empty input" seva-pair -q -o e.mp /dev/null
 check "no output" "$(stat -c %s e.mp)" = 0
-expect "empty input exports" seva-pair -q --trl e.jsonl --seva e.json -o /dev/null /dev/null
+expect "empty input exports" seva-pair -q --trl e.jsonl --seva e.json --images eimg -o /dev/null /dev/null
 expect "empty exports are valid" $PY -c 'import json; assert json.load(open("e.json")) == []; assert open("e.jsonl").read() == ""'
 
 # bad input

@@ -55,6 +55,11 @@ common/%.o: common/%.c $(wildcard common/*.h)
 	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -c -o $@ $<
 
 common/dist.o: bin/.mpi
+
+# The release, in one place: the file VERSION (seva_version, --version,
+# training_args.json).
+common/util.o: VERSION
+common/util.o: SEVA_CFLAGS += -DSEVA_VERSION='"$(shell cat VERSION)"'
 common/tensor.o: bin/.dnnl
 
 common/libseva.a: $(LIB_OBJ)

@@ -172,7 +172,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	int c;
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	/* Every sample allocates and frees the same few megabytes: keep them
 	 * in the heap instead of mapping and zeroing fresh pages each time

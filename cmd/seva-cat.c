@@ -368,7 +368,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	int c, fmt_set = 0, turns_set = 0;
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "tjMo:f:x:kqh", longs, NULL)) != -1) {
 		switch (c) {

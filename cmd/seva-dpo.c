@@ -21,7 +21,8 @@ static const char usage_text[] =
 	"       [--label-smoothing E] [--sft-weight W] [--dpop-lambda L] [--mdpo-delta D]\n"
 	"       [--reference-free] [--full | --lora R] [--lora-alpha A]\n"
 	"       [--lora-targets LIST] [--train PARTS] [--lr LR] [--epochs N] [--max-steps N]\n"
-	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
+	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R]\n"
+	"       [--warmup-steps N] [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--ref-model DIR]\n"
 	"       [--allow-ref-mismatch] [--skip-long] [--precision auto|f32|bf16]\n"
@@ -534,9 +535,10 @@ int main(int argc, char **argv)
 	int c, rc = 0;
 
 	tensor_blas_setup(argv);
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
+	train_args_command(argc, argv);
 	train_args_init(&opt.t);
 	dpo_opts_init(&opt.dpo);
 	opt.t.lr = -1; /* by --full */

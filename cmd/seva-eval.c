@@ -342,7 +342,7 @@ int main(int argc, char **argv)
 	struct opts o = { .cmp = { .resamples = 2000, .seed = 0, .level = 0.95 } };
 	int compare = 0, c, status = 0;
 
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "o:kqs:h", longopts, NULL)) != -1) {
 		switch (c) {

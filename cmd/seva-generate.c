@@ -288,7 +288,7 @@ int main(int argc, char **argv)
 	int c;
 
 	tensor_blas_setup(argv);
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "m:b:s:j:o:tkqvh", longopts, NULL)) != -1) {
 		switch (c) {

@@ -383,7 +383,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	int c;
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "to:s:kqh", longs, NULL)) != -1) {
 		switch (c) {

@@ -19,7 +19,8 @@ static const char usage_text[] =
 	"seva-sft (-m MODEL | --config CONFIG.json --tokenizer TOKENIZER.json\n"
 	"       [--preprocessor FILE]) -o OUT [--init-only] [--train PARTS] [--lora R]\n"
 	"       [--lora-alpha A] [--lr LR] [--epochs N] [--max-steps N] [-b BATCH]\n"
-	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--clip NORM]\n"
+	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--warmup-steps N]\n"
+	"       [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--loss-per token|turn] [--vision-labels]\n"
 	"       [--vision-attributes] [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v]\n"
@@ -427,9 +428,10 @@ int main(int argc, char **argv)
 	int c, rc = 0;
 
 	tensor_blas_setup(argv);
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
+	train_args_command(argc, argv);
 	train_args_init(&opt.t);
 	opt.t.lr = 1e-3;
 	while ((c = getopt_long(argc, argv, TRAIN_SHORTOPTS "h", longopts, NULL)) != -1) {
@@ -467,7 +469,7 @@ int main(int argc, char **argv)
 	}
 	load_model(stage);
 	if (opt.init_only) {
-		if (train_save_model(lm.m, opt.t.out, opt.t.dtype) < 0)
+		if (train_save_model(lm.m, opt.t.out, opt.t.dtype ? opt.t.dtype : "F32", NULL) < 0)
 			exit(1);
 		tmp_untrack(stage);
 		remove_tree(stage);

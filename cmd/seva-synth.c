@@ -63,7 +63,7 @@ int main(int argc, char **argv)
 	const char *why;
 	const char *out = NULL;
 
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "n:s:tf:o:qh", longopts, NULL)) != -1) {
 		switch (c) {

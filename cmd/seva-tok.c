@@ -195,7 +195,7 @@ int main(int argc, char **argv)
 	};
 	int c, failed = 0;
 
-	util_init(argv[0]);
+	util_init_args(argc, argv);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "dkqh", longopts, NULL)) != -1) {
 		switch (c) {

@@ -358,14 +358,18 @@ static int model_write(struct vlm *m, const char *tmp, const char *dtype, int ad
 	return ok ? 0 : -1;
 }
 
-static int save_model(struct vlm *m, const char *dir, const char *dtype, int adapter)
+static int save_model(struct vlm *m, const char *dir, const char *dtype, int adapter,
+		      const char *name, const char *text)
 {
 	if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16"))
 		return error("%s: cannot save as '%s' (F32, BF16 or F16)", dir, dtype);
 	char *tmp = dir_begin(dir, "config.json");
 	if (!tmp)
 		return -1;
-	return dir_commit(tmp, dir, model_write(m, tmp, dtype, adapter) == 0);
+	int ok = model_write(m, tmp, dtype, adapter) == 0;
+	if (ok && name)
+		ok = write_text(tmp, name, xstrdup(text)) == 0;
+	return dir_commit(tmp, dir, ok);
 }
 
 /* --- PEFT adapters --- */
@@ -437,15 +441,16 @@ static int save_lora(struct vlm *m, const char *dir)
 int vlm_save(struct vlm *m, const char *dir, const char *dtype)
 {
 	char *d = dir_name(dir);
-	int r = save_model(m, d, dtype, 0);
+	int r = save_model(m, d, dtype, 0, NULL, NULL);
 	free(d);
 	return r;
 }
 
-int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype)
+int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype, const char *name,
+		    const char *text)
 {
 	char *d = dir_name(dir);
-	int r = save_model(m, d, dtype, 1);
+	int r = save_model(m, d, dtype, 1, name, text);
 	free(d);
 	return r;
 }

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "dist.h"
+#include "safetensors.h"
 #include "sha256.h"
 #include "tensor.h"
 #include "util.h"
@@ -634,9 +635,78 @@ void train_model_id(const struct vlm *m, char hex[17])
 	snprintf(hex, 17, "%016llx", (unsigned long long)h);
 }
 
-int train_save_model(struct vlm *m, const char *out, const char *dtype)
+int train_save_model(struct vlm *m, const char *out, const char *dtype, const char *args_json)
 {
-	return vlm_save_merged(m, out, dtype);
+	return vlm_save_merged(m, out, dtype ? dtype : train_base_dtype(m),
+			       args_json ? "training_args.json" : NULL, args_json);
+}
+
+const char *train_base_dtype(const struct vlm *m)
+{
+	struct safetensors st;
+	char *one = m->dir ? xasprintf("%s/model.safetensors", m->dir) : NULL;
+	char *index = m->dir ? xasprintf("%s/model.safetensors.index.json", m->dir) : NULL;
+	int have = one && (access(one, F_OK) == 0 || access(index, F_OK) == 0);
+	const char *dtype = "F32";
+	free(one);
+	free(index);
+	if (!have || safetensors_open_dir(&st, m->dir, "model") < 0)
+		return dtype;
+	int n[3] = { 0, 0, 0 }; /* F32/F64, F16, BF16 */
+	for (int i = 0; i < st.ntensors; i++) {
+		int d = st.tensors[i].dtype;
+		n[d == ST_F16 ? 1 : d == ST_BF16 ? 2 : 0] += d != ST_OTHER;
+	}
+	if (!n[0] && (n[1] || n[2]))
+		dtype = n[1] && !n[2] ? "F16" : !n[1] ? "BF16" : "F32";
+	safetensors_release(&st);
+	return dtype;
+}
+
+static char **cmd_argv;
+static int cmd_argc;
+
+void train_args_command(int argc, char **argv)
+{
+	cmd_argc = argc;
+	cmd_argv = xcalloc((size_t)argc + 1, sizeof *cmd_argv);
+	for (int i = 0; i < argc; i++)
+		cmd_argv[i] = xstrdup(argv[i]);
+}
+
+/* training_args.json: every setting of the run (TrainingArguments'
+ * file, in JSON): the tool's settings that a resume must match, then
+ * what does not shape the trajectory, the seva version and the command. */
+static char *training_args(const struct train_loop *L, const char *dtype)
+{
+	const struct train_args *a = L->a;
+	cJSON *j = cJSON_CreateObject(), *s = cJSON_Parse(L->settings ? L->settings : "{}"), *it;
+	cJSON_AddStringToObject(j, "seva_version", seva_version());
+	cJSON_AddStringToObject(j, "tool", progname);
+	cJSON *cmd = cJSON_AddArrayToObject(j, "command");
+	for (int i = 0; i < cmd_argc; i++)
+		cJSON_AddItemToArray(cmd, cJSON_CreateString(cmd_argv[i]));
+	while (s && (it = s->child)) {
+		cJSON_DetachItemViaPointer(s, it);
+		cJSON_AddItemToObject(j, it->string, it);
+	}
+	cJSON_Delete(s);
+	cJSON_AddNumberToObject(j, "examples", (double)L->n);
+	cJSON_AddStringToObject(j, "output_dir", a->out);
+	cJSON_AddStringToObject(j, "dtype", dtype);
+	cJSON_AddNumberToObject(j, "epochs", a->epochs);
+	cJSON_AddNumberToObject(j, "max_steps", (double)a->max_steps);
+	cJSON_AddNumberToObject(j, "save_every", (double)a->save_every);
+	cJSON_AddNumberToObject(j, "stop_after", (double)a->stop_after);
+	cJSON_AddBoolToObject(j, "resumed", a->resume);
+	cJSON_AddBoolToObject(j, "keep_going", a->keep);
+	if (a->metrics)
+		cJSON_AddStringToObject(j, "metrics", a->metrics);
+	cJSON_AddNumberToObject(j, "threads", a->threads);
+	cJSON_AddNumberToObject(j, "world_size", dist_size());
+	char *text = sample_json_print(j, 1);
+	cJSON_Delete(j);
+	return text;
 }
 
 /* --- DPO --- */
@@ -1030,9 +1100,13 @@ void train_args_init(struct train_args *a)
 	a->accum = 1;
 	a->epochs = 1;
 	a->warmup = 0.03;
+	a->warmup_steps = -1;
+	a->adam_beta1 = 0.9;
+	a->adam_beta2 = 0.999;
+	a->adam_eps = 1e-8;
 	a->clip = 1.0;
 	a->schedule = LR_COSINE;
-	a->dtype = "F32";
+	a->dtype = NULL; /* the base's */
 	a->precision = TENSOR_F32; /* bits that do not depend on a timing */
 }
 
@@ -1057,6 +1131,13 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 							   (int)ARRAY_LEN(schedule_names));
 		break;
 	case TRAIN_O_WARMUP: a->warmup = arg_double("--warmup-ratio", arg, 0, 1); break;
+	case TRAIN_O_WARMUP_STEPS:
+		a->warmup_steps = arg_long("--warmup-steps", arg, 0, LONG_MAX);
+		break;
+	/* β = 1 would divide by zero in the bias correction 1 - β^t */
+	case TRAIN_O_BETA1: a->adam_beta1 = arg_double("--adam-beta1", arg, 0, 0.999999); break;
+	case TRAIN_O_BETA2: a->adam_beta2 = arg_double("--adam-beta2", arg, 0, 0.999999); break;
+	case TRAIN_O_EPS: a->adam_eps = arg_double("--adam-eps", arg, 1e-30, 1); break;
 	case TRAIN_O_CLIP: a->clip = arg_double("--clip", arg, 0, 1e9); break;
 	case TRAIN_O_WD: a->wd = arg_double("--weight-decay", arg, 0, 10); break;
 	case 's': a->seed = arg_seed("-s", arg); break;
@@ -1137,6 +1218,11 @@ unsigned train_parse_parts(const char *s)
 	return arg_names("--train", s, parts, 3);
 }
 
+long train_warmup(const struct train_args *a, long total)
+{
+	return a->warmup_steps >= 0 ? a->warmup_steps : lr_warmup_steps(total, a->warmup);
+}
+
 long train_total_steps(const struct train_args *a, long n)
 {
 	long global = (long)a->batch * a->accum;
@@ -1148,10 +1234,12 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 	return xasprintf("\"lr\":%.9g,\"schedule\":\"%s\",\"warmup_ratio\":%.9g,"
 			 "\"total_steps\":%ld,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,"
 			 "\"weight_decay\":%.9g,\"seed\":%llu,\"train\":%u,\"lora\":%d,"
-			 "\"lora_alpha\":%.9g,\"precision\":\"%s\"",
+			 "\"lora_alpha\":%.9g,\"precision\":\"%s\",\"warmup_steps\":%ld,"
+			 "\"adam_beta1\":%.9g,\"adam_beta2\":%.9g,\"adam_eps\":%.9g",
 			 a->lr, lr_schedule_name(a->schedule), a->warmup, total, a->batch,
 			 a->accum, a->clip, a->wd, (unsigned long long)a->seed, parts, lora,
-			 a->lora_alpha, tensor_precision_names[tensor_precision()]);
+			 a->lora_alpha, tensor_precision_names[tensor_precision()],
+			 train_warmup(a, total), a->adam_beta1, a->adam_beta2, a->adam_eps);
 }
 
 /* --- the training loop --- */
@@ -1223,7 +1311,9 @@ int train_run(const struct train_loop *L)
 {
 	const struct train_args *a = L->a;
 	char *ckpt = xasprintf("%s.ckpt", a->out);
-	long warmup = lr_warmup_steps(L->total, a->warmup);
+	long warmup = train_warmup(a, L->total);
+	/* before training: the file read is the base, even for -m X -o X */
+	const char *dtype = a->dtype ? a->dtype : train_base_dtype(L->m);
 	uint32_t *idx = xmalloc((size_t)a->batch * (size_t)a->accum * sizeof *idx);
 	struct train_opt o;
 	struct train_state st;
@@ -1232,7 +1322,8 @@ int train_run(const struct train_loop *L)
 	int rc = -1;
 
 	assert(L->nsums >= 1 && L->nsums <= TRAIN_SUMS);
-	train_opt_init(&o, L->m, 0.9f, 0.999f, 1e-8f, (float)a->wd);
+	train_opt_init(&o, L->m, (float)a->adam_beta1, (float)a->adam_beta2, (float)a->adam_eps,
+		       (float)a->wd);
 	train_state_init(&st, L->n, L->total, a->seed);
 	if (a->resume) {
 		int r = train_ckpt_load(ckpt, L->m, &o, &st, L->settings);
@@ -1296,8 +1387,13 @@ int train_run(const struct train_loop *L)
 		error("write '%s':", a->metrics);
 		goto out;
 	}
-	if (dist_rank() == 0 && train_save_model(L->m, a->out, a->dtype) < 0)
-		goto out;
+	if (dist_rank() == 0) {
+		char *args = training_args(L, dtype);
+		int bad = train_save_model(L->m, a->out, dtype, args) < 0;
+		free(args);
+		if (bad)
+			goto out;
+	}
 	rc = 0;
 stop:
 	dist_barrier(); /* a rank exiting non-zero (-k skips) must not end rank 0's write */

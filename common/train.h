@@ -116,7 +116,15 @@ int train_ckpt_load(const char *dir, struct vlm *m, struct train_opt *o,
  * dtype "F32" or "BF16"). With LoRA, the adapter is saved first as PEFT
  * files in OUT/adapter/ and then merged into the weights that OUT holds (M
  * keeps the merged weights afterwards). -1 with a message on failure. */
-int train_save_model(struct vlm *m, const char *out, const char *dtype);
+int train_save_model(struct vlm *m, const char *out, const char *dtype, const char *args_json);
+/* The dtype a trained model is written in by default: the one M's weights
+ * were stored in (model.safetensors in M's directory: BF16 or F16 when every
+ * float tensor is, else F32), so a bf16 base stays bf16 (LLaVA and TRL save
+ * in the model's dtype); F32 for a model made from a config. */
+const char *train_base_dtype(const struct vlm *m);
+/* Keeps a copy of the command line (before getopt permutes it) for the
+ * training_args.json that a run writes beside its model. */
+void train_args_command(int argc, char **argv);
 
 /* The identity of the weights M computes with (LoRA excluded): a 64-bit
  * hash of every tensor's name, shape and values as 16 hex digits and a
@@ -204,12 +212,14 @@ int train_metrics_line(FILE *f, const char *const *names, const double *values, 
 /* --- the options both training tools take --- */
 struct train_args {
 	const char *model, *out, *metrics, *train;
-	const char *dtype;       /* of the saved model: "F32" or "BF16" */
+	const char *dtype;       /* of the saved model: "F32", "BF16"; NULL: the base's */
 	int lora, batch, accum, epochs, keep, quiet, threads, resume;
 	int precision;           /* of the products: TENSOR_F32, _BF16 or _AUTO */
 	int verbose;             /* -v: the BLAS and precision line on stderr */
 	long max_steps, save_every, stop_after;
+	long warmup_steps;       /* --warmup-steps; -1: from --warmup-ratio */
 	double lr, lora_alpha, warmup, clip, wd;
+	double adam_beta1, adam_beta2, adam_eps; /* AdamW's (TrainingArguments' names) */
 	enum lr_schedule schedule;
 	uint64_t seed;
 };
@@ -219,7 +229,7 @@ enum {
 	TRAIN_O_TRAIN = 1024, TRAIN_O_LORA, TRAIN_O_ALPHA, TRAIN_O_LR, TRAIN_O_EPOCHS,
 	TRAIN_O_MAXSTEPS, TRAIN_O_ACCUM, TRAIN_O_SCHED, TRAIN_O_WARMUP, TRAIN_O_CLIP, TRAIN_O_WD,
 	TRAIN_O_SAVE, TRAIN_O_STOP, TRAIN_O_RESUME, TRAIN_O_METRICS, TRAIN_O_DTYPE,
-	TRAIN_O_PRECISION,
+	TRAIN_O_PRECISION, TRAIN_O_BETA1, TRAIN_O_BETA2, TRAIN_O_EPS, TRAIN_O_WARMUP_STEPS,
 };
 /* For getopt_long (<getopt.h>): the letters and the long options that
  * train_args_option takes; a tool appends its own. */
@@ -237,6 +247,10 @@ enum {
 	{ "accum", required_argument, NULL, TRAIN_O_ACCUM }, \
 	{ "schedule", required_argument, NULL, TRAIN_O_SCHED }, \
 	{ "warmup-ratio", required_argument, NULL, TRAIN_O_WARMUP }, \
+	{ "warmup-steps", required_argument, NULL, TRAIN_O_WARMUP_STEPS }, \
+	{ "adam-beta1", required_argument, NULL, TRAIN_O_BETA1 }, \
+	{ "adam-beta2", required_argument, NULL, TRAIN_O_BETA2 }, \
+	{ "adam-eps", required_argument, NULL, TRAIN_O_EPS }, \
 	{ "clip", required_argument, NULL, TRAIN_O_CLIP }, \
 	{ "weight-decay", required_argument, NULL, TRAIN_O_WD }, \
 	{ "seed", required_argument, NULL, 's' }, \
@@ -252,7 +266,8 @@ enum {
 	{ "quiet", no_argument, NULL, 'q' }
 
 /* The defaults both tools share (-b 8, one epoch, cosine, warm-up 0.03,
- * clip 1, F32); a tool then sets its own (lr, lora). */
+ * clip 1, AdamW's β 0.9 and 0.999 and ε 1e-8 as torch and TrainingArguments,
+ * F32); a tool then sets its own (lr, lora). */
 void train_args_init(struct train_args *a);
 /* Takes option C with argument ARG (getopt's optarg) into A. Returns 1 if C
  * is one of TRAIN_LONGOPTS, 0 if the tool must handle it. A bad value ends
@@ -274,6 +289,9 @@ void train_args_setup(struct train_args *a);
 int train_output_check(const struct train_args *a);
 /* --train PARTS: "vision,projector,decoder" → VLM_PART_* mask. */
 unsigned train_parse_parts(const char *s);
+/* Warm-up steps of a run of TOTAL: --warmup-steps if given (it wins, as
+ * in TrainingArguments), else ceil(total × --warmup-ratio). */
+long train_warmup(const struct train_args *a, long total);
 /* Optimizer steps of the run: --max-steps, or the epochs of N examples in
  * global batches of batch × accum. */
 long train_total_steps(const struct train_args *a, long n);

@@ -21,6 +21,25 @@ void util_init(const char *argv0)
 		progname = slash ? slash + 1 : argv0;
 }
 
+#ifndef SEVA_VERSION
+#define SEVA_VERSION "unknown"
+#endif
+
+const char *seva_version(void)
+{
+	return SEVA_VERSION;
+}
+
+void util_init_args(int argc, char **argv)
+{
+	util_init(argc > 0 ? argv[0] : NULL);
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--version")) {
+			printf("%s %s\n", progname, SEVA_VERSION);
+			exit(fflush(stdout) || ferror(stdout) ? 1 : 0);
+		}
+}
+
 /* One line, written with one write: the messages of threads, or of the
  * ranks of an MPI job sharing a terminal, do not interleave mid-line. */
 static void vmessage(const char *fmt, va_list ap)

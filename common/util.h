@@ -12,6 +12,11 @@
 /* The program name used as the prefix of every message ("seva-cat"). */
 extern const char *progname;
 void util_init(const char *argv0);
+/* util_init, and --version anywhere on the command line (before "--"):
+ * "PROGNAME VERSION" on stdout, exit 0, as every tool does. */
+void util_init_args(int argc, char **argv);
+/* The seva release, from the file VERSION at the top of the tree. */
+const char *seva_version(void);
 
 /* Messages go to stderr as "PROGNAME: MESSAGE". A message ending in ':'
  * gets ": strerror(errno)" appended (sbase's convention). */

@@ -152,8 +152,10 @@ struct vlm *vlm_load(const char *dir);
 int vlm_save(struct vlm *m, const char *dir, const char *dtype);
 /* vlm_save of a trained model: with LoRA, the adapter as PEFT files in
  * DIR/adapter, then merged into the weights DIR holds (M keeps the merged
- * weights); both in the one DIR.tmp.PID, so DIR appears whole or not. */
-int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype);
+ * weights); with NAME, the text TEXT as DIR/NAME (the run's settings); all
+ * in the one DIR.tmp.PID, so DIR appears whole or not. */
+int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype, const char *name,
+		    const char *text);
 /* Whether vlm_save could write DIR: refuses what it would refuse, and
  * makes (then removes) DIR.tmp.PID with a file in it. For a long run, to
  * find an unwritable output before the work rather than after it. */

@@ -100,7 +100,7 @@ static _Noreturn void finish(int failed)
 	int skipped = rec_input_release(&in);
 	if (out_failed)
 		_exit(1);
-	exit(failed || skipped ? 1 : 0);
+	exit(failed ? 1 : skipped);
 }
 
 /* Writes out one augmented slot (or refuses it). */

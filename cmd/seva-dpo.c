@@ -629,8 +629,8 @@ int main(int argc, char **argv)
 			     "reference, used as given (--allow-ref-mismatch)", n_ref_mismatch);
 		rc = train(parts, targets) < 0;
 	}
-	if (rc == 0 && rec_input_release(&in))
-		rc = 1;
+	if (rc == 0)
+		rc = rec_input_release(&in);
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);
 	free(pairs);

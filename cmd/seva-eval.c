@@ -223,7 +223,7 @@ static int score(struct eval *e, struct exports *x, const struct opts *o, const 
 
 /* Scores the samples of FILES (N; none: stdin) into E. Returns the number
  * skipped (-k), or -1 when a bad one ends the run; sets *STATUS (if not
- * NULL) when anything was skipped. */
+ * NULL) to rec_input_release's status when not 0. */
 static long score_files(struct eval *e, struct exports *x, const struct opts *o, char *const *files,
 			int n, int *status)
 {
@@ -237,8 +237,9 @@ static long score_files(struct eval *e, struct exports *x, const struct opts *o,
 		if (score(e, x, o, &s, &why) < 0 && rec_input_refuse(&in, why) < 0)
 			break;
 	sample_release(&s);
-	if (rec_input_release(&in) && status)
-		*status = 1;
+	int r = rec_input_release(&in);
+	if (r && status)
+		*status = r;
 	return in.failed ? -1 : in.skipped;
 }
 
@@ -427,7 +428,8 @@ int main(int argc, char **argv)
 		status = emit(&o, &b);
 		if (!status && write_exports(&x, &o) < 0)
 			status = 1;
-		status |= skips;
+		if (!status)
+			status = skips;
 	}
 	cJSON_Delete(x.mmvet);
 	cJSON_Delete(x.llava);

@@ -373,5 +373,6 @@ int main(int argc, char **argv)
 	free(b.jobs);
 	free(b.images);
 	lm_release(&lm);
-	return rec_input_release(&in) || status;
+	int r = rec_input_release(&in);
+	return status ? 1 : r;
 }

@@ -71,9 +71,8 @@ static _Noreturn void finish(int failed)
 		warn("%ld pairs hold an answer cut at the token limit (gen.json finish \"length\"): "
 		     "flagged in pair.json \"truncated\"; --drop-truncated leaves them out", st.truncated);
 	/* the -k count in every tool's words, -q or not */
-	if (rec_input_release(&in))
-		failed = 1;
-	exit(failed);
+	int r = rec_input_release(&in);
+	exit(failed ? 1 : r);
 }
 
 /* A sample that cannot be paired for what it lacks or holds (WHY), at

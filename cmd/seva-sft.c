@@ -513,8 +513,8 @@ int main(int argc, char **argv)
 	int trc = train(parts);
 	if (trc < 0)
 		rc = 1;
-	else if (rec_input_release(&in))
-		rc = 1;
+	else
+		rc = rec_input_release(&in);
 
 	for (long i = 0; i < n_ex; i++) {
 		free(ex[i].ids);

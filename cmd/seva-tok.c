@@ -268,5 +268,5 @@ int main(int argc, char **argv)
 		lm_release(&lm);
 	else
 		tokenizer_free(tok);
-	return failed || nbad || nunread ? 1 : 0;
+	return failed ? 1 : nbad || nunread ? EXIT_SKIPPED : 0;
 }

@@ -1691,7 +1691,7 @@ int rec_input_release(struct rec_input *in)
 	input_end(in);
 	/* Without -k the run stopped at the bad input, which said so. */
 	int skipped = in->keep && report_skips(in->skipped, in->read, in->unread);
-	return in->failed || skipped;
+	return in->failed ? 1 : skipped ? EXIT_SKIPPED : 0;
 }
 
 /* ---- writer ---- */

@@ -114,8 +114,9 @@ int rec_input_refuse_at(struct rec_input *in, const char *where, const char *why
 int rec_input_each(struct rec_input *in, int (*add)(void *ctx, struct sample *s, const char **why),
 		   void *ctx);
 /* Closes the inputs; with KEEP prints "N of M samples skipped" and "N
- * inputs could not be read" when so. 1 if anything was skipped or the loop
- * failed (the exit status says so), else 0. Call once. */
+ * inputs could not be read" when so. Returns 1 if the loop failed,
+ * EXIT_SKIPPED (util.h) if it finished but skipped something, else 0: the
+ * tool's exit status unless something else failed. Call once. */
 int rec_input_release(struct rec_input *in);
 
 /* Parses "msgpack"/"tar"/"jsonl" (or "json"). -1 if unknown. */

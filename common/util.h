@@ -72,6 +72,10 @@ unsigned arg_names(const char *opt, const char *s, const char *const *names, int
 #define ARG_SEED_MAX 9007199254740991L
 uint64_t arg_seed(const char *opt, const char *s);
 
+/* The exit status of a run that finished but, under -k, passed over
+ * samples or inputs: not 0 (something is missing), not 1 (nothing failed),
+ * so a script can tell "skipped 3 of 665 000" from broken input. */
+#define EXIT_SKIPPED 3
 /* The closing words of a run that skipped (-k): "N of M samples skipped"
  * when SKIPPED, "N inputs could not be read" when UNREAD, on stderr even
  * when quiet. Returns 1 if anything was skipped (the exit status says so),

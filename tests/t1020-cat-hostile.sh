@@ -98,7 +98,7 @@ cat >l.json <<JSON
  {"id":"dots","image":"sub/..a.jpg","conversations":[{"from":"human","value":"q"}]}]
 JSON
 cp imgs/sub/a.jpg imgs/sub/..a.jpg
-expect_fail "--llava: paths out of --images refused" 1 seva-cat -k --llava l.json --images imgs -o l.mp
+expect_fail "--llava: paths out of --images refused (-k: exit 3)" 3 seva-cat -k --llava l.json --images imgs -o l.mp
 stderr_has "'..' named" "record 2 \(id up\): image '\.\./secret\.jpg': a '\.\.' component, outside --images"
 stderr_has "'..' deeper down named" "record 3 \(id deep\): image 'sub/\.\./\.\./secret\.jpg': a '\.\.' component"
 stderr_has "absolute path named" "record 4 \(id abs\): image '[^']*secret\.jpg': an absolute path, outside --images"

@@ -47,10 +47,10 @@ sweep() {
 	local tool=$1 good=$2 bad=$3 pat=$4 name=${1%% *}; shift 4
 	expect_fail "$tool: bad input" 1 $tool "$@" $bad
 	stderr_has "$tool: says where" "$pat"
-	expect_fail "$tool -k: skips and says so" 1 $tool -k "$@" $bad
+	expect_fail "$tool -k: skips and says so (exit 3)" 3 $tool -k "$@" $bad
 	# one wording for the count in every tool
 	stderr_has "$tool -k: counts the skip" "^$name: 1 of 3 (samples|lines) skipped\$"
-	expect_fail "$tool -k: a missing input is passed over" 1 $tool -k "$@" nosuchfile $good
+	expect_fail "$tool -k: a missing input is passed over" 3 $tool -k "$@" nosuchfile $good
 	stderr_has "$tool -k: names it" "^$name: open 'nosuchfile'"
 	stderr_has "$tool -k: counts it" "^$name: 1 inputs? could not be read\$"
 	check "$tool -k: and reads the next input" "$(wc -c <"$TMP/.out")" -gt 0
@@ -81,7 +81,7 @@ sweep "seva-tok $TOK" good.txt bad.txt "^seva-tok: bad.txt:2: want a JSON string
 # the run stopped.
 kline() {
 	local tool=$1 bad=$2 why=$3
-	expect_fail "$tool -k: skip" 1 $tool -k -o /dev/null $bad
+	expect_fail "$tool -k: skip" 3 $tool -k -o /dev/null $bad
 	stderr_has "$tool -k: WHERE: WHY (skipped)" "^$tool: $bad: record 2 \\(key bad\\): $why \\(skipped\\)\$"
 	expect_fail "$tool: no -k" 1 $tool -o /dev/null $bad
 	check "$tool: no -k, no skip count" "$(grep -c 'skipped' "$TMP/.err")" = 0
@@ -97,13 +97,13 @@ import msgpack
 r = list(msgpack.Unpacker(open("ans.mp", "rb"), raw=False))
 open("nilans.mp", "wb").write(b"".join(msgpack.packb(dict(x, **{"response.txt": v}), use_bin_type=True) for x, v in zip(r, ["Yes.", None, 5])))
 '
-expect_fail "seva-eval: nil response.txt" 1 seva-eval -k nilans.mp
+expect_fail "seva-eval: nil response.txt" 3 seva-eval -k nilans.mp
 stderr_has "refused as the wrong type" "^seva-eval: nilans.mp: record 2 \\(key [^)]*\\): field 'response.txt': wrong type \\(want text\\) \\(skipped\\)$"
 stderr_has "a number too" "^seva-eval: nilans.mp: record 3 \\(key [^)]*\\): field 'response.txt': wrong type \\(want text\\) \\(skipped\\)$"
 echo '{"__key__": "j", "response.txt": null}' >nil.jsonl
 expect_fail "JSON lines: null text" 1 seva-cat nil.jsonl
 stderr_has "refused the same" "^seva-cat: nil.jsonl: record 1 \\(key j\\): line 1: field 'response.txt': wrong type \\(want text\\)$"
-expect_fail "seva-pair -q -k" 1 seva-pair -q -k nogen.mp
+expect_fail "seva-pair -q -k" 3 seva-pair -q -k nogen.mp
 stderr_has "still counts the skip" "^seva-pair: 1 of 3 samples skipped"
 expect_fail "seva-augment: wrong type named" 1 seva-augment notjson.mp
 stderr_has "field and why" "^seva-augment: notjson.mp: record 2 \(key bad\): field 'json': not valid JSON"

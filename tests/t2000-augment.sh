@@ -106,7 +106,7 @@ with open("bad.mp", "wb") as f:
 '
 expect_fail "not an image: exit 1" 1 seva-augment -q -o bad-out.mp bad.mp
 stderr_has "message names file, record, key and field" "bad\.mp: record 2 \(key notimg\): field 'jpg': cannot decode image: not a JPEG or PNG image"
-expect_fail "-k: skips, exit 1" 1 seva-augment -q -k -o kept.mp bad.mp
+expect_fail "-k: skips, exit 3" 3 seva-augment -q -k -o kept.mp bad.mp
 stderr_has "absurd dimensions refused" "key huge\): field 'png': cannot decode image: image too large: 60000x60000"
 stderr_has "no image field named" "key noimg\): no image field"
 stderr_has "skips counted" "3 of 5 samples skipped"

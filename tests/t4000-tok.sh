@@ -94,7 +94,7 @@ printf '"good"\n[1, 2\n"also good"\n' >bad.jsonl
 expect_fail "bad line: exit 1" 1 seva-tok "$WL" bad.jsonl
 stderr_has "bad line: names file and line" "bad.jsonl:2: not valid JSON"
 check "bad line: stops there" "$(wc -l <.out)" -eq 1
-expect_fail "-k: exit 1" 1 seva-tok -k "$WL" bad.jsonl
+expect_fail "-k: exit 3" 3 seva-tok -k "$WL" bad.jsonl
 stderr_has "-k: counts the skipped line" "1 of 3 lines skipped"
 check "-k: the good lines are written" "$(wc -l <.out)" -eq 2
 echo '"text"' >notids.jsonl

@@ -102,7 +102,7 @@ with open("bad.mp", "wb") as f:
 '
 expect_fail "missing field" 1 seva-pair -o b.mp bad.mp
 stderr_has "names record and field" "bad.mp: record 2 \(key y\): no aug.response.txt"
-expect_fail "-k skips and counts" 1 seva-pair -k -o b.mp bad.mp
+expect_fail "-k skips and counts" 3 seva-pair -k -o b.mp bad.mp
 stderr_has "wrong type named" "record 3 \(key z\): field 'response.txt': wrong type"
 stderr_has "no prompt named" "record 4 \(key w\): no json"
 stderr_has "no image named" "record 5 \(key v\): no clean image"
@@ -135,7 +135,7 @@ with open("deep/er/trav.mp", "wb") as f:
 cd deep/er
 expect_fail "key '../../x' with --images" 1 seva-pair -q --trl t.jsonl --images imgs -o /dev/null trav.mp
 stderr_has "is refused, named" "^seva-pair: trav.mp: record 1 \(key \.\./\.\./x\): __key__ holds '/' or '\.'"
-expect_fail "-k: every unfit key skipped" 1 seva-pair -q -k --trl t.jsonl --images imgs -o /dev/null trav.mp
+expect_fail "-k: every unfit key skipped" 3 seva-pair -q -k --trl t.jsonl --images imgs -o /dev/null trav.mp
 stderr_has "counted" "^seva-pair: 5 of 6 samples skipped$"
 check "nothing written outside imgs" "$(cd "$TMP/deep" && find . -name '*.png' | tr '\n' ' ')" = "./er/imgs/ok.png "
 cd "$TMP"

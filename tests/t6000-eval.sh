@@ -198,10 +198,10 @@ stderr_has "names the record and key" "noresp.mp: record 4 \(key 000000-pope-rnd
 $PY answer.py notruth bench.mp notruth.mp
 expect_fail "sample without truth" 1 seva-eval notruth.mp
 stderr_has "names the key" "key 000000-pope-rnd-2.*no json.truth"
-expect_fail "-k skips, counts, exits 1" 1 seva-eval -k --json noresp.mp
+expect_fail "-k skips, counts, exits 3" 3 seva-eval -k --json noresp.mp
 stderr_has "-k reports the count" "^seva-eval: 1 of [0-9]+ samples skipped"
 check "-k still writes metrics" "$(jq .skipped .out)" = 1
-expect_fail "-k: a missing file is passed over, counted, exit 1" 1 seva-eval -k --json nonexistent.mp perfect.mp
+expect_fail "-k: a missing file is passed over, counted, exit 3" 3 seva-eval -k --json nonexistent.mp perfect.mp
 stderr_has "... named" "^seva-eval: open 'nonexistent.mp'"
 stderr_has "... counted" "^seva-eval: 1 input could not be read"
 check "... and the other file still scored" "$(jq -r '.pope | type' .out)" = object

@@ -107,7 +107,7 @@ check "the first human turn is the question (same answer as json.prompt)" \
 	"$(jq -s '.[0]["response.txt"] == .[1]["response.txt"]' conv.jsonl)" = true
 expect_fail "a sample without a question fails" 1 $G -o bad-out.mp bad.mp
 stderr_has "the message names the record and the key" "record 2.*noq.*(prompt|conversations)"
-expect_fail "-k skips bad samples and exits 1" 1 $G -k -o k-out.mp bad.mp
+expect_fail "-k skips bad samples and exits 3" 3 $G -k -o k-out.mp bad.mp
 stderr_has "-k names the undecodable image and its field" "record 3 \\(key badimg\\): field 'png': cannot decode image: not a JPEG or PNG image"
 stderr_has "-k: WHERE: WHY (skipped)" "^seva-generate: bad.mp: record 3 \\(key badimg\\): field 'png': cannot decode image: [^:]* \\(skipped\\)\$"
 stderr_has "-k reports the count" "^seva-generate: 2 of 4 samples skipped"
@@ -117,7 +117,7 @@ expect_fail "no -k: the first bad sample ends the run" 1 $G -o nk-out.mp bad.mp
 check "no -k: no skip count" "$(grep -c 'skipped' "$TMP/.err")" = 0
 # keys are unique in a stream: the second input under other keys
 seva-cat -j --base64 conv.mp | jq -c '.__key__ += "_2"' >conv2.jsonl
-expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $G -k --views clean -o m-out.mp conv.mp nosuch.mp conv2.jsonl
+expect_fail "-k: a missing file is passed over, counted, exit 3" 3 $G -k --views clean -o m-out.mp conv.mp nosuch.mp conv2.jsonl
 stderr_has "... named" "^seva-generate: open 'nosuch.mp'"
 stderr_has "... counted" "^seva-generate: 1 input could not be read"
 seva-cat -j m-out.mp >m.jsonl

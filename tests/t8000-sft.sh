@@ -124,11 +124,11 @@ expect_fail "a sample without an answer fails" 1 $T --max-steps 1 -o b bad.mp
 stderr_has "the message names the record and key" "record 2.*noans.*answer"
 expect_fail "an image that does not decode fails" 1 $T --max-steps 1 -o b badimg.mp
 stderr_has "the message names the record, key and field" "^seva-sft: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: not a JPEG or PNG image"
-expect_fail "-k skips it, trains, exits 1" 1 $T -k --max-steps 1 -o k bad.mp
+expect_fail "-k skips it, trains, exits 3" 3 $T -k --max-steps 1 -o k bad.mp
 stderr_has "-k reports the count" "^seva-sft: 1 of 3 samples skipped"
 stderr_has "-k: WHERE: WHY (skipped)" "^seva-sft: bad.mp: record 2 \\(key noans\\): .*answer.* \\(skipped\\)\$"
 check "-k still writes the model" -f k/model.safetensors
-expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $T -k --max-steps 1 -o k2 nosuch.mp conv.mp
+expect_fail "-k: a missing file is passed over, counted, exit 3" 3 $T -k --max-steps 1 -o k2 nosuch.mp conv.mp
 stderr_has "... counted" "^seva-sft: 1 input could not be read"
 check "... after training on the other file" -f k2/model.safetensors
 : >empty

@@ -150,10 +150,10 @@ expect_fail "a pair without chosen.txt fails" 1 $D --max-steps 1 -o y bad.mp
 stderr_has "the message names record and key" "record 2.*nochosen.*chosen.txt"
 expect_fail "an image that does not decode fails" 1 $D --max-steps 1 -o y badimg.mp
 stderr_has "the message names the record, key and field" "^seva-dpo: badimg.mp: record 2 \\(key badimg\\): field 'png': cannot decode image: not a JPEG or PNG image"
-expect_fail "-k skips it and exits 1" 1 $D -k --max-steps 1 -o y bad.mp
+expect_fail "-k skips it and exits 3" 3 $D -k --max-steps 1 -o y bad.mp
 stderr_has "-k counts" "^seva-dpo: 1 of 3 samples skipped"
 stderr_has "-k: WHERE: WHY (skipped)" "^seva-dpo: bad.mp: record 2 \\(key nochosen\\): no chosen.txt \\(skipped\\)\$"
-expect_fail "-k: a missing file is passed over, counted, exit 1" 1 $D -k --max-steps 1 -o k2 nosuch.mp pairs.mp
+expect_fail "-k: a missing file is passed over, counted, exit 3" 3 $D -k --max-steps 1 -o k2 nosuch.mp pairs.mp
 stderr_has "... counted" "^seva-dpo: 1 input could not be read"
 check "... after training on the other file" -f k2/model.safetensors
 expect_fail "--score on bad input fails" 1 sh -c "$D --score bad.mp >y.mp"

@@ -155,7 +155,7 @@ expect_fail "a missing input fails every rank" 1 $MPI $D -o x missing.mp
 stderr_has "... naming the file" "missing.mp"
 check "... and writes nothing" ! -e x.ckpt -a ! -e x
 
-expect_fail "-k with a bad pair: exit 1 on 2 ranks" 1 $MPI $D -k --max-steps 2 -o kk bad.mp
+expect_fail "-k with a bad pair: exit 3 on 2 ranks" 3 $MPI $D -k --max-steps 2 -o kk bad.mp
 stderr_has "... the skip is counted" "1 of 3 samples skipped"
 check "... after rank 0 wrote the model" -f kk/model.safetensors
 

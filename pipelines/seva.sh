@@ -4,7 +4,8 @@
 #   pipelines/seva.sh [-o RUNDIR] [-m BASE_MODEL] [-n UNLABELED] [-b BENCH_IMAGES]
 #                     [-r RECIPE] [-s SEED] [--input SHARDS...] [--llava JSON --images DIR]
 #                     [--bench-input FILE] [--bench-base FILE] [--pair "SEVA-PAIR OPTIONS"]
-#                     [--dpo "SEVA-DPO OPTIONS"] [--synth "SEVA-SYNTH OPTIONS"] [-q]
+#                     [--dpo "SEVA-DPO OPTIONS"] [--synth "SEVA-SYNTH OPTIONS"]
+#                     [--cat "SEVA-CAT OPTIONS"] [-q]
 #
 # On the embedded synthetic world by default (seva-synth); with --input (tar or
 # msgpack shards) or --llava (a LLaVA-format JSON and an image folder) on real
@@ -26,6 +27,7 @@ input=()
 llava= images= bench_input=
 dpo_opts=
 pair_opts=
+cat_opts=
 synth_opts=
 bench_base=
 quiet=
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
 	--bench-input) need "$@"; bench_input=$2; shift 2 ;;
 	--dpo) need "$@"; dpo_opts=$2; shift 2 ;;
 	--pair) need "$@"; pair_opts=$2; shift 2 ;;
+	--cat) need "$@"; cat_opts=$2; shift 2 ;;
 	--synth) need "$@"; synth_opts=$2; shift 2 ;;
 	--bench-base) need "$@"; bench_base=$2; shift 2 ;;
 	-q) quiet=-q; shift ;;
@@ -72,13 +75,23 @@ say() {
 }
 start=$(date +%s)
 
+# A stage run with -k that skipped something exits 3: the run goes on (the
+# stage's closing count said what was left out); any other failure ends it.
+kept_going() {
+	local rc=0
+	"$@" || rc=$?
+	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || exit "$rc"
+}
+
 # 1. Unlabeled (image, question) samples.
 if [ ${#input[@]} -gt 0 ]; then
 	say "reading ${#input[@]} input file(s)"
-	seva-cat $quiet "${input[@]}" > "$run/unlabeled.msgpack"
+	# shellcheck disable=SC2086
+	kept_going seva-cat $quiet $cat_opts -o "$run/unlabeled.msgpack" "${input[@]}"
 elif [ -n "$llava" ]; then
 	say "importing $llava with images from $images"
-	seva-cat $quiet --llava "$llava" --images "$images" > "$run/unlabeled.msgpack"
+	# shellcheck disable=SC2086
+	kept_going seva-cat $quiet $cat_opts --llava "$llava" --images "$images" -o "$run/unlabeled.msgpack"
 else
 	say "synthesising $n unlabeled samples"
 	# shellcheck disable=SC2086
@@ -90,7 +103,7 @@ say "augment ($recipe) -> generate with $(basename "$model") -> pair"
 seva-augment $quiet -r "$recipe" -s "$seed" "$run/unlabeled.msgpack" > "$run/augmented.msgpack"
 seva-generate $quiet -m "$model" -s "$seed" "$run/augmented.msgpack" > "$run/generated.msgpack"
 # shellcheck disable=SC2086
-seva-pair $quiet -s "$seed" $pair_opts "$run/generated.msgpack" > "$run/pairs.msgpack" 2> >(tee "$run/pair.log" >&2)
+kept_going seva-pair $quiet -s "$seed" $pair_opts "$run/generated.msgpack" > "$run/pairs.msgpack" 2> >(tee "$run/pair.log" >&2)
 
 # 5. DPO on the pairs. No pairs means the model answered both views alike
 # everywhere: nothing to learn from (e.g. -r none), so say so and stop.
@@ -102,7 +115,7 @@ fi
 say "DPO on $npairs pairs"
 rm -rf "$run/aligned" "$run/aligned.ckpt"
 # shellcheck disable=SC2086
-seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" $dpo_opts "$run/pairs.msgpack"
+kept_going seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" $dpo_opts "$run/pairs.msgpack"
 
 # 6-7. Answer the bench with both models and score side by side.
 if [ -n "$bench_base" ]; then

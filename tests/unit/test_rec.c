@@ -486,8 +486,8 @@ static void test_input(void)
 	n = drain(&in, &s, &rc);
 	rel = rec_input_release(&in);
 	t = capture_end();
-	tap_ok(n == 3 && rc == 0 && rel == 1 && in.unread == 1,
-	       "unopenable, -k: the next input is read, status 1 (%d, %d, %d)", n, rc, rel);
+	tap_ok(n == 3 && rc == 0 && rel == EXIT_SKIPPED && in.unread == 1,
+	       "unopenable, -k: the next input is read, status 3 (%d, %d, %d)", n, rc, rel);
 	snprintf(line, sizeof line, "seva: open '%s': No such file or directory (skipped)", none);
 	has_line(t, line, "unopenable, -k: WHERE: WHY (skipped)");
 	has_line(t, "seva: 1 input could not be read", "unopenable, -k: the closing count");
@@ -512,8 +512,8 @@ static void test_input(void)
 	n = drain(&in, &s, &rc);
 	rel = rec_input_release(&in);
 	t = capture_end();
-	tap_ok(n == 2 && rc == 0 && rel == 1 && in.skipped == 1 && in.read == 3,
-	       "bad record, -k: 2 samples, 1 skipped of 3, status 1 (%d, %d, %d)", n, rc, rel);
+	tap_ok(n == 2 && rc == 0 && rel == EXIT_SKIPPED && in.skipped == 1 && in.read == 3,
+	       "bad record, -k: 2 samples, 1 skipped of 3, status 3 (%d, %d, %d)", n, rc, rel);
 	snprintf(line, sizeof line, "seva: %s: record 2: not a map (skipped)", bad);
 	has_line(t, line, "bad record, -k: WHERE: WHY (skipped)");
 	has_line(t, "seva: 1 of 3 samples skipped", "bad record, -k: the closing count");
@@ -530,9 +530,9 @@ static void test_input(void)
 		rel = rec_input_release(&in);
 		t = capture_end();
 		if (keep)
-			tap_ok(r1 == 1 && r2 == 1 && refused == 0 && n == 1 && rc == 0 && rel == 1 &&
+			tap_ok(r1 == 1 && r2 == 1 && refused == 0 && n == 1 && rc == 0 && rel == EXIT_SKIPPED &&
 				       in.skipped == 1,
-			       "refusal, -k: counted, the loop goes on, status 1 (%d %d %d %d %d)", refused, n, rc,
+			       "refusal, -k: counted, the loop goes on, status 3 (%d %d %d %d %d)", refused, n, rc,
 			       rel, (int)in.skipped);
 		else
 			tap_ok(r1 == 1 && r2 == 1 && refused == -1 && n == 0 && rc == -1 && rel == 1,
@@ -552,7 +552,7 @@ static void test_input(void)
 	n = drain(&in, &s, &rc);
 	rel = rec_input_release(&in);
 	t = capture_end();
-	tap_ok(n == 5 && rc == 0 && rel == 1 && in.skipped == 4,
+	tap_ok(n == 5 && rc == 0 && rel == EXIT_SKIPPED && in.skipped == 4,
 	       "repeated keys, -k: 5 samples, 4 skipped (%d, %d, %ld)", n, rc, in.skipped);
 	snprintf(line, sizeof line, "seva: %s: record 3 (key f): key already used by record 1 (skipped)",
 		 dupf);

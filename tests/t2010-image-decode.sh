@@ -59,14 +59,14 @@ assert not bad, bad
 expect_fail "26 broken JPEGs: exit 1" 1 seva-augment -q -j 1 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "the first names file, record, key and field" \
 	"jpegs-26\.msgpack: record 1 \(key s000016\): field 'jpg': cannot decode image: unsupported format 'hdr'"
-expect_fail "-k: every one a counted skip, no signal" 1 \
+expect_fail "-k: every one a counted skip, no signal (exit 3)" 3 \
 	seva-augment -q -k -j 1 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "skips counted" "26 of 26 samples skipped"
 check "one located error each" \
 	"$(grep -Ec "record [0-9]+ \(key [cs]0+[0-9]+\): field 'jpg': cannot decode image: (JPEG: |PNG: |unsupported format|not a JPEG)" "$TMP/.err")" = 26
 check "the four copies of the 842-byte one refused by libjpeg" \
 	"$(grep -Ec "\(key c0+[0-9]+\): field 'jpg': cannot decode image: JPEG: " "$TMP/.err")" = 4
-expect_fail "the same with 2 threads" 1 seva-augment -q -k -j 2 -r none -o j.out "$BAD/jpegs-26.msgpack"
+expect_fail "the same with 2 threads" 3 seva-augment -q -k -j 2 -r none -o j.out "$BAD/jpegs-26.msgpack"
 stderr_has "skips counted with 2 threads" "26 of 26 samples skipped"
 $PY -c '
 import msgpack, sys
@@ -74,7 +74,7 @@ for f in sys.argv[1:]:
     sys.stdout.buffer.write(msgpack.packb({"__key__": f.split("/")[-1].split(".")[0], "jpg": open(f, "rb").read(),
                                            "json": {"prompt": "Describe the image."}}, use_bin_type=True))
 ' "$BAD/huffman.jpg" "$BAD/build-huffman.jpg" >two.mp
-expect_fail "seva-generate: the same JPEGs are errors" 1 seva-generate -q -k -m "$TOP/pipelines/base" -o g.out two.mp
+expect_fail "seva-generate: the same JPEGs are counted skips (exit 3)" 3 seva-generate -q -k -m "$TOP/pipelines/base" -o g.out two.mp
 stderr_has "seva-generate names the field" "\(key huffman\): field 'jpg': cannot decode image: JPEG: "
 
 # Corrupt PNGs: a chunk CRC (PIL refuses it), cut pixel data, no IEND.

@@ -91,7 +91,7 @@ flip = bytearray(p); flip[idat + 40] ^= 0x55
 open("badpng.mp", "wb").write(put("crc", crc) + put("cut", p[: idat + 60]) + put("noiend", p[:-12])
                               + put("flip", flip))
 '
-expect_fail "corrupt PNGs: exit 1" 1 seva-augment -q -k -o p.out badpng.mp
+expect_fail "corrupt PNGs: counted skips, exit 3" 3 seva-augment -q -k -o p.out badpng.mp
 stderr_has "IHDR CRC" "\(key crc\): field 'png': cannot decode image: PNG: IHDR: CRC error"
 stderr_has "cut pixel data" "\(key cut\): field 'png': cannot decode image: PNG: "
 stderr_has "no IEND" "\(key noiend\): field 'png': cannot decode image: PNG: "
@@ -109,7 +109,7 @@ for fmt, field in (("GIF", "gif"), ("BMP", "bmp"), ("TGA", "tga"), ("PPM", "ppm"
     out += msgpack.packb({"__key__": field, field: b.getvalue(), "json": {"prompt": "q"}}, use_bin_type=True)
 open("formats.mp", "wb").write(out)
 '
-expect_fail "other formats: exit 1" 1 seva-augment -q -k -o f.out formats.mp
+expect_fail "other formats: counted skips, exit 3" 3 seva-augment -q -k -o f.out formats.mp
 stderr_has "gif by name" "\(key gif\): field 'gif': cannot decode image: unsupported format 'gif'"
 stderr_has "bmp by name" "\(key bmp\): field 'bmp': cannot decode image: unsupported format 'bmp'"
 stderr_has "ppm by name" "\(key ppm\): field 'ppm': cannot decode image: unsupported format 'pnm'"

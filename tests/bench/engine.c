@@ -206,19 +206,24 @@ static struct vlm_batch data_batch(const struct data *d)
 static double dpo_step(struct vlm *pol, struct vlm *ref, float *rlp, struct train_opt *o,
 		       const struct vlm_batch *vb)
 {
-	struct dpo_opts dpo = { .type = DPO_SIGMOID, .beta = 0.1 };
+	struct dpo_opts dpo;
+	struct dpo_in in[PAIRS];
+	struct dpo_out r[PAIRS];
 	float plp[2 * PAIRS], dlp[2 * PAIRS];
 	double loss = 0;
 
+	dpo_opts_init(&dpo); /* sigmoid, beta 0.1 */
 	if ((ref && vlm_forward(ref, vb, rlp, 0) < 0) || vlm_forward(pol, vb, plp, 1) < 0)
 		exit(1);
+	for (int i = 0; i < PAIRS; i++)
+		in[i] = (struct dpo_in){ .pc = plp[2 * i], .pr = plp[2 * i + 1], .rc = rlp[2 * i],
+					 .rr = rlp[2 * i + 1], .nc = RESP, .nr = RESP };
+	dpo_batch_loss(&dpo, in, PAIRS, 0, r);
 	for (int i = 0; i < PAIRS; i++) {
-		struct dpo_pair r;
-		dpo_pair_loss(&dpo, plp[2 * i], plp[2 * i + 1], rlp[2 * i], rlp[2 * i + 1], RESP,
-			      RESP, &r);
-		dlp[2 * i] = (float)(r.dpc / PAIRS);
-		dlp[2 * i + 1] = (float)(r.dpr / PAIRS);
-		loss += r.loss / PAIRS;
+		/* dpc, dpr are k times the batch loss's gradient */
+		dlp[2 * i] = (float)(r[i].dpc / PAIRS);
+		dlp[2 * i + 1] = (float)(r[i].dpr / PAIRS);
+		loss += r[i].loss / PAIRS; /* the batch loss is their mean */
 	}
 	vlm_zero_grad(pol);
 	vlm_backward(pol, dlp);

@@ -176,22 +176,23 @@ jq -rs '
 	(map(select(.src == "seva" and .config == $k and .what == "dpo_step")) | .[0].gflop_per_step) as $fl |
 	(map(select(.src == "seva" and .config == $k and .what == "dpo_step" and .precision == "bf16")) | .[0].pairs_per_s) as $best |
 	($c | map(select(.what == "bf16_step_shapes" and .config == $k)) | .[0]) as $stx | $stx.gflops as $st |
-	def row($name; $pps; $cps): ($pps * $fl / 8) as $g |
-		(if $cps > 0 then $fl / ($cps / 2) else null end) as $gc |
+	def row($name; $pps; $cps; $f): ($pps * $f / 8) as $g |
+		(if $cps > 0 then $f / ($cps / 2) else null end) as $gc |
 		[$name, ($pps | f2), ($g | f2), (if $pps > 0 then $best / $pps else null end | f2),
 		 (if $sq > 0 then 100 * $g / $sq else null end | f2),
 		 (if $st > 0 then 100 * $g / $st else null end | f2), ($gc | f2),
 		 (if $gc != null and $stx.gflops_cpu > 0 then 100 * $gc / $stx.gflops_cpu else null end | f2)] | @tsv;
 	(map(select(.src == "seva" and .config == $k and .what == "dpo_step")) | sort_by(.precision) | reverse | .[] |
-	 row("\($k) seva \(.precision)"; .pairs_per_s; .cpu_s_per_step)),
+	 row("\($k) seva \(.precision)"; .pairs_per_s; .cpu_s_per_step; $fl)),
 	(map(select(.src == "seva" and .config == $k and .what == "dpo_step_ref_precomputed")) | sort_by(.precision) | reverse | .[] |
-	 row("\($k) seva \(.precision), ref once*"; .pairs_per_s; .cpu_s_per_step)),
+	 row("\($k) seva \(.precision), ref once*"; .pairs_per_s; .cpu_s_per_step; .gflop_per_step)),
 	(map(select(.src == "peer" and .config == $k)) | .[] |
-	 row("\($k) torch \(.torch) \(if .amp then "bf16 autocast" else "f32" end)"; .pairs_per_s; .cpu_s_per_step))
+	 row("\($k) torch \(.torch) \(if .amp then "bf16 autocast" else "f32" end)"; .pairs_per_s; .cpu_s_per_step; $fl))
 ' <(jq -c '. + {src: "seva"}' "$tmp/seva.json" "$tmp/seva-bf16.json"; jq -c '. + {src: "peer"}' "$tmp/peers.json";
     jq -c '. + {src: "bf16"}' "$tmp/bf16.json") | column -t -s "$(printf '\t')"
 echo
-echo "GFLOP/s: pairs/s times seva's useful FLOPs per pair (the peer's too). seva-bf16/it:"
+echo "GFLOP/s: pairs/s times seva's useful FLOPs per pair of the row's step (the peer's: the"
+echo "step with the reference). seva-bf16/it:"
 echo "seva bf16's pairs/s over the row's (the peer's step recomputes the reference, as the"
 echo "plain seva rows do; *: reference scored once, as seva-dpo runs). %bf16ceil: of oneDNN's"
 echo "bf16 2048^3; %bf16ceil-step: of its rate on the step's own linear shapes. The /cpu"

@@ -12,8 +12,8 @@
 #   random-negative                        t500, rejected = another sample's answer
 # Each variant is K pipelines/seva.sh runs (--seeds, default 3), in
 # DIR/VARIANT/sSEED for SEED = -s .. -s + K - 1: the seed of the unlabeled data,
-# the augmentation and DPO, the same K seeds for every variant, so every variant
-# starts from the same images; a report (pipelines/report.sh) beside each. The
+# the augmentation and DPO, the same K seeds for every variant, so that seed k
+# starts every variant from the same images; a report (report.sh) beside each. The
 # bench (-b images, seed -s + 1000) is answered by the base model once, in DIR,
 # and shared by every run. Each row is the mean over the K seeds ± half its 95 %
 # interval, pooled by seva-eval --compare: a bootstrap over the bench's images

@@ -23,7 +23,7 @@ export PATH="$top/bin:$PATH"
 npairs=24
 out=
 
-usage() { sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "report.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
 	case $1 in

@@ -46,7 +46,8 @@ static int has_suffix(const char *s, const char *suffix)
  * (VLM_PART_LORA or the base parts). LORA: the file is an adapter (PEFT
  * prefix, nothing else allowed); else unknown tensors are counted and
  * reported once. Every non-optional table tensor must be found. */
-static int load_tensors(struct vlm *m, const struct safetensors *st, const char *where, int lora)
+static int load_tensors(struct vlm *m, const struct safetensors *st, const char *where, int lora,
+			unsigned saved)
 {
 	char *loaded = xcalloc(m->ntensors, 1);
 	int unknown = 0, ret = -1;
@@ -66,7 +67,8 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 		}
 		canonical_name(m, cname, sizeof cname, name);
 		struct vlm_tensor *t = cname[0] ? vlm_tensor_find(m, cname) : NULL;
-		if (t && (t->part == VLM_PART_LORA) != lora)
+		/* an adapter also holds its modules_to_save (SAVED parts) whole */
+		if (t && (t->part == VLM_PART_LORA) != lora && !(lora && (t->part & (int)saved)))
 			t = NULL;
 		if (!t && !lora && cname[0] && has_suffix(cname, ".bias")) {
 			/* a bias beside a weight we use: a decoder with biases we would drop */
@@ -103,7 +105,8 @@ static int load_tensors(struct vlm *m, const struct safetensors *st, const char 
 	const char *head = vlm_family_of(&m->cfg)->head_name;
 	for (int k = 0; k < m->ntensors; k++) {
 		struct vlm_tensor *t = &m->tensors[k];
-		if (loaded[k] || (t->part == VLM_PART_LORA) != lora || t->optional)
+		if (loaded[k] || t->optional ||
+		    ((t->part == VLM_PART_LORA) != lora && !(lora && (t->part & (int)saved))))
 			continue;
 		if (!lora && m->cfg.tie_embeddings && !strcmp(t->name, head) &&
 		    loaded[embed - m->tensors] && embed->numel == t->numel) {
@@ -158,7 +161,7 @@ struct vlm *vlm_load(const char *dir)
 		goto fail;
 	}
 	m = vlm_new(&cfg);
-	int r = load_tensors(m, &st, dir, 0);
+	int r = load_tensors(m, &st, dir, 0, 0);
 	safetensors_release(&st);
 	if (r)
 		goto fail;
@@ -383,9 +386,37 @@ static const char *const lora_modules[] = {
 	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 };
 
+/* The module a part's tensors live under: the first name component of
+ * its first tensor ("multi_modal_projector"); NULL if the part has none. */
+static char *part_module(const struct vlm *m, int part)
+{
+	for (int k = 0; k < m->ntensors; k++)
+		if (m->tensors[k].part == part) {
+			const char *dot = strchr(m->tensors[k].name, '.');
+			return dot ? xstrndup(m->tensors[k].name, (size_t)(dot - m->tensors[k].name))
+				   : NULL;
+		}
+	return NULL;
+}
+
+/* The parts whose tensors train in full beside the adapters (the projector
+ * by default): PEFT's modules_to_save, stored whole in the adapter so that
+ * base + adapter is the trained model. */
+static unsigned saved_parts(const struct vlm *m)
+{
+	unsigned p = 0;
+	for (int k = 0; k < m->ntensors; k++) {
+		const struct vlm_tensor *t = &m->tensors[k];
+		if (t->part != VLM_PART_LORA && t->grad && (t->part & (int)m->trainable))
+			p |= (unsigned)t->part;
+	}
+	return p;
+}
+
 /* PEFT's two files into DIR, an existing directory. */
 static int lora_write(struct vlm *m, const char *tmp)
 {
+	unsigned saved = saved_parts(m);
 
 	cJSON *j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "peft_type", "LORA");
@@ -401,6 +432,13 @@ static int lora_write(struct vlm *m, const char *tmp)
 		if (m->lora.targets & (1u << i))
 			cJSON_AddItemToArray(tm, cJSON_CreateString(lora_modules[i]));
 	cJSON_AddStringToObject(j, "base_model_name_or_path", m->dir ? m->dir : "");
+	cJSON *ms = cJSON_AddArrayToObject(j, "modules_to_save");
+	for (int part = 1; part < VLM_PART_LORA; part <<= 1) {
+		char *name = saved & (unsigned)part ? part_module(m, part) : NULL;
+		if (name)
+			cJSON_AddItemToArray(ms, cJSON_CreateString(name));
+		free(name);
+	}
 	char *text = cJSON_Print(j);
 	cJSON_Delete(j);
 	int ok = write_text(tmp, "adapter_config.json", text) == 0;
@@ -410,7 +448,7 @@ static int lora_write(struct vlm *m, const char *tmp)
 	int n = 0;
 	for (int k = 0; k < m->ntensors; k++) {
 		const struct vlm_tensor *t = &m->tensors[k];
-		if (t->part != VLM_PART_LORA)
+		if (t->part != VLM_PART_LORA && !(t->part & (int)saved))
 			continue;
 		names[n] = xasprintf(PEFT_PREFIX "%s", t->name);
 		e[n] = (struct safetensors_entry){names[n], t->data, t->ndim, t->shape};
@@ -484,7 +522,8 @@ int vlm_lora_save(struct vlm *m, const char *dir)
 
 /* adapter_config.json → rank, alpha, target mask; refuses what we would
  * silently compute differently (DoRA, rsLoRA, per-layer patterns, biases). */
-static int lora_config(const char *path, int *rank, float *alpha, unsigned *targets)
+static int lora_config(const char *path, const struct vlm *m, int *rank, float *alpha,
+		       unsigned *targets, unsigned *saved)
 {
 	unsigned char *text = read_file(path, NULL);
 	if (!text)
@@ -521,6 +560,29 @@ static int lora_config(const char *path, int *rank, float *alpha, unsigned *targ
 	if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || strcmp(v->valuestring, "none"))) {
 		error("%s: bias: only \"none\" is supported", path);
 		goto out;
+	}
+	/* modules_to_save: the whole modules of ours that it names */
+	*saved = 0;
+	v = cJSON_GetObjectItemCaseSensitive(j, "modules_to_save");
+	if (cJSON_IsArray(v)) {
+		const cJSON *s;
+		cJSON_ArrayForEach(s, v) {
+			unsigned part = 0;
+			for (int p = 1; cJSON_IsString(s) && p < VLM_PART_LORA; p <<= 1) {
+				char *name = part_module(m, p);
+				if (name && !strcmp(name, s->valuestring))
+					part = (unsigned)p;
+				free(name);
+			}
+			if (!part) {
+				error("%s: modules_to_save: '%s' is not a module of this model", path,
+				      cJSON_IsString(s) ? s->valuestring : "?");
+				goto out;
+			}
+			*saved |= part;
+		}
+		cJSON_DetachItemViaPointer(j, (cJSON *)v);
+		cJSON_Delete((cJSON *)v);
 	}
 	static const char *const refused[] = {"use_dora", "use_rslora", "layers_to_transform",
 					      "rank_pattern", "alpha_pattern", "modules_to_save"};
@@ -568,9 +630,9 @@ int vlm_lora_load(struct vlm *m, const char *dir)
 {
 	int rank;
 	float alpha;
-	unsigned targets;
+	unsigned targets, saved;
 	char *path = xasprintf("%s/adapter_config.json", dir);
-	int r = lora_config(path, &rank, &alpha, &targets);
+	int r = lora_config(path, m, &rank, &alpha, &targets, &saved);
 	free(path);
 	if (r)
 		return -1;
@@ -583,7 +645,7 @@ int vlm_lora_load(struct vlm *m, const char *dir)
 	if (m->lora.rank <= 0)
 		vlm_lora_add(m, rank, alpha, targets, 0);
 	m->lora.alpha = alpha;
-	r = load_tensors(m, &st, dir, 1);
+	r = load_tensors(m, &st, dir, 1, saved);
 	safetensors_release(&st);
 	return r;
 }

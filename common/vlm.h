@@ -160,7 +160,10 @@ int vlm_save_merged(struct vlm *m, const char *dir, const char *dtype, const cha
  * makes (then removes) DIR.tmp.PID with a file in it. For a long run, to
  * find an unwritable output before the work rather than after it. */
 int vlm_save_check(const char *dir);
-/* PEFT files: DIR/adapter_config.json + DIR/adapter_model.safetensors. */
+/* PEFT files: DIR/adapter_config.json + DIR/adapter_model.safetensors.
+ * The parts that train in full beside the adapters (the projector by
+ * default) are saved with them as PEFT's modules_to_save writes them
+ * (whole, under base_model.model.), and loaded back over the base's. */
 int vlm_lora_save(struct vlm *m, const char *dir);
 int vlm_lora_load(struct vlm *m, const char *dir);
 

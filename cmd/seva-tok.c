@@ -241,6 +241,7 @@ int main(int argc, char **argv)
 	}
 	if (opt.template) {
 		int no_bos = chat.no_bos;
+		const char *block = chat.image_block;
 		if (chat_init(&chat, opt.template, tok, chat.image_token) < 0) {
 			if (model)
 				lm_release(&lm);
@@ -249,6 +250,7 @@ int main(int argc, char **argv)
 			exit(2);
 		}
 		chat.no_bos = no_bos;
+		chat.image_block = block ? block : chat.image_block;
 	}
 
 	if (optind == argc)

@@ -1,7 +1,8 @@
 /* chat — the conversation templates, and their ids made the way LLaVA makes
  * them: the prompt split at "<image>" with each chunk tokenized on its own
- * (unless the tokenizer has an "<image>" token), BOS first, and answers as
- * the tail of prompt + answer tokenized together. */
+ * (unless the tokenizer has an "<image>" token), BOS first where the
+ * template wants it, and answers as the tail of prompt + answer tokenized
+ * together. */
 #include "chat.h"
 
 #include <stdlib.h>
@@ -9,11 +10,21 @@
 
 #include "util.h"
 
+/* A human turn renders as [start][system ]<user>(<image>|<plain>)Q<ask>,
+ * [start] and [system ] on the first turn only, <next> before the later
+ * ones; an answer follows <ask> after one space and ends with the
+ * end-of-turn token. */
 struct template {
 	const char *name;
+	int bos;                /* the tokenizer's BOS first */
+	const char *start;      /* text before the first turn ("" for none) */
 	const char *system;     /* followed by one space; NULL for none */
-	const char *user;       /* "USER" */
-	const char *assistant;  /* "ASSISTANT" */
+	const char *user;       /* "USER: " */
+	const char *image;      /* after the image block: "\n" */
+	const char *plain;      /* between user and a question without an image */
+	const char *ask;        /* " ASSISTANT:" */
+	const char *next;       /* before a later human turn */
+	const char *eot;        /* the end-of-turn token; NULL: the tokenizer's eos */
 };
 
 /* LLaVA's conv_vicuna_v1 / conv_llava_v1 (SeparatorStyle.TWO, seps " " and
@@ -22,10 +33,16 @@ static const char VICUNA_SYSTEM[] =
 	"A chat between a curious human and an artificial intelligence assistant. "
 	"The assistant gives helpful, detailed, and polite answers to the human's questions.";
 
+/* "smolvlm": SmolVLM-Instruct's chat_template.jinja for a user turn of
+ * [image, text] or [text] and add_generation_prompt: "<|im_start|>User:"
+ * (": " without an image), the question, "<end_of_utterance>\nAssistant:";
+ * its tokenizer adds no BOS. */
 static const struct template templates[] = {
-	{ "llava_v1", VICUNA_SYSTEM, "USER", "ASSISTANT" },
-	{ "vicuna_v1", VICUNA_SYSTEM, "USER", "ASSISTANT" },
-	{ "seva", NULL, "USER", "ASSISTANT" },
+	{ "llava_v1", 1, "", VICUNA_SYSTEM, "USER: ", "\n", "", " ASSISTANT:", "", NULL },
+	{ "vicuna_v1", 1, "", VICUNA_SYSTEM, "USER: ", "\n", "", " ASSISTANT:", "", NULL },
+	{ "seva", 1, "", NULL, "USER: ", "\n", "", " ASSISTANT:", "", NULL },
+	{ "smolvlm", 0, "<|im_start|>", NULL, "User:", "", " ", "<end_of_utterance>\nAssistant:",
+	  "\n", "<end_of_utterance>" },
 };
 
 static const struct template *find_template(const char *name)
@@ -52,27 +69,40 @@ int chat_init(struct chat *c, const char *name, const struct tokenizer *tok, int
 	c->name = tp->name;
 	c->tok = tok;
 	c->image_token = image_token;
-	c->eos = tokenizer_eos(tok);
+	c->image_block = "<image>";
+	c->no_bos = !tp->bos;
+	c->eos = tp->eot ? tokenizer_token_id(tok, tp->eot) : tokenizer_eos(tok);
+	if (c->eos < 0 && tp->eot)
+		return error("chat template '%s': the tokenizer has no '%s' token", name, tp->eot);
 	if (c->eos < 0)
 		return error("chat template '%s': the tokenizer has no end-of-sequence token", name);
 	return 0;
 }
 
-/* The text of human turn I: "[SYSTEM ]USER: [<image>\n]Q ASSISTANT:";
- * turns after the first follow an end-of-turn token, so start bare. */
-static void render_turn(struct buf *b, const struct template *tp, const char *q, int first,
-			int with_image)
+/* The text of a human turn (see struct template); the image as the
+ * family's block (c->image_block). */
+static void render_turn(struct buf *b, const struct chat *c, const struct template *tp,
+			const char *q, int first, int with_image)
 {
+	if (first)
+		buf_printf(b, "%s", tp->start);
+	else
+		buf_printf(b, "%s", tp->next);
 	if (first && tp->system)
 		buf_printf(b, "%s ", tp->system);
-	buf_printf(b, "%s: %s%s %s:", tp->user, with_image ? "<image>\n" : "", q, tp->assistant);
+	buf_printf(b, "%s", tp->user);
+	if (with_image)
+		buf_printf(b, "%s%s", c->image_block, tp->image);
+	else
+		buf_printf(b, "%s", tp->plain);
+	buf_printf(b, "%s%s", q, tp->ask);
 }
 
 char *chat_render(const struct chat *c, const char *question, int with_image)
 {
 	struct buf b;
 	buf_init(&b);
-	render_turn(&b, find_template(c->name), question, 1, with_image);
+	render_turn(&b, c, find_template(c->name), question, 1, with_image);
 	return (char *)buf_detach(&b, NULL);
 }
 
@@ -151,7 +181,9 @@ int chat_encode_answer(const struct chat *c, const char *answer, int **ids)
 {
 	const struct template *tp = find_template(c->name);
 	int *head, *whole;
-	char *ctx = xasprintf("%s:", tp->assistant);
+	/* the tag the answer follows: the ask's last line ("ASSISTANT:") */
+	const char *nl = strrchr(tp->ask, '\n');
+	char *ctx = xstrdup(nl ? nl + 1 : tp->ask + strspn(tp->ask, " "));
 	char *text = xasprintf("%s %s", ctx, answer);
 	int nh = tokenizer_encode(c->tok, ctx, strlen(ctx), 0, &head);
 	int nw = nh < 0 ? -1 : tokenizer_encode(c->tok, text, strlen(text), 0, &whole);
@@ -209,7 +241,7 @@ int chat_encode_conversation(const struct chat *c, const char *const *turns, int
 		int from = n;
 		if (t % 2 == 0) {
 			b.len = 0;
-			render_turn(&b, tp, turns[t], t == 0, with_image && t == 0);
+			render_turn(&b, c, tp, turns[t], t == 0, with_image && t == 0);
 			if (append_with_image(c, (char *)b.data, ids, &n, &cap) < 0)
 				goto fail;
 		} else {

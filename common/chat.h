@@ -12,9 +12,11 @@ struct chat {
 	const char *name;        /* template name */
 	const struct tokenizer *tok;
 	int image_token;         /* id that marks the image position */
+	const char *image_block; /* what a question's image becomes: "<image>" (chat_init),
+				    the family's prompt layout (lm_attach) */
 	int eos;                 /* end-of-turn id appended to answers */
-	int no_bos;              /* 1: no BOS first (tokenizer_config.json's
-				    add_bos_token false); chat_init sets 0 */
+	int no_bos;              /* 1: no BOS first (the template's choice, or
+				    tokenizer_config.json's add_bos_token false) */
 };
 
 /* -1 with a message if NAME is unknown. */

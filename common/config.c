@@ -278,7 +278,9 @@ static int check_shapes(const struct vlm_config *cfg, const char *where)
 }
 
 /* The families seva runs, and model types it knows and refuses, with why. */
-static const struct vlm_family *const families[] = {&vlm_family_llava};
+static const struct vlm_family *const families[] = {
+	&vlm_family_llava, &vlm_family_idefics3, &vlm_family_smolvlm,
+};
 
 static const char *const refused[][2] = {
 	{"llava_next", "LLaVA-NeXT (1.6) tiles each image into a grid (image_grid_pinpoints)"},
@@ -293,12 +295,19 @@ static const char *const refused[][2] = {
 	{"qwen2_5_vl", "Qwen2.5-VL's decoder has q/k/v biases and M-RoPE, its tower 2-D RoPE"},
 	{"paligemma", "PaliGemma's Gemma decoder scales embeddings and uses GeGLU"},
 	{"mllama", "Llama 3.2 Vision feeds the image through cross-attention layers"},
+	{"idefics2", "Idefics2 resamples the image with a perceiver"},
+	{"idefics", "Idefics (1) feeds the image through cross-attention layers"},
 	{NULL, NULL},
 };
 
 const struct vlm_family *vlm_family_of(const struct vlm_config *cfg)
 {
 	return cfg->family ? cfg->family : &vlm_family_llava;
+}
+
+const char *vlm_image_block(const struct vlm_config *cfg)
+{
+	return vlm_family_of(cfg)->image_block;
 }
 
 static int finish(struct vlm_config *cfg, const char *where)

@@ -977,9 +977,24 @@ static double bicubic_filter(double x)
 	return 0;
 }
 
+static double sinc(double x)
+{
+	if (x == 0)
+		return 1;
+	x *= M_PI;
+	return sin(x) / x;
+}
+
+/* sinc windowed by sinc(x/3) on [-3, 3), as PIL's. */
+static double lanczos_filter(double x)
+{
+	return -3 <= x && x < 3 ? sinc(x) * sinc(x / 3) : 0;
+}
+
 static const struct filter filters[] = {
 	[RESAMPLE_BILINEAR] = {bilinear_filter, 1.0},
 	[RESAMPLE_BICUBIC] = {bicubic_filter, 2.0},
+	[RESAMPLE_LANCZOS] = {lanczos_filter, 3.0},
 };
 
 /* Weights for OUT output positions over IN inputs: bounds[2*i] first input,
@@ -1162,6 +1177,25 @@ void image_resize_box(struct image *out, const struct image *in, const int box[4
 	free(kv);
 }
 
+/* Pillow 13 runs the vertical pass first when it removes more than twice
+ * the rows the horizontal pass removes columns (found by comparing its
+ * output with both orders on random sizes: no exception in 2500); each
+ * pass rounds to 8 bits, so the order shows. Pillow 9.4 (Debian 12's, whose
+ * output the LLaVA fixtures hold) always runs the horizontal one first. */
+void image_resize_pil13(struct image *out, const struct image *in, int w, int h,
+			enum resample mode)
+{
+	if (w != in->w && h != in->h && in->h - h > 2 * (in->w > w ? in->w - w : 0)) {
+		struct image t;
+		image_init(&t);
+		image_resize(&t, in, in->w, h, mode);
+		image_resize(out, &t, w, h, mode);
+		image_release(&t);
+		return;
+	}
+	image_resize(out, in, w, h, mode);
+}
+
 void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode)
 {
 	int box[4] = {0, 0, in->w, in->h};
@@ -1279,7 +1313,40 @@ void preprocess_defaults(struct preprocess *p, int size)
 
 int preprocess_side(const struct preprocess *p)
 {
-	return p->mode == PREPROCESS_SHORTEST_CROP ? p->crop_size : p->size;
+	return p->mode == PREPROCESS_SHORTEST_CROP || p->mode == PREPROCESS_LONGEST_SQUARE
+		       ? p->crop_size
+		       : p->size;
+}
+
+/* Idefics3's get_resize_output_image_size: the longest edge to MAX, the
+ * other by the aspect ratio (truncated, then made even by adding one), at
+ * least 1; then both scaled below 4096 the same way but without the even
+ * rule. */
+static void longest_edge(const struct image *im, int max, int *w, int *h)
+{
+	double ar = (double)im->w / im->h;
+	int W = im->w, H = im->h;
+	if (W >= H) {
+		W = max;
+		H = (int)(W / ar);
+		H += H % 2;
+	} else {
+		H = max;
+		W = (int)(H * ar);
+		W += W % 2;
+	}
+	W = W > 1 ? W : 1;
+	H = H > 1 ? H : 1;
+	ar = (double)W / H;
+	if (W >= H && W > 4096) {
+		W = 4096;
+		H = (int)(W / ar);
+	} else if (H > W && H > 4096) {
+		H = 4096;
+		W = (int)(H * ar);
+	}
+	*w = W > 1 ? W : 1;
+	*h = H > 1 ? H : 1;
 }
 
 /* transformers' get_resize_output_image_size for {"shortest_edge": size}:
@@ -1353,6 +1420,12 @@ int image_preprocess(float *out, const struct image *im, const struct preprocess
 	}
 	case PREPROCESS_RESIZE:
 		image_resize(&b, im, p->size, p->size, p->resample);
+		break;
+	case PREPROCESS_LONGEST_SQUARE:
+		/* transformers 5's Idefics3 processor, with Pillow 13 */
+		longest_edge(im, p->size, &w, &h);
+		image_resize_pil13(&a, im, w, h, p->resample);
+		image_resize_pil13(&b, &a, side, side, p->resample);
 		break;
 	}
 

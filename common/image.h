@@ -43,10 +43,13 @@ void image_to_float(struct fimage *out, const struct image *in);
 /* Rounds half to even and clips to [0,255]. */
 void image_from_float(struct image *out, const struct fimage *in);
 
-enum resample { RESAMPLE_BILINEAR, RESAMPLE_BICUBIC };
+enum resample { RESAMPLE_BILINEAR, RESAMPLE_BICUBIC, RESAMPLE_LANCZOS };
 /* Resizes as PIL's Image.resize does (antialiased when shrinking, support
  * scaled by the ratio), on 8-bit data with PIL's rounding. */
 void image_resize(struct image *out, const struct image *in, int w, int h, enum resample mode);
+/* The same with Pillow 13's choice of which pass runs first. */
+void image_resize_pil13(struct image *out, const struct image *in, int w, int h,
+			enum resample mode);
 /* The same for the window BOX = {x, y, w, h} of IN: the bytes of cropping
  * it out, then image_resize, without the copy. */
 void image_resize_box(struct image *out, const struct image *in, const int box[4], int w, int h,
@@ -69,10 +72,14 @@ enum preprocess_mode {
 	PREPROCESS_PAD_RESIZE,
 	PREPROCESS_SHORTEST_CROP,  /* llava-hf: resize shortest edge to size, centre crop crop_size */
 	PREPROCESS_RESIZE,         /* plain resize to size x size */
+	/* Idefics3 without image splitting: the longest edge resized to size
+	 * (the other by the aspect ratio, rounded up to even), then that image
+	 * resized to the crop_size square. */
+	PREPROCESS_LONGEST_SQUARE,
 };
 struct preprocess {
 	enum preprocess_mode mode;
-	int size;        /* resize target (square side or shortest edge) */
+	int size;        /* resize target (square side, shortest or longest edge) */
 	int crop_size;   /* centre crop side (SHORTEST_CROP) */
 	enum resample resample;
 	float rescale;   /* 1/255 */

@@ -78,6 +78,7 @@ static int config_finish(struct vlm_config *cfg, const char *where)
 	cfg->v_pre_ln = 1;
 	cfg->v_post_ln = 0;
 	cfg->v_patch_bias = 0;
+	cfg->v_frac_pos = 0;
 	cfg->connector = VLM_CONN_MLP2;
 	return 0;
 }
@@ -326,6 +327,7 @@ const struct vlm_family vlm_family_llava = {
 	.head_name = "language_model.lm_head.weight",
 	.layouts = layouts,
 	.chat_template = "llava_v1",
+	.image_block = "<image>",
 	.config_load = config_load,
 	.config_finish = config_finish,
 	.config_json = config_json,

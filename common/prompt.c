@@ -37,6 +37,7 @@ static int lm_setup(struct lm *lm, const struct vlm_config *cfg)
 		lm_release(lm);
 		return -1;
 	}
+	lm->chat.image_block = vlm_image_block(cfg);
 	add_stop(lm, lm->chat.eos);
 	add_stop(lm, tokenizer_eos(lm->tok));
 	add_stop(lm, cfg->eos_id);
@@ -120,7 +121,7 @@ static int dir_settings(struct lm *lm, const char *dir)
 	char *tc = xasprintf("%s/tokenizer_config.json", dir);
 	unsigned char *text = access(tc, F_OK) == 0 ? read_file(tc, NULL) : NULL;
 	cJSON *j = text ? cJSON_Parse((const char *)text) : NULL;
-	lm->chat.no_bos = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "add_bos_token"));
+	lm->chat.no_bos |= cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "add_bos_token"));
 	cJSON_Delete(j);
 	free(text);
 	free(tc);

@@ -175,6 +175,42 @@ static void decoder_tensors(struct vlm *m, int *capp, const char *dp, const char
 	*capp = cap;
 }
 
+/* Idefics3VisionEmbeddings' position ids for an image of whole patches,
+ * GW a side: each patch's fractional coordinate i * (1/GW) in float, below
+ * 1 - 1e-6, bucketized (right) against arange(1/GW, 1, 1/GW) as torch's
+ * CPU kernel computes it: in blocks of two 8-lane vectors, each lane its
+ * vector's first value (in double, rounded to float) plus lane * step in
+ * double; the tail one by one in double (checked against torch 2.13 for
+ * every GW below 2000). For most GW the bucket is the index; for some (19,
+ * 25, ...) rounding puts a patch in its neighbour's bucket, and
+ * transformers runs it so. */
+static void frac_positions(int *vpos, int GW)
+{
+	double st = 1.0 / GW;
+	int nb = (int)ceil((1.0 - st) / st); /* torch.arange's length */
+	float *bd = xmalloc((size_t)(nb + 1) * sizeof(float));
+	int body = nb / 16 * 16;
+	for (int k = 0; k < nb; k++)
+		bd[k] = k < body ? (float)((double)(float)(st + st * (k - k % 8)) + (k % 8) * st)
+				 : (float)(st + st * k);
+	float step = 1.0f / (float)GW, top = 1.0f - 1e-6f;
+	int *bucket = xmalloc((size_t)GW * sizeof(int));
+	for (int i = 0; i < GW; i++) {
+		float x = (float)i * step;
+		if (x > top)
+			x = top;
+		int b = 0;
+		while (b < nb && bd[b] <= x)
+			b++;
+		bucket[i] = b;
+	}
+	for (int y = 0; y < GW; y++)
+		for (int x = 0; x < GW; x++)
+			vpos[y * GW + x] = bucket[y] * GW + bucket[x];
+	free(bd);
+	free(bucket);
+}
+
 struct vlm *vlm_new(const struct vlm_config *cfg)
 {
 	struct vlm *m = xcalloc(1, sizeof *m);
@@ -201,6 +237,11 @@ struct vlm *vlm_new(const struct vlm_config *cfg)
 	m->params = xcalloc(m->nparams, sizeof(float));
 	bind_views(m);
 	preprocess_defaults(&m->pre, c->image_size);
+	im->vpos = xmalloc(((size_t)c->vt + 1) * sizeof(int));
+	for (int t = 0; t < c->vt; t++)
+		im->vpos[t] = t;
+	if (c->v_frac_pos)
+		frac_positions(im->vpos + (c->v_cls ? 1 : 0), c->image_size / c->patch_size);
 	return m;
 }
 
@@ -212,6 +253,7 @@ void vlm_free(struct vlm *m)
 	struct vlm_impl *im = m->impl;
 	if (im) {
 		free(im->vl);
+		free(im->vpos);
 		free(im->dl);
 		free(im->la);
 		for (int i = 0; i < 2; i++) {
@@ -776,8 +818,9 @@ static void vision_forward(struct vlm *m, const struct fwd *f, const struct vlm_
 		for (int t = 0; t < VT; t++) {
 			float *dst = f->vemb + ((size_t)i * VT + t) * VC;
 			const float *src = t >= ncls ? f->pe + ((size_t)i * NP + t - ncls) * VC : cls;
+			const float *pt = pos + (size_t)im->vpos[t] * VC;
 			for (int j = 0; j < VC; j++)
-				dst[j] = src[j] + pos[(size_t)t * VC + j];
+				dst[j] = src[j] + pt[j];
 		}
 	/* the residual stream's start (VN, VC) */
 	if (c->v_pre_ln)
@@ -1529,8 +1572,9 @@ static void vision_backward(struct vlm *m, const struct fwd *f, const struct vlm
 	for (int i = 0; i < NI; i++)
 		for (int t = 0; t < VT; t++) {
 			const float *g = dvemb + ((size_t)i * VT + t) * VC;
+			float *dpt = dpos + (size_t)im->vpos[t] * VC;
 			for (int j = 0; j < VC; j++)
-				dpos[(size_t)t * VC + j] += g[j];
+				dpt[j] += g[j];
 			if (t < ncls)
 				for (int j = 0; j < VC; j++)
 					dcls[j] += g[j];

@@ -44,6 +44,8 @@ struct vlm_config {
 	int v_pre_ln;          /* LayerNorm on the embeddings (CLIP's pre_layrnorm) */
 	int v_post_ln;         /* LayerNorm on the features (SigLIP's post_layernorm) */
 	int v_patch_bias;      /* the patch convolution has a bias (SigLIP) */
+	int v_frac_pos;        /* patch positions by fractional buckets (Idefics3's
+				  embeddings), else the patch index */
 	/* connector */
 	enum vlm_connector connector;
 	enum act proj_act;     /* MLP2 */
@@ -129,6 +131,9 @@ int vlm_preprocess_load(struct preprocess *pre, const char *path, const struct v
 int vlm_processor_check(const char *path, const struct vlm_config *cfg);
 /* Fills derived fields; -1 with a message if the shapes are inconsistent. */
 int vlm_config_finish(struct vlm_config *cfg);
+/* The family's prompt layout: the text a question's image placeholder
+ * becomes ("<image>"; Idefics3's block around it). */
+const char *vlm_image_block(const struct vlm_config *cfg);
 
 /* --- vlm.c: layout and lifetime --- */
 /* Allocates a model with zeroed parameters for CFG. */

@@ -63,6 +63,10 @@ struct vlm_family {
 	const char *const (*layouts)[2];
 	/* The chat template of a config that names none. */
 	const char *chat_template;
+	/* The prompt layout: what the image placeholder of a question becomes,
+	 * its one "<image>" the image token that the forward expands to
+	 * img_tokens rows. */
+	const char *image_block;
 
 	/* Reads the family's keys of config.json J (the decoder is read by
 	 * vlm_config_text, which this calls with the right object). */
@@ -81,7 +85,7 @@ struct vlm_family {
 	void (*processor_check)(struct jctx *c, const cJSON *j, const struct vlm_config *cfg);
 };
 
-extern const struct vlm_family vlm_family_llava;
+extern const struct vlm_family vlm_family_llava, vlm_family_idefics3, vlm_family_smolvlm;
 
 /* The family of CFG (LLaVA when unset). */
 const struct vlm_family *vlm_family_of(const struct vlm_config *cfg);

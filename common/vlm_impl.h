@@ -36,6 +36,7 @@ struct vlm_impl {
 	int conn[4];                   /* the connector's tensors, in its order */
 	int embed, norm, lm_head;      /* lm_head == embed when tied */
 	int *vl;                       /* (v_layers, VL_N) */
+	int *vpos;                     /* (VT) the position embedding row of each tower row */
 	int *dl;                       /* (L, DL_N) */
 	int nbase;                     /* tensors before the LoRA ones */
 	long nbase_params;             /* floats before the LoRA ones */

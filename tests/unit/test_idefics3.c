@@ -66,8 +66,13 @@ static float *pixels_of(const struct vlm *m, const char *name)
 	free(bytes);
 	int S = preprocess_side(&m->pre);
 	float *chw = xmalloc((size_t)3 * S * S * sizeof(float));
-	image_preprocess(chw, &im, &m->pre);
+	const char *err = NULL;
+	int rc = image_preprocess(chw, &im, &m->pre, &err);
 	image_release(&im);
+	if (rc < 0) {
+		free(chw);
+		return NULL;
+	}
 	return chw;
 }
 

@@ -40,14 +40,16 @@ static struct {
 	.targets = "q,k,v,o,gate,up,down", .sft_weight = -1,
 };
 
-/* One pair: both sequences are prompt + answer, on the same clean image. */
+/* One pair: both sequences are prompt + answer, on the same clean image;
+ * with mdpo_cond a third, the chosen one on the corrupted image. */
 struct pair {
 	int *ids[2];     /* chosen, rejected */
 	float *w[2];
 	int n[2];
 	double ntok[2];  /* answer tokens incl. end of turn */
 	int image;       /* index into the image cache, -1: none */
-	float ref[2];
+	int aug_image;   /* the corrupted image (mdpo_cond), -1: none */
+	float ref[3];    /* reference log-probs of the nseq sequences */
 	int have_ref;
 	struct sample s; /* --score only: the record to write back */
 };
@@ -64,6 +66,9 @@ static long n_pairs, n_truncated, n_long;
 static struct rec_input in;
 static float *images;
 static long n_images, img_floats;
+/* Sequences scored per pair: chosen and rejected on the clean image, and
+ * with mdpo_cond the chosen answer again on the corrupted image. */
+static int nseq = 2;
 
 static void pair_free(struct pair *p)
 {
@@ -87,6 +92,32 @@ static void make_seq(struct pair *p, int i, const int *pr, int np, const int *a,
 	p->ntok[i] = na;
 }
 
+/* mdpo_cond's corrupted image: the augmented view the pair was made with,
+ * rebuilt as seva-generate built it for the rejected answer, from the
+ * recipe in pair.json and the view's base image that seva-pair keeps. */
+static int corrupted_image(struct pair *p, const struct sample *s, const struct field *img,
+			   const char **why)
+{
+	cJSON *pj = sample_json(s, "pair.json");
+	cJSON *recipe = pj ? cJSON_GetObjectItem(pj, "recipe") : NULL;
+	int rc = -1;
+	if (!cJSON_IsObject(recipe))
+		recipe = NULL;
+	if (!img)
+		*why = "mdpo_cond: the pair has no image to corrupt";
+	else if (!recipe && !sample_get(s, "aug.png"))
+		*why = "mdpo_cond: no augmented view (no recipe in pair.json, no aug.png)";
+	else {
+		images = xrealloc(images, (size_t)(n_images + 1) * (size_t)img_floats * sizeof(float));
+		if (prompt_aug_tensor(lm.m, s, recipe, images + n_images * img_floats, why) == 0) {
+			p->aug_image = (int)n_images++;
+			rc = 0;
+		}
+	}
+	cJSON_Delete(pj);
+	return rc;
+}
+
 /* Tokenizes the pair S into P; -1 with a reason if it is bad, -2 if it is
  * too long and --skip-long says skip. */
 static int pair_make(struct pair *p, struct sample *s, const char **why)
@@ -96,7 +127,7 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 	int *pr = NULL, *a[2] = { NULL, NULL }, na[2], rc = -1;
 
 	memset(p, 0, sizeof *p);
-	p->image = -1;
+	p->image = p->aug_image = -1;
 	sample_init(&p->s);
 	if (!q || !(ans[0] = sample_want_text(s, "chosen.txt", why)) ||
 	    !(ans[1] = sample_want_text(s, "rejected.txt", why)))
@@ -150,13 +181,18 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 		}
 		n_ref_mismatch++;
 	}
-	if (cJSON_IsNumber(rc_) && cJSON_IsNumber(rr_)) {
+	cJSON *rm_ = ref ? cJSON_GetObjectItem(ref, "chosen_corrupted") : NULL;
+	if (cJSON_IsNumber(rc_) && cJSON_IsNumber(rr_) && (nseq < 3 || cJSON_IsNumber(rm_))) {
 		p->ref[0] = (float)rc_->valuedouble;
 		p->ref[1] = (float)rr_->valuedouble;
+		p->ref[2] = nseq < 3 ? 0 : (float)rm_->valuedouble;
 		p->have_ref = 1;
 	} else if (ref) {
 		cJSON_Delete(ref);
-		*why = "ref.json lacks numbers \"chosen\" and \"rejected\"";
+		*why = nseq < 3 ? "ref.json lacks numbers \"chosen\" and \"rejected\""
+				: "ref.json lacks numbers \"chosen\", \"rejected\" and "
+				  "\"chosen_corrupted\" (mdpo_cond: score with --score --loss mdpo_cond, "
+				  "or --ignore-ref)";
 		goto out;
 	}
 	cJSON_Delete(ref);
@@ -166,6 +202,8 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 			goto out;
 		p->image = (int)n_images++;
 	}
+	if (nseq == 3 && corrupted_image(p, s, img, why) < 0)
+		goto out;
 	rc = 0;
 out:
 	free(pr);
@@ -176,32 +214,41 @@ out:
 	return rc;
 }
 
-/* Policy log-probs of pairs IDX (k): lp[2i], lp[2i+1] = chosen, rejected.
- * With KEEP the forward is kept for vlm_backward. */
+/* Policy log-probs of pairs IDX (k) under model M: lp[nseq i + c], c =
+ * chosen, rejected (and the chosen on the corrupted image). With KEEP the
+ * forward is kept for vlm_backward. */
 static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, int keep)
 {
-	const int **ids = xcalloc((size_t)(2 * k), sizeof *ids);
-	const float **w = xcalloc((size_t)(2 * k), sizeof *w);
-	int *len = xcalloc((size_t)(2 * k), sizeof *len);
-	int *image_of = xcalloc((size_t)(2 * k), sizeof *image_of);
-	float *imgs = xmalloc((size_t)(k ? k : 1) * (size_t)img_floats * sizeof(float));
+	int B = nseq * k;
+	const int **ids = xcalloc((size_t)B, sizeof *ids);
+	const float **w = xcalloc((size_t)B, sizeof *w);
+	int *len = xcalloc((size_t)B, sizeof *len);
+	int *image_of = xcalloc((size_t)B, sizeof *image_of);
+	float *imgs = xmalloc((size_t)(k ? (nseq - 1) * k : 1) * (size_t)img_floats * sizeof(float));
 	int ni = 0;
 	for (int i = 0; i < k; i++) {
 		struct pair *p = &pairs[idx[i]];
-		int im = -1;
+		int im = -1, aug = -1;
 		if (p->image >= 0) {
 			memcpy(imgs + ni * img_floats, images + p->image * img_floats,
 			       (size_t)img_floats * sizeof(float));
 			im = ni++;
 		}
-		for (int c = 0; c < 2; c++) {
-			ids[2 * i + c] = p->ids[c];
-			w[2 * i + c] = p->w[c];
-			len[2 * i + c] = p->n[c];
-			image_of[2 * i + c] = im; /* chosen and rejected share the clean image */
+		if (nseq == 3) {
+			memcpy(imgs + ni * img_floats, images + p->aug_image * img_floats,
+			       (size_t)img_floats * sizeof(float));
+			aug = ni++;
+		}
+		for (int c = 0; c < nseq; c++) {
+			int a = c < 2 ? c : 0; /* the third is the chosen answer again */
+			ids[nseq * i + c] = p->ids[a];
+			w[nseq * i + c] = p->w[a];
+			len[nseq * i + c] = p->n[a];
+			/* chosen and rejected share the clean image */
+			image_of[nseq * i + c] = c < 2 ? im : aug;
 		}
 	}
-	struct vlm_batch vb = { .B = 2 * k, .ids = ids, .len = len, .weight = w,
+	struct vlm_batch vb = { .B = B, .ids = ids, .len = len, .weight = w,
 				.n_images = ni, .images = imgs, .image_of = image_of };
 	if (vlm_forward(m, &vb, lp, keep) < 0)
 		exit(1);
@@ -219,7 +266,7 @@ static void score_range(long from, long to)
 {
 	struct vlm *m = ref_vlm ? ref_vlm : lm.m;
 	uint32_t *idx = xmalloc((size_t)opt.t.batch * sizeof *idx);
-	float *lp = xmalloc((size_t)(2 * opt.t.batch) * sizeof *lp);
+	float *lp = xmalloc((size_t)(nseq * opt.t.batch) * sizeof *lp);
 	long b = 0;
 	for (long i = from; i < to;) {
 		int k = 0;
@@ -232,8 +279,8 @@ static void score_range(long from, long to)
 			continue; /* with N ranks, each scores every N-th batch */
 		forward_pairs(m, idx, k, lp, 0);
 		for (int j = 0; j < k; j++) {
-			pairs[idx[j]].ref[0] = lp[2 * j];
-			pairs[idx[j]].ref[1] = lp[2 * j + 1];
+			for (int c = 0; c < nseq; c++)
+				pairs[idx[j]].ref[c] = lp[nseq * j + c];
 			pairs[idx[j]].have_ref = 1;
 		}
 	}
@@ -255,6 +302,8 @@ static void flush_scored(struct rec_writer *w)
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddNumberToObject(j, "chosen", q->ref[0]);
 		cJSON_AddNumberToObject(j, "rejected", q->ref[1]);
+		if (nseq == 3)
+			cJSON_AddNumberToObject(j, "chosen_corrupted", q->ref[2]);
 		cJSON_AddNumberToObject(j, "chosen_tokens", q->ntok[0]);
 		cJSON_AddNumberToObject(j, "rejected_tokens", q->ntok[1]);
 		cJSON_AddStringToObject(j, "model", opt.t.model);
@@ -327,19 +376,18 @@ static void score_all(void)
 		need[i] = !pairs[i].have_ref;
 	score_range(0, n_pairs);
 	if (dist_size() > 1) {
-		double *v = xcalloc((size_t)(2 * n_pairs), sizeof *v);
+		long nv = nseq * n_pairs;
+		double *v = xcalloc((size_t)nv, sizeof *v);
 		for (long i = 0; i < n_pairs; i++)
-			if (need[i] && pairs[i].have_ref) {
-				v[2 * i] = pairs[i].ref[0];
-				v[2 * i + 1] = pairs[i].ref[1];
-			}
-		for (long i = 0; i < 2 * n_pairs; i += 1L << 28)
-			dist_allreduce_sum_double(v + i, (int)(2 * n_pairs - i < 1L << 28 ?
-							       2 * n_pairs - i : 1L << 28));
+			if (need[i] && pairs[i].have_ref)
+				for (int c = 0; c < nseq; c++)
+					v[nseq * i + c] = pairs[i].ref[c];
+		for (long i = 0; i < nv; i += 1L << 28)
+			dist_allreduce_sum_double(v + i, (int)(nv - i < 1L << 28 ? nv - i : 1L << 28));
 		for (long i = 0; i < n_pairs; i++)
 			if (need[i]) {
-				pairs[i].ref[0] = (float)v[2 * i];
-				pairs[i].ref[1] = (float)v[2 * i + 1];
+				for (int c = 0; c < nseq; c++)
+					pairs[i].ref[c] = (float)v[nseq * i + c];
 				pairs[i].have_ref = 1;
 			}
 		free(v);
@@ -394,10 +442,11 @@ static void warn_long(void)
 }
 
 /* The sums of a global batch for the metrics: means over its pairs. */
-enum { S_LOSS, S_RC, S_RR, S_ACC, S_MARGIN, S_PC, S_PR, NSUMS };
+/* S_PM (the chosen answer on the corrupted image) only with mdpo_cond. */
+enum { S_LOSS, S_RC, S_RR, S_ACC, S_MARGIN, S_PC, S_PR, S_PM, NSUMS };
 static const char *const metric_names[NSUMS - 1] = {
 	"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-	"logps/chosen", "logps/rejected",
+	"logps/chosen", "logps/rejected", "logps/chosen_corrupted",
 };
 
 /* Chosen-answer tokens per pair over the step's global batch: the sft
@@ -415,7 +464,7 @@ static double step_denom(void *ctx, const uint32_t *batch, int k)
 	return k;
 }
 
-/* The loss terms of pairs IDX (k) from their policy log-probs LP (2k),
+/* The loss terms of pairs IDX (k) from their policy log-probs LP (nseq k),
  * into OUT (k); adds their metrics to SUM. */
 static void pairs_loss(const uint32_t *idx, int k, const float *lp, double sft_tokens,
 		       struct dpo_out *out, double *sum)
@@ -423,8 +472,9 @@ static void pairs_loss(const uint32_t *idx, int k, const float *lp, double sft_t
 	struct dpo_in *in = xmalloc((size_t)(k ? k : 1) * sizeof *in);
 	for (int j = 0; j < k; j++) {
 		const struct pair *p = &pairs[idx[j]];
-		in[j] = (struct dpo_in){ lp[2 * j], lp[2 * j + 1], p->ref[0], p->ref[1],
-					 p->ntok[0], p->ntok[1], 0, 0 };
+		const float *l = lp + nseq * j;
+		in[j] = (struct dpo_in){ l[0], l[1], p->ref[0], p->ref[1], p->ntok[0], p->ntok[1],
+					 nseq == 3 ? l[2] : 0, p->ref[2] };
 	}
 	dpo_batch_loss(&opt.dpo, in, k, sft_tokens, out);
 	for (int j = 0; j < k; j++) {
@@ -433,8 +483,10 @@ static void pairs_loss(const uint32_t *idx, int k, const float *lp, double sft_t
 		sum[S_RR] += out[j].reward_r;
 		sum[S_ACC] += out[j].reward_c > out[j].reward_r;
 		sum[S_MARGIN] += out[j].reward_c - out[j].reward_r;
-		sum[S_PC] += lp[2 * j];
-		sum[S_PR] += lp[2 * j + 1];
+		sum[S_PC] += lp[nseq * j];
+		sum[S_PR] += lp[nseq * j + 1];
+		if (nseq == 3)
+			sum[S_PM] += lp[nseq * j + 2];
 	}
 	free(in);
 }
@@ -445,13 +497,15 @@ static void pairs_loss(const uint32_t *idx, int k, const float *lp, double sft_t
  * as TRL's see a device's micro-batch. */
 static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *sum)
 {
-	float *lp = ctx, *dlp = lp + 2 * opt.t.batch;
+	float *lp = ctx, *dlp = lp + nseq * opt.t.batch;
 	struct dpo_out *out = xmalloc((size_t)k * sizeof *out);
 	forward_pairs(lm.m, idx, k, lp, 1);
 	pairs_loss(idx, k, lp, step_chosen_tokens, out, sum);
 	for (int j = 0; j < k; j++) {
-		dlp[2 * j] = (float)(out[j].dpc / K);
-		dlp[2 * j + 1] = (float)(out[j].dpr / K);
+		dlp[nseq * j] = (float)(out[j].dpc / K);
+		dlp[nseq * j + 1] = (float)(out[j].dpr / K);
+		if (nseq == 3)
+			dlp[nseq * j + 2] = (float)(out[j].dpcm / K);
 	}
 	free(out);
 	vlm_backward(lm.m, dlp);
@@ -467,10 +521,11 @@ static int train(unsigned parts, unsigned targets)
 {
 	long total = train_total_steps(&opt.t, n_pairs);
 	char *settings = settings_json(parts, targets, total);
-	float *lp = xmalloc((size_t)(4 * opt.t.batch) * sizeof *lp); /* logps, then d */
+	float *lp = xmalloc((size_t)(2 * nseq * opt.t.batch) * sizeof *lp); /* logps, then d */
 	struct train_loop L = {
 		.m = lm.m, .a = &opt.t, .n = n_pairs, .total = total, .settings = settings,
-		.unit = "pairs", .denom = step_denom, .micro = micro_step, .nsums = NSUMS, .names = metric_names,
+		.unit = "pairs", .denom = step_denom, .micro = micro_step,
+		.nsums = nseq == 3 ? NSUMS : NSUMS - 1, .names = metric_names,
 		.progress = progress_text, .ctx = lp,
 	};
 	if (!opt.full) {
@@ -502,8 +557,7 @@ static void check_loss(void)
 	if (dpo_term_weight(&opt.dpo, DPO_EXO_PAIR) && opt.dpo.label_smoothing == 0)
 		usage_error("--loss exo_pair: --label-smoothing must be above 0 (EXO's ε; the paper "
 			  "uses 1e-3)");
-	if (dpo_needs_corrupted(&opt.dpo))
-		usage_error("--loss mdpo_cond: not in this build yet");
+	nseq = dpo_needs_corrupted(&opt.dpo) ? 3 : 2;
 }
 
 int main(int argc, char **argv)

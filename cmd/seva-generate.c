@@ -7,7 +7,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "augment.h"
 #include "conversation.h"
 #include "prompt.h"
 #include "rec.h"
@@ -65,35 +64,17 @@ static int has_aug(const struct sample *s)
 	return sample_get(s, "aug.json") || sample_get(s, "aug.png");
 }
 
-/* The augmented view: the field augment_base_field() names (aug.png, or
- * the clean image when aug.png is only a preview of tensor-space noise),
- * then aug.json's tensor-space ops where the image becomes the tensor. */
+/* The augmented view from S's own aug.json (prompt_aug_tensor). */
 static int aug_tensor(const struct sample *s, float *chw, const char **why)
 {
-	int S = preprocess_side(&lm.m->pre);
 	cJSON *aj = NULL;
 	if (sample_get(s, "aug.json") && !(aj = sample_json(s, "aug.json"))) {
 		*why = "aug.json is not valid JSON";
 		return -1;
 	}
-	const char *base = augment_base_field(aj, sample_get(s, "aug.png") != NULL);
-	struct field *f = base ? sample_get(s, base) : sample_image(s);
-	if (!f) {
-		*why = "the augmented view's base image field is missing";
-		cJSON_Delete(aj);
-		return -1;
-	}
-	if (prompt_image_tensor(lm.m, f, chw, why) < 0) {
-		cJSON_Delete(aj);
-		return -1;
-	}
-	if (aj && augment_apply_tensor(aj, s->key, chw, 3, S, S) < 0) {
-		*why = "aug.json: cannot apply its tensor-space ops";
-		cJSON_Delete(aj);
-		return -1;
-	}
+	int rc = prompt_aug_tensor(lm.m, s, aj, chw, why);
 	cJSON_Delete(aj);
-	return 0;
+	return rc;
 }
 
 /* Readies S as the next job of B; -1 with a reason if the sample is bad. */

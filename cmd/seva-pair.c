@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "augment.h"
 #include "conversation.h"
 #include "pair.h"
 #include "rec.h"
@@ -250,6 +251,11 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 	}
 	const char *chosen = opt.swap ? aug : clean, *rejected = opt.swap ? clean : aug;
 	cJSON *recipe = sample_json(s, "aug.json");
+	/* The image the augmented view starts from, when it is not the clean
+	 * one, stays: with the recipe it rebuilds the view (seva-dpo's
+	 * mdpo_cond scores the chosen answer on it). */
+	const char *base = augment_base_field(recipe, sample_get(s, "aug.png") != NULL);
+	char *keep_base = base ? xstrdup(base) : NULL;
 	cJSON *pj = cJSON_CreateObject();
 	cJSON_AddStringToObject(pj, "source", s->key);
 	cJSON_AddItemToObject(pj, "recipe", recipe ? recipe : cJSON_CreateNull());
@@ -266,7 +272,7 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 	 * else, fields unknown to us included, passes through as it came. */
 	for (size_t i = 0; i < s->nfields;) {
 		const char *n = s->fields[i].name;
-		if (&s->fields[i] != img && consumed(n))
+		if (&s->fields[i] != img && consumed(n) && !(keep_base && !strcmp(n, keep_base)))
 			sample_remove(s, n);
 		else
 			i++;
@@ -276,6 +282,7 @@ static int make_pair(const char *where, struct sample *s, char *clean, char *aug
 	sample_set_text(s, "rejected.txt", rejected);
 	sample_set_json(s, "pair.json", pj);
 	cJSON_Delete(pj);
+	free(keep_base);
 	export(s, sample_image(s), q, chosen, rejected);
 	st.kept++;
 	keep = 1;

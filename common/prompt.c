@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "augment.h"
 #include "image.h"
 #include "util.h"
 
@@ -191,6 +192,25 @@ int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, 
 		*why = reason;
 	}
 	return rc;
+}
+
+int prompt_aug_tensor(const struct vlm *m, const struct sample *s, const struct cJSON *aug,
+		      float *chw, const char **why)
+{
+	int S = preprocess_side(&m->pre);
+	const char *base = augment_base_field(aug, sample_get(s, "aug.png") != NULL);
+	struct field *f = base ? sample_get(s, base) : sample_image(s);
+	if (!f) {
+		*why = "the augmented view's base image field is missing";
+		return -1;
+	}
+	if (prompt_image_tensor(m, f, chw, why) < 0)
+		return -1;
+	if (aug && augment_apply_tensor(aug, s->key, chw, 3, S, S) < 0) {
+		*why = "aug.json: cannot apply its tensor-space ops";
+		return -1;
+	}
+	return 0;
 }
 
 int prompt_decoder_len(const struct vlm *m, const int *ids, int n)

@@ -1,8 +1,8 @@
 /* prompt — what the model tools (seva-generate, seva-sft, seva-dpo) share
  * between a record and the engine: the model bundle (weights, tokenizer,
  * chat template, stop ids) and an image field as the model's input tensor
- * (a sample's question and turns are conversation.h's). Depends on vlm, tokenizer,
- * chat, image, sample, util. */
+ * (a sample's question and turns are conversation.h's); the augmented view
+ * too. Depends on vlm, tokenizer, chat, image, augment, sample, util. */
 #ifndef SEVA_PROMPT_H
 #define SEVA_PROMPT_H
 
@@ -10,6 +10,8 @@
 #include "sample.h"
 #include "tokenizer.h"
 #include "vlm.h"
+
+struct cJSON;
 
 struct lm {
 	struct vlm *m;
@@ -41,6 +43,15 @@ void lm_release(struct lm *lm);
  * reason in *WHY ("field 'png': cannot decode image: ..."; the thread's
  * static buffer, valid until its next call). */
 int prompt_image_tensor(const struct vlm *m, const struct field *f, float *chw, const char **why);
+
+/* The augmented view of S as the model's input tensor CHW, as SeVa's
+ * rejected answer saw it (and mDPO's corrupted image is): the field that
+ * augment_base_field() names for the recipe AUG (an aug.json object, or
+ * NULL) — aug.png for pixel-space recipes, the clean image when the noise
+ * is in tensor space — then AUG's tensor-space ops, seeded by S's key.
+ * -1 with a reason in *WHY. */
+int prompt_aug_tensor(const struct vlm *m, const struct sample *s, const struct cJSON *aug,
+		      float *chw, const char **why);
 
 /* Every token of a sequence fits the context: prompt ids with at most one
  * image token (which expands to cfg.img_tokens rows). */

@@ -32,7 +32,7 @@ expect "pairs" seva-pair -o p.mp gen.mp
 stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 truncated, 0 missing fields"
 seva-cat -j -o p.jsonl p.mp
 check "identical answers dropped, the rest kept" "$(keys p.jsonl)" = "a c d e f "
-expect "pair fields: unknown ones pass through, the answers, aug.* and stale ones go" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "note.txt", "extra.json", "blob.bin", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
+expect "pair fields: unknown ones pass through, the answers, aug.* but the view's base and stale ones go" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "aug.png", "note.txt", "extra.json", "blob.bin", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
 expect "unknown fields untouched" jq -e -s '.[0] | ."note.txt" == "kept a" and ."extra.json" == {"n": [1, 2.5]} and ."blob.bin".bytes == 2' p.jsonl
 expect "chosen is the clean answer, markers stripped" jq -e -s '.[0]."chosen.txt" == "A red circle." and .[0]."rejected.txt" == "A blue circle."' p.jsonl
 expect "text after an end-of-turn marker cut" jq -e -s '.[3]."chosen.txt" == "Two circles." and .[2]."rejected.txt" == "Yes"' p.jsonl
@@ -43,8 +43,23 @@ expect "clean image bytes kept" $PY -c '
 import msgpack
 r = next(msgpack.Unpacker(open("p.mp", "rb"), raw=False))
 assert r["png"] == b"\x89PNG-a", r["png"]
-assert "aug.png" not in r and "response.txt" not in r
+assert "response.txt" not in r
+assert r["aug.png"] == b"aug", "aug.json without a preview: aug.png is the view, kept"
 '
+$PY -c '
+import msgpack
+with open("prev.mp", "wb") as f:
+    for k, base in (("clean", "clean"), ("based", "aug.base.png")):
+        f.write(msgpack.packb({"__key__": k, "png": b"p", "json": {"prompt": "Q"},
+            "aug.json": {"ops": [{"op": "diffusion", "t": 500}], "seed": 1, "preview": True, "base": base},
+            "aug.png": b"preview", "aug.base.png": b"base", "response.txt": "A", "aug.response.txt": "B"},
+            use_bin_type=True))
+'
+expect "pairs of previews" seva-pair -o prev-p.mp prev.mp
+seva-cat -j -o prev.jsonl prev-p.mp
+check "a preview over the clean image: every aug.* field goes; over pixel ops: aug.base.png stays" \
+	"$(jq -c '[.__key__, (keys_unsorted | map(select(startswith("aug."))))]' prev.jsonl | tr '\n' ' ')" = \
+	'["clean",[]] ["based",["aug.base.png"]] '
 
 expect "--normalize" seva-pair --normalize -o n.mp gen.mp
 seva-cat -j -o n.jsonl n.mp

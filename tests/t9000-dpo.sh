@@ -120,6 +120,48 @@ stderr_has "names it" "^seva-dpo: --loss: 'ipo' named twice"
 expect_fail "--dpop-lambda out of range: usage" 2 $D --dpop-lambda -1 -o z pairs.mp
 check "no model written on usage errors" ! -e z
 
+# mDPO: the chosen answer on the corrupted image (the pair's augmented view)
+seva-augment sft.mp >aug.mp
+$PY - aug.mp mpairs.mp pixel.mp norecipe.mp <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+def pair(x, recipe, **extra):
+    return dict({"__key__": x["__key__"], "png": x["png"], "prompt.txt": x["json"]["prompt"],
+                 "chosen.txt": x["json"]["answer"], "rejected.txt": "I see a purple heart and a pink star.",
+                 "pair.json": {"source": x["__key__"], "recipe": recipe}}, **extra)
+pk = lambda xs: b"".join(msgpack.packb(x, use_bin_type=True) for x in xs)
+# SeVa's recipe: noise in tensor space over the clean image, as seva-pair leaves it
+open(sys.argv[2], "wb").write(pk([pair(x, x["aug.json"]) for x in s]))
+# a pixel-space view: the augmented image itself (here another sample's image)
+open(sys.argv[3], "wb").write(pk([pair(x, {"recipe": "third-party"}, **{"aug.png": s[(i + 1) % len(s)]["png"]})
+                                  for i, x in enumerate(s[:8])]))
+open(sys.argv[4], "wb").write(pk([pair(s[0], None), pair(s[1], None)]))
+PY
+expect "--loss sigmoid,mdpo_cond,mdpo_anchor" $D --loss sigmoid,mdpo_cond,mdpo_anchor --max-steps 12 --metrics md.jsonl -o md mpairs.mp
+check "step 1: three terms at z = 0, loss 3 log 2 exactly" "$(head -1 md.jsonl | jq '.loss == 3 * 0.6931471805599453')" = true
+check "the corrupted image is another input: its log-prob differs" \
+	"$(head -1 md.jsonl | jq '.["logps/chosen_corrupted"] != .["logps/chosen"]')" = true
+expect "--loss mdpo_cond alone" $D --loss mdpo_cond --max-steps 12 --metrics mc.jsonl -o mc mpairs.mp
+check "it trains the clean image's chosen answer above the corrupted one's (the gap grows by > 0.5 nats)" \
+	"$(jq -s '(.[-1] | .["logps/chosen"] - .["logps/chosen_corrupted"]) > (.[0] | .["logps/chosen"] - .["logps/chosen_corrupted"]) + 0.5' mc.jsonl)" = true
+expect "--score --loss mdpo_cond" sh -c "$D --score --loss mdpo_cond mpairs.mp >mscored.mp"
+seva-cat -j mscored.mp >mscored.jsonl
+check "ref.json carries chosen_corrupted" \
+	"$(jq -s 'map(.["ref.json"] | (.chosen_corrupted | type) == "number" and .chosen_corrupted != .chosen) | all' mscored.jsonl)" = true
+expect "training from it" $D --loss sigmoid,mdpo_cond,mdpo_anchor --max-steps 12 --metrics ms.jsonl -o ms mscored.mp
+jq -c 'del(.pairs_per_s)' md.jsonl >md.curve
+jq -c 'del(.pairs_per_s)' ms.jsonl >ms.curve
+same "... is the run with the reference in memory" md.curve ms.curve
+same "... and the same weights" md/model.safetensors ms/model.safetensors
+expect_fail "mdpo_cond on ref.json without chosen_corrupted" 1 $D --loss mdpo_cond --max-steps 1 -o y scored.mp
+stderr_has "says what to do" "record 1 .*ref.json lacks .*chosen_corrupted.*--score --loss mdpo_cond"
+expect "a pixel-space view (aug.png kept in the pair)" $D --loss mdpo_cond --max-steps 1 --metrics px.jsonl -o px pixel.mp
+check "... is scored" "$(jq '.loss == 0.6931471805599453 and .["logps/chosen_corrupted"] != .["logps/chosen"]' px.jsonl)" = true
+expect_fail "no recipe and no aug.png" 1 $D --loss mdpo_cond --max-steps 1 -o y norecipe.mp
+stderr_has "names the record" "norecipe.mp: record 1 .*mdpo_cond: no augmented view"
+expect "without mdpo_cond the same pairs need no view" $D --max-steps 1 --metrics nr.jsonl -o nr norecipe.mp
+check "... and log no corrupted log-prob" "$(jq 'has("logps/chosen_corrupted")' nr.jsonl)" = false
+
 expect_fail "--full with --lora: usage" 2 $D --full --lora 4 -o f pairs.mp
 stderr_has "says which two" "^seva-dpo: --full trains the decoder's weights, --lora adapters: one or the other"
 check "and writes nothing" ! -e f

@@ -3,6 +3,7 @@
  * of each pair written back as ref.json. */
 #include <getopt.h>
 #include <math.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,8 +26,9 @@ static const char usage_text[] =
 	"       [--warmup-steps N] [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--ref-model DIR]\n"
-	"       [--allow-ref-mismatch] [--skip-long] [--precision auto|f32|bf16]\n"
-	"       [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
+	"       [--allow-ref-mismatch] [--skip-long]\n"
+	"       [--eval PAIRS | --eval-split F] [--eval-every N] [--keep last|best[:METRIC]]\n"
+	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
 	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [-k] [-q]\n"
 	"       [FILE...]";
 
@@ -34,6 +36,10 @@ static struct {
 	struct train_args t;
 	const char *targets, *ref_model;
 	int score, full, tar, skip_long, ignore_ref, allow_ref_mismatch;
+	const char *eval_file;   /* --eval: held-out pairs */
+	double eval_split;       /* --eval-split: the fraction held out, by key */
+	long eval_every;
+	int keep_best, keep_metric; /* --keep best:METRIC, an index into eval_names */
 	double sft_weight;       /* --sft-weight: the sft term's weight; -1: not given */
 	struct dpo_opts dpo;
 } opt = {
@@ -51,7 +57,23 @@ struct pair {
 	int aug_image;   /* the corrupted image (mdpo_cond), -1: none */
 	float ref[3];    /* reference log-probs of the nseq sequences */
 	int have_ref;
+	double split;    /* in [0, 1) from the key alone: --eval-split holds it out below F */
 	struct sample s; /* --score only: the record to write back */
+};
+
+/* The sums of a global batch for the metrics: means over its pairs. */
+/* S_PM (the chosen answer on the corrupted image) only with mdpo_cond. */
+enum { S_LOSS, S_RC, S_RR, S_ACC, S_MARGIN, S_PC, S_PR, S_PM, NSUMS };
+static const char *const metric_names[NSUMS - 1] = {
+	"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+	"logps/chosen", "logps/rejected", "logps/chosen_corrupted",
+};
+
+/* TRL's names of the same metrics on the evaluation's pairs. */
+static const char *const eval_names[NSUMS] = {
+	"eval_loss", "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies",
+	"eval_rewards/margins", "eval_logps/chosen", "eval_logps/rejected",
+	"eval_logps/chosen_corrupted",
 };
 
 static struct lm lm;
@@ -61,9 +83,10 @@ static struct lm lm;
 static struct vlm *ref_vlm;
 static char ref_id[17];
 static long n_ref_mismatch;
+/* Pairs [0, n_train) train, [n_train, n_pairs) are the evaluation's. */
 static struct pair *pairs;
-static long n_pairs, n_truncated, n_long;
-static struct rec_input in;
+static long n_pairs, n_train, n_truncated, n_long;
+static struct rec_input in, eval_in; /* the training inputs; --eval's */
 static float *images;
 static long n_images, img_floats;
 /* Sequences scored per pair: chosen and rejected on the clean image, and
@@ -128,6 +151,9 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 
 	memset(p, 0, sizeof *p);
 	p->image = p->aug_image = -1;
+	struct rng kr;
+	rng_seed(&kr, 0, s->key ? s->key : "", "eval split");
+	p->split = rng_uniform(&kr);
 	sample_init(&p->s);
 	if (!q || !(ans[0] = sample_want_text(s, "chosen.txt", why)) ||
 	    !(ans[1] = sample_want_text(s, "rejected.txt", why)))
@@ -349,6 +375,44 @@ static void read_pairs(int argc, char **argv, struct rec_writer *w)
 		exit(1);
 }
 
+/* --eval FILE: its pairs after the training ones. */
+static void read_eval_pairs(void)
+{
+	static char *files[1];
+	files[0] = (char *)opt.eval_file;
+	rec_input_init(&eval_in, files, 1, opt.t.keep);
+	if (rec_input_each(&eval_in, pair_add, NULL) < 0)
+		exit(1);
+	if (n_pairs == n_train)
+		die("%s: no pairs to evaluate on", opt.eval_file);
+}
+
+/* --eval-split F: the pairs whose key falls below F go after the others,
+ * each part in input order. After scoring, so that the reference is the
+ * one --score computes on the whole input. */
+static void split_pairs(void)
+{
+	struct pair *p = xmalloc((size_t)n_pairs * sizeof *p);
+	long k = 0;
+	for (int held = 0; held < 2; held++)
+		for (long i = 0; i < n_pairs; i++)
+			if ((pairs[i].split < opt.eval_split) == held)
+				p[k++] = pairs[i];
+	for (long i = 0; i < n_pairs; i++)
+		n_train -= pairs[i].split < opt.eval_split;
+	free(pairs);
+	pairs = p;
+	if (n_train == 0)
+		die("--eval-split %g: all %ld pairs held out, nothing to train on", opt.eval_split,
+		    n_pairs);
+	if (n_train == n_pairs) /* a small input: training goes on, as without the split */
+		warn("--eval-split %g: none of the %ld pairs held out; no evaluation%s",
+		     opt.eval_split, n_pairs, opt.keep_best ? ", the last step's model is written" : "");
+	else if (!opt.t.quiet)
+		warn("--eval-split %g: %ld of %ld pairs held out for evaluation", opt.eval_split,
+		     n_pairs - n_train, n_pairs);
+}
+
 static const char *const target_names[] = { "q", "k", "v", "o", "gate", "up", "down" };
 
 static char *settings_json(unsigned parts, unsigned targets, long total)
@@ -357,10 +421,14 @@ static char *settings_json(unsigned parts, unsigned targets, long total)
 	char *loss = dpo_loss_text(&opt.dpo);
 	char *s = xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,"
 			    "\"label_smoothing\":%.9g,\"dpop_lambda\":%.9g,\"mdpo_delta\":%.9g,"
-			    "\"reference_free\":%s,%s,\"lora_targets\":%u,\"ref_model_id\":\"%s\"}",
+			    "\"reference_free\":%s,%s,\"lora_targets\":%u,\"ref_model_id\":\"%s\",\"eval_pairs\":%ld,"
+			    "\"eval_split\":%.9g,\"eval_every\":%ld,\"keep\":\"%s%s\"}",
 			    opt.t.model, loss, opt.dpo.beta, opt.dpo.label_smoothing,
 			    opt.dpo.dpop_lambda, opt.dpo.mdpo_delta,
-			    opt.dpo.reference_free ? "true" : "false", common, targets, ref_id);
+			    opt.dpo.reference_free ? "true" : "false", common, targets, ref_id,
+			    n_pairs - n_train, opt.eval_split, opt.eval_every,
+			    opt.keep_best ? "best:" : "last",
+			    opt.keep_best ? eval_names[opt.keep_metric] : "");
 	free(loss);
 	free(common);
 	return s;
@@ -371,10 +439,12 @@ static char *settings_json(unsigned parts, unsigned targets, long total)
  * numbers arrive by a sum in which each term but one is zero: exact. */
 static void score_all(void)
 {
-	unsigned char *need = xmalloc((size_t)n_pairs);
+	unsigned char *need = xmalloc((size_t)(n_pairs ? n_pairs : 1));
 	for (long i = 0; i < n_pairs; i++)
 		need[i] = !pairs[i].have_ref;
-	score_range(0, n_pairs);
+	/* the training inputs, then --eval's: each scored as --score on it would */
+	score_range(0, n_train);
+	score_range(n_train, n_pairs);
 	if (dist_size() > 1) {
 		long nv = nseq * n_pairs;
 		double *v = xcalloc((size_t)nv, sizeof *v);
@@ -441,13 +511,6 @@ static void warn_long(void)
 		warn("%ld pairs: answer truncated to fit the context", n_truncated);
 }
 
-/* The sums of a global batch for the metrics: means over its pairs. */
-/* S_PM (the chosen answer on the corrupted image) only with mdpo_cond. */
-enum { S_LOSS, S_RC, S_RR, S_ACC, S_MARGIN, S_PC, S_PR, S_PM, NSUMS };
-static const char *const metric_names[NSUMS - 1] = {
-	"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-	"logps/chosen", "logps/rejected", "logps/chosen_corrupted",
-};
 
 /* Chosen-answer tokens per pair over the step's global batch: the sft
  * term is a token mean over the whole step, whatever -b, --accum and the
@@ -511,6 +574,38 @@ static void micro_step(void *ctx, const uint32_t *idx, int k, double K, double *
 	vlm_backward(lm.m, dlp);
 }
 
+
+/* The loss and metrics of the evaluation's pairs with the model as it
+ * stands: batches of -b in their order (the batches --score makes of
+ * them), each rank every N-th, means over the pairs (sft's tokens are
+ * those of all of them). */
+static void eval_pairs(void *ctx, double *v)
+{
+	long ne = n_pairs - n_train, b = 0;
+	double sum[NSUMS] = { 0 }, tokens = 0;
+	uint32_t *idx = xmalloc((size_t)opt.t.batch * sizeof *idx);
+	float *lp = xmalloc((size_t)(nseq * opt.t.batch) * sizeof *lp);
+	struct dpo_out *out = xmalloc((size_t)opt.t.batch * sizeof *out);
+	(void)ctx;
+	for (long i = n_train; i < n_pairs; i++)
+		tokens += pairs[i].ntok[0];
+	for (long i = n_train; i < n_pairs; i += opt.t.batch, b++) {
+		if (b % dist_size() != dist_rank())
+			continue;
+		int k = n_pairs - i < opt.t.batch ? (int)(n_pairs - i) : opt.t.batch;
+		for (int j = 0; j < k; j++)
+			idx[j] = (uint32_t)(i + j);
+		forward_pairs(lm.m, idx, k, lp, 0);
+		pairs_loss(idx, k, lp, tokens / (double)ne, out, sum);
+	}
+	dist_allreduce_sum_double(sum, NSUMS);
+	for (int c = 0; c < (nseq == 3 ? NSUMS : NSUMS - 1); c++)
+		v[c] = sum[c] / (double)ne;
+	free(idx);
+	free(lp);
+	free(out);
+}
+
 static void progress_text(void *ctx, const double *v, char *buf, size_t size)
 {
 	(void)ctx;
@@ -519,14 +614,19 @@ static void progress_text(void *ctx, const double *v, char *buf, size_t size)
 
 static int train(unsigned parts, unsigned targets)
 {
-	long total = train_total_steps(&opt.t, n_pairs);
+	long total = train_total_steps(&opt.t, n_train);
 	char *settings = settings_json(parts, targets, total);
 	float *lp = xmalloc((size_t)(2 * nseq * opt.t.batch) * sizeof *lp); /* logps, then d */
 	struct train_loop L = {
-		.m = lm.m, .a = &opt.t, .n = n_pairs, .total = total, .settings = settings,
+		.m = lm.m, .a = &opt.t, .n = n_train, .total = total, .settings = settings,
 		.unit = "pairs", .denom = step_denom, .micro = micro_step,
 		.nsums = nseq == 3 ? NSUMS : NSUMS - 1, .names = metric_names,
 		.progress = progress_text, .ctx = lp,
+		.eval = n_pairs > n_train ? eval_pairs : NULL, .eval_names = eval_names,
+		.n_eval = nseq == 3 ? NSUMS : NSUMS - 1, .eval_every = opt.eval_every,
+		.keep_best = opt.keep_best && n_pairs > n_train, .keep_metric = opt.keep_metric,
+		/* Hugging Face's greater_is_better: unless the metric is a loss */
+		.keep_greater = opt.keep_metric != 0,
 	};
 	if (!opt.full) {
 		vlm_lora_add(lm.m, opt.t.lora, (float)opt.t.lora_alpha, targets, opt.t.seed);
@@ -545,6 +645,30 @@ static _Noreturn void usage_error(const char *msg)
 	exit(2);
 }
 
+/* --keep last | best | best:METRIC (an eval name, "eval_" optional). */
+static void parse_keep(const char *arg)
+{
+	opt.keep_best = strncmp(arg, "best", 4) == 0 && (!arg[4] || arg[4] == ':');
+	opt.keep_metric = 0;
+	if (!strcmp(arg, "last") || !strcmp(arg, "best"))
+		return;
+	if (opt.keep_best) {
+		const char *m = arg + 5;
+		for (int i = 0; i < NSUMS; i++)
+			if (!strcmp(m, eval_names[i]) || !strcmp(m, eval_names[i] + 5)) {
+				opt.keep_metric = i;
+				return;
+			}
+	}
+	struct buf b;
+	buf_init(&b);
+	for (int i = 0; i < NSUMS; i++)
+		buf_printf(&b, "%s%s", i ? ", " : "", eval_names[i]);
+	warn("--keep: not last, best or best:METRIC with METRIC one of %s: '%s'", (char *)b.data,
+	     arg);
+	exit(2);
+}
+
 /* The loss options that only make sense together: usage errors. */
 static void check_loss(void)
 {
@@ -558,13 +682,25 @@ static void check_loss(void)
 		usage_error("--loss exo_pair: --label-smoothing must be above 0 (EXO's ε; the paper "
 			  "uses 1e-3)");
 	nseq = dpo_needs_corrupted(&opt.dpo) ? 3 : 2;
+	if (opt.eval_file && opt.eval_split)
+		usage_error("--eval PAIRS and --eval-split F: one or the other");
+	int evaluating = opt.eval_file || opt.eval_split;
+	if (opt.score && (evaluating || opt.eval_every || opt.keep_best))
+		usage_error("--score scores pairs: --eval, --eval-split, --eval-every and --keep are "
+			    "for training");
+	if (!evaluating && (opt.eval_every || opt.keep_best))
+		usage_error(opt.keep_best ? "--keep best: needs --eval or --eval-split"
+					  : "--eval-every: needs --eval or --eval-split");
+	if (opt.keep_best && opt.keep_metric == NSUMS - 1 && nseq < 3)
+		usage_error("--keep best:eval_logps/chosen_corrupted: needs --loss mdpo_cond");
 }
 
 int main(int argc, char **argv)
 {
 	enum {
 		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
-		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD, O_REFMODEL, O_ALLOWREF,
+		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD, O_REFMODEL, O_ALLOWREF, O_EVAL, O_EVALSPLIT,
+		O_EVALEVERY, O_KEEP,
 	};
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
@@ -576,6 +712,10 @@ int main(int argc, char **argv)
 		{ "dpop-lambda", required_argument, NULL, O_DPOP },
 		{ "mdpo-delta", required_argument, NULL, O_MDPOD },
 		{ "reference-free", no_argument, NULL, O_REFFREE },
+		{ "eval", required_argument, NULL, O_EVAL },
+		{ "eval-split", required_argument, NULL, O_EVALSPLIT },
+		{ "eval-every", required_argument, NULL, O_EVALEVERY },
+		{ "keep", required_argument, NULL, O_KEEP },
 		{ "full", no_argument, NULL, O_FULL },
 		{ "lora-targets", required_argument, NULL, O_TARGETS },
 		{ "ignore-ref", no_argument, NULL, O_IGNREF },
@@ -612,6 +752,12 @@ int main(int argc, char **argv)
 		case O_DPOP: opt.dpo.dpop_lambda = arg_double("--dpop-lambda", optarg, 0, 1e6); break;
 		case O_MDPOD: opt.dpo.mdpo_delta = arg_double("--mdpo-delta", optarg, -1e6, 1e6); break;
 		case O_REFFREE: opt.dpo.reference_free = 1; break;
+		case O_EVAL: opt.eval_file = optarg; break;
+		case O_EVALSPLIT:
+			opt.eval_split = arg_double("--eval-split", optarg, 1e-9, 1 - 1e-9);
+			break;
+		case O_EVALEVERY: opt.eval_every = arg_long("--eval-every", optarg, 1, LONG_MAX); break;
+		case O_KEEP: parse_keep(optarg); break;
 		case O_FULL: opt.full = 1; break;
 		case O_TARGETS: opt.targets = optarg; break;
 		case O_IGNREF: opt.ignore_ref = 1; break;
@@ -663,8 +809,11 @@ int main(int argc, char **argv)
 		if (opt.t.lora_alpha == 0)
 			opt.t.lora_alpha = 2.0 * opt.t.lora;
 		read_pairs(argc, argv, NULL);
+		n_train = n_pairs;
+		if (opt.eval_file)
+			read_eval_pairs();
 		warn_long();
-		if (n_pairs == 0) {
+		if (n_train == 0) {
 			rec_input_release(&in);
 			die("no pairs: %s, nothing to train on",
 			    in.read ? "every pair was skipped" : "the input is empty");
@@ -681,10 +830,14 @@ int main(int argc, char **argv)
 		if (n_ref_mismatch)
 			warn("%ld pairs carry ref.json scored by another model than this run's "
 			     "reference, used as given (--allow-ref-mismatch)", n_ref_mismatch);
+		if (opt.eval_split)
+			split_pairs();
 		rc = train(parts, targets) < 0;
 	}
 	if (rc == 0)
 		rc = rec_input_release(&in);
+	if (eval_in.files && rec_input_release(&eval_in) == 1 && rc == 0)
+		rc = 1;
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);
 	free(pairs);

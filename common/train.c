@@ -1244,11 +1244,136 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 
 /* --- the training loop --- */
 
-/* Checkpoint of the run so far, on rank 0. */
-static int save_ckpt(const struct train_loop *L, const char *ckpt, const struct train_opt *o,
-		     const struct train_state *st)
+/* --- the best evaluation's model (--keep best) --- */
+
+/* The trainable tensors as they were at the best evaluation so far. */
+struct best {
+	long step;    /* -1: none yet */
+	double value;
+	long n;       /* floats: the trainable tensors' in table order */
+	float *data;
+};
+
+#define BEST_MAGIC "SEVABST1"
+
+static void best_init(struct best *b, const struct vlm *m)
 {
-	return dist_rank() == 0 ? train_ckpt_save(ckpt, L->m, o, st, L->settings) : 0;
+	b->step = -1;
+	b->value = 0;
+	b->n = 0;
+	for (int i = 0; i < m->ntensors; i++)
+		if (train_tensor_trains(m, &m->tensors[i]))
+			b->n += m->tensors[i].numel;
+	b->data = xmalloc((size_t)(b->n ? b->n : 1) * sizeof(float));
+}
+
+/* Copies the trainable tensors into B (TO_B) or back into M. */
+static void best_copy(struct best *b, struct vlm *m, int to_b)
+{
+	long off = 0;
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		if (!train_tensor_trains(m, t))
+			continue;
+		if (to_b)
+			memcpy(b->data + off, t->data, (size_t)t->numel * sizeof(float));
+		else
+			memcpy(t->data, b->data + off, (size_t)t->numel * sizeof(float));
+		off += t->numel;
+	}
+}
+
+/* DIR/best.bin: magic, step, value, count, the floats; written atomically. */
+static int best_save(const struct best *b, const char *dir)
+{
+	struct buf f;
+	size_t len;
+	int64_t step = b->step, n = b->n;
+	buf_init(&f);
+	buf_add(&f, BEST_MAGIC, 8);
+	buf_add(&f, &step, sizeof step);
+	buf_add(&f, &b->value, sizeof b->value);
+	buf_add(&f, &n, sizeof n);
+	buf_add(&f, b->data, (size_t)b->n * sizeof(float));
+	unsigned char *data = buf_detach(&f, &len);
+	char *path = xasprintf("%s/best.bin", dir);
+	int rc = write_file_atomic(path, data, len);
+	free(path);
+	free(data);
+	return rc;
+}
+
+/* Reads DIR/best.bin into B: 0, 1 if there is none, -1 (message) if it is
+ * not one of this run's. */
+static int best_load(struct best *b, const char *dir)
+{
+	char *path = xasprintf("%s/best.bin", dir);
+	size_t len;
+	int rc = -1;
+	if (access(path, F_OK) < 0) {
+		free(path);
+		return 1;
+	}
+	unsigned char *d = read_file(path, &len);
+	size_t head = 8 + 2 * sizeof(int64_t) + sizeof(double);
+	int64_t step, n;
+	if (!d)
+		goto out;
+	if (len < head || memcmp(d, BEST_MAGIC, 8)) {
+		error("%s: not a best-model file", path);
+		goto out;
+	}
+	memcpy(&step, d + 8, sizeof step);
+	memcpy(&n, d + 8 + sizeof step + sizeof(double), sizeof n);
+	if (n != b->n || len != head + (size_t)n * sizeof(float) || step < 0) {
+		error("%s: of another model layout or truncated (%lld floats, this run trains %ld)",
+		      path, (long long)n, b->n);
+		goto out;
+	}
+	b->step = (long)step;
+	memcpy(&b->value, d + 8 + sizeof step, sizeof b->value);
+	memcpy(b->data, d + head, (size_t)n * sizeof(float));
+	rc = 0;
+out:
+	free(d);
+	free(path);
+	return rc;
+}
+
+/* Checkpoint of the run so far, on rank 0, with the best model so far. */
+static int save_ckpt(const struct train_loop *L, const char *ckpt, const struct train_opt *o,
+		     const struct train_state *st, const struct best *b)
+{
+	if (dist_rank() > 0)
+		return 0;
+	if (train_ckpt_save(ckpt, L->m, o, st, L->settings) < 0)
+		return -1;
+	return L->keep_best && b->step >= 0 ? best_save(b, ckpt) : 0;
+}
+
+/* The evaluation at the step ST stands at: a metrics line, and the model
+ * kept if it is the best so far. */
+static int evaluate(const struct train_loop *L, FILE *mf, const struct train_state *st,
+		    struct best *b)
+{
+	const char *names[TRAIN_SUMS + 2];
+	double v[TRAIN_SUMS + 2];
+	names[0] = "step", v[0] = (double)st->step;
+	names[1] = "epoch", v[1] = train_epoch_f(st);
+	L->eval(L->ctx, v + 2);
+	for (int i = 0; i < L->n_eval; i++)
+		names[2 + i] = L->eval_names[i];
+	if (mf && train_metrics_line(mf, names, v, 2 + L->n_eval) < 0)
+		return error("write '%s':", L->a->metrics);
+	if (L->keep_best) {
+		double x = v[2 + L->keep_metric];
+		if (isfinite(x) && (b->step < 0 || (L->keep_greater ? x > b->value : x < b->value))) {
+			b->step = st->step;
+			b->value = x;
+			best_copy(b, L->m, 1);
+		}
+	}
+	return 0;
 }
 
 /* The gradient of the next global batch: the tool's forward and backward
@@ -1318,10 +1443,14 @@ int train_run(const struct train_loop *L)
 	struct train_opt o;
 	struct train_state st;
 	struct progress p;
+	struct best best;
 	FILE *mf = NULL;
 	int rc = -1;
 
 	assert(L->nsums >= 1 && L->nsums <= TRAIN_SUMS);
+	assert(!L->eval || L->n_eval <= TRAIN_SUMS);
+	assert(!L->keep_best || (L->eval && L->keep_metric < L->n_eval));
+	best_init(&best, L->m);
 	train_opt_init(&o, L->m, (float)a->adam_beta1, (float)a->adam_beta2, (float)a->adam_eps,
 		       (float)a->wd);
 	train_state_init(&st, L->n, L->total, a->seed);
@@ -1331,6 +1460,8 @@ int train_run(const struct train_loop *L)
 			goto out;
 		if (r == 1 && !a->quiet)
 			warn("--resume: no checkpoint in '%s', starting from step 0", ckpt);
+		if (r == 0 && L->keep_best && best_load(&best, ckpt) < 0)
+			goto out;
 	}
 	long resumed_at = st.step, last_saved = st.step;
 	if (a->metrics && dist_rank() == 0 &&
@@ -1338,11 +1469,13 @@ int train_run(const struct train_loop *L)
 		goto out;
 	train_signals_install();
 	progress_init(&p, "steps", L->total, a->quiet);
+	if (L->eval && st.step == 0 && evaluate(L, mf, &st, &best) < 0)
+		goto out;
 
 	while (st.step < L->total) {
 		if (dist_any(train_stop_signal)) { /* a signal to any rank stops all */
 			progress_done(&p);
-			if (save_ckpt(L, ckpt, &o, &st) < 0)
+			if (save_ckpt(L, ckpt, &o, &st, &best) < 0)
 				goto out;
 			if (dist_rank() == 0)
 				warn("interrupted by signal %d: checkpoint of step %ld saved in '%s' "
@@ -1363,11 +1496,14 @@ int train_run(const struct train_loop *L)
 		st.tokens += (long)denom;
 		if (report(L, mf, &p, &st, loss, sums, denom, lr, norm, now_seconds() - t0) < 0)
 			goto out;
+		if (L->eval && ((L->eval_every && st.step % L->eval_every == 0) || st.step == L->total) &&
+		    evaluate(L, mf, &st, &best) < 0)
+			goto out;
 		int stop_here = a->stop_after && st.step - resumed_at >= a->stop_after &&
 				st.step < L->total;
 		if ((a->save_every && st.step % a->save_every == 0 && st.step < L->total) ||
 		    stop_here) {
-			if (save_ckpt(L, ckpt, &o, &st) < 0)
+			if (save_ckpt(L, ckpt, &o, &st, &best) < 0)
 				goto out;
 			last_saved = st.step;
 		}
@@ -1381,6 +1517,19 @@ int train_run(const struct train_loop *L)
 		}
 	}
 	progress_done(&p);
+	if (L->keep_best && best.step >= 0) {
+		static const char *const names[] = { "step", "best_global_step", "best_metric" };
+		double v[3] = { (double)st.step, (double)best.step, best.value };
+		if (best.step != st.step)
+			best_copy(&best, L->m, 0);
+		if (mf && train_metrics_line(mf, names, v, 3) < 0) {
+			error("write '%s':", a->metrics);
+			goto out;
+		}
+		if (!a->quiet)
+			warn("--keep best: the model of step %ld (%s %.6g) is the one written",
+			     best.step, L->eval_names[L->keep_metric], best.value);
+	}
 	int bad = mf && fclose(mf) != 0;
 	mf = NULL;
 	if (bad) {
@@ -1402,6 +1551,7 @@ out:
 		fclose(mf);
 	train_opt_release(&o);
 	train_state_release(&st);
+	free(best.data);
 	free(idx);
 	free(ckpt);
 	return rc;

@@ -324,6 +324,19 @@ struct train_loop {
 	/* Optional: the progress line's text from the metrics' VALUES. */
 	void (*progress)(void *ctx, const double *values, char *buf, size_t size);
 	void *ctx;
+	/* Optional evaluation on held-out data: EVAL (called on every rank,
+	 * between steps, the model as it stands) fills VALUES (n_eval of them,
+	 * named eval_names, the same on every rank). It runs before the first
+	 * step, every EVAL_EVERY steps (0: never in between) and after the
+	 * last, each time a metrics line {step, epoch, eval_names...}. */
+	void (*eval)(void *ctx, double *values);
+	const char *const *eval_names;
+	int n_eval;                /* <= TRAIN_SUMS */
+	long eval_every;
+	/* --keep best (KEEP_BEST): the model written is the one of the
+	 * evaluation whose value eval_names[keep_metric] was lowest (highest
+	 * with keep_greater), the earliest of equals; else the last step's. */
+	int keep_best, keep_metric, keep_greater;
 };
 
 /* Trains L->m for L->total steps as both tools do: AdamW, the schedule,
@@ -333,8 +346,13 @@ struct train_loop {
  * the tool's names, lr, grad_norm, rate) and the progress line on rank 0;
  * a checkpoint every --save-every steps. Stops with a checkpoint at a
  * signal (-1) or after --stop-after steps (1); stops at a loss or grad
- * norm that is not finite (-1, naming the last good checkpoint). At the
- * end rank 0 writes the model to OUT (0). Every rank returns only when
+ * norm that is not finite (-1, naming the last good checkpoint). With
+ * L->eval, the evaluations above; with keep_best the trainable
+ * tensors of the best evaluation are kept (in memory, and beside each
+ * checkpoint as OUT.ckpt/best.bin, so a resumed run keeps the same best),
+ * put back before the model is written, and a last metrics line says
+ * which: {step, best_global_step, best_metric} (Hugging Face's names). At
+ * the end rank 0 writes the model to OUT (0). Every rank returns only when
  * rank 0's writing is done. -1 with a message on failure. */
 int train_run(const struct train_loop *L);
 

@@ -118,14 +118,16 @@ metrics_table() {
 
 # -- The DPO curves --------------------------------------------------------------
 # dpo.jsonl → a TSV of step and the three curves, then one gnuplot PNG each, the
-# raw values thin and a running mean (window: a tenth of the steps) thick.
+# raw values thin and a running mean (window: a tenth of the steps) thick; the
+# evaluation lines (seva-dpo --eval, --eval-split) on the same axes as points.
 dpo_plots() {
 	local m=$run/dpo.jsonl
 	if [ ! -s "$m" ]; then
 		echo "<p class=note>No DPO metrics: $(basename "$m") is missing or empty (no pairs, or DPO did not run).</p>"
 		return
 	fi
-	jq -r 'select(type == "object" and .step != null) |
+	jq -r 'select(type == "object" and .step != null and has("eval_loss") == false and
+		has("best_global_step") == false) |
 		[.step, .loss, .["rewards/accuracies"], .["rewards/margins"], .["rewards/chosen"], .["rewards/rejected"]]
 		| map(if . == null then "NaN" else tostring end) | @tsv' "$m" >"$tmp/dpo.tsv" ||
 		die "$m: not JSON lines as seva-dpo --metrics writes them"
@@ -134,6 +136,16 @@ dpo_plots() {
 	if [ "$steps" -eq 0 ]; then
 		echo "<p class=note>$(basename "$m") has no lines with a step.</p>"
 		return
+	fi
+	# The held-out pairs' curves, if seva-dpo evaluated: step, loss, accuracies, margins.
+	jq -r 'select(type == "object" and has("eval_loss")) |
+		[.step, .eval_loss, .["eval_rewards/accuracies"], .["eval_rewards/margins"]]
+		| map(if . == null then "NaN" else tostring end) | @tsv' "$m" >"$tmp/eval.tsv"
+	local ev_loss= ev_acc= ev_margin=
+	if [ -s "$tmp/eval.tsv" ]; then
+		ev_loss=", \"$tmp/eval.tsv\" using 1:2 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb \"#e6550d\" title \"eval_loss\""
+		ev_acc=", \"$tmp/eval.tsv\" using 1:3 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb \"#e6550d\" title \"eval\""
+		ev_margin=", \"$tmp/eval.tsv\" using 1:4 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb \"#e6550d\" title \"eval\""
 	fi
 	local w=$(( steps / 10 > 1 ? steps / 10 : 1 ))
 	# Running mean of columns 2..6 over the last $w steps (NaN stays out of it).
@@ -161,13 +173,13 @@ dpo_plots() {
 	set title "loss"
 	plot "$tmp/dpo.tsv" using 1:2 with lines lw 1 lc rgb "#9ecae1" title "loss", \
 	     "$tmp/dpo.mean.tsv" using 1:2 with lines lw 2.5 lc rgb "#08519c" title "running mean ($w)", \
-	     log(2) with lines dt 2 lc rgb "#888888" title "log 2"
+	     log(2) with lines dt 2 lc rgb "#888888" title "log 2"$ev_loss
 	set output "$assets/accuracies.png"
 	set title "rewards/accuracies"
 	set yrange [-0.05:1.05]
 	set key bottom right
 	plot "$tmp/dpo.tsv" using 1:3 with lines lw 1 lc rgb "#a1d99b" title "rewards/accuracies", \
-	     "$tmp/dpo.mean.tsv" using 1:3 with lines lw 2.5 lc rgb "#006d2c" title "running mean ($w)"
+	     "$tmp/dpo.mean.tsv" using 1:3 with lines lw 2.5 lc rgb "#006d2c" title "running mean ($w)"$ev_acc
 	set output "$assets/margins.png"
 	set title "rewards/margins (chosen − rejected)"
 	set autoscale y
@@ -176,7 +188,7 @@ dpo_plots() {
 	     "$tmp/dpo.mean.tsv" using 1:4 with lines lw 2.5 lc rgb "#a63603" title "running mean ($w)", \
 	     "$tmp/dpo.mean.tsv" using 1:5 with lines lw 1.5 dt 3 lc rgb "#31a354" title "rewards/chosen (mean)", \
 	     "$tmp/dpo.mean.tsv" using 1:6 with lines lw 1.5 dt 3 lc rgb "#de2d26" title "rewards/rejected (mean)", \
-	     0 with lines dt 2 lc rgb "#888888" notitle
+	     0 with lines dt 2 lc rgb "#888888" notitle$ev_margin
 	EOF
 	echo "<div class=plots>"
 	local p
@@ -184,10 +196,15 @@ dpo_plots() {
 		echo "<img src=\"report/$p.png\" alt=\"DPO $p against step\" width=360 height=290>"
 	done
 	echo "</div>"
-	jq -s -r 'map(select(.step != null)) | .[-1] as $l |
+	jq -s -r '(map(select(.step != null and has("eval_loss") == false and has("best_global_step") == false))
+		| .[-1] as $l |
 		"<p class=note>\(length) logged steps; last step \($l.step): loss \($l.loss // "–" | tostring | .[0:6]), " +
 		"rewards/accuracies \($l["rewards/accuracies"] // "–" | tostring | .[0:6]), " +
-		"rewards/margins \($l["rewards/margins"] // "–" | tostring | .[0:6]).</p>"' "$m"
+		"rewards/margins \($l["rewards/margins"] // "–" | tostring | .[0:6]).") +
+		(map(select(has("eval_loss"))) | if length == 0 then "" else
+		" \(length) evaluations on held-out pairs (orange), the last eval_loss \(.[-1].eval_loss | tostring | .[0:6])." end) +
+		(map(select(has("best_global_step"))) | if length == 0 then "" else
+		" The model kept is that of step \(.[-1].best_global_step) (--keep best)." end) + "</p>"' "$m"
 }
 
 # -- The gallery -----------------------------------------------------------------

@@ -114,8 +114,12 @@ if [ "$npairs" -eq 0 ]; then
 fi
 say "DPO on $npairs pairs"
 rm -rf "$run/aligned" "$run/aligned.ckpt"
+# A tenth of the pairs (by key) held out: the model written is the one of
+# the step with the lowest loss on them, evaluated every 10 steps, so a
+# run whose training stops helping keeps its best point (--dpo overrides).
 # shellcheck disable=SC2086
-kept_going seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" $dpo_opts "$run/pairs.msgpack"
+kept_going seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" \
+	--eval-split 0.1 --eval-every 10 --keep best $dpo_opts "$run/pairs.msgpack"
 
 # 6-7. Answer the bench with both models and score side by side.
 if [ -n "$bench_base" ]; then

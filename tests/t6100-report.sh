@@ -125,6 +125,23 @@ check "gallery limited to 2" "$(grep -c '<div class=pair>' run2/page.html)" = 2
 same "aug.png taken from the pair" run2/report/pair-1.aug.png run/report/pair-1.aug.png
 check "showing 2 of 6" "$(grep -c 'Showing 2 of 6 pairs' run2/page.html)" = 1
 
+# A run that evaluated on held-out pairs (seva-dpo --eval-split --keep best):
+# the eval curves on the training curves' axes, the training steps counted
+# without them, and the step kept named.
+mkdir run3
+cp run/eval.*.json run/pairs.msgpack run3/
+{ cat run/dpo.jsonl; jq -n -c 'range(0; 41; 10) as $s | ($s / 40) as $t |
+	{step: $s, epoch: $t, eval_loss: (0.6931471805599453 - 0.3 * $t + 0.4 * $t * $t),
+	 "eval_rewards/accuracies": (0.5 + 0.2 * $t), "eval_rewards/margins": $t}';
+  echo '{"step": 40, "best_global_step": 20, "best_metric": 0.64}'; } >run3/dpo.jsonl
+expect "a run with evaluation lines" "$REPORT" run3
+check "the training steps are counted without them" "$(grep -c '<p class=note>40 logged steps; last step 40' run3/report.html)" = 1
+check "the evaluations and the model kept are named" \
+	"$(grep -c '5 evaluations on held-out pairs (orange), the last eval_loss 0.7931.*The model kept is that of step 20 (--keep best)' run3/report.html)" = 1
+for p in loss accuracies margins; do
+	check "the eval curve is drawn on $p.png" "$(cmp -s run/report/$p.png run3/report/$p.png && echo same)" = ""
+done
+
 # A run that made no pairs, and bad command lines.
 mkdir empty
 : >empty/pairs.msgpack

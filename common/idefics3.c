@@ -174,39 +174,7 @@ static void preprocess_load(struct preprocess *pre, struct jctx *c, const cJSON 
 		pre->resample = RESAMPLE_BILINEAR;
 	else
 		jerr(c, "resample", "only 1 (lanczos), 2 (bilinear) and 3 (bicubic) are supported");
-	pre->rescale = jbool(c, j, "do_rescale", 1)
-			       ? (float)jnum(c, j, "rescale_factor", 1.0 / 255, 0, 1e6)
-			       : 1.0f;
-	int norm = jbool(c, j, "do_normalize", 1);
-	const char *keys[2] = {"image_mean", "image_std"};
-	float *dst[2] = {pre->mean, pre->std};
-	for (int k = 0; k < 2; k++) {
-		const cJSON *v = jget(j, keys[k]);
-		if (!norm) {
-			for (int i = 0; i < 3; i++)
-				dst[k][i] = (float)k;
-			continue;
-		}
-		if (!v)
-			continue;
-		if (cJSON_IsNumber(v)) {
-			for (int i = 0; i < 3; i++)
-				dst[k][i] = (float)v->valuedouble;
-		} else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 3) {
-			for (int i = 0; i < 3; i++) {
-				const cJSON *x = cJSON_GetArrayItem(v, i);
-				if (!cJSON_IsNumber(x))
-					jerr(c, keys[k], "not three numbers");
-				else
-					dst[k][i] = (float)x->valuedouble;
-			}
-		} else {
-			jerr(c, keys[k], "not three numbers");
-		}
-	}
-	for (int i = 0; i < 3 && !c->err; i++)
-		if (!(pre->std[i] > 0))
-			jerr(c, "image_std", "must be positive");
+	vlm_preprocess_scale(c, j, pre);
 	if (!c->err && pre->crop_size != cfg->image_size) {
 		char msg[128];
 		snprintf(msg, sizeof msg, "%d, but the vision tower takes %dx%d images", pre->crop_size,

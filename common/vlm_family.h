@@ -37,6 +37,10 @@ int jact(struct jctx *c, const char *key, const char *s, int allow, enum act *ou
 /* A model_type we do not run, with the reason when KNOWN (pairs, NULL-ended) names it. */
 void jrefuse(struct jctx *c, const char *key, const char *type, const char *supported,
 	     const char *const (*known)[2]);
+/* An image processor's do_rescale/rescale_factor and do_normalize/
+ * image_mean/image_std (a number or three) from J into PRE; the families'
+ * processors share them. */
+void vlm_preprocess_scale(struct jctx *c, const cJSON *j, struct preprocess *pre);
 /* The LLaMA/Mistral decoder from text_config T (TOP: the file, for keys
  * older files put there). */
 void vlm_config_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, const cJSON *top);

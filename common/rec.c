@@ -1018,11 +1018,17 @@ static int mp_sample(struct rec_reader *r, const msgpack_object *o, struct sampl
 }
 
 /* Is a whole msgpack object in [P, P+N)? 1 and its size in *LEN; 0: more
- * bytes needed; -1: not msgpack. Headers only, no allocation: msgpack-c
- * allocates a container's elements when it meets the header, so a 5-byte
- * "map of 4 billion" would ask for 64 GB. Called before the unpacker sees a
- * record, it bounds every count by the bytes actually there. */
-static int mp_measure(const unsigned char *p, size_t n, size_t *len)
+ * bytes needed; -1: not msgpack; -2: containers nested deeper than
+ * msgpack-c reads (MSGPACK_MAX_DEPTH, the record's map counted), with *LEN
+ * the offset of the first one too deep and *FIELD / *FLEN the record's
+ * field it lies in (NULL when the key was not a string or not yet read).
+ * Headers only, no allocation: msgpack-c allocates a container's elements
+ * when it meets the header, so a 5-byte "map of 4 billion" would ask for
+ * 64 GB. Called before the unpacker sees a record, it bounds every count by
+ * the bytes actually there, and finds a depth bomb at its 33rd header
+ * (msgpack-c would say only "out of memory"). */
+static int mp_measure(const unsigned char *p, size_t n, size_t *len,
+		      const unsigned char **field, size_t *flen)
 {
 	static const unsigned char fixed[32] = {
 		/* 0xc0..0xdf: bytes after the type byte, or a width of the length */
@@ -1037,13 +1043,27 @@ static int mp_measure(const unsigned char *p, size_t n, size_t *len)
 		[0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,     /* array, map: count width */
 	};
 	size_t i = 0;
-	uint64_t pending = 1; /* objects still to read */
+	uint64_t pending = 1; /* objects still to read, at every level */
+	/* left[d]: objects still to read in the d-th open container (left[0]:
+	 * the record itself); a container stays open while its last object is
+	 * read, as msgpack-c's stack keeps it */
+	uint64_t left[MSGPACK_MAX_DEPTH + 1] = { 1 };
+	int d = 0;
+	*field = NULL;
+	*flen = 0;
 	while (pending > 0) {
 		if (pending > n - i)
 			return 0; /* every object takes at least a byte */
+		while (left[d] == 0)
+			d--;
+		size_t at = i;
 		unsigned c = p[i++];
 		uint64_t skip = 0, more = 0;
+		int key = d == 1 && left[1] % 2 == 0; /* a name of the record's map */
 		pending--;
+		left[d]--;
+		if (key)
+			*field = NULL;
 		if (c <= 0x7f || c >= 0xe0) {
 			continue;
 		} else if (c <= 0x8f) {
@@ -1074,7 +1094,18 @@ static int mp_measure(const unsigned char *p, size_t n, size_t *len)
 		}
 		if (skip > n - i)
 			return 0;
+		if (key && ((c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb))) {
+			*field = p + i;
+			*flen = (size_t)skip;
+		}
 		i += skip;
+		if ((c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf)) {
+			if (d == MSGPACK_MAX_DEPTH) {
+				*len = at;
+				return -2;
+			}
+			left[++d] = more;
+		}
 		pending += more;
 	}
 	*len = i;
@@ -1088,12 +1119,31 @@ static int mp_read(struct rec_reader *r, struct sample *s)
 	msgpack_unpacked_init(&up);
 	for (;;) {
 		msgpack_unpacker *u = &r->unp;
-		size_t len;
-		int whole = mp_measure((unsigned char *)u->buffer + u->off, u->used - u->off, &len);
-		if (whole < 0) {
+		size_t len, flen;
+		const unsigned char *field;
+		int whole = mp_measure((unsigned char *)u->buffer + u->off, u->used - u->off, &len,
+				       &field, &flen);
+		if (whole == -1) {
 			r->done = 1;
 			r->nrec++;
 			rc = rd_error(r, "%s: not msgpack (byte 0xc1)", rec_where(r));
+			break;
+		}
+		if (whole == -2) {
+			struct buf f;
+			buf_init(&f);
+			if (field) {
+				char *name = xstrndup((const char *)field, flen);
+				buf_addstr(&f, "field '");
+				show_key(&f, name);
+				buf_addstr(&f, "': ");
+				free(name);
+			}
+			r->done = 1;
+			r->nrec++;
+			rc = rd_error(r, "%s: %scontainers nested more than %d deep at byte %zu of the record (the most msgpack-c reads)",
+				      rec_where(r), f.data ? (char *)f.data : "", MSGPACK_MAX_DEPTH, len);
+			buf_release(&f);
 			break;
 		}
 		if (whole > 0) {

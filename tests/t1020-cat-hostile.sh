@@ -84,6 +84,30 @@ stderr_has "... saying depth" "d32\.jsonl: record 1: line 1: JSON nested more th
 printf '{"__key__":"k","json":%s1%s}\n' "$(printf '[%.0s' $(seq 31))" "$(printf ']%.0s' $(seq 31))" >d31.jsonl
 expect "JSON lines: a field 31 deep is read" seva-cat -q -o d31j.mp d31.jsonl
 expect "... and reads back from msgpack" seva-cat -q -o /dev/null d31j.mp
+# msgpack itself: the record's map and 31 arrays are read; one more, or a
+# bomb of 100,000, is "nested more than 32 deep" with where, found in the
+# headers before msgpack-c (which said "out of memory") sees the record.
+mpdeep() { # mpdeep FILE ARRAYS INNERMOST-HEX
+	$PY -c '
+import sys
+open(sys.argv[1], "wb").write(b"\x82\xa7__key__\xa1k\xa4json" + b"\x91" * int(sys.argv[2]) + bytes.fromhex(sys.argv[3]))
+' "$@"
+}
+mpdeep m31.mp 31 c0
+mpdeep m32.mp 32 c0
+mpdeep m31e.mp 31 90
+mpdeep bomb.mp 100000 c0
+expect "msgpack: 32 containers read" seva-cat -q -o m31.jsonl -j m31.mp
+check "... all of them" "$(jq -c '.json | flatten' m31.jsonl)" = "[null]"
+expect_fail "33 containers: exit 1" 1 seva-cat -q -o /dev/null m32.mp
+stderr_has "... named: record, field, offset" "m32\.mp: record 1: field 'json': containers nested more than 32 deep at byte 47 of the record"
+expect_fail "an empty array as the 33rd: exit 1" 1 seva-cat -q -o /dev/null m31e.mp
+stderr_has "... named" "m31e\.mp: record 1: field 'json': containers nested more than 32 deep at byte 47"
+expect_fail "100,000 deep: exit 1" 1 seva-cat -q -o /dev/null bomb.mp
+stderr_has "... too deep, not out of memory" "bomb\.mp: record 1: field 'json': containers nested more than 32 deep at byte 47"
+cat m31.mp bomb.mp >two.mp
+expect_fail "-k: the bomb is a counted skip" 3 seva-cat -k -q -o /dev/null two.mp
+stderr_has "... the second record named" "two\.mp: record 2: field 'json': containers nested more than 32 deep.*\(skipped\)"
 
 # seva-cat --llava: image paths that leave --images are refused; paths
 # into subfolders (coco/train2017/...) are what LLaVA's lists hold.

@@ -279,7 +279,7 @@ int main(int argc, char **argv)
 		case O_MAXNEW: opt.max_new = (int)arg_long("--max-new-tokens", optarg, 1, 1 << 20); break;
 		case O_TEMP: opt.temperature = (float)arg_double("--temperature", optarg, 0, 100); break;
 		case O_TOPK: opt.top_k = (int)arg_long("--top-k", optarg, 0, 1 << 24); break;
-		case O_TOPP: opt.top_p = (float)arg_double("--top-p", optarg, 0, 1); break;
+		case O_TOPP: opt.top_p = (float)arg_double_above("--top-p", optarg, 0, 1); break;
 		case 's': opt.seed = arg_seed("-s", optarg); break;
 		case 'j': opt.threads = (int)arg_long("-j", optarg, 0, 1024); break;
 		case 'o': opt.output = optarg; break;
@@ -294,10 +294,10 @@ int main(int argc, char **argv)
 		default: usage_die(usage_text);
 		}
 	}
-	if (!opt.model)
+	if (!opt.model) {
+		warn("-m MODEL: the model directory is required");
 		usage_die(usage_text);
-	if (opt.top_p <= 0)
-		usage_die(usage_text);
+	}
 	tensor_set_threads(opt.threads);
 	if (tensor_set_precision(opt.precision) < 0)
 		return 1;
@@ -307,14 +307,16 @@ int main(int argc, char **argv)
 	if (lm_load(&lm, opt.model) < 0)
 		return 1;
 
+	struct rec_writer *w = rec_writer_open(opt.output, opt.tar ? REC_TAR : REC_MSGPACK, 0);
+	if (!w) {
+		lm_release(&lm);
+		return 1;
+	}
 	struct batch b = { 0 };
 	int S = preprocess_side(&lm.m->pre);
 	b.img_floats = 3L * S * S;
 	b.jobs = xcalloc((size_t)opt.batch, sizeof *b.jobs);
 	b.images = xmalloc((size_t)(2 * opt.batch) * (size_t)b.img_floats * sizeof(float));
-	struct rec_writer *w = rec_writer_open(opt.output, opt.tar ? REC_TAR : REC_MSGPACK, 0);
-	if (!w)
-		return 1;
 	struct progress p;
 	progress_init(&p, "samples", 0, opt.quiet);
 	double t0 = now_seconds();

@@ -263,6 +263,18 @@ double arg_double(const char *opt, const char *s, double min, double max)
 	return v;
 }
 
+double arg_double_above(const char *opt, const char *s, double min, double max)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (!*s || *end || errno || !(v > min && v <= max)) {
+		warn("%s: not a number in (%g, %g]: '%s'", opt, min, max, s);
+		exit(2);
+	}
+	return v;
+}
+
 int parse_choice(const char *opt, const char *s, const char *const *names, int n)
 {
 	struct buf b;

@@ -58,6 +58,9 @@ int parse_double(const char *opt, const char *s, double min, double max, double 
 /* Shorthands for cmd/: the same checks, exit 2 on failure. */
 long arg_long(const char *opt, const char *s, long min, long max);
 double arg_double(const char *opt, const char *s, double min, double max);
+/* The same over (min, max]: for a value that min itself would make
+ * meaningless (a nucleus of probability 0 holds no token). */
+double arg_double_above(const char *opt, const char *s, double min, double max);
 /* A word from a fixed list: the index of S in NAMES (N of them); on failure
  * "OPTION: not a, b or c: 'S'" and -1 (arg_choice: exit 2). */
 int parse_choice(const char *opt, const char *s, const char *const *names, int n);

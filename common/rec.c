@@ -1749,8 +1749,9 @@ int rec_input_release(struct rec_input *in)
 struct rec_writer {
 	enum rec_format fmt;
 	int flags;
-	FILE *f;
-	char *name, *path, *tmp; /* path and tmp NULL for stdout */
+	FILE *f;                 /* stdout or o.f */
+	struct out_file o;       /* by path: the file (util's, o.f NULL for stdout) */
+	char *name;
 	long nrec;
 	int failed;
 	struct buf out;          /* one whole record before it goes out */
@@ -1758,20 +1759,6 @@ struct rec_writer {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 };
-
-/* A writer by path whose temporary file is not yet renamed or removed:
- * a program that exits without closing it (die() on bad input) or that a
- * signal ends leaves nothing behind (util's tmp_track). */
-static void track(struct rec_writer *w)
-{
-	tmp_track(w->tmp);
-}
-
-static void untrack(struct rec_writer *w)
-{
-	if (w->tmp)
-		tmp_untrack(w->tmp);
-}
 
 static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *p, size_t n)
 {
@@ -1794,7 +1781,6 @@ int rec_format_parse(const char *name)
 struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int flags)
 {
 	struct rec_writer *w = xcalloc(1, sizeof *w);
-	struct stat st;
 	w->fmt = fmt;
 	w->flags = flags;
 	buf_init(&w->out);
@@ -1809,28 +1795,16 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 		}
 		w->f = stdout;
 		w->name = xstrdup("stdout");
-	} else if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-		/* /dev/null, a fifo: renaming over it would replace it. */
-		w->name = xstrdup(path);
-		w->f = fopen(path, "wb");
-		if (!w->f) {
-			error("open '%s':", path);
-			rec_writer_abort(w);
-			return NULL;
-		}
 	} else {
-		w->path = xstrdup(path);
+		/* PATH.tmp.PID until the close, removed if the program exits
+		 * without one (die() on bad input) or a signal ends it; a
+		 * device or fifo written directly */
 		w->name = xstrdup(path);
-		w->tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-		w->f = fopen(w->tmp, "wb");
-		if (!w->f) {
-			error("create '%s':", path);
-			free(w->tmp);
-			w->tmp = NULL;
+		if (out_open(&w->o, path) < 0) {
 			rec_writer_abort(w);
 			return NULL;
 		}
-		track(w);
+		w->f = w->o.f;
 	}
 	if (fmt == REC_MSGPACK) {
 		msgpack_sbuffer_init(&w->sb);
@@ -2012,15 +1986,12 @@ int rec_write(struct rec_writer *w, const struct sample *s)
 
 static void writer_free(struct rec_writer *w)
 {
-	untrack(w);
 	if (w->ar)
 		archive_write_free(w->ar);
 	if (w->fmt == REC_MSGPACK)
 		msgpack_sbuffer_destroy(&w->sb);
 	buf_release(&w->out);
 	free(w->name);
-	free(w->path);
-	free(w->tmp);
 	free(w);
 }
 
@@ -2032,26 +2003,20 @@ int rec_writer_close(struct rec_writer *w)
 		/* An empty stream stays empty: no trailer without members. */
 		if (archive_write_close(w->ar) != ARCHIVE_OK)
 			rc = error("%s: %s", w->name, archive_error_string(w->ar));
-		else if (w->nrec > 0 || w->path)
+		else if (w->nrec > 0 || w->o.tmp)
 			rc = flush_out(w);
 	}
 	if (!rc && fflush(w->f) != 0)
 		rc = error("%s: write error:", w->name);
 	if (!rc && ferror(w->f))
 		rc = error("%s: write error", w->name);
-	if (!w->path && w->f != stdout && fclose(w->f) != 0 && !rc)
-		rc = error("%s: write error:", w->name);
 	if (rc && w->f == stdout)
 		stdout_error_reported();
-	if (w->path) {
-		if (!rc && fsync(fileno(w->f)) < 0 && errno != EINVAL)
-			rc = error("fsync '%s':", w->tmp);
-		if (fclose(w->f) != 0 && !rc)
-			rc = error("close '%s':", w->tmp);
-		if (!rc && rename(w->tmp, w->path) < 0)
-			rc = error("rename '%s' to '%s':", w->tmp, w->path);
+	if (w->o.f) {
 		if (rc)
-			unlink(w->tmp);
+			out_abort(&w->o);
+		else
+			rc = out_commit(&w->o);
 	}
 	writer_free(w);
 	return rc;
@@ -2066,11 +2031,6 @@ void rec_writer_abort(struct rec_writer *w)
 {
 	if (!w)
 		return;
-	if (w->path && w->f) {
-		fclose(w->f);
-		unlink(w->tmp);
-	} else if (w->f && w->f != stdout) {
-		fclose(w->f);
-	}
+	out_abort(&w->o);
 	writer_free(w);
 }

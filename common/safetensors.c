@@ -430,13 +430,11 @@ int safetensors_write(const char *path, const struct safetensors_entry *e, int n
 	for (int i = 0; i < 8; i++)
 		lenbytes[i] = (unsigned char)((uint64_t)padded >> (8 * i));
 
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	FILE *f = fopen(tmp, "wb");
+	struct out_file o;
 	int ret = -1;
-	if (!f) {
-		error("create '%s':", tmp);
+	if (out_open(&o, path) < 0)
 		goto out;
-	}
+	FILE *f = o.f;
 	int bad = write_all(f, lenbytes, 8) || write_all(f, json, hlen) ||
 		  write_all(f, "        ", padded - hlen);
 	enum { CHUNK = 8192 };
@@ -459,25 +457,13 @@ int safetensors_write(const char *path, const struct safetensors_entry *e, int n
 			bad = write_all(f, chunk, (size_t)m * isz);
 		}
 	}
-	if (bad || fflush(f) || fsync(fileno(f))) {
-		error("write '%s':", tmp);
-		fclose(f);
-		unlink(tmp);
+	if (bad) {
+		error("write '%s':", o.tmp ? o.tmp : path);
+		out_abort(&o);
 		goto out;
 	}
-	if (fclose(f)) {
-		error("close '%s':", tmp);
-		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path)) {
-		error("rename '%s' to '%s':", tmp, path);
-		unlink(tmp);
-		goto out;
-	}
-	ret = 0;
+	ret = out_commit(&o);
 out:
-	free(tmp);
 	free(json);
 	return ret;
 }

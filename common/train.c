@@ -374,47 +374,31 @@ int train_ckpt_save(const char *dir, const struct vlm *m, const struct train_opt
 	h.weight_decay = o->weight_decay;
 
 	char *path = xasprintf("%s/trainer.bin", dir);
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	FILE *f = fopen(tmp, "wb");
+	struct out_file of;
 	int rc = -1;
-	if (!f) {
-		error("create '%s':", tmp);
+	if (out_open(&of, path) < 0)
 		goto out;
-	}
-	tmp_track(tmp);
+	FILE *f = of.f;
 	sha256_init(&sum);
 	if (write_all(f, &sum, &h, sizeof h) || write_all(f, &sum, settings, strlen(settings)) ||
 	    write_all(f, &sum, st->order, (size_t)st->n * sizeof *st->order) ||
 	    write_params(f, &sum, m) ||
 	    write_all(f, &sum, o->mem, (size_t)(2 * o->n) * sizeof(float)) ||
 	    write_all(f, &sum, CKPT_END, 8) || (sha256_final(&sum, digest), 0) ||
-	    fwrite(digest, 1, 32, f) != 32 || fflush(f) != 0 ||
-	    (fsync(fileno(f)) < 0 && errno != EINVAL)) {
-		error("write '%s':", tmp);
-		fclose(f);
-		goto fail;
+	    fwrite(digest, 1, 32, f) != 32) {
+		error("write '%s':", of.tmp ? of.tmp : path);
+		out_abort(&of);
+		goto out;
 	}
-	if (fclose(f) != 0) {
-		error("close '%s':", tmp);
-		goto fail;
-	}
-	if (rename(tmp, path) < 0) {
-		error("rename '%s' to '%s':", tmp, path);
-		goto fail;
-	}
-	tmp_untrack(tmp);
+	if (out_commit(&of) < 0)
+		goto out;
 	/* For people only; trainer.bin is the authority. */
 	char *js = state_json(st, o, settings);
 	char *jpath = xasprintf("%s/state.json", dir);
 	rc = write_file_atomic(jpath, js, strlen(js));
 	free(jpath);
 	free(js);
-	goto out;
-fail:
-	unlink(tmp);
-	tmp_untrack(tmp);
 out:
-	free(tmp);
 	free(path);
 	return rc;
 }

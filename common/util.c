@@ -370,74 +370,93 @@ unsigned char *read_file(const char *path, size_t *len)
 
 /* Writes straight into a device or fifo (/dev/null, a pipe): renaming a
  * temporary file over one would replace it. */
-static int write_file_direct(const char *path, const unsigned char *p, size_t len)
+int create_new(const char *path)
 {
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return error("open '%s':", path);
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			close(fd);
-			return error("write '%s':", path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EEXIST && unlink(path) == 0)
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	return fd;
+}
+
+int out_open(struct out_file *o, const char *path)
+{
+	struct stat st;
+	memset(o, 0, sizeof *o);
+	o->path = xstrdup(path);
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+		/* /dev/null, a fifo: renaming over it would replace it */
+		o->f = fopen(path, "wb");
+		if (!o->f) {
+			error("open '%s':", path);
+			free(o->path);
+			return -1;
 		}
-		p += w;
-		len -= (size_t)w;
+		return 0;
 	}
-	if (close(fd) < 0)
-		return error("close '%s':", path);
+	o->tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd = create_new(o->tmp);
+	if (fd < 0 || !(o->f = fdopen(fd, "wb"))) {
+		error("create '%s':", path);
+		if (fd >= 0) {
+			close(fd);
+			unlink(o->tmp);
+		}
+		free(o->tmp);
+		free(o->path);
+		return -1;
+	}
+	tmp_track(o->tmp);
 	return 0;
+}
+
+int out_commit(struct out_file *o)
+{
+	const char *name = o->tmp ? o->tmp : o->path;
+	int rc = 0;
+	if (fflush(o->f) != 0 || ferror(o->f))
+		rc = error("write '%s':", name);
+	if (!rc && o->tmp && fsync(fileno(o->f)) < 0 && errno != EINVAL)
+		rc = error("fsync '%s':", name);
+	if (fclose(o->f) != 0 && !rc)
+		rc = error("close '%s':", name);
+	if (o->tmp) {
+		if (!rc && rename(o->tmp, o->path) < 0)
+			rc = error("rename '%s' to '%s':", o->tmp, o->path);
+		if (rc)
+			unlink(o->tmp);
+		tmp_untrack(o->tmp);
+	}
+	free(o->tmp);
+	free(o->path);
+	memset(o, 0, sizeof *o);
+	return rc;
+}
+
+void out_abort(struct out_file *o)
+{
+	if (!o->f)
+		return;
+	fclose(o->f);
+	if (o->tmp) {
+		unlink(o->tmp);
+		tmp_untrack(o->tmp);
+	}
+	free(o->tmp);
+	free(o->path);
+	memset(o, 0, sizeof *o);
 }
 
 int write_file_atomic(const char *path, const void *data, size_t len)
 {
-	struct stat st;
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-		return write_file_direct(path, data, len);
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	const unsigned char *p = data;
-	if (fd < 0) {
-		error("create '%s':", path);
-		free(tmp);
+	struct out_file o;
+	if (out_open(&o, path) < 0)
+		return -1;
+	if (len && fwrite(data, 1, len, o.f) != len) {
+		error("write '%s':", o.tmp ? o.tmp : o.path);
+		out_abort(&o);
 		return -1;
 	}
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			error("write '%s':", tmp);
-			goto fail;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	if (fsync(fd) < 0 && errno != EINVAL) {
-		error("fsync '%s':", tmp);
-		goto fail;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		error("close '%s':", tmp);
-		goto fail;
-	}
-	if (rename(tmp, path) < 0) {
-		error("rename '%s' to '%s':", tmp, path);
-		unlink(tmp);
-		free(tmp);
-		return -1;
-	}
-	free(tmp);
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	free(tmp);
-	return -1;
+	return out_commit(&o);
 }
 
 int mkdir_p(const char *dir)

@@ -87,8 +87,26 @@ int report_skips(long skipped, long read, long unread);
 
 /* Whole file into memory (NUL-terminated). NULL and error printed on failure. */
 unsigned char *read_file(const char *path, size_t *len);
-/* Writes PATH.tmp.PID, fsyncs, renames over PATH: readers never see half a
- * file. Devices and fifos (/dev/null) are written directly, never replaced. */
+/* Creates PATH as a new, empty file for writing (a descriptor, -1 and
+ * errno on failure). Whatever already has the name, a leftover of a killed
+ * run or a link planted there, is removed first, never followed or
+ * truncated: temporary names (PATH.tmp.PID) are easy to guess. */
+int create_new(const char *path);
+/* An output file written as a stream and published whole: F writes
+ * PATH.tmp.PID (create_new; removed at exit or on a signal until then), and
+ * out_commit flushes, fsyncs and renames it over PATH, so readers never see
+ * half a file. A device or fifo (/dev/null) is written directly, never
+ * replaced (TMP is NULL). Both return -1 with a message on failure;
+ * out_commit and out_abort free everything either way. */
+struct out_file {
+	FILE *f;
+	char *path; /* as given */
+	char *tmp;  /* PATH.tmp.PID, or NULL when written directly */
+};
+int out_open(struct out_file *o, const char *path);
+int out_commit(struct out_file *o);
+void out_abort(struct out_file *o);
+/* DATA as the whole of PATH, by an out_file. */
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Makes DIR and its parents (mkdir -p). */
 int mkdir_p(const char *dir);

@@ -36,8 +36,11 @@ static struct {
 static struct rec_input in;
 
 static struct rec_writer *w;
-static struct buf trl;       /* TRL JSON lines */
-static cJSON *seva_list;     /* SeVa's JSON list */
+/* The exports, written as the pairs are made (memory stays flat however
+ * many there are) and published whole at the end: TRL's JSON lines and
+ * SeVa's JSON list, NSEVA items so far. */
+static struct out_file trl, seva;
+static long nseva;
 static char *filter_desc;
 static char *spool_path;     /* --random-negative: the samples wait here */
 static struct progress prog;
@@ -51,6 +54,16 @@ static struct {
 static _Noreturn void finish(int failed)
 {
 	progress_done(&prog);
+	/* the exports first: a failure there publishes no output */
+	if (seva.f && !failed)
+		fputs(nseva ? "\n]\n" : "[]\n", seva.f);
+	for (int i = 0; i < 2; i++) {
+		struct out_file *o = i ? &seva : &trl;
+		if (o->f && failed)
+			out_abort(o);
+		else if (o->f && out_commit(o))
+			failed = 1;
+	}
 	if (w && failed)
 		rec_writer_abort(w), w = NULL;
 	if (w && rec_writer_close(w))
@@ -61,8 +74,6 @@ static _Noreturn void finish(int failed)
 	for (size_t i = 0; i < pool.n; i++)
 		free(pool.answer[i]);
 	free(pool.answer);
-	buf_release(&trl);
-	cJSON_Delete(seva_list);
 	free(filter_desc);
 	if (!opt.quiet)
 		warn("read %ld, kept %ld, dropped: %ld identical, %ld too short, %ld truncated, %ld missing fields, %ld bad",
@@ -110,21 +121,17 @@ static const char *image_ext(const struct field *img)
 	return dot ? dot + 1 : img->name;
 }
 
-/* An export file: atomic when it is a regular file, written straight into
- * /dev/null or a fifo (renaming over those would replace them). */
-static int write_out(const char *path, const void *data, size_t len)
+/* One export item: O unformatted, after SEP; a write error ends the run. */
+static void export_put(struct out_file *f, const char *sep, cJSON *o)
 {
-	struct stat sb;
-	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-		FILE *f = fopen(path, "wb");
-		if (!f)
-			return error("open '%s':", path);
-		int bad = fwrite(data, 1, len, f) != len;
-		if ((fclose(f) != 0 || bad))
-			return error("write '%s':", path);
-		return 0;
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	int bad = fputs(sep, f->f) < 0 || fputs(text, f->f) < 0;
+	cJSON_free(text);
+	if (bad) {
+		error("write '%s':", f->tmp ? f->tmp : f->path);
+		finish(1);
 	}
-	return write_file_atomic(path, data, len);
 }
 
 static void export(const struct sample *s, const struct field *img, const char *q, const char *chosen,
@@ -160,12 +167,12 @@ static void export(const struct sample *s, const struct field *img, const char *
 		}
 		cJSON *images = cJSON_AddArrayToObject(o, "images");
 		cJSON_AddItemToArray(images, cJSON_CreateString(rel));
-		char *line = cJSON_PrintUnformatted(o);
-		buf_addstr(&trl, line);
-		buf_addstr(&trl, "\n");
-		cJSON_free(line);
-		cJSON_Delete(o);
 		free(rel);
+		export_put(&trl, "", o);
+		if (fputc('\n', trl.f) == EOF) {
+			error("write '%s':", trl.tmp ? trl.tmp : trl.path);
+			finish(1);
+		}
 	}
 	if (opt.seva) {
 		cJSON *o = cJSON_CreateObject();
@@ -174,7 +181,7 @@ static void export(const struct sample *s, const struct field *img, const char *
 		cJSON_AddStringToObject(o, "question", q);
 		cJSON_AddStringToObject(o, "chosen", chosen);
 		cJSON_AddStringToObject(o, "reject", rejected);
-		cJSON_AddItemToArray(seva_list, o);
+		export_put(&seva, nseva++ ? ",\n" : "[\n", o);
 	}
 	if (opt.images) {
 		char *path = xasprintf("%s/%s", opt.images, file);
@@ -424,9 +431,9 @@ int main(int argc, char **argv)
 	filter_desc = opt.min_len ? xasprintf("%s,min-len=%ld", opt.normalize ? "differ-normalized" : "differ",
 					      opt.min_len)
 				  : xstrdup(opt.normalize ? "differ-normalized" : "differ");
-	if (opt.seva)
-		seva_list = cJSON_CreateArray();
 	if (opt.images && mkdir_p(opt.images))
+		finish(1);
+	if ((opt.trl && out_open(&trl, opt.trl)) || (opt.seva && out_open(&seva, opt.seva)))
 		finish(1);
 	w = rec_writer_open(opt.out, opt.fmt, 0);
 	if (!w)
@@ -456,14 +463,5 @@ int main(int argc, char **argv)
 		pair_negatives(&s);
 	}
 	sample_release(&s);
-	if (opt.trl && write_out(opt.trl, trl.data ? trl.data : (unsigned char *)"", trl.len))
-		finish(1);
-	if (opt.seva) {
-		char *text = cJSON_Print(seva_list);
-		int rc = write_out(opt.seva, text, strlen(text));
-		cJSON_free(text);
-		if (rc)
-			finish(1);
-	}
 	finish(0);
 }

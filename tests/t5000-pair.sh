@@ -178,4 +178,27 @@ expect "--drop-truncated" seva-pair --drop-truncated -o cut.drop.mp cut.mp
 stderr_has "dropped and counted" "kept 1, dropped: 0 identical, 0 too short, 2 truncated"
 seva-cat -j -o cut.drop.jsonl cut.drop.mp
 check "only the pair of two whole answers is left" "$(keys cut.drop.jsonl)" = "t3 "
+# L10: the exports are written as the pairs are made, not held: peak memory
+# for 2,000 pairs of 4 KB answers is that of 200 (held, it grew by ~16 KB a
+# pair, 30 MB here).
+many() { # many FILE N: N generated samples whose long answers differ
+	$PY -c '
+import msgpack, sys
+with open(sys.argv[1], "wb") as f:
+    for i in range(int(sys.argv[2])):
+        a = " ".join("word%d" % ((i * 7 + k) % 997) for k in range(500))
+        f.write(msgpack.packb({"__key__": "s%06d" % i, "png": b"\x89PNG" + bytes(64), "json": {"prompt": "Question %d" % i},
+            "response.txt": "A red circle. " + a, "aug.response.txt": "A blue square. " + a}))
+' "$@"
+}
+many m200.mp 200
+many m2000.mp 2000
+rss() { # rss N: peak KB of seva-pair with both exports over mN.mp
+	/usr/bin/time -f %M -o rss.$1 seva-pair -q --trl m$1.jsonl --seva m$1.json --images mimg$1 -o /dev/null m$1.mp &&
+		cat rss.$1
+}
+r1=$(rss 200) r2=$(rss 2000)
+check "2,000 pairs exported" "$(wc -l <m2000.jsonl)" = 2000
+expect "... the SeVa list is JSON" $PY -c 'import json; s = json.load(open("m2000.json")); assert len(s) == 2000 and s[-1]["id"] == "s001999", s[-1]'
+check "peak memory flat: ${r2:-?} KB for 2,000 pairs, ${r1:-?} KB for 200" -n "$r1" -a -n "$r2" -a "${r2:-0}" -lt $(( ${r1:-0} + 8192 ))
 done_testing

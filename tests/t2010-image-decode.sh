@@ -129,7 +129,7 @@ sys.stdout.buffer.write(msgpack.packb({"__key__": "w", "png": p, "json": {"promp
                                       use_bin_type=True))
 ' >wide.mp
 expect_fail "65535x1 through seva-generate: exit 1" 1 \
-	bash -c 'ulimit -v 2000000; exec seva-generate -q -m "$0/pipelines/base" -o w.out wide.mp' "$TOP"
+	memcap 2000000 seva-generate -q -m "$TOP/pipelines/base" -o w.out wide.mp
 stderr_has "the padded size and the limit named" \
 	"wide\.mp: record 1 \(key w\): field 'png': image 65535x1 padded to a square is 65535x65535, over the 67108864-pixel limit"
 done_testing

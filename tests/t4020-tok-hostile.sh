@@ -19,7 +19,7 @@ json.dump(t, open("over.json", "w"))
 ' "$BASE/tokenizer.json"
 echo '"a circle"' >q.jsonl
 expect_fail "added id 10^9: exit 1 in 300 MB (it asked for 3.9 GB)" 1 \
-	bash -c 'ulimit -v 300000; exec seva-tok big.json q.jsonl'
+	memcap 300000 seva-tok big.json q.jsonl
 stderr_has "... naming file and key" "big\.json: added_tokens\[5\]\.id: 1000000000 over 4194303"
 $PY -c '
 import json, sys
@@ -27,7 +27,7 @@ t = json.load(open(sys.argv[1]))
 t["model"]["vocab"]["zzz"] = 50000000
 json.dump(t, open("bigvocab.json", "w"))
 ' "$BASE/tokenizer.json"
-expect_fail "a vocabulary id of 5*10^7: exit 1" 1 bash -c 'ulimit -v 300000; exec seva-tok bigvocab.json q.jsonl'
+expect_fail "a vocabulary id of 5*10^7: exit 1" 1 memcap 300000 seva-tok bigvocab.json q.jsonl
 stderr_has "... named" "bigvocab\.json: model\.vocab\['zzz'\]: id 50000000 over 4194303"
 
 # Under the cap but past the model's embedding: the tokenizer alone is fine,

@@ -162,6 +162,7 @@ static void test_render(void)
 	       want);
 	tap_ok(partial > 40, "edges are anti-aliased (%ld partial pixels)", partial);
 
+	free(im.px);
 	synth_scene_draw(&sc, 3, "bench/000002");
 	synth_render(&im, &sc, 96);
 	synth_render(&im2, &sc, 96);

@@ -246,8 +246,12 @@ static char *dir_begin(const char *dir, const char *marker)
 	}
 	free(parent);
 	char *tmp = xasprintf("%s.tmp.%ld", dir, (long)getpid());
-	if (access(tmp, F_OK) == 0)
-		remove_tree(tmp);
+	/* a leftover with this PID, or a link planted there (dangling or
+	 * not): removed, never followed */
+	if (remove_tree(tmp) < 0) {
+		free(tmp);
+		return NULL;
+	}
 	if (mkdir(tmp, 0755)) {
 		error("mkdir '%s':", tmp);
 		free(tmp);

@@ -10,14 +10,28 @@
  *   the pair's image, whose features are computed once per model, as the
  *   peer does. The grad norm is taken as seva-dpo takes it (no clipping).
  *
+ *   Image encoding (--what enc): the vision tower alone on one image
+ *   (vlm_forward_features), the figure a generation or a DPO pair pays per
+ *   image; the connector is not in it (under 1 % of the tower's FLOPs on
+ *   every config here).
+ *
+ *   SFT step (--what sft): 8 sequences of image + 32 prompt + 32 answer
+ *   tokens, the mean log-loss of the answers, forward with backward and
+ *   AdamW on projector + decoder (seva-sft's default), vision frozen.
+ *   Prefill (--what prefill): the first token of a generation at batch 8,
+ *   image + 32-token prompt each (the tower included), as the generation
+ *   figure's start.
+ *
  *   Generation: greedy, KV cache, 64 new tokens after image + 32-token
  *   prompt, no stop ids, batch 1 and 8, vision tower included (the peer
  *   computes its image embeddings outside the timed call: we do more).
  *
  * FLOPs counted (multiply-add = 2), only the work a step needs:
  *   vision, per image: NP * 2*(3*P*P)*VC (patches)
- *     + v_used * [ (NP+1) * 2*(4*VC^2 + 2*VC*VI) + 4*VC*(NP+1)^2 ]
- *   projector, per image: IT * 2*(VC*C + C^2)
+ *     + v_used * [ VT * 2*(4*VC^2 + 2*VC*VI) + 4*VC*VT^2 ], VT = NP (+1 with
+ *     CLIP's class token)
+ *   projector, per image: FT * 2*VC*C (+ IT * 2*C^2 for LLaVA's second
+ *     layer; Idefics3's one map takes the FT rows regrouped r^2 to a row)
  *   decoder, per pair of T-slot sequences sharing their first P slots:
  *     L * [ (P + 2*(T-P)) * 2*(2*C^2 + 2*C*KV + 3*C*FF) + 4*C*A ]
  *     + 2*R * 2*C*V, where A = P(P+1)/2 + T(T+1) - P(P+1) are the unmasked
@@ -38,14 +52,16 @@
  * precompute_ref_log_probs), so a step is policy forward + backward + AdamW.
  *
  *   engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default]
- *          [--what dpo|gen|all] [--batch B] [--precision f32|bf16|auto] CONFIG...
+ *          [--what dpo|gen|enc|sft|prefill|all] [--batch B] [--gen-reps R]
+ *          [--precision f32|bf16|auto] CONFIG...
  *
  * Prints one JSON line per figure. Every timed figure is also given per CPU
  * second of the process (gflops_cpu = GFLOP / (CPU seconds / threads)):
  * on a machine that other jobs share, the wall clock measures them too.
  * --ceiling is the sgemm figure the ceiling_pct fields are quoted against;
  * --sgemm N measures an N^3 sgemm first, for ceiling_cpu_pct. --batch B
- * generates at batch B only (for profiles). --precision: of the products,
+ * generates at batch B only (for profiles); --gen-reps R times each
+ * generation (and prefill) figure R times and gives the mean. --precision: of the products,
  * as the tools take it (tensor_set_precision); every line names it. --default
  * skips tensor_blas_setup (OpenBLAS keeps the core it detected). Built by
  * tests/bench/engine.sh. */
@@ -68,6 +84,7 @@ enum { PAIRS = 8, PROMPT = 32, RESP = 32, NEW_TOKENS = 64 };
 static int threads = 2;
 static double ceiling_cpu;
 static const char *prec = "f32"; /* of the products, on every line */
+static int gen_reps = 1;          /* timed generations per figure (their mean) */
 
 static double cpu_seconds(void)
 {
@@ -79,14 +96,26 @@ static double cpu_seconds(void)
 /* The FLOPs named in the comment at the top. */
 static double vision_flops(const struct vlm_config *c)
 {
-	double np = c->np, vc = c->v_hidden, vi = c->v_inter, p = c->patch_size;
-	double per_layer = (np + 1) * 2 * (4 * vc * vc + 2 * vc * vi) + 4 * vc * (np + 1) * (np + 1);
+	double np = c->np, vt = c->vt, vc = c->v_hidden, vi = c->v_inter, p = c->patch_size;
+	double per_layer = vt * 2 * (4 * vc * vc + 2 * vc * vi) + 4 * vc * vt * vt;
 	return np * 2 * (3 * p * p) * vc + c->v_used * per_layer;
+}
+
+/* The connector's first product (its input: FT rows of VC, regrouped into
+ * IT rows when shuffled) and, for the MLP, its second (C to C). */
+static double proj1_flops(const struct vlm_config *c)
+{
+	return (double)c->feat_tokens * 2 * c->v_hidden * c->hidden;
+}
+
+static double proj2_flops(const struct vlm_config *c)
+{
+	return c->connector == VLM_CONN_MLP2 ? (double)c->img_tokens * 2 * (double)c->hidden * c->hidden : 0;
 }
 
 static double proj_flops(const struct vlm_config *c)
 {
-	return (double)c->img_tokens * 2 * ((double)c->v_hidden * c->hidden + (double)c->hidden * c->hidden);
+	return proj1_flops(c) + proj2_flops(c);
 }
 
 /* Decoder layers (no lm head) over ROWS rows with PAIRS unmasked (query,
@@ -114,23 +143,32 @@ static double dpo_step_flops(const struct vlm_config *c, const int *P, int ref)
 		       + 2 * head_flops(c, RESP);
 	}
 	double fwd = PAIRS * (vision_flops(c) + proj_flops(c)) + dec;
-	double proj1 = (double)c->img_tokens * 2 * c->v_hidden * c->hidden;
-	double proj2 = (double)c->img_tokens * 2 * (double)c->hidden * c->hidden;
-	double bwd = 2 * dec + PAIRS * (proj1 + 2 * proj2);
+	double bwd = 2 * dec + PAIRS * (proj1_flops(c) + 2 * proj2_flops(c));
 	return (ref ? 2 : 1) * fwd + bwd;
 }
 
-/* Generation of NEW_TOKENS for B sequences: the prefill of image + prompt
- * (lm head on the last slot only) and NEW_TOKENS - 1 single-token steps,
+/* Generation of NEW new tokens for B sequences: the prefill of image +
+ * prompt (lm head on the last slot only) and NEW - 1 single-token steps,
  * each attending to everything before it. */
-static double gen_flops(const struct vlm_config *c, int B)
+static double gen_flops(const struct vlm_config *c, int B, int NEW)
 {
 	double T0 = c->img_tokens + PROMPT;
 	double f = vision_flops(c) + proj_flops(c) + dec_flops(c, T0, T0 * (T0 + 1) / 2) +
 		   head_flops(c, 1);
-	for (int i = 1; i < NEW_TOKENS; i++)
+	for (int i = 1; i < NEW; i++)
 		f += dec_flops(c, 1, T0 + i) + head_flops(c, 1); /* keys: the new one included */
 	return B * f;
+}
+
+/* An SFT step on B sequences of T slots: forward (the head on the RESP
+ * answer positions), backward of decoder, head and connector (no dX into
+ * the frozen tower). */
+static double sft_step_flops(const struct vlm_config *c, int B)
+{
+	double T = c->img_tokens + PROMPT + RESP;
+	double dec = B * (dec_flops(c, T, T * (T + 1) / 2) + head_flops(c, RESP));
+	return B * (vision_flops(c) + proj_flops(c)) + dec + 2 * dec +
+	       B * (proj1_flops(c) + 2 * proj2_flops(c));
 }
 
 struct data {
@@ -340,7 +378,8 @@ static void bench_sgemm(int n, int reps)
 	free(a), free(b), free(o);
 }
 
-static void bench_gen(struct vlm *m, const char *name, int B, double ceiling)
+/* Generation of NEW tokens at batch B; NEW 1 is the prefill figure. */
+static void bench_gen(struct vlm *m, const char *name, int B, int NEW, double ceiling)
 {
 	const struct vlm_config *c = &m->cfg;
 	struct data d;
@@ -355,26 +394,103 @@ static void bench_gen(struct vlm *m, const char *name, int B, double ceiling)
 		exit(1);
 	for (int b = 0; b < B; b++)
 		gen_out_release(&out[b]);
-	gs.max_new_tokens = NEW_TOKENS;
-	double t = now_seconds(), ct = cpu_seconds();
-	if (vlm_generate(m, &vb, seeds, &gs, out) < 0)
-		exit(1);
-	t = now_seconds() - t;
-	ct = cpu_seconds() - ct;
+	gs.max_new_tokens = NEW;
+	double t = 0, ct = 0;
 	long n = 0;
-	for (int b = 0; b < B; b++) {
-		n += out[b].n;
-		gen_out_release(&out[b]);
+	for (int r = 0; r < gen_reps; r++) {
+		double t0 = now_seconds(), c0 = cpu_seconds();
+		if (vlm_generate(m, &vb, seeds, &gs, out) < 0)
+			exit(1);
+		t += (now_seconds() - t0) / gen_reps;
+		ct += (cpu_seconds() - c0) / gen_reps;
+		n = 0;
+		for (int b = 0; b < B; b++) {
+			n += out[b].n;
+			gen_out_release(&out[b]);
+		}
 	}
-	if (n != (long)B * NEW_TOKENS)
-		die("generation gave %ld tokens, not %d", n, B * NEW_TOKENS);
-	double fl = gen_flops(c, B);
-	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"generate_kvcache\",\"batch\":%d,\"new_tokens\":%d,"
+	if (n != (long)B * NEW)
+		die("generation gave %ld tokens, not %d", n, B * NEW);
+	double fl = gen_flops(c, B, NEW);
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"%s\",\"batch\":%d,\"new_tokens\":%d,"
 	       "\"s\":%.4f,\"cpu_s\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.3f,\"gflops\":%.1f,"
 	       "\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,\"ceiling_cpu_pct\":%.1f}\n",
-	       name, prec, B, NEW_TOKENS, t, ct, n / t, fl / 1e9, fl / t / 1e9,
+	       name, prec, NEW > 1 ? "generate_kvcache" : "prefill", B, NEW, t, ct, n / t, fl / 1e9, fl / t / 1e9,
 	       ceiling > 0 ? 100 * fl / t / 1e9 / ceiling : -1, fl / (ct / threads) / 1e9,
 	       ceiling_cpu > 0 ? 100 * fl / (ct / threads) / 1e9 / ceiling_cpu : -1);
+	fflush(stdout);
+	data_release(&d);
+}
+
+/* STEPS SFT steps after a warm-up, on a copy of M (M itself stays as drawn
+ * for the figures after this one). */
+static void bench_sft(struct vlm *m0, const char *name, int steps, double ceiling)
+{
+	const struct vlm_config *c = &m0->cfg;
+	struct vlm *m = vlm_new(c);
+	struct data d;
+	struct train_opt o;
+	float logp[PAIRS], dlogp[PAIRS];
+
+	memcpy(m->params, m0->params, sizeof(float) * m->nparams);
+	tensor_weights_changed(m->params);
+	vlm_train_init(m, VLM_PART_PROJECTOR | VLM_PART_DECODER);
+	train_opt_init(&o, m, 0.9f, 0.999f, 1e-8f, 0);
+	data_init(&d, c, PAIRS, RESP, 1, 4, "sft");
+	struct vlm_batch vb = data_batch(&d);
+	for (int b = 0; b < PAIRS; b++)
+		dlogp[b] = -1.0f / (PAIRS * RESP); /* the mean over answer tokens */
+	double t = 0, ct = 0, loss = 0;
+	for (int s = 0; s <= steps; s++) {
+		double t0 = now_seconds(), c0 = cpu_seconds();
+		if (vlm_forward(m, &vb, logp, 1) < 0)
+			exit(1);
+		vlm_zero_grad(m);
+		vlm_backward(m, dlogp);
+		train_clip_grad(m, 0);
+		train_opt_step(&o, m, 2e-5f);
+		if (s > 0) { /* the first is the warm-up */
+			t += now_seconds() - t0;
+			ct += cpu_seconds() - c0;
+		}
+		loss = 0;
+		for (int b = 0; b < PAIRS; b++)
+			loss -= logp[b] / (PAIRS * RESP);
+	}
+	double mean = t / steps, cps = ct / steps, fl = sft_step_flops(c, PAIRS);
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"sft_step\",\"batch\":%d,"
+	       "\"steps\":%d,\"s_per_step\":%.4f,\"cpu_s_per_step\":%.4f,\"seqs_per_s\":%.2f,"
+	       "\"gflop_per_step\":%.2f,\"gflops\":%.1f,\"ceiling_pct\":%.1f,\"gflops_cpu\":%.1f,"
+	       "\"loss\":%.6f}\n",
+	       name, prec, PAIRS, steps, mean, cps, PAIRS / mean, fl / 1e9, fl / mean / 1e9,
+	       ceiling > 0 ? 100 * fl / mean / 1e9 / ceiling : -1, fl / (cps / threads) / 1e9, loss);
+	fflush(stdout);
+	train_opt_release(&o);
+	data_release(&d);
+	vlm_free(m);
+}
+
+/* The tower on one image, REPS times after a warm-up. */
+static void bench_enc(struct vlm *m, const char *name, int reps)
+{
+	struct data d;
+
+	data_init(&d, &m->cfg, 1, 0, 1, 3, "enc");
+	struct vlm_batch vb = data_batch(&d);
+	vb.weight = NULL;
+	if (vlm_forward_features(m, &vb, 0) < 0)
+		exit(1);
+	double t = now_seconds(), ct = cpu_seconds();
+	for (int r = 0; r < reps; r++)
+		if (vlm_forward_features(m, &vb, 0) < 0)
+			exit(1);
+	t = (now_seconds() - t) / reps;
+	ct = (cpu_seconds() - ct) / reps;
+	double fl = vision_flops(&m->cfg);
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"image_encode\",\"images\":%d,"
+	       "\"s_per_image\":%.4f,\"cpu_s_per_image\":%.4f,\"gflop\":%.2f,\"gflops\":%.1f,"
+	       "\"gflops_cpu\":%.1f,\"params\":%ld}\n",
+	       name, prec, reps, t, ct, fl / 1e9, fl / t / 1e9, fl / (ct / threads) / 1e9, m->nparams);
 	fflush(stdout);
 	data_release(&d);
 }
@@ -383,14 +499,16 @@ int main(int argc, char **argv)
 {
 	static const char usage[] =
 		"engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default] "
-		"[--what dpo|gen|all] [--batch B] [--precision f32|bf16|auto] CONFIG...";
+		"[--what dpo|gen|enc|sft|prefill|all] [--batch B] [--gen-reps R] [--precision f32|bf16|auto] CONFIG...";
 	static const struct option longopts[] = {
 		{"default", no_argument, NULL, 'D'}, {"what", required_argument, NULL, 'w'},
 		{"ceiling", required_argument, NULL, 'C'}, {"sgemm", required_argument, NULL, 'S'},
 		{"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 'j'},
-		{"precision", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
+		{"precision", required_argument, NULL, 'P'}, {"gen-reps", required_argument, NULL, 'R'},
+		{NULL, 0, NULL, 0}};
 	int precision = TENSOR_F32;
-	int steps = 1, setup = 1, dpo = 1, gen = 1, sgemm = 0, gen_batch = 0, c;
+	int steps = 1, setup = 1, dpo = 1, gen = 1, enc = 0, sft = 0, prefill = 0, sgemm = 0,
+	    gen_batch = 0, c;
 	double ceiling = 0;
 
 	util_init(argv[0]);
@@ -407,11 +525,15 @@ int main(int argc, char **argv)
 		case 'b': gen_batch = (int)arg_long("--batch", optarg, 1, 8); break;
 		case 'S': sgemm = (int)arg_long("--sgemm", optarg, 16, 8192); break;
 		case 'D': break;
+		case 'R': gen_reps = (int)arg_long("--gen-reps", optarg, 1, 100000); break;
 		case 'P': precision = arg_choice("--precision", optarg, tensor_precision_names, 3); break;
 		case 'w':
 			dpo = !strcmp(optarg, "dpo") || !strcmp(optarg, "all");
 			gen = !strcmp(optarg, "gen") || !strcmp(optarg, "all");
-			if (!dpo && !gen)
+			enc = !strcmp(optarg, "enc") || !strcmp(optarg, "all");
+			sft = !strcmp(optarg, "sft") || !strcmp(optarg, "all");
+			prefill = !strcmp(optarg, "prefill") || !strcmp(optarg, "all");
+			if (!dpo && !gen && !enc && !sft && !prefill)
 				usage_die(usage);
 			break;
 		default: usage_die(usage);
@@ -439,12 +561,18 @@ int main(int argc, char **argv)
 			return 1;
 		struct vlm *m = vlm_new(&cfg);
 		vlm_init_random(m, 1);
+		if (enc)
+			bench_enc(m, name, steps + 1);
+		if (prefill)
+			bench_gen(m, name, gen_batch ? gen_batch : 8, 1, ceiling);
 		if (gen) {
 			if (gen_batch != 8)
-				bench_gen(m, name, gen_batch ? gen_batch : 1, ceiling);
+				bench_gen(m, name, gen_batch ? gen_batch : 1, NEW_TOKENS, ceiling);
 			if (!gen_batch || gen_batch == 8)
-				bench_gen(m, name, 8, ceiling);
+				bench_gen(m, name, 8, NEW_TOKENS, ceiling);
 		}
+		if (sft)
+			bench_sft(m, name, steps, ceiling);
 		if (dpo)
 			bench_dpo(m, name, steps, ceiling);
 		vlm_free(m);

@@ -247,7 +247,9 @@ int vlm_generate(struct vlm *m, const struct vlm_batch *prompts, const uint64_t 
 	}
 	int NA = maxnew > 0 ? B : 0;
 	while (NA > 0) {
-#pragma omp parallel for schedule(dynamic) if (NA > 1)
+		/* one exp per vocabulary entry: under 16k of them a second
+		 * thread costs about what it saves (tensor.c, DECODE_MACS_PER_THREAD) */
+#pragma omp parallel for schedule(dynamic) if (NA > 1 && (long)NA * V >= 16384)
 		for (int i = 0; i < NA; i++)
 			tok[i] = sample(st.logits + (size_t)i * V, V, gs, &rng[seq[i]],
 					work + (size_t)i * V, &tlp[i]);

@@ -19,6 +19,16 @@
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 16384L
+/* A decoding step's products are small (a few rows) and many (seven per
+ * layer): a thread joins one only for at least this many multiply-adds of
+ * its own. Waking a sleeping OpenMP thread (OMP_WAIT_POLICY=passive, see
+ * tensor_blas_setup) and joining it costs about 10 us of CPU and 25 us of
+ * wall time on the 2-core Zen 5 machine under load, while one core does
+ * 2^19 multiply-adds of the row-wise product in about 25 us from cache;
+ * below that the second thread cost more than it saved (perf on a batch-1
+ * generation with tiny.json: a third of the CPU time in futex and context
+ * switches, every layer's product split in two). */
+#define DECODE_MACS_PER_THREAD 524288.0
 
 /* The build targets x86-64-v2 (SSE4.2); the hot loops also get AVX2+FMA and
  * AVX-512 clones, picked at load time for the CPU at hand. */
@@ -289,6 +299,15 @@ static int mm_threads(double flops)
 	return nt;
 }
 
+/* Threads worth using on a decoding step's product of `macs`
+ * multiply-adds: each one at least DECODE_MACS_PER_THREAD of them. */
+static int decode_threads(double macs)
+{
+	int nt = omp_get_max_threads();
+	double k = macs / DECODE_MACS_PER_THREAD;
+	return k < 1 ? 1 : k < nt ? (int)k : nt;
+}
+
 /* [lo, hi) of n for thread id of nt */
 static inline void slice(int n, int id, int nt, int *lo, int *hi)
 {
@@ -535,6 +554,13 @@ int tensor_rowwise_level(int level)
 	return __atomic_load_n(&rw_use, __ATOMIC_RELAXED);
 }
 
+int tensor_rowwise_threads(int N, int C, int OC)
+{
+	int nt = decode_threads((double)N * C * OC);
+	int nb = (OC + RW_OB - 1) / RW_OB; /* no more threads than blocks */
+	return nt < nb ? nt : nb > 0 ? nb : 1;
+}
+
 void matmul_forward_rowwise(float *out, const float *inp, const float *w, const float *bias,
 			    int N, int C, int OC)
 {
@@ -542,7 +568,7 @@ void matmul_forward_rowwise(float *out, const float *inp, const float *w, const 
 		return;
 	rw_fn *fn = rw_fns[tensor_rowwise_level(-1)];
 	int nb = (OC + RW_OB - 1) / RW_OB;
-	#pragma omp parallel for schedule(static) num_threads(mm_threads((double)N * C * OC))
+	#pragma omp parallel for schedule(static) num_threads(tensor_rowwise_threads(N, C, OC))
 	for (int b = 0; b < nb; b++) {
 		int o0 = b * RW_OB, o1 = o0 + RW_OB < OC ? o0 + RW_OB : OC;
 		fn(out, inp, w, bias, N, C > 0 ? C : 0, OC, o0, o1);
@@ -1076,9 +1102,10 @@ void attention_decode(float *out, float *scratch, const float *q, const float *k
 
 	blas_one_thread();
 	/* The query heads of a kv group read its cache once: scores (grp, n)
-	 * = Q K^T and out (grp, HS) = P V, one sgemm each. */
+	 * = Q K^T and out (grp, HS) = P V, one sgemm each; 2 n HS
+	 * multiply-adds per head, threads as for the step's products. */
 	#pragma omp parallel for collapse(2) schedule(dynamic, 1) \
-		if ((long)B * NH * S * HS > PAR_MIN)
+		num_threads(decode_threads(2.0 * B * NH * S * HS))
 	for (int b = 0; b < B; b++)
 		for (int kh = 0; kh < NKV; kh++) {
 			long r0 = (long)b * NH + (long)kh * grp; /* first head of the group */

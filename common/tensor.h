@@ -66,6 +66,10 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
  * matmul_forward's in the last bits. */
 void matmul_forward_rowwise(float *out, const float *inp, const float *w, const float *bias,
 			    int N, int C, int OC);
+/* The threads matmul_forward_rowwise uses for that product (of those
+ * tensor_set_threads allows): one per 2^19 multiply-adds at most, because
+ * waking a thread costs more than a smaller share saves. */
+int tensor_rowwise_threads(int N, int C, int OC);
 /* For tests: makes matmul_forward_rowwise use its copy for instruction set
  * `level` (0 x86-64-v2, 1 x86-64-v3 AVX2+FMA, 2 x86-64-v4 AVX-512) if the
  * CPU runs it; level < 0 changes nothing. Returns the level in use (by

@@ -764,7 +764,8 @@ static void test_rowwise(void)
 	 * 1..20 of the pool's rows in random order, at an odd float offset, on
 	 * 1 and 2 threads, with each instruction set's copy this CPU runs.
 	 * C=515: 32 lanes-blocks and a tail of 3; OC=161: a partial block of
-	 * output channels; N*C*OC > 65536 so that threads do split it. */
+	 * output channels; from N = 13 on, N*C*OC >= 2^20, so that two
+	 * threads do split it (checked below). */
 	enum { P = 20, C = 515, OC = 161 };
 	int top = tensor_rowwise_level(-1), bad = 0, pick[P];
 	float *pool = rnd((long)P * C, 1), *w = rnd((long)OC * C, 0.1f), *bias = rnd(OC, 1);
@@ -786,6 +787,14 @@ static void test_rowwise(void)
 		}
 	}
 	tensor_rowwise_level(top);
+	tensor_set_threads(2);
+	int t1 = tensor_rowwise_threads(1, C, OC), t12 = tensor_rowwise_threads(12, C, OC);
+	int t13 = tensor_rowwise_threads(13, C, OC), tp = tensor_rowwise_threads(P, C, OC);
+	if (!tap_ok(t1 == 1 && t12 == 1 && t13 == 2 && tp == 2,
+		"matmul_forward_rowwise splits a product over 2 threads from 2^20 multiply-adds on, "
+		"not below (so the loop above ran both)"))
+		tap_diag("threads for N = 1, 12, 13, %d: %d %d %d %d", P, t1, t12, t13, tp);
+	tensor_set_threads(1);
 	loop_ok(bad, "matmul_forward_rowwise: each row's bits independent of N (1..20), its place, "
 		     "alignment, threads (1, 2) and instruction set");
 	float *n1 = zeros((long)P * OC);

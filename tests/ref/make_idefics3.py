@@ -21,10 +21,16 @@ expected.json holds, for a question and an answer on each test image:
 Configurations: A (Idefics3, GQA, untied, f32), B (SmolVLM, tied, MHA,
 bf16 weights, a 6x6 patch grid shuffled by 3), C (Idefics3, untied, GQA,
 a 25x25 grid shuffled by 5, where Idefics3's fractional position buckets
-are not the patch index).
+are not the patch index), and two with SmolVLM's own tokenizer layout (a
+byte-level BPE over the whole byte alphabet, SmolLM2's digit splitting and
+special tokens, SmolVLM's added tokens down to the 36 row/column tags):
+SMOL (SmolVLM-256M-Instruct in miniature: Idefics3, a 16x16 grid shuffled
+by 4, GQA 3:1, tied, f32; the pipeline test t9080 runs every tool on it)
+and E (SmolVLM, GQA 2:1, untied, bf16).
 
-For reference values only; run with the test venv and commit the output:
-  tests/vendor/venv/bin/python tests/ref/make_idefics3.py tests/fixtures/idefics3
+For reference values only; run with the test venv and commit the output
+(NAMES: the configurations to write, all when none):
+  tests/vendor/venv/bin/python tests/ref/make_idefics3.py tests/fixtures/idefics3 [NAMES...]
 """
 import json
 import math
@@ -34,7 +40,7 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (Idefics3Config, Idefics3ForConditionalGeneration,
                           Idefics3ImageProcessorPil, Idefics3Processor,
                           PreTrainedTokenizerFast, SmolVLMConfig,
@@ -76,6 +82,44 @@ def make_tokenizer(out):
     return fast
 
 
+# SmolLM2's special tokens (ids 0-16), then what SmolVLM adds after the BPE
+# vocabulary, in its order: the global-image tag, the 36 tile tags of image
+# splitting, the image tokens, reserved tokens, the end of utterance.
+SMOL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>",
+                "<file_sep>", "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>",
+                "<issue_closed>", "<jupyter_start>", "<jupyter_text>", "<jupyter_code>",
+                "<jupyter_output>", "<jupyter_script>", "<empty_output>"]
+SMOL_ADDED = (["<global-img>"] + ["<row_%d_col_%d>" % (i, j) for i in range(1, 7) for j in range(1, 7)]
+              + ["<fake_token_around_image>", "<image>"]
+              + ["<|reserved_special_token_%d|>" % i for i in range(3)] + ["<end_of_utterance>"])
+SMOL_CORPUS = CORPUS + [
+    "Describe this image. The picture shows 3 people, 12 birds and a café in 2024.",
+    "Is there a red car? No. Is there a person? Yes, one person is standing.",
+    "What colour is the sky? The sky is blue, with white clouds over the hills.",
+]
+
+
+def make_smol_tokenizer(out):
+    """SmolVLM's tokenizer layout: byte-level BPE whose alphabet is every
+    byte, digits split one by one before the byte-level split, no prefix
+    space, the added tokens after the merges."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tr = trainers.BpeTrainer(vocab_size=256 + len(SMOL_SPECIAL) + 160, special_tokens=SMOL_SPECIAL,
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                             show_progress=False)
+    tok.train_from_iterator(SMOL_CORPUS * 20, tr)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
+                                   eos_token="<end_of_utterance>", pad_token="<|im_end|>",
+                                   unk_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": SMOL_ADDED})
+    return fast
+
+
 def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -109,10 +153,10 @@ def test_images(out, names):
     return paths
 
 
-def build(out, name, kind, vision, text, scale, tie, bf16, seed, images, pixels_for):
+def build(out, name, kind, vision, text, scale, tie, bf16, seed, images, pixels_for, smol_tok=False):
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
-    tok = make_tokenizer(d)
+    tok = make_smol_tokenizer(d) if smol_tok else make_tokenizer(d)
     V = len(tok)
     image_id = tok.convert_tokens_to_ids("<image>")
     eou = tok.convert_tokens_to_ids("<end_of_utterance>")
@@ -187,6 +231,7 @@ def build(out, name, kind, vision, text, scale, tie, bf16, seed, images, pixels_
 
 def main():
     out = sys.argv[1]
+    names = set(sys.argv[2:]) or {"a", "b", "c", "smol", "e"}
     os.makedirs(out, exist_ok=True)
     imgs = test_images(out, ["img-37x23.png", "img-32x32.png", "img-20x51.png", "img-64x41.png"])
     photo = os.path.join(os.path.dirname(__file__), "..", "fixtures", "image", "photo-444p.jpg.png")
@@ -196,14 +241,32 @@ def main():
                hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
     txt = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
                max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0)
-    build(out, "a", "idefics3", dict(vis, image_size=32), dict(txt, num_key_value_heads=2),
-          2, False, False, 1, imgs, {"img-37x23.png", "img-20x51.png", "photo-444p.jpg.png"})
-    build(out, "b", "smolvlm", dict(vis, model_type="smolvlm_vision", image_size=24),
-          dict(txt, num_key_value_heads=4, rope_theta=100000.0), 3, True, True, 4,
-          imgs[:2], {"img-37x23.png"})
-    build(out, "c", "idefics3", dict(vis, image_size=50, patch_size=2, num_hidden_layers=1,
-                                     hidden_size=12, intermediate_size=16),
-          dict(txt, num_key_value_heads=1), 5, False, False, 3, imgs[3:4], {})
+    if "a" in names:
+        build(out, "a", "idefics3", dict(vis, image_size=32), dict(txt, num_key_value_heads=2),
+              2, False, False, 1, imgs, {"img-37x23.png", "img-20x51.png", "photo-444p.jpg.png"})
+    if "b" in names:
+        build(out, "b", "smolvlm", dict(vis, model_type="smolvlm_vision", image_size=24),
+              dict(txt, num_key_value_heads=4, rope_theta=100000.0), 3, True, True, 4,
+              imgs[:2], {"img-37x23.png"})
+    if "c" in names:
+        build(out, "c", "idefics3", dict(vis, image_size=50, patch_size=2, num_hidden_layers=1,
+                                         hidden_size=12, intermediate_size=16),
+              dict(txt, num_key_value_heads=1), 5, False, False, 3, imgs[3:4], {})
+    # SmolVLM-256M-Instruct's proportions: patch 16 of 512 (here 4 of 64),
+    # scale 4, 9 heads on 3 (here 3 on 1), tied, rope_theta 100000
+    smol_vis = dict(vis, hidden_size=24, intermediate_size=48, num_attention_heads=2,
+                    image_size=64, patch_size=4)
+    smol_txt = dict(txt, hidden_size=24, intermediate_size=64, num_attention_heads=3,
+                    max_position_embeddings=512, rope_theta=100000.0)
+    photos = [os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "fixtures", "image", p))
+              for p in ("photo-420.jpg.png", "photo-gray.jpg.png")]
+    if "smol" in names:
+        build(out, "smol", "idefics3", smol_vis, dict(smol_txt, num_key_value_heads=1), 4, True,
+              False, 6, imgs + photos, {"img-64x41.png", "photo-420.jpg.png"}, smol_tok=True)
+    if "e" in names:
+        build(out, "e", "smolvlm", dict(smol_vis, model_type="smolvlm_vision", image_size=32),
+              dict(smol_txt, num_attention_heads=4, hidden_size=16, num_key_value_heads=2), 2,
+              False, True, 7, imgs[:3], {"img-20x51.png"}, smol_tok=True)
 
 
 if __name__ == "__main__":

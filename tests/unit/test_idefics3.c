@@ -1,8 +1,11 @@
 /* test_idefics3 — the Idefics3 / SmolVLM family against transformers itself:
  * tests/ref/make_idefics3.py wrote three small random models with
  * save_pretrained (A: Idefics3, GQA, untied, f32; B: SmolVLM, tied, bf16;
- * C: a 25x25 patch grid, where the position buckets are not the index) and
- * what Idefics3Processor and the model compute. seva must make the same
+ * C: a 25x25 patch grid, where the position buckets are not the index;
+ * SMOL: SmolVLM-256M's proportions, GQA 3:1, tied; E: SmolVLM, GQA 2:1,
+ * untied, bf16; the last two with SmolVLM's tokenizer layout, every byte
+ * in the alphabet and the row/column tags) and what Idefics3Processor and
+ * the model compute. seva must make the same
  * input ids from the chat template and the question, the same pixel values
  * from the image files, per-token log-probs within 5e-5, the same greedy
  * tokens. Then the new layers' backward (SigLIP embeddings with the patch
@@ -410,6 +413,8 @@ int main(int argc, char **argv)
 	check_dir("a", 0, 2);
 	check_dir("b", 1, 4);
 	check_dir("c", 0, 1);
+	check_dir("smol", 1, 1);
+	check_dir("e", 0, 2);
 	test_backward();
 	test_refused();
 	return tap_done();

@@ -391,14 +391,18 @@ static const char *const lora_modules[] = {
 };
 
 /* The module a part's tensors live under: the first name component of
- * its first tensor ("multi_modal_projector"); NULL if the part has none. */
+ * its first tensor ("multi_modal_projector"), past a leading "model."
+ * ("model.connector.modality_projection.proj.weight": "connector"; PEFT
+ * would take "model" for the whole model); NULL if the part has none. */
 static char *part_module(const struct vlm *m, int part)
 {
 	for (int k = 0; k < m->ntensors; k++)
 		if (m->tensors[k].part == part) {
-			const char *dot = strchr(m->tensors[k].name, '.');
-			return dot ? xstrndup(m->tensors[k].name, (size_t)(dot - m->tensors[k].name))
-				   : NULL;
+			const char *name = m->tensors[k].name;
+			if (!strncmp(name, "model.", 6) && strchr(name + 6, '.'))
+				name += 6;
+			const char *dot = strchr(name, '.');
+			return dot ? xstrndup(name, (size_t)(dot - name)) : NULL;
 		}
 	return NULL;
 }
@@ -431,10 +435,25 @@ static int lora_write(struct vlm *m, const char *tmp)
 	cJSON_AddStringToObject(j, "bias", "none");
 	cJSON_AddBoolToObject(j, "fan_in_fan_out", 0);
 	cJSON_AddBoolToObject(j, "inference_mode", 1);
-	cJSON *tm = cJSON_AddArrayToObject(j, "target_modules");
-	for (size_t i = 0; i < ARRAY_LEN(lora_modules); i++)
-		if (m->lora.targets & (1u << i))
-			cJSON_AddItemToArray(tm, cJSON_CreateString(lora_modules[i]));
+	const char *dec = vlm_family_of(&m->cfg)->peft_decoder;
+	if (dec) {
+		/* "model\.text_model\.layers\.\d+\.(self_attn|mlp)\.(q_proj|...)",
+		 * as PEFT's re.fullmatch reads it */
+		struct buf re;
+		buf_init(&re);
+		buf_printf(&re, "%s\\.layers\\.\\d+\\.(self_attn|mlp)\\.(", dec);
+		for (size_t i = 0, n = 0; i < ARRAY_LEN(lora_modules); i++)
+			if (m->lora.targets & (1u << i))
+				buf_printf(&re, "%s%s", n++ ? "|" : "", lora_modules[i]);
+		buf_printf(&re, ")");
+		cJSON_AddStringToObject(j, "target_modules", (char *)re.data);
+		buf_release(&re);
+	} else {
+		cJSON *tm = cJSON_AddArrayToObject(j, "target_modules");
+		for (size_t i = 0; i < ARRAY_LEN(lora_modules); i++)
+			if (m->lora.targets & (1u << i))
+				cJSON_AddItemToArray(tm, cJSON_CreateString(lora_modules[i]));
+	}
 	cJSON_AddStringToObject(j, "base_model_name_or_path", m->dir ? m->dir : "");
 	cJSON *ms = cJSON_AddArrayToObject(j, "modules_to_save");
 	for (int part = 1; part < VLM_PART_LORA; part <<= 1) {

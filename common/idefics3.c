@@ -28,7 +28,10 @@ static void load_vision(struct vlm_config *cfg, struct jctx *c, const cJSON *v,
 		return;
 	}
 	const char *type = jstr(c, v, "model_type", vision_type);
-	if (strcmp(type, "idefics3_vision") && strcmp(type, "smolvlm_vision"))
+	/* the published SmolVLM checkpoints (transformers 4.4x) write the
+	 * parent's model_type here; transformers reads them as the tower */
+	if (strcmp(type, "idefics3_vision") && strcmp(type, "smolvlm_vision") &&
+	    strcmp(type, "idefics3") && strcmp(type, "smolvlm"))
 		jrefuse(c, "model_type", type, "idefics3_vision, smolvlm_vision", NULL);
 	/* Idefics3VisionConfig's defaults */
 	cfg->v_hidden = jint(c, v, "hidden_size", 1152, 1, INT_BIG);
@@ -228,6 +231,7 @@ static void processor_check(struct jctx *c, const cJSON *j, const struct vlm_con
 	.connector_names = {"model.connector.modality_projection.proj.weight"}, \
 	.decoder_prefix = "model.text_model.", \
 	.head_name = "lm_head.weight", \
+	.peft_decoder = "model\\.text_model", \
 	.layouts = NULL, \
 	.chat_template = "smolvlm", \
 	.image_block = "<fake_token_around_image><global-img><image><fake_token_around_image>", \

@@ -62,6 +62,12 @@ struct vlm_family {
 	const char *connector_names[4];
 	const char *decoder_prefix;
 	const char *head_name;
+	/* The decoder's module path as transformers names it, as a regular
+	 * expression (PEFT matches target_modules given as a string against
+	 * every module's full name): adapters then name the decoder's
+	 * projections only, not the vision tower's of the same names. NULL:
+	 * target_modules is the list of names. */
+	const char *peft_decoder;
 	/* Other layouts of the same names that files use: prefix from → to,
 	 * ending with a NULL pair. */
 	const char *const (*layouts)[2];

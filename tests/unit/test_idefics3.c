@@ -405,6 +405,73 @@ static void test_refused(void)
 	remove_tmpdir();
 }
 
+/* SmolVLM-256M-Instruct's config.json as published (transformers 4.46:
+ * sparse, the training fork's extra keys, vision_config.model_type the
+ * parent's "idefics3", which transformers reads with a warning) and its
+ * preprocessor_config.json: the 256M shapes from the class defaults,
+ * image splitting refused until it is turned off. */
+static const char published_256m[] =
+	"{\"architectures\": [\"Idefics3ForConditionalGeneration\"], \"image_token_id\": 49190,"
+	" \"model_type\": \"idefics3\", \"pad_token_id\": 128002, \"scale_factor\": 4,"
+	" \"text_config\": {\"_flash_attn_2_enabled\": true, \"architectures\": [\"VLlama3ForCausalLM\"],"
+	" \"head_dim\": 64, \"hidden_size\": 576, \"intermediate_size\": 1536, \"is_llama_config\": true,"
+	" \"max_position_embeddings\": 8192, \"model_type\": \"llama\", \"neftune_noise_alpha\": 0.0,"
+	" \"num_attention_heads\": 9, \"num_hidden_layers\": 30, \"num_key_value_heads\": 3,"
+	" \"pad_token_id\": 2, \"pixel_shuffle_factor\": 4, \"qk_layer_norms\": false,"
+	" \"rms_norm_eps\": 1e-05, \"rope_interleaved\": false, \"rope_theta\": 100000,"
+	" \"torch_dtype\": \"bfloat16\", \"use_resampler\": false, \"vocab_size\": 49280},"
+	" \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.46.0\","
+	" \"use_cache\": true, \"vision_config\": {\"hidden_size\": 768, \"image_size\": 512,"
+	" \"max_image_size\": {\"longest_edge\": 512}, \"model_type\": \"idefics3\","
+	" \"num_attention_heads\": 12, \"patch_size\": 16, \"size\": {\"longest_edge\": 2048},"
+	" \"tie_word_embeddings\": false, \"use_base_siglip\": false}, \"vocab_size\": 128259}";
+static const char published_pre[] =
+	"{\"do_convert_rgb\": true, \"do_image_splitting\": %s, \"do_normalize\": true, \"do_pad\": true,"
+	" \"do_rescale\": true, \"do_resize\": true, \"image_mean\": [0.5, 0.5, 0.5],"
+	" \"image_processor_type\": \"Idefics3ImageProcessor\", \"image_std\": [0.5, 0.5, 0.5],"
+	" \"max_image_size\": {\"longest_edge\": 512}, \"processor_class\": \"Idefics3Processor\","
+	" \"resample\": 1, \"rescale_factor\": 0.00392156862745098, \"size\": {\"longest_edge\": 2048}}";
+
+static void test_published(void)
+{
+	make_tmpdir("/tmp/seva-idefics3.XXXXXX");
+	put("config.json", published_256m);
+	char *cp = tpath("config.json"), *pp = tpath("preprocessor_config.json");
+	struct vlm_config c;
+	capture();
+	int rc = vlm_config_load(&c, cp);
+	captured();
+	if (!tap_ok(rc == 0, "SmolVLM-256M-Instruct's published config.json loads"))
+		tap_diag("stderr: %s", errbuf);
+	else
+		tap_ok(c.v_hidden == 768 && c.v_inter == 3072 && c.v_layers == 12 && c.v_heads == 12 &&
+			       c.image_size == 512 && c.patch_size == 16 && c.shuffle == 4 &&
+			       c.img_tokens == 64 && c.hidden == 576 && c.inter == 1536 && c.layers == 30 &&
+			       c.heads == 9 && c.kv_heads == 3 && c.vocab == 49280 && c.rope_theta == 1e5f &&
+			       c.rms_eps == 1e-5f && !c.tie_embeddings && c.image_token_index == 49190,
+		       "its shapes: SigLIP 768x12 (intermediate 3072 by default), 512/16 shuffled by 4 "
+		       "(%d rows), decoder 576x30, 9 heads on 3, vocab 49280, untied", c.img_tokens);
+	for (int split = 1; split >= 0 && rc == 0; split--) {
+		char *text = xasprintf(published_pre, split ? "true" : "false");
+		put("preprocessor_config.json", text);
+		free(text);
+		struct preprocess pre;
+		capture();
+		int r = vlm_preprocess_load(&pre, pp, &c);
+		captured();
+		if (split)
+			tap_ok(r < 0 && strstr(errbuf, "do_image_splitting") && strstr(errbuf, "not supported"),
+			       "its preprocessor_config.json (image splitting on): refused by name (%s)", errbuf);
+		else
+			tap_ok(r == 0 && pre.size == 2048 && pre.crop_size == 512 &&
+				       pre.resample == RESAMPLE_LANCZOS,
+			       "with do_image_splitting false: longest edge 2048, then the 512 square, lanczos");
+	}
+	free(cp);
+	free(pp);
+	remove_tmpdir();
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -417,5 +484,6 @@ int main(int argc, char **argv)
 	check_dir("e", 0, 2);
 	test_backward();
 	test_refused();
+	test_published();
 	return tap_done();
 }

@@ -1,7 +1,9 @@
 #include "conversation.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -81,6 +83,67 @@ char *conversation_strip_format(const char *text)
 	return out;
 }
 
+int conversation_image_count(const char *text)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, "<image>")); p += 7)
+		n++;
+	return n;
+}
+
+/* Every asking turn's placeholders: more than one is a second image. */
+static int conv_images(const cJSON *conv)
+{
+	int n = 0;
+	const cJSON *t;
+	cJSON_ArrayForEach(t, conv) {
+		const cJSON *from = cJSON_GetObjectItemCaseSensitive(t, "from");
+		const cJSON *value = cJSON_GetObjectItemCaseSensitive(t, "value");
+		if (cJSON_IsString(from) && cJSON_IsString(value) && conversation_role(from->valuestring) == 0)
+			n += conversation_image_count(value->valuestring);
+	}
+	return n;
+}
+
+int conversation_one_image(const struct sample *s, const cJSON *j, const char **why)
+{
+	static const char *const video[] = { "mp4", "webm", "mkv", "avi", "mov", "m4v" };
+	static char reason[400];
+	const char *first = NULL;
+	for (size_t i = 0; i < s->nfields; i++) {
+		const char *name = s->fields[i].name, *dot = strrchr(name, '.');
+		for (size_t k = 0; k < ARRAY_LEN(video); k++)
+			if (!strcasecmp(dot ? dot + 1 : name, video[k])) {
+				snprintf(reason, sizeof reason,
+					 "field '%.100s': video is not supported (one image per sample)", name);
+				*why = reason;
+				return -1;
+			}
+		if (strncmp(name, "aug.", 4) && field_is_image(name)) {
+			if (first) {
+				snprintf(reason, sizeof reason,
+					 "fields '%.100s' and '%.100s': several images in one sample are not supported (one image per sample)",
+					 first, name);
+				*why = reason;
+				return -1;
+			}
+			first = name;
+		}
+	}
+	const cJSON *p = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
+	const cJSON *conv = j ? cJSON_GetObjectItemCaseSensitive(j, "conversations") : NULL;
+	int n = cJSON_IsString(p) ? conversation_image_count(p->valuestring)
+		: cJSON_IsArray(conv) ? conv_images(conv) : 0;
+	if (n > 1) {
+		snprintf(reason, sizeof reason,
+			 "json.%s: %d <image> placeholders: several images in one sample are not supported (one image per sample)",
+			 cJSON_IsString(p) ? "prompt" : "conversations", n);
+		*why = reason;
+		return -1;
+	}
+	return 0;
+}
+
 char *conversation_question(const struct sample *s, const char **why)
 {
 	cJSON *j = sample_json(s, "json");
@@ -88,6 +151,10 @@ char *conversation_question(const struct sample *s, const char **why)
 	*why = sample_get(s, "json") ? "field 'json': not valid JSON" : "no json field";
 	if (!j)
 		return NULL;
+	if (conversation_one_image(s, j, why) < 0) {
+		cJSON_Delete(j);
+		return NULL;
+	}
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
 	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversations");
 	if (cJSON_IsString(p)) {
@@ -120,6 +187,10 @@ int conversation_turns(const struct sample *s, char ***turns, const char **why)
 	*why = sample_get(s, "json") ? "field 'json': not valid JSON" : "no json field";
 	if (!j)
 		return -1;
+	if (conversation_one_image(s, j, why) < 0) {
+		cJSON_Delete(j);
+		return -1;
+	}
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
 	const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "answer");
 	const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversations");

@@ -65,6 +65,29 @@ seva-cat -j scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >ba
 seva-cat -j gen.msgpack | jq -c '{(.__key__): {r: ."response.txt", g: ."gen.json"}}' | jq -s 'add' \
 	>gen.seva.json
 
+# Several images and video are refused by name, by every tool that reads
+# a question; with -k the sample is skipped and counted.
+img=$(base64 -w0 "$TOP/tests/fixtures/idefics3/img-32x32.png")
+printf '{"__key__":"two","png":{"base64":"%s"},"jpg":{"base64":"%s"},"json":{"prompt":"Which differs?"}}\n' \
+	"$img" "$img" >two-fields.jsonl
+printf '{"__key__":"two","png":{"base64":"%s"},"json":{"prompt":"<image>Is it as <image>?"}}\n' \
+	"$img" >two-placeholders.jsonl
+printf '{"__key__":"vid","mp4":{"base64":"AAAAGGZ0eXBtcDQy"},"json":{"prompt":"What happens?"}}\n' >video.jsonl
+printf '{"__key__":"conv","png":{"base64":"%s"},"json":{"conversations":[%s,%s,%s,%s]}}\n' "$img" \
+	'{"from":"human","value":"<image>\nWhat is it?"}' '{"from":"gpt","value":"A circle."}' \
+	'{"from":"human","value":"<image>\nAnd this one?"}' '{"from":"gpt","value":"A square."}' >two-turns.jsonl
+expect_fail "generate: two image fields refused" 1 seva-generate -q -m "$FIX" two-fields.jsonl
+stderr_has "... naming both and saying why" "record 1 \(key two\): fields 'png' and 'jpg': several images in one sample are not supported"
+expect_fail "generate: two <image> placeholders refused" 1 seva-generate -q -m "$FIX" two-placeholders.jsonl
+stderr_has "... naming json.prompt" "json.prompt: 2 <image> placeholders: several images in one sample are not supported"
+expect_fail "generate: a video field refused" 1 seva-generate -q -m "$FIX" video.jsonl
+stderr_has "... naming the field" "field 'mp4': video is not supported"
+expect_fail "sft: <image> in two turns refused" 1 seva-sft -q -m "$FIX" -o bad-sft --max-steps 1 two-turns.jsonl
+stderr_has "... naming json.conversations" "json.conversations: 2 <image> placeholders"
+expect_fail "generate -k: skipped and counted (exit 3)" 3 seva-generate -k -m "$FIX" --max-new-tokens 2 \
+	-o /dev/null video.jsonl in.msgpack
+stderr_has "... the skip counted" "1 of 5 samples skipped"
+
 if [ ! -x "$PY" ]; then
 	not_ok "the python environment is missing: run tests/deps.sh"
 	done_testing
@@ -122,6 +145,19 @@ base = load(fix)
 out["base"] = score(base, pairs)
 for d in ("full", "lora", "sft"):
     out[d] = score(load(d), pairs)
+# the adapter seva wrote, as PEFT loads it onto the base: which modules it
+# wraps, what it saves whole, a warning about keys it lacks, its log-probs
+import warnings
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from peft.utils import ModulesToSaveWrapper
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    pm = PeftModel.from_pretrained(load(fix), "lora/adapter").eval()
+out["peft_warnings"] = [str(x.message) for x in w if "adapter keys" in str(x.message)]
+out["peft_wrapped"] = sorted(n for n, mod in pm.named_modules() if isinstance(mod, LoraLayer))
+out["peft_saved"] = sorted(n for n, mod in pm.named_modules() if isinstance(mod, ModulesToSaveWrapper))
+out["peft"] = score(pm, pairs)
 gen = {}
 for l in open(samples_path):
     s = json.loads(l)
@@ -158,12 +194,23 @@ agree "greedy answers on the clean view are model.generate's, token for token" g
 		(.value.ids | length) == $s[0][.key].g.tokens.clean)' gen
 agree "their mean log-probs within 5e-5" gen.seva.json '
 	[$h[0].gen | to_entries[] | (.value.mean_logp - $s[0][.key].g.mean_logp.clean) | fabs] | max < 5e-5' gen
+agree "PEFT wraps the decoder's seven projections in each layer, and nothing of the vision tower" \
+	lora/adapter/adapter_config.json '($h[0].peft_wrapped | length) == 14 and
+	all($h[0].peft_wrapped[]; test("^base_model\\.model\\.model\\.text_model\\.layers\\.[01]\\.(self_attn|mlp)\\."))' \
+	peft_wrapped
+agree "PEFT keeps the trained connector whole (modules_to_save), with no key missing" \
+	lora/adapter/adapter_config.json '$h[0].peft_saved == ["base_model.model.model.connector"] and
+	$h[0].peft_warnings == []' peft_saved
 for m in base full lora sft; do
 	agree "$m: seva-dpo --score's summed log-probs equal transformers' (within 5e-5 a token)" \
 		$m.seva.json '[$h[0].'$m' | to_entries[] | .key as $k | .value | to_entries[] |
 		 ((.value - $s[0][$k][.key]) | fabs) / $s[0][$k][.key + "_tokens"]] |
 		length >= 4 and max < 5e-5' $m
 done
+agree "the base with seva's adapter in PEFT gives seva's log-probs of the trained model (within 5e-5 a token)" \
+	lora.seva.json '[$h[0].peft | to_entries[] | .key as $k | .value | to_entries[] |
+	 ((.value - $s[0][$k][.key]) | fabs) / $s[0][$k][.key + "_tokens"]] |
+	length >= 4 and max < 5e-5' peft
 check "DPO changed the model" "$(cmp -s full/model.safetensors "$FIX/model.safetensors" && echo same)" = ""
 check "DPO changed its answers or their log-probs" \
 	"$(seva-cat -j gen2.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)" != \

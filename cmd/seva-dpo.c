@@ -158,6 +158,13 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 	if (!q || !(ans[0] = sample_want_text(s, "chosen.txt", why)) ||
 	    !(ans[1] = sample_want_text(s, "rejected.txt", why)))
 		return -1;
+	if (conversation_one_image(s, NULL, why) < 0)
+		return -1;
+	if (conversation_image_count(q) > 1) {
+		*why = "prompt.txt: more than one <image> placeholder: several images in one sample "
+		       "are not supported (one image per sample)";
+		return -1;
+	}
 	/* a question may carry LLaVA's placeholder: the template adds its own */
 	char *question = conversation_strip_image(q);
 	int np = chat_encode_prompt(&lm.chat, question, img != NULL, &pr);

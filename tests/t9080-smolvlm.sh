@@ -84,6 +84,11 @@ expect_fail "generate: a video field refused" 1 seva-generate -q -m "$FIX" video
 stderr_has "... naming the field" "field 'mp4': video is not supported"
 expect_fail "sft: <image> in two turns refused" 1 seva-sft -q -m "$FIX" -o bad-sft --max-steps 1 two-turns.jsonl
 stderr_has "... naming json.conversations" "json.conversations: 2 <image> placeholders"
+seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
+head -1 pairs.b64.jsonl | jq -c '. + {"second.png": (.jpg // .png)}' >two-pair.jsonl
+expect_fail "dpo: a pair with a second image refused" 1 seva-dpo -q -m "$FIX" -o bad-dpo --max-steps 1 \
+	two-pair.jsonl
+stderr_has "... naming both fields" "fields '(jpg|png)' and 'second.png': several images in one sample are not supported"
 expect_fail "generate -k: skipped and counted (exit 3)" 3 seva-generate -k -m "$FIX" --max-new-tokens 2 \
 	-o /dev/null video.jsonl in.msgpack
 stderr_has "... the skip counted" "1 of 5 samples skipped"
@@ -174,7 +179,6 @@ for l in open(samples_path):
 out["gen"] = gen
 json.dump(out, sys.stdout)
 EOF
-seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
 seva-cat -j --base64 in.msgpack >in.b64.jsonl
 expect "transformers loads every model seva wrote (no missing, unexpected or mismatched weight)" \
 	"$PY" hf.py "$FIX" pairs.b64.jsonl in.b64.jsonl

@@ -10,6 +10,9 @@
 #                                          t500 is SeVa's default recipe)
 #   swap                                   t500 pairs with chosen and rejected swapped
 #   random-negative                        t500, rejected = another sample's answer
+#   seva-mix                               t500 on SeVa's own question mix
+#                                          (seva-synth --mix seva: short answers,
+#                                          two per image, no descriptions)
 # Each variant is K pipelines/seva.sh runs (--seeds, default 3), in
 # DIR/VARIANT/sSEED for SEED = -s .. -s + K - 1: the seed of the unlabeled data,
 # the augmentation and DPO, the same K seeds for every variant, so that seed k
@@ -23,7 +26,7 @@
 # accuracy, CHAIR_s, CHAIR_i, colour and count exact match — goes to stdout and
 # to DIR/ablation.txt, .md and .json. A variant with no pairs (none: both views
 # are the same image) trains nothing; its row says so. Time grows with -n, -b,
-# --seeds and 8 variants: -n 64 -b 20 --seeds 1 is a quick look.
+# --seeds and 9 variants: -n 64 -b 20 --seeds 1 is a quick look.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,10 +41,10 @@ seed=0
 seeds=3
 dpo_opts=
 quiet=
-all="none hflip mocov2 t200 t500 t800 swap random-negative"
+all="none hflip mocov2 t200 t500 t800 swap random-negative seva-mix"
 variants=$all
 
-usage() { sed -n '4,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "ablate.sh: $*" >&2; exit 1; }
 number() { case $2 in ''|*[!0-9]*) echo "ablate.sh: $1 wants a number, not '$2'" >&2; usage ;; esac; }
 while [ $# -gt 0 ]; do
@@ -68,7 +71,7 @@ done
 [ -n "$variants" ] || usage
 [ "$seeds" -ge 1 ] || { echo "ablate.sh: --seeds wants 1 or more, not '$seeds'" >&2; usage; }
 
-# recipe VARIANT, pairing VARIANT: what seva.sh gets for each variant.
+# recipe VARIANT, pairing VARIANT, synth VARIANT: what seva.sh gets for each variant.
 recipe() {
 	case $1 in
 	none|hflip|mocov2) echo "$1" ;;
@@ -81,6 +84,12 @@ pairing() {
 	case $1 in
 	swap) echo --swap ;;
 	random-negative) echo --random-negative ;;
+	*) echo "" ;;
+	esac
+}
+synth() {
+	case $1 in
+	seva-mix) echo "--mix seva" ;;
 	*) echo "" ;;
 	esac
 }
@@ -120,7 +129,7 @@ for v in $variants; do
 		mkdir -p "$d"
 		say "variant $v, seed $k: recipe $(recipe "$v")$(p=$(pairing "$v"); [ -z "$p" ] || echo ", seva-pair $p") ($(( $(date +%s) - start ))s so far)"
 		if "$here/seva.sh" -o "$d" -m "$model" -n "$n" -s "$k" -r "$(recipe "$v")" \
-			--pair "$(pairing "$v")" --bench-base "$out/bench.base.msgpack" --dpo "$dpo_opts" $quiet \
+			--pair "$(pairing "$v")" --synth "$(synth "$v")" --bench-base "$out/bench.base.msgpack" --dpo "$dpo_opts" $quiet \
 			>"$d/seva.log" 2>&1; then
 			echo ok >"$d/status"
 		elif [ -f "$d/pairs.msgpack" ] && [ ! -s "$d/pairs.msgpack" ]; then

@@ -67,6 +67,11 @@ check "random-negative: the pairing option reached seva-pair" "$(seva-cat -j -f 
 check "seeds differ: seed 0 and 1 drew other unlabeled images" "$(cmp -s abl/t800/s0/unlabeled.msgpack abl/t800/s1/unlabeled.msgpack && echo same)" = ""
 expect "again, one seed: the base model's bench answers are reused" "$P/ablate.sh" -m model -o abl -n 4 -b 2 --seeds 1 --variants none
 stderr_has "says so" "reusing the base model's bench answers"
+expect "seva-mix: one seed" "$P/ablate.sh" -q -m model -o abl -n 4 -b 2 --seeds 1 --variants seva-mix --dpo --max-steps=2
+check "seva-mix: SeVa's question mix reached seva-synth (two questions per image)" \
+	"$(seva-cat -j abl/seva-mix/s0/unlabeled.msgpack | wc -l)" = 8
+check "seva-mix: short answers only, no descriptions" \
+	"$(seva-cat -j abl/seva-mix/s0/unlabeled.msgpack | jq -r .json.task | grep -c describe)" = 0
 # -- seva.sh's own options -------------------------------------------------------------
 S=$P/seva.sh
 expect "seva.sh --help: the usage on stdout, exit 0" "$S" --help

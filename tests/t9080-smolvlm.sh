@@ -57,7 +57,8 @@ check "LoRA wrote its adapter beside the merged model" -f lora/adapter/adapter_m
 expect "generate with the DPO-trained model" seva-generate -q -m full --max-new-tokens 8 \
 	-o gen2.msgpack aug.msgpack
 expect "SFT, full" seva-sft -q -m "$FIX" -o sft --lr 1e-2 --max-steps 2 -b 2 in.msgpack
-for m in full lora sft; do
+expect "SFT, LoRA" seva-sft -q -m "$FIX" -o sftlora --lora 4 --lr 1e-2 --max-steps 2 -b 2 in.msgpack
+for m in full lora sft sftlora; do
 	expect "$m: --score" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
 	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
 done
@@ -148,7 +149,7 @@ def score(m, pairs):
 pairs = [json.loads(l) for l in open(pairs_path)]
 base = load(fix)
 out["base"] = score(base, pairs)
-for d in ("full", "lora", "sft"):
+for d in ("full", "lora", "sft", "sftlora"):
     out[d] = score(load(d), pairs)
 # the adapter seva wrote, as PEFT loads it onto the base: which modules it
 # wraps, what it saves whole, a warning about keys it lacks, its log-probs
@@ -156,13 +157,15 @@ import warnings
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
-with warnings.catch_warnings(record=True) as w:
-    warnings.simplefilter("always")
-    pm = PeftModel.from_pretrained(load(fix), "lora/adapter").eval()
-out["peft_warnings"] = [str(x.message) for x in w if "adapter keys" in str(x.message)]
-out["peft_wrapped"] = sorted(n for n, mod in pm.named_modules() if isinstance(mod, LoraLayer))
-out["peft_saved"] = sorted(n for n, mod in pm.named_modules() if isinstance(mod, ModulesToSaveWrapper))
-out["peft"] = score(pm, pairs)
+for d in ("lora", "sftlora"):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        pm = PeftModel.from_pretrained(load(fix), d + "/adapter").eval()
+    out[d + "_peft"] = {
+        "warnings": [str(x.message) for x in w if "adapter keys" in str(x.message)],
+        "wrapped": sorted(n for n, mod in pm.named_modules() if isinstance(mod, LoraLayer)),
+        "saved": sorted(n for n, mod in pm.named_modules() if isinstance(mod, ModulesToSaveWrapper)),
+        "score": score(pm, pairs)}
 gen = {}
 for l in open(samples_path):
     s = json.loads(l)
@@ -198,23 +201,27 @@ agree "greedy answers on the clean view are model.generate's, token for token" g
 		(.value.ids | length) == $s[0][.key].g.tokens.clean)' gen
 agree "their mean log-probs within 5e-5" gen.seva.json '
 	[$h[0].gen | to_entries[] | (.value.mean_logp - $s[0][.key].g.mean_logp.clean) | fabs] | max < 5e-5' gen
-agree "PEFT wraps the decoder's seven projections in each layer, and nothing of the vision tower" \
-	lora/adapter/adapter_config.json '($h[0].peft_wrapped | length) == 14 and
-	all($h[0].peft_wrapped[]; test("^base_model\\.model\\.model\\.text_model\\.layers\\.[01]\\.(self_attn|mlp)\\."))' \
-	peft_wrapped
-agree "PEFT keeps the trained connector whole (modules_to_save), with no key missing" \
-	lora/adapter/adapter_config.json '$h[0].peft_saved == ["base_model.model.model.connector"] and
-	$h[0].peft_warnings == []' peft_saved
-for m in base full lora sft; do
+for m in lora sftlora; do
+	agree "$m: PEFT wraps the decoder's seven projections in each layer, and nothing of the vision tower" \
+		$m/adapter/adapter_config.json '($h[0].'$m'_peft.wrapped | length) == 14 and
+		all($h[0].'$m'_peft.wrapped[]; test("^base_model\\.model\\.model\\.text_model\\.layers\\.[01]\\.(self_attn|mlp)\\."))' \
+		${m}_peft.wrapped
+	agree "$m: PEFT keeps the trained connector whole (modules_to_save), with no key missing" \
+		$m/adapter/adapter_config.json '$h[0].'$m'_peft.saved == ["base_model.model.model.connector"] and
+		$h[0].'$m'_peft.warnings == []' ${m}_peft.saved
+done
+for m in base full lora sft sftlora; do
 	agree "$m: seva-dpo --score's summed log-probs equal transformers' (within 5e-5 a token)" \
 		$m.seva.json '[$h[0].'$m' | to_entries[] | .key as $k | .value | to_entries[] |
 		 ((.value - $s[0][$k][.key]) | fabs) / $s[0][$k][.key + "_tokens"]] |
 		length >= 4 and max < 5e-5' $m
 done
-agree "the base with seva's adapter in PEFT gives seva's log-probs of the trained model (within 5e-5 a token)" \
-	lora.seva.json '[$h[0].peft | to_entries[] | .key as $k | .value | to_entries[] |
-	 ((.value - $s[0][$k][.key]) | fabs) / $s[0][$k][.key + "_tokens"]] |
-	length >= 4 and max < 5e-5' peft
+for m in lora sftlora; do
+	agree "$m: the base with seva's adapter in PEFT gives seva's log-probs of the trained model (within 5e-5 a token)" \
+		$m.seva.json '[$h[0].'$m'_peft.score | to_entries[] | .key as $k | .value | to_entries[] |
+		 ((.value - $s[0][$k][.key]) | fabs) / $s[0][$k][.key + "_tokens"]] |
+		length >= 4 and max < 5e-5' ${m}_peft.score
+done
 check "DPO changed the model" "$(cmp -s full/model.safetensors "$FIX/model.safetensors" && echo same)" = ""
 check "DPO changed its answers or their log-probs" \
 	"$(seva-cat -j gen2.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)" != \

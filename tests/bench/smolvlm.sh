@@ -87,7 +87,10 @@ jq -rs '
 	row("DPO step, ref once, pairs/s"; "pairs_per_s"; "cpu_s_per_step"; "dpo_step_ref_precomputed"; null),
 	(pick($s; "dpo_step"; null; "f32") as $f | pick($s; "dpo_step"; null; "bf16") as $h |
 	 ["DPO step with the ref pass, pairs/s", ($f.pairs_per_s | f2), ($h.pairs_per_s | f2), "-", "-", "-", "-", "-"] | @tsv)
-' <(jq -c 'select(.config) | . + {src: "seva"}' "$tmp/seva.json"; jq -c '. + {src: "peer"}' "$tmp/peer.json") |
+' <(jq -c 'select(.config) | . + {src: "seva"} |
+	# engine rounds pairs/s to 2 decimals: too coarse for this model
+	if .s_per_step then .pairs_per_s = .batch / .s_per_step else . end' "$tmp/seva.json"
+    jq -c '. + {src: "peer"}' "$tmp/peer.json") |
 	column -t -s "$(printf '\t')"
 echo
 echo "per wall second at the load above; the -cpu ratios: CPU seconds per unit of work,"

@@ -13,7 +13,7 @@ PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
 libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev libutf8proc-dev jq zstd gnuplot-nox
 libdnnl-dev"
 TEST_PKGS="mandoc python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision
-python3-pil python3-skimage clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium"
+python3-pil python3-skimage clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium linux-perf"
 [ -n "$run_only" ] || PKGS="$PKGS $TEST_PKGS"
 missing=""
 for p in $PKGS; do

@@ -395,9 +395,19 @@ int main(int argc, char **argv)
 		default: usage_die(usage);
 		}
 	}
-	if ((opt.split && opt.out) || (opt.images && !opt.llava) || (opt.llava && optind < argc) ||
-	    ((turns_set || opt.strip_format) && !opt.llava))
+	const char *why = NULL;
+	if (opt.split && opt.out)
+		why = "--split writes PREFIX-NNNNNN files: -o is not for it";
+	else if (opt.images && !opt.llava)
+		why = "--images is the folder of --llava's images: give --llava FILE";
+	else if (opt.llava && optind < argc)
+		why = "--llava FILE is the input: no FILE arguments with it";
+	else if ((turns_set || opt.strip_format) && !opt.llava)
+		why = "--turns and --strip-format shape --llava's samples: give --llava FILE";
+	if (why) {
+		warn("%s", why);
 		usage_die(usage);
+	}
 	if (opt.split && !fmt_set)
 		opt.fmt = REC_TAR;
 	if (!opt.split) {

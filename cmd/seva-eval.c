@@ -364,9 +364,17 @@ int main(int argc, char **argv)
 		default: usage_die(usage_text);
 		}
 	}
-	if ((compare && argc - optind < 2) || (compare && argc - optind > 1001) || (!o.pope_q != !o.pope_a) ||
-	    (compare && (o.pope_q || o.mmvet || o.llava)))
+	const char *why = NULL;
+	if (compare && (argc - optind < 2 || argc - optind > 1001))
+		why = "--compare takes a base and 1 to 1000 runs to compare with it";
+	else if (!o.pope_q != !o.pope_a)
+		why = "--pope-questions and --pope-answers go together";
+	else if (compare && (o.pope_q || o.mmvet || o.llava))
+		why = "--compare reads saved results: --pope-questions, --mmvet and --llava-bench score samples";
+	if (why) {
+		warn("%s", why);
 		usage_die(usage_text);
+	}
 
 	struct eval_vocab *vocab = o.vocab ? eval_vocab_load(o.vocab) : eval_vocab_default();
 	if (!vocab)

@@ -273,6 +273,10 @@ expect_fail "L13 --top-p 0: usage error" 2 seva-generate -m "$BASE" --top-p 0 /d
 stderr_has "L13 ... the option and its range" "--top-p: not a number in \(0, 1\]: '0'"
 expect_fail "L13 seva-pair --images alone: usage error" 2 seva-pair --images imgs /dev/null
 stderr_has "L13 ... saying what it needs" "--images writes the images that --trl and --seva name: give one of them"
+expect_fail "L13 seva-eval --compare of one file: usage error" 2 seva-eval --compare g.json
+stderr_has "L13 ... saying what it takes" "--compare takes a base and 1 to 1000 runs"
+expect_fail "L13 seva-cat --split with -o: usage error" 2 seva-cat --split sh -o x.mp /dev/null
+stderr_has "L13 ... naming both" "--split writes PREFIX-NNNNNN files: -o is not for it"
 expect_fail "L13 a bad image without -k: exit 1" 1 seva-augment -q -j 1 -r none -o /dev/null b1.mp
 if grep -q "skipped" "$TMP/.err"; then not_ok "L13 ... no 'skipped' when nothing was"; diag <"$TMP/.err"
 else ok "L13 ... no 'skipped' when nothing was"; fi

@@ -69,6 +69,22 @@ expect "seva-sft: a dangling link there" \
 	sh -c 'ln -s "$PWD/nowhere" "m3.tmp.$$"; exec seva-sft -q -m "$0" -o m3 --max-steps 1 -b 2 s.mp' "$BASE"
 check "... nothing made where it pointed" ! -e nowhere
 
+# tar members named '../../x' or '/tmp/x' are read by their last component:
+# what a tool writes from them (a tar, or files named by key) stays inside
+mkdir -p deep/er
+$PY -c '
+import io, tarfile
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode="w", format=tarfile.GNU_FORMAT) as t:
+    for name, d in (("../../evil.json", b"{\"prompt\": \"q\"}"), ("../../evil.png", b"\x89PNG"),
+                    ("/tmp/abs.json", b"{}"), ("/tmp/abs.png", b"\x89PNG")):
+        i = tarfile.TarInfo(name); i.size = len(d); t.addfile(i, io.BytesIO(d))
+open("deep/er/m.tar", "wb").write(b.getvalue())
+'
+expect "a tar of '../../' and absolute member names" sh -c 'cd deep/er && exec seva-cat -q -t -o o.tar m.tar'
+check "... written as bare names" "$(tar tf deep/er/o.tar | tr '\n' ' ')" = "evil.json evil.png abs.json abs.png "
+check "... nothing outside" ! -e evil.json -a ! -e deep/evil.json -a ! -e /tmp/abs.json
+
 # existing outputs that are not the tool's to replace
 mkdir -p notmodel
 echo mine >notmodel/notes.txt

@@ -382,8 +382,13 @@ int out_open(struct out_file *o, const char *path)
 {
 	struct stat st;
 	memset(o, 0, sizeof *o);
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		/* found now, not by the rename after the whole run */
+		errno = EISDIR;
+		return error("create '%s':", path);
+	}
 	o->path = xstrdup(path);
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
 		/* /dev/null, a fifo: renaming over it would replace it */
 		o->f = fopen(path, "wb");
 		if (!o->f) {

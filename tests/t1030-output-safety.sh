@@ -92,6 +92,12 @@ expect_fail "seva-sft -o a folder that is not a model: exit 1" 1 \
 	seva-sft -q -m "$BASE" -o notmodel --max-steps 1 -b 2 s.mp
 stderr_has "... saying so" "notmodel: exists and has no config\.json: not replacing it"
 check "... its file kept" "$(cat notmodel/notes.txt)" = mine
+expect_fail "seva-cat -o a folder: exit 1" 1 seva-cat -q -o notmodel u.mp
+stderr_has "... at the open, saying so" "create 'notmodel': Is a directory"
+check "... the folder as it was" "$(ls notmodel)" = notes.txt
+expect_fail "seva-pair --trl a folder: exit 1 before reading" 1 seva-pair -q --trl notmodel --images imgs2 -o /dev/null g.mp
+stderr_has "... saying so" "create 'notmodel': Is a directory"
+check "... no image written" -z "$(ls imgs2 2>/dev/null)"
 expect_fail "seva-sft -o an existing file: exit 1" 1 seva-sft -q -m "$BASE" -o victim --max-steps 1 -b 2 s.mp
 stderr_has "... saying so" "victim: exists and is not a directory"
 intact "seva-sft -o FILE"

@@ -85,7 +85,7 @@ static char ref_id[17];
 static long n_ref_mismatch;
 /* Pairs [0, n_train) train, [n_train, n_pairs) are the evaluation's. */
 static struct pair *pairs;
-static long n_pairs, n_train, n_truncated, n_long;
+static long n_pairs, n_train, n_truncated, n_long, n_long_prompt;
 static struct rec_input in, eval_in; /* the training inputs; --eval's */
 static float *images;
 static long n_images, img_floats;
@@ -142,7 +142,8 @@ static int corrupted_image(struct pair *p, const struct sample *s, const struct 
 }
 
 /* Tokenizes the pair S into P; -1 with a reason if it is bad, -2 if it is
- * too long and --skip-long says skip. */
+ * too long and --skip-long says skip, -3 if its prompt alone is too long
+ * (no answer token would fit: skipped, --skip-long or not). */
 static int pair_make(struct pair *p, struct sample *s, const char **why)
 {
 	const char *q = sample_want_text(s, "prompt.txt", why), *ans[2] = { NULL, NULL };
@@ -181,7 +182,7 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 	int room = lm.m->cfg.max_pos - prompt_decoder_len(lm.m, pr, np);
 	if (room < 1) {
 		*why = "the prompt alone does not fit the model's context";
-		rc = -2;
+		rc = -3;
 		goto out;
 	}
 	if (na[0] > room || na[1] > room) {
@@ -357,8 +358,11 @@ static int pair_add(void *w, struct sample *s, const char **why)
 {
 	struct pair p;
 	int rc = pair_make(&p, s, why);
-	if (rc == -2) {
-		n_long++;
+	if (rc == -2 || rc == -3) {
+		if (rc == -2)
+			n_long++;
+		else
+			n_long_prompt++;
 		return 0;
 	}
 	if (rc < 0)
@@ -514,6 +518,8 @@ static void warn_long(void)
 {
 	if (n_long)
 		warn("%ld pairs too long for the context skipped (--skip-long)", n_long);
+	if (n_long_prompt)
+		warn("%ld pairs skipped: the prompt alone does not fit the model's context", n_long_prompt);
 	if (n_truncated)
 		warn("%ld pairs: answer truncated to fit the context", n_truncated);
 }

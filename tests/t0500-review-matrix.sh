@@ -284,6 +284,12 @@ expect_fail "L13 seva-generate, the same image" 1 seva-generate -q -m "$BASE" -o
 if grep -q "cannot decode image: cannot decode image" "$TMP/.err"; then not_ok "L13 ... the reason once"; diag <"$TMP/.err"
 else ok "L13 ... the reason once"; fi
 
+edit p.mp lp.mp 'r["prompt.txt"] = "describe " * 400 if i == 0 else r["prompt.txt"]'
+expect "L13 seva-dpo: a pair whose prompt alone overflows the context" seva-dpo -q -m "$BASE" -o lp --max-steps 1 lp.mp
+stderr_has "L13 ... skipped and counted in those words" "1 pairs skipped: the prompt alone does not fit the model's context"
+if grep -q -- "--skip-long" "$TMP/.err"; then not_ok "L13 ... not called --skip-long's, which was not given"; diag <"$TMP/.err"
+else ok "L13 ... not called --skip-long's, which was not given"; fi
+
 # L15
 check "L15 seva-pair(1): -s renders as a sentence" \
 	"$(mandoc -Tascii "$TOP/man/seva-pair.1" | col -b | grep -A1 'Seed for' | tr -s ' \n' ' ')" != "" -a \

@@ -160,7 +160,8 @@ check "... and leaves no half-written page" ! -e bad/report.html
 # -- Headless Chromium -----------------------------------------------------------
 if [ -x /usr/bin/chromium ]; then
 	prof=$(mktemp -d "$TMP/chromium.XXXXXX")
-	timeout 60 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	# The timeout only stops a hung browser: at load 50 a screenshot took over 60 s.
+	timeout 600 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync --disable-dev-shm-usage \
 		--user-data-dir="$prof" --screenshot="$TMP/shot.png" --window-size=1200,2000 \
 		"file://$TMP/run/report.html" >chromium.log 2>&1
@@ -185,7 +186,7 @@ if [ -x /usr/bin/chromium ]; then
 	cp run/eval.quiet.json quiet/eval.aligned.json
 	"$REPORT" quiet 2>/dev/null
 	check "quiet: the colour row changed, uncoloured" "$(grep -c '<td>Colour (n=12)</td><td>1\.0000</td><td>0\.9167</td><td class="">' quiet/report.html)" = 1
-	timeout 60 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	timeout 600 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync --disable-dev-shm-usage \
 		--user-data-dir="$prof" --screenshot="$TMP/quiet.png" --window-size=1200,2000 \
 		"file://$TMP/quiet/report.html" >>chromium.log 2>&1

@@ -20,8 +20,9 @@
 static const char usage_text[] =
 	"seva-dpo -m MODEL -o OUT [--loss NAME[:WEIGHT],...] [--beta B]\n"
 	"       [--label-smoothing E] [--sft-weight W] [--dpop-lambda L] [--mdpo-delta D]\n"
-	"       [--reference-free] [--full | --lora R] [--lora-alpha A]\n"
-	"       [--lora-targets LIST] [--train PARTS] [--lr LR] [--epochs N] [--max-steps N]\n"
+	"       [--reference-free] [--full | --lora R] [--lora-alpha A] [--use-rslora]\n"
+	"       [--lora-dropout P] [--lora-targets LIST] [--train PARTS] [--lr LR]\n"
+	"       [--projector-lr LR] [--epochs N] [--max-steps N]\n"
 	"       [-b BATCH] [--accum N] [--schedule NAME] [--warmup-ratio R]\n"
 	"       [--warmup-steps N] [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
@@ -258,6 +259,7 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 	const float **w = xcalloc((size_t)B, sizeof *w);
 	int *len = xcalloc((size_t)B, sizeof *len);
 	int *image_of = xcalloc((size_t)B, sizeof *image_of);
+	uint64_t *keys = xcalloc((size_t)B, sizeof *keys); /* LoRA dropout's, training only */
 	float *imgs = xmalloc((size_t)(k ? (nseq - 1) * k : 1) * (size_t)img_floats * sizeof(float));
 	int ni = 0;
 	for (int i = 0; i < k; i++) {
@@ -280,16 +282,19 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 			len[nseq * i + c] = p->n[a];
 			/* chosen and rejected share the clean image */
 			image_of[nseq * i + c] = c < 2 ? im : aug;
+			keys[nseq * i + c] = train_drop_key(idx[i], c);
 		}
 	}
 	struct vlm_batch vb = { .B = B, .ids = ids, .len = len, .weight = w,
-				.n_images = ni, .images = imgs, .image_of = image_of };
+				.n_images = ni, .images = imgs, .image_of = image_of,
+				.drop_key = keep ? keys : NULL };
 	if (vlm_forward(m, &vb, lp, keep) < 0)
 		exit(1);
 	free(ids);
 	free(w);
 	free(len);
 	free(image_of);
+	free(keys);
 	free(imgs);
 }
 
@@ -642,7 +647,7 @@ static int train(unsigned parts, unsigned targets)
 		.keep_greater = opt.keep_metric != 0,
 	};
 	if (!opt.full) {
-		vlm_lora_add(lm.m, opt.t.lora, (float)opt.t.lora_alpha, targets, opt.t.seed);
+		train_lora_add(&opt.t, lm.m, targets);
 		parts |= VLM_PART_LORA;
 	}
 	vlm_train_init(lm.m, parts);
@@ -817,6 +822,7 @@ int main(int argc, char **argv)
 		unsigned parts = opt.t.train ? train_parse_parts(opt.t.train)
 					     : VLM_PART_PROJECTOR | (opt.full ? VLM_PART_DECODER : 0);
 		unsigned targets = arg_names("--lora-targets", opt.targets, target_names, 7);
+		train_args_check(&opt.t, !opt.full, parts);
 		if (opt.t.lr < 0)
 			opt.t.lr = opt.full ? 1e-5 : 2e-4;
 		if (opt.t.lora_alpha == 0)

@@ -18,7 +18,8 @@
 static const char usage_text[] =
 	"seva-sft (-m MODEL | --config CONFIG.json --tokenizer TOKENIZER.json\n"
 	"       [--preprocessor FILE]) -o OUT [--init-only] [--train PARTS] [--lora R]\n"
-	"       [--lora-alpha A] [--lr LR] [--epochs N] [--max-steps N] [-b BATCH]\n"
+	"       [--lora-alpha A] [--use-rslora] [--lora-dropout P] [--lr LR]\n"
+	"       [--projector-lr LR] [--epochs N] [--max-steps N] [-b BATCH]\n"
 	"       [--accum N] [--schedule NAME] [--warmup-ratio R] [--warmup-steps N]\n"
 	"       [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
@@ -126,6 +127,7 @@ struct micro {
 	const float **w;
 	int *len, *image_of;
 	float *imgs, *logp, *dlogp;
+	uint64_t *keys;         /* LoRA dropout's, one per sequence */
 	float *dfeat, *pool;    /* --vision-labels: (-b, tokens, width), 2 x width */
 };
 
@@ -348,6 +350,7 @@ static void micro_step(void *ctx, const uint32_t *idx, int k, double ntok, doubl
 		b->w[i] = e->w;
 		b->len[i] = e->n;
 		b->image_of[i] = -1;
+		b->keys[i] = train_drop_key(idx[i], 0);
 		if (e->image >= 0) {
 			memcpy(b->imgs + ni * img_floats, images + e->image * img_floats,
 			       (size_t)img_floats * sizeof(float));
@@ -355,7 +358,8 @@ static void micro_step(void *ctx, const uint32_t *idx, int k, double ntok, doubl
 		}
 	}
 	struct vlm_batch vb = { .B = k, .ids = b->ids, .len = b->len, .weight = b->w,
-				.n_images = ni, .images = b->imgs, .image_of = b->image_of };
+				.n_images = ni, .images = b->imgs, .image_of = b->image_of,
+				.drop_key = b->keys };
 	if (vlm_forward(lm.m, &vb, b->logp, 1) < 0)
 		exit(1);
 	for (int i = 0; i < k; i++) {
@@ -373,6 +377,7 @@ static int train(unsigned parts)
 	struct micro b = {
 		.ids = xcalloc(B, sizeof *b.ids), .w = xcalloc(B, sizeof *b.w),
 		.len = xcalloc(B, sizeof *b.len), .image_of = xcalloc(B, sizeof *b.image_of),
+		.keys = xcalloc(B, sizeof *b.keys),
 		.imgs = xmalloc(B * (size_t)img_floats * sizeof(float)),
 		.logp = xcalloc(B, sizeof *b.logp), .dlogp = xcalloc(B, sizeof *b.dlogp),
 	};
@@ -400,6 +405,7 @@ static int train(unsigned parts)
 	free(b.w);
 	free(b.len);
 	free(b.image_of);
+	free(b.keys);
 	free(b.imgs);
 	free(b.logp);
 	free(b.dlogp);
@@ -492,10 +498,11 @@ int main(int argc, char **argv)
 		}
 		parts = VLM_PART_VISION;
 	}
+	train_args_check(&opt.t, opt.t.lora, parts);
 	if (opt.t.lora) {
 		if (opt.t.lora_alpha == 0)
 			opt.t.lora_alpha = 2.0 * opt.t.lora;
-		vlm_lora_add(lm.m, opt.t.lora, (float)opt.t.lora_alpha, LORA_ALL, opt.t.seed);
+		train_lora_add(&opt.t, lm.m, LORA_ALL);
 		parts |= VLM_PART_LORA;
 	}
 	int S = preprocess_side(&lm.m->pre);

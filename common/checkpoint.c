@@ -431,7 +431,8 @@ static int lora_write(struct vlm *m, const char *tmp)
 	cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
 	add_int(j, "r", m->lora.rank);
 	cJSON_AddItemToObject(j, "lora_alpha", vlm_float_json(m->lora.alpha));
-	cJSON_AddItemToObject(j, "lora_dropout", vlm_float_json(0));
+	cJSON_AddItemToObject(j, "lora_dropout", vlm_float_json(m->lora.dropout));
+	cJSON_AddBoolToObject(j, "use_rslora", m->lora.rslora);
 	cJSON_AddStringToObject(j, "bias", "none");
 	cJSON_AddBoolToObject(j, "fan_in_fan_out", 0);
 	cJSON_AddBoolToObject(j, "inference_mode", 1);
@@ -543,10 +544,11 @@ int vlm_lora_save(struct vlm *m, const char *dir)
 	return r;
 }
 
-/* adapter_config.json → rank, alpha, target mask; refuses what we would
- * silently compute differently (DoRA, rsLoRA, per-layer patterns, biases). */
+/* adapter_config.json → rank, alpha, rsLoRA, target mask; refuses what we
+ * would silently compute differently (DoRA, per-layer patterns, biases).
+ * lora_dropout acts in training only: any value in [0, 1) loads. */
 static int lora_config(const char *path, const struct vlm *m, int *rank, float *alpha,
-		       unsigned *targets, unsigned *saved)
+		       int *rslora, unsigned *targets, unsigned *saved)
 {
 	unsigned char *text = read_file(path, NULL);
 	if (!text)
@@ -579,6 +581,17 @@ static int lora_config(const char *path, const struct vlm *m, int *rank, float *
 	}
 	if (v)
 		*alpha = (float)v->valuedouble;
+	v = cJSON_GetObjectItemCaseSensitive(j, "use_rslora");
+	if (v && !cJSON_IsNull(v) && !cJSON_IsBool(v)) {
+		error("%s: use_rslora: not true or false", path);
+		goto out;
+	}
+	*rslora = cJSON_IsTrue(v);
+	v = cJSON_GetObjectItemCaseSensitive(j, "lora_dropout");
+	if (v && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 1))) {
+		error("%s: lora_dropout: not a number in [0, 1)", path);
+		goto out;
+	}
 	v = cJSON_GetObjectItemCaseSensitive(j, "bias");
 	if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || strcmp(v->valuestring, "none"))) {
 		error("%s: bias: only \"none\" is supported", path);
@@ -607,7 +620,7 @@ static int lora_config(const char *path, const struct vlm *m, int *rank, float *
 		cJSON_DetachItemViaPointer(j, (cJSON *)v);
 		cJSON_Delete((cJSON *)v);
 	}
-	static const char *const refused[] = {"use_dora", "use_rslora", "layers_to_transform",
+	static const char *const refused[] = {"use_dora", "layers_to_transform",
 					      "rank_pattern", "alpha_pattern", "modules_to_save"};
 	for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
 		v = cJSON_GetObjectItemCaseSensitive(j, refused[i]);
@@ -651,11 +664,11 @@ out:
 
 int vlm_lora_load(struct vlm *m, const char *dir)
 {
-	int rank;
+	int rank, rslora;
 	float alpha;
 	unsigned targets, saved;
 	char *path = xasprintf("%s/adapter_config.json", dir);
-	int r = lora_config(path, m, &rank, &alpha, &targets, &saved);
+	int r = lora_config(path, m, &rank, &alpha, &rslora, &targets, &saved);
 	free(path);
 	if (r)
 		return -1;
@@ -668,6 +681,7 @@ int vlm_lora_load(struct vlm *m, const char *dir)
 	if (m->lora.rank <= 0)
 		vlm_lora_add(m, rank, alpha, targets, 0);
 	m->lora.alpha = alpha;
+	m->lora.rslora = rslora;
 	r = load_tensors(m, &st, dir, 1, saved);
 	safetensors_release(&st);
 	return r;

@@ -112,6 +112,11 @@ void train_opt_release(struct train_opt *o)
 
 void train_opt_step(struct train_opt *o, struct vlm *m, float lr)
 {
+	train_opt_step_groups(o, m, lr, lr);
+}
+
+void train_opt_step_groups(struct train_opt *o, struct vlm *m, float lr, float projector_lr)
+{
 	long next = m->nparams;
 	o->t++;
 	for (int i = 0; i < m->ntensors; i++) {
@@ -120,7 +125,8 @@ void train_opt_step(struct train_opt *o, struct vlm *m, float lr)
 		if (!train_tensor_trains(m, t))
 			continue;
 		float wd = t->ndim >= 2 ? o->weight_decay : 0.0f;
-		adamw_update(t->data, t->grad, o->m + off, o->v + off, t->numel, lr, o->beta1,
+		adamw_update(t->data, t->grad, o->m + off, o->v + off, t->numel,
+			     t->part == VLM_PART_PROJECTOR ? projector_lr : lr, o->beta1,
 			     o->beta2, o->eps, wd, (int)o->t);
 	}
 }
@@ -1088,6 +1094,7 @@ void train_args_init(struct train_args *a)
 	a->adam_beta1 = 0.9;
 	a->adam_beta2 = 0.999;
 	a->adam_eps = 1e-8;
+	a->projector_lr = -1; /* --lr */
 	a->clip = 1.0;
 	a->schedule = LR_COSINE;
 	a->dtype = NULL; /* the base's */
@@ -1105,6 +1112,10 @@ int train_args_option(struct train_args *a, int c, const char *arg, const char *
 	case TRAIN_O_TRAIN: a->train = arg; break;
 	case TRAIN_O_LORA: a->lora = (int)arg_long("--lora", arg, 1, 4096); break;
 	case TRAIN_O_ALPHA: a->lora_alpha = arg_double("--lora-alpha", arg, 1e-6, 1e6); break;
+	case TRAIN_O_RSLORA: a->rslora = 1; break;
+	/* 1 would drop every input and divide by zero */
+	case TRAIN_O_LORA_DROPOUT: a->lora_dropout = arg_double("--lora-dropout", arg, 0, 0.999); break;
+	case TRAIN_O_PROJECTOR_LR: a->projector_lr = arg_double("--projector-lr", arg, 0, 10); break;
 	case TRAIN_O_LR: a->lr = arg_double("--lr", arg, 0, 10); break;
 	case TRAIN_O_EPOCHS: a->epochs = (int)arg_long("--epochs", arg, 1, 1000000); break;
 	case TRAIN_O_MAXSTEPS: a->max_steps = arg_long("--max-steps", arg, 1, LONG_MAX); break;
@@ -1195,6 +1206,32 @@ int train_output_check(const struct train_args *a)
 	return vlm_save_check(a->out);
 }
 
+void train_args_check(const struct train_args *a, int lora, unsigned parts)
+{
+	const char *bad = lora ? NULL : a->rslora ? "--use-rslora" : a->lora_dropout ? "--lora-dropout"
+										   : NULL;
+	if (bad) {
+		warn("%s: shapes LoRA adapters, and this run has none (give --lora R)", bad);
+		exit(2);
+	}
+	if (a->projector_lr >= 0 && !(parts & VLM_PART_PROJECTOR)) {
+		warn("--projector-lr: the projector does not train (--train has no projector)");
+		exit(2);
+	}
+}
+
+void train_lora_add(const struct train_args *a, struct vlm *m, unsigned targets)
+{
+	vlm_lora_add(m, a->lora, (float)a->lora_alpha, targets, a->seed);
+	m->lora.rslora = a->rslora;
+	m->lora.dropout = (float)a->lora_dropout;
+}
+
+uint64_t train_drop_key(uint32_t example, int seq)
+{
+	return (uint64_t)example << 2 | (uint64_t)(seq & 3);
+}
+
 unsigned train_parse_parts(const char *s)
 {
 	/* bit i is VLM_PART_VISION, _PROJECTOR, _DECODER */
@@ -1219,11 +1256,14 @@ char *train_settings(const struct train_args *a, long total, unsigned parts, int
 			 "\"total_steps\":%ld,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,"
 			 "\"weight_decay\":%.9g,\"seed\":%llu,\"train\":%u,\"lora\":%d,"
 			 "\"lora_alpha\":%.9g,\"precision\":\"%s\",\"warmup_steps\":%ld,"
-			 "\"adam_beta1\":%.9g,\"adam_beta2\":%.9g,\"adam_eps\":%.9g",
+			 "\"adam_beta1\":%.9g,\"adam_beta2\":%.9g,\"adam_eps\":%.9g,"
+			 "\"use_rslora\":%s,\"lora_dropout\":%.9g,\"projector_lr\":%.9g",
 			 a->lr, lr_schedule_name(a->schedule), a->warmup, total, a->batch,
 			 a->accum, a->clip, a->wd, (unsigned long long)a->seed, parts, lora,
 			 a->lora_alpha, tensor_precision_names[tensor_precision()],
-			 train_warmup(a, total), a->adam_beta1, a->adam_beta2, a->adam_eps);
+			 train_warmup(a, total), a->adam_beta1, a->adam_beta2, a->adam_eps,
+			 lora && a->rslora ? "true" : "false", lora ? a->lora_dropout : 0.0,
+			 a->projector_lr >= 0 ? a->projector_lr : a->lr);
 }
 
 /* --- the training loop --- */
@@ -1467,6 +1507,8 @@ int train_run(const struct train_loop *L)
 			goto stop; /* no rank ends the job before that is written */
 		}
 		double sums[TRAIN_SUMS], denom, norm, t0 = now_seconds();
+		/* LoRA dropout's masks: this step's (and the example's, see train_drop_key) */
+		L->m->lora.dropout_seed = a->seed ^ ((uint64_t)st.step + 1) * 0xd1b54a32d192ed03ull;
 		double loss = batch_grad(L, &st, idx, sums, &denom, &norm);
 		if (!isfinite(loss) || !isfinite(norm)) {
 			error("step %ld: %s is %g; stopped, the last good checkpoint (step %ld) is "
@@ -1475,7 +1517,10 @@ int train_run(const struct train_loop *L)
 			goto out;
 		}
 		double lr = lr_at(a->schedule, a->lr, st.step, L->total, warmup);
-		train_opt_step(&o, L->m, (float)lr);
+		/* LLaVA's mm_projector_lr: its own group, on the same schedule */
+		double plr = a->projector_lr < 0 ? lr
+			     : lr_at(a->schedule, a->projector_lr, st.step, L->total, warmup);
+		train_opt_step_groups(&o, L->m, (float)lr, (float)plr);
 		st.step++;
 		st.tokens += (long)denom;
 		if (report(L, mf, &p, &st, loss, sums, denom, lr, norm, now_seconds() - t0) < 0)

@@ -50,6 +50,9 @@ void train_opt_release(struct train_opt *o);
  * every trainable tensor. Weight decay applies to matrices only (ndim >= 2),
  * as Hugging Face's Trainer exempts biases and norm weights. */
 void train_opt_step(struct train_opt *o, struct vlm *m, float lr);
+/* The same with PROJECTOR_LR on the projector's tensors (LLaVA's
+ * mm_projector_lr parameter groups). */
+void train_opt_step_groups(struct train_opt *o, struct vlm *m, float lr, float projector_lr);
 
 /* Global L2 norm of the trainable gradients (double accumulation); if
  * MAX_NORM > 0 and the norm exceeds it, scales them by
@@ -220,6 +223,9 @@ struct train_args {
 	long warmup_steps;       /* --warmup-steps; -1: from --warmup-ratio */
 	double lr, lora_alpha, warmup, clip, wd;
 	double adam_beta1, adam_beta2, adam_eps; /* AdamW's (TrainingArguments' names) */
+	int rslora;              /* --use-rslora: scale alpha / sqrt(r) (PEFT's use_rslora) */
+	double lora_dropout;     /* --lora-dropout: PEFT's lora_dropout; 0 */
+	double projector_lr;     /* --projector-lr: LLaVA's mm_projector_lr; -1: --lr */
 	enum lr_schedule schedule;
 	uint64_t seed;
 };
@@ -230,6 +236,7 @@ enum {
 	TRAIN_O_MAXSTEPS, TRAIN_O_ACCUM, TRAIN_O_SCHED, TRAIN_O_WARMUP, TRAIN_O_CLIP, TRAIN_O_WD,
 	TRAIN_O_SAVE, TRAIN_O_STOP, TRAIN_O_RESUME, TRAIN_O_METRICS, TRAIN_O_DTYPE,
 	TRAIN_O_PRECISION, TRAIN_O_BETA1, TRAIN_O_BETA2, TRAIN_O_EPS, TRAIN_O_WARMUP_STEPS,
+	TRAIN_O_RSLORA, TRAIN_O_LORA_DROPOUT, TRAIN_O_PROJECTOR_LR,
 };
 /* For getopt_long (<getopt.h>): the letters and the long options that
  * train_args_option takes; a tool appends its own. */
@@ -240,6 +247,9 @@ enum {
 	{ "train", required_argument, NULL, TRAIN_O_TRAIN }, \
 	{ "lora", required_argument, NULL, TRAIN_O_LORA }, \
 	{ "lora-alpha", required_argument, NULL, TRAIN_O_ALPHA }, \
+	{ "use-rslora", no_argument, NULL, TRAIN_O_RSLORA }, \
+	{ "lora-dropout", required_argument, NULL, TRAIN_O_LORA_DROPOUT }, \
+	{ "projector-lr", required_argument, NULL, TRAIN_O_PROJECTOR_LR }, \
 	{ "lr", required_argument, NULL, TRAIN_O_LR }, \
 	{ "epochs", required_argument, NULL, TRAIN_O_EPOCHS }, \
 	{ "max-steps", required_argument, NULL, TRAIN_O_MAXSTEPS }, \
@@ -287,6 +297,18 @@ void train_args_setup(struct train_args *a);
  * (OUT.tmp.PID, OUT.ckpt/trainer.bin.tmp.PID, the metrics file's
  * temporary) whose process no longer runs. -1 with a message. */
 int train_output_check(const struct train_args *a);
+/* After the tool's own checks: the LoRA options without LoRA (LORA 0)
+ * and --projector-lr with a frozen projector (PARTS) are usage errors
+ * (status 2, naming the option). */
+void train_args_check(const struct train_args *a, int lora, unsigned parts);
+/* Adds A's LoRA (rank, alpha, --use-rslora, --lora-dropout) on TARGETS of
+ * M's decoder, seeded by -s: the one place both tools make adapters. */
+void train_lora_add(const struct train_args *a, struct vlm *m, unsigned targets);
+/* The key of LoRA dropout's masks for sequence SEQ (of at most 4) of
+ * example EXAMPLE in a training forward (vlm_batch.drop_key): with the
+ * step's seed that train_run sets, a mask depends on (seed, step, example,
+ * sequence) only, so a resumed or data-parallel run draws the same. */
+uint64_t train_drop_key(uint32_t example, int seq);
 /* --train PARTS: "vision,projector,decoder" → VLM_PART_* mask. */
 unsigned train_parse_parts(const char *s);
 /* Warm-up steps of a run of TOTAL: --warmup-steps if given (it wins, as

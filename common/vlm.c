@@ -262,6 +262,8 @@ void vlm_free(struct vlm *m)
 		}
 		free(im->dacts);
 		free(im->mmx);
+		free(im->dkey);
+		free(im->drop);
 		free(im->kv);
 		free(im->dec);
 		free(im);
@@ -411,12 +413,20 @@ void vlm_lora_add(struct vlm *m, int rank, float alpha, unsigned targets, uint64
 	}
 }
 
+float vlm_lora_scale(const struct vlm *m)
+{
+	if (m->lora.rank <= 0)
+		return 0;
+	return (float)(m->lora.rslora ? m->lora.alpha / sqrt((double)m->lora.rank)
+				      : (double)m->lora.alpha / m->lora.rank);
+}
+
 void vlm_lora_merge(struct vlm *m)
 {
 	struct vlm_impl *im = m->impl;
 	if (m->lora.rank <= 0)
 		return;
-	float s = m->lora.alpha / m->lora.rank;
+	float s = vlm_lora_scale(m);
 	for (int l = 0; l < m->cfg.layers; l++)
 		for (int lt = 0; lt < LT_N; lt++) {
 			int ia = im->la[l * LT_N + lt];
@@ -765,8 +775,44 @@ static void mm_fwd(struct vlm *m, float *out, const float *inp, const float *w, 
 	memcpy(out, y, (size_t)N * OC * sizeof(float));
 }
 
-void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, float *xa,
-		    float *tmp, int N)
+/* splitmix64's finaliser: the mixing of LoRA dropout's keys. */
+static uint64_t drop_mix(uint64_t z)
+{
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* LoRA dropout's mask on the input X (N, in) of adapter (L, LT), whose row
+ * i is decoder row SEL[i] (SEL NULL: i): element j of a row with key K is
+ * dropped when the 53-bit uniform of drop_mix(drop_mix(K + slot) + j) is
+ * below p. OUT = X ⊙ mask / (1 - p); with DY (the gradient of OUT), OUT =
+ * DY ⊙ mask / (1 - p) instead. A pure function of the keys: the backward
+ * redraws the forward's mask, and threads do not change it. */
+static void lora_dropout(const struct vlm *m, int l, int lt, float *out, const float *x,
+			 const int *sel, int N, int in)
+{
+	const struct vlm_impl *im = m->impl;
+	double p = m->lora.dropout;
+	float keep = (float)(1 / (1 - p));
+	uint64_t slot = (uint64_t)(l * LT_N + lt + 1) * 0x632be59bd9b4e019ull;
+#pragma omp parallel for
+	for (int i = 0; i < N; i++) {
+		uint64_t h = drop_mix(im->dkey[sel ? sel[i] : i] + slot);
+		const float *xi = x + (size_t)i * in;
+		float *oi = out + (size_t)i * in;
+		for (int j = 0; j < in; j++)
+			oi[j] = (double)(drop_mix(h + (uint64_t)j) >> 11) * 0x1p-53 < p ? 0.0f
+											 : xi[j] * keep;
+	}
+}
+
+/* The LoRA term of projection (L, LT) on X (N, in): y += s·(drop(x)·Aᵀ)·Bᵀ,
+ * xa (N, r) = s·drop(x)·Aᵀ kept for backward; drop() with DROP (the rows
+ * are SEL's, see lora_dropout), else the identity. */
+static void lora_forward(struct vlm *m, int l, int lt, float *y, const float *x, float *xa,
+			 float *tmp, int N, int drop, const int *sel)
 {
 	struct vlm_impl *im = m->impl;
 	int ia = im->la[l * LT_N + lt];
@@ -774,12 +820,23 @@ void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, floa
 		return;
 	const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
 	int r = A->shape[0], in = A->shape[1], out = B->shape[0];
-	float s = m->lora.alpha / m->lora.rank;
+	float s = vlm_lora_scale(m);
+	if (drop) {
+		grow_arena(&im->drop, &im->drop_cap, 2 * (size_t)N * in);
+		lora_dropout(m, l, lt, im->drop, x, sel, N, in);
+		x = im->drop;
+	}
 	mm_fwd(m, xa, x, A->data, NULL, N, in, r);
 	for (long i = 0; i < (long)N * r; i++)
 		xa[i] *= s;
 	mm_fwd(m, tmp, xa, B->data, NULL, N, r, out);
 	residual_forward(y, y, tmp, (long)N * out);
+}
+
+void vlm_lora_apply(struct vlm *m, int l, int lt, float *y, const float *x, float *xa,
+		    float *tmp, int N)
+{
+	lora_forward(m, l, lt, y, x, xa, tmp, N, 0, NULL);
 }
 
 /* The ViT over NI images (NI, NC, S, S) → f->feat (NI*FT, VC): patch
@@ -1212,6 +1269,24 @@ static void rows_index(const struct vlm_batch *batch, const int *ipos, const int
 	s->NQ = NQ;
 }
 
+/* LoRA dropout's key of each row (im->dkey, NU): its owner's (the first
+ * sequence whose slot it is) drop_key, the step's seed and its position. */
+static void drop_keys(struct vlm *m, const struct vlm_batch *batch, const struct vlm_shape *s,
+		      const struct fwd *f)
+{
+	struct vlm_impl *im = m->impl;
+	if ((size_t)s->NU > im->dkey_cap) {
+		free(im->dkey);
+		im->dkey = xmalloc((size_t)s->NU * sizeof *im->dkey);
+		im->dkey_cap = (size_t)s->NU;
+	}
+	uint64_t seed = drop_mix(m->lora.dropout_seed);
+	for (int u = 0; u < s->NU; u++) {
+		int b = f->uslot[f->ustart[u]] / s->T;
+		im->dkey[u] = drop_mix(drop_mix(seed ^ batch->drop_key[b]) + (uint64_t)f->pos[u]);
+	}
+}
+
 /* Phase 5: the decoder over the NU rows: x0 (NU, C) from the token
  * embeddings and the image rows f->img, then L LLaMA layers (RMSNorm,
  * GQA attention with RoPE over the padded slots, SwiGLU MLP); the last
@@ -1252,11 +1327,11 @@ static void decoder_forward(struct vlm *m, const struct fwd *f, const struct vlm
 			qx = f->hx;
 		}
 		mm_fwd(m, f->uq, qx, P(w[DL_Q]), NULL, n, C, QD);
-		vlm_lora_apply(m, l, LT_Q, f->uq, qx, a.xa[LT_Q], f->tmp, n);
+		lora_forward(m, l, LT_Q, f->uq, qx, a.xa[LT_Q], f->tmp, n, s->drop, sel);
 		mm_fwd(m, f->uk, a.ln1, P(w[DL_K]), NULL, NU, C, KVD);
-		vlm_lora_apply(m, l, LT_K, f->uk, a.ln1, a.xa[LT_K], f->tmp, NU);
+		lora_forward(m, l, LT_K, f->uk, a.ln1, a.xa[LT_K], f->tmp, NU, s->drop, NULL);
 		mm_fwd(m, f->uv, a.ln1, P(w[DL_V]), NULL, NU, C, KVD);
-		vlm_lora_apply(m, l, LT_V, f->uv, a.ln1, a.xa[LT_V], f->tmp, NU);
+		lora_forward(m, l, LT_V, f->uv, a.ln1, a.xa[LT_V], f->tmp, NU, s->drop, NULL);
 		rope_forward(f->uq, last ? f->hpos : f->pos, n, NH, HS, c->rope_theta);
 		rope_forward(f->uk, f->pos, NU, NKV, HS, c->rope_theta);
 		/* causal attention over the (B, T) slots; atty (n, QD) back on the rows */
@@ -1279,7 +1354,7 @@ static void decoder_forward(struct vlm *m, const struct fwd *f, const struct vlm
 		slots_to_rows(a.atty, f->patt, f, sel, 0, n, QD);
 		/* mid (n, C) = x + o(atty) */
 		mm_fwd(m, a.mid, a.atty, P(w[DL_O]), NULL, n, QD, C);
-		vlm_lora_apply(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f->tmp, n);
+		lora_forward(m, l, LT_O, a.mid, a.atty, a.xa[LT_O], f->tmp, n, s->drop, sel);
 		if (last)
 			for (int i = 0; i < n; i++)
 				residual_forward(a.mid + (size_t)i * C, a.mid + (size_t)i * C,
@@ -1289,12 +1364,12 @@ static void decoder_forward(struct vlm *m, const struct fwd *f, const struct vlm
 		/* out (n, C) = mid + down(silu(gate(ln2)) * up(ln2)) */
 		rmsnorm_forward(a.ln2, a.r2, a.mid, P(w[DL_LN2]), n, C, c->rms_eps);
 		mm_fwd(m, a.gate, a.ln2, P(w[DL_GATE]), NULL, n, C, FF);
-		vlm_lora_apply(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f->tmp, n);
+		lora_forward(m, l, LT_GATE, a.gate, a.ln2, a.xa[LT_GATE], f->tmp, n, s->drop, sel);
 		mm_fwd(m, a.up, a.ln2, P(w[DL_UP]), NULL, n, C, FF);
-		vlm_lora_apply(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f->tmp, n);
+		lora_forward(m, l, LT_UP, a.up, a.ln2, a.xa[LT_UP], f->tmp, n, s->drop, sel);
 		swiglu_forward(a.swi, a.gate, a.up, (long)n * FF);
 		mm_fwd(m, out, a.swi, P(w[DL_DOWN]), NULL, n, FF, C);
-		vlm_lora_apply(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f->tmp, n);
+		lora_forward(m, l, LT_DOWN, out, a.swi, a.xa[LT_DOWN], f->tmp, n, s->drop, sel);
 		residual_forward(out, out, a.mid, (long)n * C);
 	}
 }
@@ -1362,6 +1437,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	s.nd = keep ? L : 1;
 	s.ndres = keep ? L + 1 : 2;
 	s.vonly = o->vision_only;
+	s.drop = keep && !gen && s.r > 0 && batch->drop_key && m->lora.dropout > 0;
 
 	/* 2. the decoder's rows (NU): shared prefixes once, no padding */
 	int *len2 = xmalloc(B * sizeof(int)), *urow = xmalloc((size_t)B * s.T * sizeof(int));
@@ -1381,6 +1457,8 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 
 	/* 3. the rows' tables: ids, image rows, positions, loss and head rows */
 	rows_index(batch, ipos, imap, L, &s, &f);
+	if (s.drop)
+		drop_keys(m, batch, &s, &f);
 	if (o->out_len)
 		memcpy(o->out_len, f.len2, B * sizeof(int));
 
@@ -1480,10 +1558,13 @@ static void zero(float *p, size_t n)
 	memset(p, 0, n * sizeof(float));
 }
 
-/* LoRA's share of a projection's backward: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, given
- * dy; accumulates into dx (may be NULL) and the adapter's gradients. */
+/* LoRA's share of a projection's backward: y = x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ,
+ * given dy; accumulates into dx (may be NULL) and the adapter's gradients.
+ * With DROP the forward's mask is drawn again (lora_dropout): dA takes
+ * drop(x), and dx the masked, rescaled gradient of drop(x). */
 static void lora_backward(struct vlm *m, int l, int lt, float *dx, const float *dy,
-			  const float *x, const float *xa, float *dxa, int N)
+			  const float *x, const float *xa, float *dxa, int N, int drop,
+			  const int *sel)
 {
 	struct vlm_impl *im = m->impl;
 	int ia = im->la[l * LT_N + lt];
@@ -1491,7 +1572,7 @@ static void lora_backward(struct vlm *m, int l, int lt, float *dx, const float *
 		return;
 	const struct vlm_tensor *A = &m->tensors[ia], *B = &m->tensors[ia + 1];
 	int r = A->shape[0], in = A->shape[1], out = B->shape[0];
-	float s = m->lora.alpha / m->lora.rank;
+	float s = vlm_lora_scale(m);
 	if (!dx && !A->grad) {
 		if (B->grad)
 			matmul_backward(NULL, B->grad, NULL, dy, xa, B->data, N, r, out);
@@ -1501,7 +1582,23 @@ static void lora_backward(struct vlm *m, int l, int lt, float *dx, const float *
 	matmul_backward(dxa, B->grad, NULL, dy, xa, B->data, N, r, out);
 	for (long i = 0; i < (long)N * r; i++)
 		dxa[i] *= s;
-	matmul_backward(dx, A->grad, NULL, dxa, x, A->data, N, in, r);
+	if (!drop) {
+		matmul_backward(dx, A->grad, NULL, dxa, x, A->data, N, in, r);
+		return;
+	}
+	/* drop (N, in) the forward's dropped input, then (N, in) d drop(x) */
+	grow_arena(&im->drop, &im->drop_cap, 2 * (size_t)N * in);
+	float *xd = im->drop, *dxd = im->drop + (size_t)N * in;
+	lora_dropout(m, l, lt, xd, x, sel, N, in);
+	if (A->grad)
+		matmul_backward(NULL, A->grad, NULL, dxa, xd, A->data, N, in, r);
+	if (dx) {
+		zero(dxd, (size_t)N * in);
+		matmul_backward(dxd, NULL, NULL, dxa, xd, A->data, N, in, r);
+		/* the mask applied to the gradient: drop(dxd) */
+		lora_dropout(m, l, lt, xd, dxd, sel, N, in);
+		residual_forward(dx, dx, xd, (long)N * in);
+	}
 }
 
 /* The ViT's backward from d->dfeat (NI*FT, VC), accumulating into the
@@ -1682,20 +1779,20 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 		/* out = mid + down(swiglu(gate(ln2), up(ln2))) */
 		zero(d.dswi, (size_t)n * FF);
 		matmul_backward(d.dswi, G(w[DL_DOWN]), NULL, dres, a.swi, P(w[DL_DOWN]), n, FF, C);
-		lora_backward(m, l, LT_DOWN, d.dswi, dres, a.swi, a.xa[LT_DOWN], d.dxa, n);
+		lora_backward(m, l, LT_DOWN, d.dswi, dres, a.swi, a.xa[LT_DOWN], d.dxa, n, s.drop, sel);
 		zero(d.dgate, (size_t)n * FF);
 		zero(d.dup, (size_t)n * FF);
 		swiglu_backward(d.dgate, d.dup, d.dswi, a.gate, a.up, (long)n * FF);
 		zero(d.dln, (size_t)n * C);
 		matmul_backward(d.dln, G(w[DL_GATE]), NULL, d.dgate, a.ln2, P(w[DL_GATE]), n, C, FF);
-		lora_backward(m, l, LT_GATE, d.dln, d.dgate, a.ln2, a.xa[LT_GATE], d.dxa, n);
+		lora_backward(m, l, LT_GATE, d.dln, d.dgate, a.ln2, a.xa[LT_GATE], d.dxa, n, s.drop, sel);
 		matmul_backward(d.dln, G(w[DL_UP]), NULL, d.dup, a.ln2, P(w[DL_UP]), n, C, FF);
-		lora_backward(m, l, LT_UP, d.dln, d.dup, a.ln2, a.xa[LT_UP], d.dxa, n);
+		lora_backward(m, l, LT_UP, d.dln, d.dup, a.ln2, a.xa[LT_UP], d.dxa, n, s.drop, sel);
 		rmsnorm_backward(dres, G(w[DL_LN2]), d.dln, a.mid, P(w[DL_LN2]), a.r2, n, C);
 		/* mid = x + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
 		zero(d.datty, (size_t)n * QD);
 		matmul_backward(d.datty, G(w[DL_O]), NULL, dres, a.atty, P(w[DL_O]), n, QD, C);
-		lora_backward(m, l, LT_O, d.datty, dres, a.atty, a.xa[LT_O], d.dxa, n);
+		lora_backward(m, l, LT_O, d.datty, dres, a.atty, a.xa[LT_O], d.dxa, n, s.drop, sel);
 		if (last) {
 			/* below the last layer every row has a gradient: its residual's
 			 * on the head's rows, the rest through k and v */
@@ -1724,15 +1821,15 @@ void vlm_backward(struct vlm *m, const float *dlogp)
 		if (last && dln)
 			zero(dqx, (size_t)n * C);
 		matmul_backward(dqx, G(w[DL_Q]), NULL, d.dq, last ? f.hx : a.ln1, P(w[DL_Q]), n, C, QD);
-		lora_backward(m, l, LT_Q, dqx, d.dq, last ? f.hx : a.ln1, a.xa[LT_Q], d.dxa, n);
+		lora_backward(m, l, LT_Q, dqx, d.dq, last ? f.hx : a.ln1, a.xa[LT_Q], d.dxa, n, s.drop, sel);
 		if (last && dln)
 			for (int i = 0; i < n; i++)
 				residual_forward(dln + (size_t)sel[i] * C, dln + (size_t)sel[i] * C,
 						 dqx + (size_t)i * C, C);
 		matmul_backward(dln, G(w[DL_K]), NULL, d.dk, a.ln1, P(w[DL_K]), N, C, KVD);
-		lora_backward(m, l, LT_K, dln, d.dk, a.ln1, a.xa[LT_K], d.dxa, N);
+		lora_backward(m, l, LT_K, dln, d.dk, a.ln1, a.xa[LT_K], d.dxa, N, s.drop, NULL);
 		matmul_backward(dln, G(w[DL_V]), NULL, d.dv, a.ln1, P(w[DL_V]), N, C, KVD);
-		lora_backward(m, l, LT_V, dln, d.dv, a.ln1, a.xa[LT_V], d.dxa, N);
+		lora_backward(m, l, LT_V, dln, d.dv, a.ln1, a.xa[LT_V], d.dxa, N, s.drop, NULL);
 		if (dln)
 			rmsnorm_backward(dres, G(w[DL_LN1]), dln, x, P(w[DL_LN1]), a.r1, N, C);
 	}

@@ -96,9 +96,18 @@ struct vlm_tensor {
 
 struct vlm_lora {
 	int rank;
-	float alpha;     /* scale = alpha / rank */
+	float alpha;     /* scale = alpha / rank, or alpha / sqrt(rank) with rslora */
+	int rslora;      /* rank-stabilised LoRA (Kalajdzievski 2023; PEFT's use_rslora) */
 	unsigned targets;
 	int enabled;     /* 0: the model computes as the base (the DPO reference) */
+	/* PEFT's lora_dropout: each element of an adapter's input is zeroed
+	 * with probability DROPOUT (the rest scaled by 1 / (1 - DROPOUT)) on
+	 * the LoRA path only, in the forwards given vlm_batch.drop_key. The
+	 * mask is a function of (DROPOUT_SEED, the sequence's drop_key, the
+	 * row's position, the layer and module, the element), so a forward
+	 * and its backward, and a resumed run, draw the same one. */
+	float dropout;
+	uint64_t dropout_seed;
 };
 
 struct vlm {
@@ -178,6 +187,9 @@ int vlm_lora_load(struct vlm *m, const char *dir);
 void vlm_lora_add(struct vlm *m, int rank, float alpha, unsigned targets, uint64_t seed);
 /* W += scale * B A for every adapter, then drops the adapters. */
 void vlm_lora_merge(struct vlm *m);
+/* The factor on B A: alpha / rank, or alpha / sqrt(rank) with rslora (PEFT's
+ * LoraLayer.scaling). */
+float vlm_lora_scale(const struct vlm *m);
 /* Allocates gradients for the TRAINABLE parts (VLM_PART_* mask). */
 void vlm_train_init(struct vlm *m, unsigned trainable);
 void vlm_zero_grad(struct vlm *m);
@@ -193,6 +205,10 @@ struct vlm_batch {
 	int n_images;
 	const float *images;         /* (n_images, 3, S, S) normalized CHW, S = image_size */
 	const int *image_of;         /* image_of[b] in [0, n_images), or -1 */
+	/* drop_key[b]: LoRA dropout's key of sequence b (training forwards
+	 * with KEEP, when m->lora.dropout > 0); NULL: no dropout. A prefix that
+	 * sequences share is computed once and takes its first owner's mask. */
+	const uint64_t *drop_key;
 };
 
 /* logp[b] = sum_t weight[b][t] * log p(ids[b][t] | ids[b][<t], image).

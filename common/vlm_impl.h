@@ -28,6 +28,7 @@ struct vlm_shape {
 	int gen;                  /* generation: NR = B last rows, no targets */
 	int vkeep;                /* the vision tower's activations are kept */
 	int vonly;                /* the vision tower only: no projector, no decoder */
+	int drop;                 /* LoRA dropout on (a kept forward with drop_key) */
 };
 
 struct vlm_impl {
@@ -57,6 +58,15 @@ struct vlm_impl {
 	/* forward products of fewer than 64 rows, padded (vlm.c's mm_fwd) */
 	float *mmx;
 	size_t mmx_cap;
+
+	/* LoRA dropout of the kept forward: dkey (NU) each row's mask key
+	 * (dropping: the kept forward drew masks); drop the dropped inputs
+	 * (and in backward their gradient), 2 (NU, max in) */
+	uint64_t *dkey;
+	size_t dkey_cap;
+	float *drop;
+	size_t drop_cap;
+	int dropping;
 
 	/* decoding */
 	float *kv;

@@ -107,6 +107,10 @@ static double objective(const float *logp, const float *coef, int B)
 
 static const float coef[NB] = {1.0f, -0.7f, 0.4f, 0.9f};
 
+/* The finite differences' forwards keep their activations: LoRA dropout
+ * draws its masks only in such (training) forwards. */
+static int fd_keep;
+
 /* Central differences on a few parameters of tensor T with the largest
  * analytic gradients; returns the worst error ratio (<= 1 passes). */
 static double fd_check(struct vlm *m, const struct vlm_batch *b, struct vlm_tensor *t,
@@ -126,10 +130,10 @@ static double fd_check(struct vlm *m, const struct vlm_batch *b, struct vlm_tens
 		float save = t->data[best];
 		float eps = 3e-3f * fmaxf(1.0f, fabsf(save));
 		t->data[best] = save + eps;
-		vlm_forward(m, b, logp, 0);
+		vlm_forward(m, b, logp, fd_keep);
 		double lp = objective(logp, coef, b->B);
 		t->data[best] = save - eps;
-		vlm_forward(m, b, logp, 0);
+		vlm_forward(m, b, logp, fd_keep);
 		double lm = objective(logp, coef, b->B);
 		t->data[best] = save;
 		double fd = (lp - lm) / (2.0 * ((double)(save + eps) - save));
@@ -602,6 +606,103 @@ static void test_feature_gradients(void)
 	vlm_free(m);
 }
 
+/* rsLoRA's scale alpha / sqrt(r), and PEFT's lora_dropout on the adapters'
+ * inputs: masks only in forwards given drop_key and kept, the same for the
+ * same keys and seed, and a backward that matches finite differences of
+ * the dropped forward for every tensor kind. */
+static void test_lora_rslora_dropout(void)
+{
+	struct vlm_config c;
+	struct vlm_batch b;
+	struct vlm *m = untied_model(&c, &b);
+	float plain[NB], rs[NB], drop[NB], again[NB], other[NB], nokey[NB], notkept[NB];
+	vlm_lora_add(m, 4, 12, LORA_ALL, 9);
+	randomize(m, 6, ((struct vlm_impl *)m->impl)->nbase);
+	/* adapters that move the model less than random ones do: seven of them
+	 * at scale 3 make it too curved for the finite differences' step */
+	for (int i = ((struct vlm_impl *)m->impl)->nbase; i < m->ntensors; i++)
+		for (long j = 0; j < m->tensors[i].numel; j++)
+			m->tensors[i].data[j] *= 0.5f;
+	vlm_forward(m, &b, plain, 0);
+	/* alpha 6 over sqrt(4) is alpha 12 over 4: the same forward */
+	m->lora.rslora = 1;
+	m->lora.alpha = 6;
+	tap_ok(vlm_lora_scale(m) == 3.0f, "rsLoRA: scale alpha/sqrt(r) = %g (want 3)",
+	       vlm_lora_scale(m));
+	vlm_forward(m, &b, rs, 0);
+	tap_close(rs, plain, NB, 1e-30f, 0, "rsLoRA alpha 6, r 4 computes as LoRA alpha 12, r 4");
+
+	static const uint64_t keys[NB] = { 11, 12, 13, 14 }, keys2[NB] = { 21, 22, 23, 24 };
+	m->lora.dropout = 0.3f;
+	m->lora.dropout_seed = 77;
+	vlm_forward(m, &b, nokey, 1);
+	tap_close(nokey, rs, NB, 1e-30f, 0, "dropout > 0 without drop_key: no dropout");
+	b.drop_key = keys;
+	vlm_forward(m, &b, notkept, 0);
+	tap_close(notkept, rs, NB, 1e-30f, 0, "dropout in a forward that does not keep (evaluation): none");
+	vlm_forward(m, &b, drop, 1);
+	vlm_forward(m, &b, again, 1);
+	tap_close(again, drop, NB, 1e-30f, 0, "the same keys and seed: the same masks, bit for bit");
+	double d = 0;
+	for (int i = 0; i < NB; i++)
+		d += fabs(drop[i] - rs[i]);
+	tap_ok(d > 1e-3, "dropout 0.3 changes the training forward (sum |diff| %.3g)", d);
+	b.drop_key = keys2;
+	vlm_forward(m, &b, other, 1);
+	d = 0;
+	for (int i = 0; i < NB; i++)
+		d += fabs(other[i] - drop[i]);
+	tap_ok(d > 1e-3, "other keys: other masks (sum |diff| %.3g)", d);
+	m->lora.dropout_seed = 78;
+	b.drop_key = keys;
+	vlm_forward(m, &b, other, 1);
+	d = 0;
+	for (int i = 0; i < NB; i++)
+		d += fabs(other[i] - drop[i]);
+	tap_ok(d > 1e-3, "another step's seed: other masks (sum |diff| %.3g)", d);
+	m->lora.dropout_seed = 77;
+	m->lora.dropout = 0;
+	vlm_forward(m, &b, other, 1);
+	tap_close(other, rs, NB, 1e-30f, 0, "dropout 0 with keys: no dropout");
+
+	/* gradients of the dropped forward, every tensor kind */
+	m->lora.dropout = 0.3f;
+	fd_keep = 1;
+	grads_of(m, &b, VLM_PART_VISION | VLM_PART_PROJECTOR | VLM_PART_DECODER | VLM_PART_LORA);
+	double worst[4] = {0}, wan[4] = {0}, wfd[4] = {0};
+	int count[4] = {0};
+	for (int i = 0; i < m->ntensors; i++) {
+		struct vlm_tensor *t = &m->tensors[i];
+		if (strstr(t->name, "encoder.layers.2.") || strstr(t->name, "post_layernorm"))
+			continue;
+		int k = t->part == VLM_PART_VISION ? 0 : t->part == VLM_PART_PROJECTOR ? 1
+			: t->part == VLM_PART_DECODER ? 2 : 3;
+		double an, fd, w = fd_check(m, &b, t, 2, &an, &fd);
+		count[k]++;
+		if (w > worst[k]) {
+			worst[k] = w;
+			wan[k] = an;
+			wfd[k] = fd;
+		}
+	}
+	fd_keep = 0;
+	const char *kinds[4] = {"vision", "projector", "decoder", "LoRA A/B"};
+	for (int k = 0; k < 4; k++) {
+		tap_ok(count[k] > 0 && worst[k] <= 1,
+		       "rsLoRA + dropout 0.3: d logp/d theta vs finite differences: %s (%d tensors, "
+		       "worst ratio %.3f)", kinds[k], count[k], worst[k]);
+		if (worst[k] > 1)
+			tap_diag("analytic %.6g, finite difference %.6g", wan[k], wfd[k]);
+	}
+	/* merged weights use the rsLoRA scale */
+	b.drop_key = NULL;
+	vlm_forward(m, &b, rs, 0);
+	vlm_lora_merge(m);
+	vlm_forward(m, &b, plain, 0);
+	tap_close(plain, rs, NB, 1e-4f, 1e-4f, "rsLoRA merged: the weights compute the adapter's forward");
+	vlm_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -609,6 +710,7 @@ int main(int argc, char **argv)
 	test_layout();
 	test_gradients();
 	test_lora_and_batch();
+	test_lora_rslora_dropout();
 	test_shared_prefix();
 	test_tied_full();
 	test_feature_gradients();

@@ -27,11 +27,14 @@ static const char usage_text[] =
 	"       [--warmup-steps N] [--adam-beta1 B] [--adam-beta2 B] [--adam-eps E] [--clip NORM]\n"
 	"       [--weight-decay WD] [-s SEED] [--save-every N] [--stop-after N] [--resume]\n"
 	"       [--metrics FILE] [--dtype f32|bf16] [--ignore-ref] [--ref-model DIR]\n"
-	"       [--allow-ref-mismatch] [--skip-long]\n"
+	"       [--allow-ref-mismatch] [--skip-long] [--max-length N]\n"
+	"       [--truncation-mode keep_start|keep_end] [--max-prompt-length N]\n"
+	"       [--max-completion-length N]\n"
 	"       [--eval PAIRS | --eval-split F] [--eval-every N] [--keep last|best[:METRIC]]\n"
 	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
-	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [-k] [-q]\n"
-	"       [FILE...]";
+	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long]\n"
+	"       [--max-length N] [--truncation-mode M] [--max-prompt-length N]\n"
+	"       [--max-completion-length N] [-k] [-q] [FILE...]";
 
 static struct {
 	struct train_args t;
@@ -42,6 +45,11 @@ static struct {
 	long eval_every;
 	int keep_best, keep_metric; /* --keep best:METRIC, an index into eval_names */
 	double sft_weight;       /* --sft-weight: the sft term's weight; -1: not given */
+	/* TRL's max_length and truncation_mode, in decoder positions (the
+	 * image's tokens counted, as TRL's vision collator counts them); the
+	 * prompt and completion caps of older TRL; 0: none */
+	long max_length, max_prompt, max_completion;
+	int keep_end;
 	struct dpo_opts dpo;
 } opt = {
 	.targets = "q,k,v,o,gate,up,down", .sft_weight = -1,
@@ -86,7 +94,9 @@ static char ref_id[17];
 static long n_ref_mismatch;
 /* Pairs [0, n_train) train, [n_train, n_pairs) are the evaluation's. */
 static struct pair *pairs;
-static long n_pairs, n_train, n_truncated, n_long, n_long_prompt;
+static long n_pairs, n_train, n_truncated, n_long;
+/* pairs skipped: a prompt over --max-prompt-length; one that fills --max-length */
+static long n_long_prompt, n_fills;
 static struct rec_input in, eval_in; /* the training inputs; --eval's */
 static float *images;
 static long n_images, img_floats;
@@ -103,17 +113,54 @@ static void pair_free(struct pair *p)
 	sample_release(&p->s);
 }
 
-/* prompt + answer with weights on the answer; the answer is cut to ROOM. */
-static void make_seq(struct pair *p, int i, const int *pr, int np, const int *a, int na)
+/* prompt + answer with weights on the answer, without the first CUT
+ * tokens (keep_end). */
+static void make_seq(struct pair *p, int i, const int *pr, int np, const int *a, int na, int cut)
 {
-	p->n[i] = np + na;
+	int n = np + na;
+	p->n[i] = n - cut;
 	p->ids[i] = xmalloc((size_t)p->n[i] * sizeof(int));
 	p->w[i] = xcalloc((size_t)p->n[i], sizeof(float));
-	memcpy(p->ids[i], pr, (size_t)np * sizeof(int));
-	memcpy(p->ids[i] + np, a, (size_t)na * sizeof(int));
-	for (int t = np; t < p->n[i]; t++)
-		p->w[i][t] = 1;
-	p->ntok[i] = na;
+	for (int t = cut; t < n; t++) {
+		p->ids[i][t - cut] = t < np ? pr[t] : a[t - np];
+		p->w[i][t - cut] = t >= np;
+	}
+	p->ntok[i] = cut > np ? n - cut : na;
+}
+
+/* Where TRL cuts a pair (DataCollatorForPreference, truncation_mode): the
+ * answers' lengths NA (cut in place to what is kept) and each sequence's
+ * CUT from its start. CAP is the most decoder positions a sequence may
+ * take, PLEN the prompt's (image tokens counted), IPOS the position of the
+ * image's placeholder in the prompt's ids (-1: none). keep_start keeps
+ * the first CAP positions: the answers' ends go. keep_end keeps the last,
+ * which TRL refuses for vision data as it would cut the image: so here
+ * for a pair whose cut would reach its image. Returns 1 if an answer is
+ * cut, 0 if not, -1 with a reason. */
+static int cut_pair(int *na, int *cut, long cap, int plen, int ipos, const char **why)
+{
+	int any = 0;
+	for (int i = 0; i < 2; i++) {
+		cut[i] = 0;
+		if (opt.max_completion && na[i] > opt.max_completion) {
+			na[i] = (int)opt.max_completion;
+			any = 1;
+		}
+		if (plen + na[i] <= cap)
+			continue;
+		any = 1;
+		if (!opt.keep_end) {
+			na[i] = (int)(cap - plen);
+			continue;
+		}
+		cut[i] = (int)(plen + na[i] - cap);
+		if (ipos >= 0 && cut[i] > ipos) {
+			*why = "--truncation-mode keep_end would cut the prompt's image (TRL refuses "
+			       "keep_end for vision data): use keep_start or a longer --max-length";
+			return -1;
+		}
+	}
+	return any;
 }
 
 /* mdpo_cond's corrupted image: the augmented view the pair was made with,
@@ -180,22 +227,39 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 			*why = "cannot tokenize the answers";
 			goto out;
 		}
-	int room = lm.m->cfg.max_pos - prompt_decoder_len(lm.m, pr, np);
-	if (room < 1) {
-		*why = "the prompt alone does not fit the model's context";
-		rc = -3;
+	int plen = prompt_decoder_len(lm.m, pr, np), ipos = -1, cut[2];
+	for (int t = 0; t < np && ipos < 0; t++)
+		if (pr[t] == lm.m->cfg.image_token_index)
+			ipos = t;
+	long cap = lm.m->cfg.max_pos;
+	if (opt.max_length && opt.max_length < cap)
+		cap = opt.max_length;
+	if (opt.max_prompt && plen > opt.max_prompt) {
+		/* TRL 1.16 cuts no prompt: a prompt with its image cannot be cut */
+		*why = "the prompt is longer than --max-prompt-length";
+		n_long_prompt++;
+		rc = -2;
 		goto out;
 	}
-	if (na[0] > room || na[1] > room) {
-		if (opt.skip_long) {
-			*why = "prompt + answer do not fit the model's context";
-			rc = -2;
-			goto out;
-		}
-		n_truncated++;
+	if (!opt.keep_end && plen >= cap) {
+		/* keep_start would leave no answer token: TRL drops such pairs */
+		*why = "the prompt alone fills the context or --max-length";
+		n_fills++;
+		rc = -2;
+		goto out;
 	}
+	if (opt.skip_long && (plen + na[0] > lm.m->cfg.max_pos || plen + na[1] > lm.m->cfg.max_pos)) {
+		*why = "prompt + answer do not fit the model's context";
+		n_long++;
+		rc = -2;
+		goto out;
+	}
+	int cr = cut_pair(na, cut, cap, plen, ipos, why);
+	if (cr < 0)
+		goto out;
+	n_truncated += cr;
 	for (int i = 0; i < 2; i++)
-		make_seq(p, i, pr, np, a[i], na[i] < room ? na[i] : room);
+		make_seq(p, i, pr, np, a[i], na[i], cut[i]);
 	cJSON *ref = opt.ignore_ref ? NULL : sample_json(s, "ref.json");
 	cJSON *rc_ = ref ? cJSON_GetObjectItem(ref, "chosen") : NULL;
 	cJSON *rr_ = ref ? cJSON_GetObjectItem(ref, "rejected") : NULL;
@@ -215,6 +279,20 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 			goto out;
 		}
 		n_ref_mismatch++;
+	}
+	cJSON *ct = ref ? cJSON_GetObjectItem(ref, "chosen_tokens") : NULL;
+	cJSON *rt = ref ? cJSON_GetObjectItem(ref, "rejected_tokens") : NULL;
+	if ((cJSON_IsNumber(ct) && ct->valuedouble != p->ntok[0]) ||
+	    (cJSON_IsNumber(rt) && rt->valuedouble != p->ntok[1])) {
+		/* scored on other lengths: --max-length and co. differ */
+		static char msg[256];
+		snprintf(msg, sizeof msg, "ref.json was scored on %g and %g answer tokens, this run "
+			 "keeps %g and %g: score with the same length options, or give --ignore-ref",
+			 cJSON_IsNumber(ct) ? ct->valuedouble : p->ntok[0],
+			 cJSON_IsNumber(rt) ? rt->valuedouble : p->ntok[1], p->ntok[0], p->ntok[1]);
+		cJSON_Delete(ref);
+		*why = msg;
+		goto out;
 	}
 	cJSON *rm_ = ref ? cJSON_GetObjectItem(ref, "chosen_corrupted") : NULL;
 	if (cJSON_IsNumber(rc_) && cJSON_IsNumber(rr_) && (nseq < 3 || cJSON_IsNumber(rm_))) {
@@ -363,13 +441,8 @@ static int pair_add(void *w, struct sample *s, const char **why)
 {
 	struct pair p;
 	int rc = pair_make(&p, s, why);
-	if (rc == -2 || rc == -3) {
-		if (rc == -2)
-			n_long++;
-		else
-			n_long_prompt++;
+	if (rc == -2) /* counted by its reason */
 		return 0;
-	}
 	if (rc < 0)
 		return -1;
 	if (w) {
@@ -438,13 +511,17 @@ static char *settings_json(unsigned parts, unsigned targets, long total)
 	char *s = xasprintf("{\"model\":\"%s\",\"loss\":\"%s\",\"beta\":%.9g,"
 			    "\"label_smoothing\":%.9g,\"dpop_lambda\":%.9g,\"mdpo_delta\":%.9g,"
 			    "\"reference_free\":%s,%s,\"lora_targets\":%u,\"ref_model_id\":\"%s\",\"eval_pairs\":%ld,"
-			    "\"eval_split\":%.9g,\"eval_every\":%ld,\"keep\":\"%s%s\"}",
+			    "\"eval_split\":%.9g,\"eval_every\":%ld,\"keep\":\"%s%s\","
+			    "\"max_length\":%ld,\"truncation_mode\":\"%s\",\"max_prompt_length\":%ld,"
+			    "\"max_completion_length\":%ld,\"skip_long\":%s}",
 			    opt.t.model, loss, opt.dpo.beta, opt.dpo.label_smoothing,
 			    opt.dpo.dpop_lambda, opt.dpo.mdpo_delta,
 			    opt.dpo.reference_free ? "true" : "false", common, targets, ref_id,
 			    n_pairs - n_train, opt.eval_split, opt.eval_every,
 			    opt.keep_best ? "best:" : "last",
-			    opt.keep_best ? eval_names[opt.keep_metric] : "");
+			    opt.keep_best ? eval_names[opt.keep_metric] : "", opt.max_length,
+			    opt.keep_end ? "keep_end" : "keep_start", opt.max_prompt, opt.max_completion,
+			    opt.skip_long ? "true" : "false");
 	free(loss);
 	free(common);
 	return s;
@@ -524,9 +601,15 @@ static void warn_long(void)
 	if (n_long)
 		warn("%ld pairs too long for the context skipped (--skip-long)", n_long);
 	if (n_long_prompt)
-		warn("%ld pairs skipped: the prompt alone does not fit the model's context", n_long_prompt);
+		warn("%ld pairs with a prompt longer than --max-prompt-length %ld skipped",
+		     n_long_prompt, opt.max_prompt);
+	if (n_fills)
+		warn("%ld pairs skipped: the prompt alone fills %s", n_fills,
+		     opt.max_length && opt.max_length < lm.m->cfg.max_pos ? "--max-length"
+									: "the model's context");
 	if (n_truncated)
-		warn("%ld pairs: answer truncated to fit the context", n_truncated);
+		warn("%ld pairs: answer truncated to fit %s", n_truncated,
+		     opt.max_length || opt.max_completion ? "the length options" : "the context");
 }
 
 
@@ -718,8 +801,9 @@ int main(int argc, char **argv)
 	enum {
 		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
 		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD, O_REFMODEL, O_ALLOWREF, O_EVAL, O_EVALSPLIT,
-		O_EVALEVERY, O_KEEP,
+		O_EVALEVERY, O_KEEP, O_MAXLEN, O_TRUNC, O_MAXPROMPT, O_MAXCOMPL,
 	};
+	static const char *const trunc_names[] = { "keep_start", "keep_end" };
 	static const struct option longopts[] = {
 		TRAIN_LONGOPTS,
 		{ "score", no_argument, NULL, O_SCORE },
@@ -738,6 +822,10 @@ int main(int argc, char **argv)
 		{ "lora-targets", required_argument, NULL, O_TARGETS },
 		{ "ignore-ref", no_argument, NULL, O_IGNREF },
 		{ "skip-long", no_argument, NULL, O_SKIPLONG },
+		{ "max-length", required_argument, NULL, O_MAXLEN },
+		{ "truncation-mode", required_argument, NULL, O_TRUNC },
+		{ "max-prompt-length", required_argument, NULL, O_MAXPROMPT },
+		{ "max-completion-length", required_argument, NULL, O_MAXCOMPL },
 		{ "ref-model", required_argument, NULL, O_REFMODEL },
 		{ "allow-ref-mismatch", no_argument, NULL, O_ALLOWREF },
 		{ "tar", no_argument, NULL, 't' },
@@ -780,6 +868,16 @@ int main(int argc, char **argv)
 		case O_TARGETS: opt.targets = optarg; break;
 		case O_IGNREF: opt.ignore_ref = 1; break;
 		case O_SKIPLONG: opt.skip_long = 1; break;
+		case O_MAXLEN: opt.max_length = arg_long("--max-length", optarg, 2, INT_MAX); break;
+		case O_TRUNC:
+			opt.keep_end = arg_choice("--truncation-mode", optarg, trunc_names, 2);
+			break;
+		case O_MAXPROMPT:
+			opt.max_prompt = arg_long("--max-prompt-length", optarg, 1, INT_MAX);
+			break;
+		case O_MAXCOMPL:
+			opt.max_completion = arg_long("--max-completion-length", optarg, 1, INT_MAX);
+			break;
 		case O_REFMODEL: opt.ref_model = optarg; break;
 		case O_ALLOWREF: opt.allow_ref_mismatch = 1; break;
 		case 't': opt.tar = 1; break;

@@ -286,7 +286,7 @@ else ok "L13 ... the reason once"; fi
 
 edit p.mp lp.mp 'r["prompt.txt"] = "describe " * 400 if i == 0 else r["prompt.txt"]'
 expect "L13 seva-dpo: a pair whose prompt alone overflows the context" seva-dpo -q -m "$BASE" -o lp --max-steps 1 lp.mp
-stderr_has "L13 ... skipped and counted in those words" "1 pairs skipped: the prompt alone does not fit the model's context"
+stderr_has "L13 ... skipped and counted in those words" "1 pairs skipped: the prompt alone fills the model's context"
 if grep -q -- "--skip-long" "$TMP/.err"; then not_ok "L13 ... not called --skip-long's, which was not given"; diag <"$TMP/.err"
 else ok "L13 ... not called --skip-long's, which was not given"; fi
 

@@ -421,6 +421,18 @@ static unsigned saved_parts(const struct vlm *m)
 	return p;
 }
 
+/* NAME as a PEFT adapter's key: PEFT_PREFIX and the module path of
+ * transformers 5, which PEFT 0.21 needs for modules_to_save (it converts
+ * only LoRA keys of older layouts); malloc'd. */
+static char *peft_key(const struct vlm *m, const char *name)
+{
+	const char *const (*l)[2] = vlm_family_of(&m->cfg)->module_layout;
+	for (int i = 0; l && l[i][0]; i++)
+		if (!strncmp(name, l[i][0], strlen(l[i][0])))
+			return xasprintf(PEFT_PREFIX "%s%s", l[i][1], name + strlen(l[i][0]));
+	return xasprintf(PEFT_PREFIX "%s", name);
+}
+
 /* PEFT's two files into DIR, an existing directory. */
 static int lora_write(struct vlm *m, const char *tmp)
 {
@@ -474,7 +486,7 @@ static int lora_write(struct vlm *m, const char *tmp)
 		const struct vlm_tensor *t = &m->tensors[k];
 		if (t->part != VLM_PART_LORA && !(t->part & (int)saved))
 			continue;
-		names[n] = xasprintf(PEFT_PREFIX "%s", t->name);
+		names[n] = peft_key(m, t->name);
 		e[n] = (struct safetensors_entry){names[n], t->data, t->ndim, t->shape};
 		n++;
 	}

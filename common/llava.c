@@ -283,6 +283,16 @@ static const char *const layouts[][2] = {
 	{NULL, NULL},
 };
 
+/* LlavaForConditionalGeneration's modules in transformers 5 (a CLIP tower
+ * without its "vision_model." level). */
+static const char *const module_layout[][2] = {
+	{"vision_tower.vision_model.", "model.vision_tower."},
+	{"multi_modal_projector.", "model.multi_modal_projector."},
+	{"language_model.model.", "model.language_model."},
+	{"language_model.lm_head.", "lm_head."},
+	{NULL, NULL},
+};
+
 const struct vlm_family vlm_family_llava = {
 	.model_type = "llava",
 	.architecture = "LlavaForConditionalGeneration",
@@ -294,6 +304,7 @@ const struct vlm_family vlm_family_llava = {
 	.decoder_prefix = "language_model.model.",
 	.head_name = "language_model.lm_head.weight",
 	.layouts = layouts,
+	.module_layout = module_layout,
 	.chat_template = "llava_v1",
 	.image_block = "<image>",
 	.config_load = config_load,

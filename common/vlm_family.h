@@ -71,6 +71,10 @@ struct vlm_family {
 	/* Other layouts of the same names that files use: prefix from → to,
 	 * ending with a NULL pair. */
 	const char *const (*layouts)[2];
+	/* The table's names as transformers 5 names the modules (prefix from →
+	 * to, NULL-ended; NULL: the same): a PEFT adapter's keys, which PEFT
+	 * matches against the loaded model's modules. */
+	const char *const (*module_layout)[2];
 	/* The chat template of a config that names none. */
 	const char *chat_template;
 	/* The prompt layout: what the image placeholder of a question becomes,

@@ -56,13 +56,21 @@ base, ad, merged = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
 cfg = json.load(open(sys.argv[4]))
 scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
 P = "base_model.model."
+# the adapter names modules as transformers 5 does, the model file keeps
+# llava-hf's older layout
+LAYOUT = (("model.vision_tower.", "vision_tower.vision_model."), ("model.multi_modal_projector.",
+          "multi_modal_projector."), ("model.language_model.", "language_model.model."),
+          ("lm_head.", "language_model.lm_head."))
+def name(k):
+    k = k[len(P):]
+    return next((b + k[len(a):] for a, b in LAYOUT if k.startswith(a)), k)
 model = dict(base)
 for k in ad:
     if "lora_" not in k:
-        model[k[len(P):]] = ad[k]
+        model[name(k)] = ad[k]
 for k in ad:
     if k.endswith("lora_A.weight"):
-        w = k[len(P):].replace(".lora_A.weight", ".weight")
+        w = name(k).replace(".lora_A.weight", ".weight")
         model[w] = model[w] + scale * ad[k.replace("lora_A", "lora_B")] @ ad[k]
 print(max(np.abs(model[k] - merged[k]).max() for k in merged))
 PY

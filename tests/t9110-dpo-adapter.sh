@@ -42,17 +42,25 @@ base, ad, merged = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
 cfg = json.load(open(sys.argv[4]))
 scale = cfg["lora_alpha"] / cfg["r"]
 P = "base_model.model."
+# the adapter names modules as transformers 5 does (PEFT matches them
+# against the loaded model), the model file keeps llava-hf's older layout
+LAYOUT = (("model.vision_tower.", "vision_tower.vision_model."), ("model.multi_modal_projector.",
+          "multi_modal_projector."), ("model.language_model.", "language_model.model."),
+          ("lm_head.", "language_model.lm_head."))
+def name(k):
+    k = k[len(P):]
+    return next((b + k[len(a):] for a, b in LAYOUT if k.startswith(a)), k)
 model = dict(base)
 saved = [k for k in ad if "lora_" not in k]
 for k in saved:
-    model[k[len(P):]] = ad[k]
+    model[name(k)] = ad[k]
 for k in ad:
     if k.endswith("lora_A.weight"):
-        w = k[len(P):].replace(".lora_A.weight", ".weight")
+        w = name(k).replace(".lora_A.weight", ".weight")
         model[w] = model[w] + scale * ad[k.replace("lora_A", "lora_B")] @ ad[k]
 worst = max(np.abs(model[k] - merged[k]).max() for k in merged)
-proj = [k for k in saved if k.startswith(P + "multi_modal_projector.")]
-moved = max(np.abs(base[k[len(P):]] - ad[k]).max() for k in proj)
+proj = [k for k in saved if k.startswith(P + "model.multi_modal_projector.")]
+moved = max(np.abs(base[name(k)] - ad[k]).max() for k in proj)
 print(len(saved), len(proj), worst, moved)
 PY
 }

@@ -65,9 +65,20 @@ common/tensor.o: bin/.dnnl
 common/libseva.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-bin/%: cmd/%.c common/libseva.a
+# --help lists the options with their defaults from the one place they are
+# written, the man page: its OPTIONS section, rendered by mandoc (bold and
+# underline overstrikes removed) into a string that the tool links.
+bin/help/%.c: man/%.1
+	@mkdir -p bin/help
+	mandoc -Tutf8 -Owidth=80 $< | perl -CS -pe 's/.\x08//g' \
+	  | awk '/^OPTIONS$$/ { f = 1; next } /^[A-Z][A-Z ]*$$/ { f = 0 } f' \
+	  | perl -pe 'BEGIN { print "const char help_options_text[] =\n" } \
+	      s/\\/\\\\/g; s/"/\\"/g; s/^/"/; s/$$/\\n"/; END { print ";\n" }' >$@.tmp
+	mv $@.tmp $@
+
+bin/%: cmd/%.c common/libseva.a bin/help/%.c
 	@mkdir -p bin
-	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -o $@ $< common/libseva.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(SEVA_CFLAGS) -o $@ $< bin/help/$*.c common/libseva.a $(LDLIBS)
 
 tests/bin/%: tests/unit/%.c tests/unit/tap.h tests/unit/testutil.h common/libseva.a
 	@mkdir -p tests/bin
@@ -96,6 +107,7 @@ bench: all
 
 lint:
 	mandoc -Tlint -Wwarning $(MANS)
+	@bash tests/t0100-man.sh
 
 # The whole suite under AddressSanitizer and UBSan, leaks included, in a
 # copy of the tree built apart (ASAN_DIR): every report goes to

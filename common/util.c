@@ -104,9 +104,16 @@ void usage_die(const char *usage)
 	exit(2);
 }
 
+/* The tool's options with their defaults: its man page's OPTIONS section,
+ * rendered when the tool is built (bin/help/TOOL.c, see the Makefile), so
+ * that they are written in one place. Weak: a test program has none. */
+extern const char help_options_text[] __attribute__((weak));
+
 void usage_help(const char *usage)
 {
 	printf("usage: %s\n", usage);
+	if (help_options_text)
+		printf("\nOptions (man %s for the whole page):\n%s", progname, help_options_text);
 	exit(0);
 }
 

@@ -26,8 +26,9 @@ void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Exit 2 with "usage: ..." for bad command lines. */
 _Noreturn void usage_die(const char *usage);
-/* --help: "usage: ..." on stdout and exit 0 (git's and GNU's convention:
- * asked-for help is output; a usage error goes to stderr, exit 2). */
+/* --help: "usage: ..." and every option with its default (the man page's
+ * OPTIONS section) on stdout, exit 0 (git's and GNU's convention: asked-for
+ * help is output; a usage error gets the synopsis alone on stderr, exit 2). */
 _Noreturn void usage_help(const char *usage);
 
 /* Allocation that dies on failure ("out of memory" is not recoverable here). */

@@ -3,7 +3,9 @@
 # benchmarks need (make deps). Only missing packages are installed.
 #   tests/deps.sh [-q] [--run]
 # --run: only what building the tools and running the main job need (make
-# seva): the libraries, jq and gnuplot; no test or benchmark stack.
+# seva): the libraries, mandoc and perl (each tool's --help is its man page's
+# OPTIONS section, rendered at build time), jq and gnuplot; no test or
+# benchmark stack.
 set -e
 quiet= run_only=
 for a in "$@"; do
@@ -11,8 +13,8 @@ for a in "$@"; do
 done
 PKGS="build-essential pkg-config libarchive-dev libmsgpack-dev libopenblas-dev
 libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev libutf8proc-dev jq zstd gnuplot-nox
-libdnnl-dev"
-TEST_PKGS="mandoc python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision
+libdnnl-dev mandoc perl"
+TEST_PKGS="python3-venv python3-msgpack python3-numpy python3-torch python3-torchvision
 python3-pil python3-skimage clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium linux-perf"
 [ -n "$run_only" ] || PKGS="$PKGS $TEST_PKGS"
 missing=""

@@ -543,7 +543,8 @@ static void test_lora(void)
 	struct safetensors st;
 	char *af = xasprintf("%s/adapter_model.safetensors", dir);
 	if (!safetensors_open(&st, af)) {
-		tap_ok(safetensors_find(&st, "base_model.model.language_model.model.layers.0.self_attn.q_proj.lora_A.weight") &&
+		/* the module names of transformers 5, which PEFT matches */
+		tap_ok(safetensors_find(&st, "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight") &&
 			       st.ntensors == 2 * 3 * m->cfg.layers,
 		       "adapter tensors under PEFT names, A and B per target per layer");
 		safetensors_release(&st);

@@ -55,4 +55,12 @@ memcap() {
 		(ulimit -v "$kb"; exec "$@")
 	fi
 }
+# The embedded tokenizer as tok.json and a random-weight model of the tiny
+# training config at DIR (seed 3), as most trainer tests start.
+tiny_base() {
+	seva-synth --tokenizer >tok.json
+	seva-sft --config "$TOP/tests/fixtures/train/tiny-config.json" --tokenizer tok.json \
+		--preprocessor "$TOP/tests/fixtures/train/tiny-preprocessor.json" -s 3 --init-only \
+		-o "$1" 2>init.err || { cat init.err; exit 1; }
+}
 done_testing() { echo "1..$_n"; [ "$_failed" = 0 ]; }

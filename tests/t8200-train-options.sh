@@ -6,10 +6,7 @@
 PY=/usr/bin/python3
 FIX=$TOP/tests/fixtures/train
 
-seva-synth --tokenizer >tok.json
-seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
-	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
-	{ cat init.err; exit 1; }
+tiny_base base
 seva-synth --split sft -n 8 -s 5 >sft.mp
 T="seva-sft -j 1 -q -m base -b 2 -s 9"
 

@@ -31,49 +31,23 @@ expect "DPO, full fine-tuning" seva-dpo -q -m "$FIX/model" -o full --full --lr 1
 expect "DPO, LoRA (merged model written)" seva-dpo -q -m "$FIX/model" -o lora --lora 4 --lr 1e-2 --max-steps 2 \
 	-b 2 pairs.msgpack
 
-# transformers scores the chosen and rejected answers independently of seva:
-# LLaVA's llava_v1 turn "SYSTEM USER: <image>\n{q} ASSISTANT: {a}</s>" through
-# the processor's tokenizer, the answer's log-probs summed (end-of-turn
-# included), on the processor's pixels; seva-dpo --score must agree.
+# transformers scores the chosen and rejected answers independently of seva
+# (tests/ref/llava_answer_logps.py); seva-dpo --score must agree.
 cat >score.py <<'EOF'
-import json, sys, base64, io, torch
-from PIL import Image
+import json, sys, torch
 from transformers import LlavaForConditionalGeneration, AutoProcessor
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+from llava_answer_logps import answer_logps
 model_dir, fixture, pairs = sys.argv[1:4]
 model, info = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32,
                                                             output_loading_info=True)
 if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
     print("loading info:", info, file=sys.stderr); sys.exit(3)
-proc = AutoProcessor.from_pretrained(fixture)
-tok = proc.tokenizer
-image_id = model.config.image_token_index
-out = {}
-for line in open(pairs):
-    p = json.loads(line)
-    img = Image.open(io.BytesIO(base64.b64decode(p["jpg"]["base64"])))
-    px = proc.image_processor(img, return_tensors="pt")["pixel_values"]
-    prompt = "%s USER: <image>\n%s ASSISTANT:" % (SYSTEM, p["prompt.txt"])
-    pids = tok(prompt)["input_ids"]
-    res = {}
-    for side in ("chosen", "rejected"):
-        tids = tok(prompt + " " + p[side + ".txt"] + "</s>")["input_ids"]
-        assert tids[:len(pids)] == pids
-        k = pids.index(image_id)
-        n_img = (px.shape[-1] // model.config.vision_config.patch_size) ** 2
-        seq = tids[:k] + [image_id] * n_img + tids[k + 1:]
-        with torch.no_grad():
-            lp = torch.log_softmax(model(input_ids=torch.tensor([seq]), pixel_values=px).logits[0].double(), -1)
-        n, na = len(seq), len(tids) - len(pids)
-        res[side] = sum(lp[t - 1, seq[t]].item() for t in range(n - na, n))
-    out[p["__key__"]] = res
-json.dump(out, sys.stdout)
+json.dump(answer_logps(model, model.config, AutoProcessor.from_pretrained(fixture), pairs), sys.stdout)
 EOF
 seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
 for m in full lora; do
 	expect "$m: transformers loads the model seva wrote (no missing, unexpected or mismatched weight)" \
-		"$PY" score.py $m "$FIX/model" pairs.b64.jsonl
+		env PYTHONPATH="$TOP/tests/ref" "$PY" score.py $m "$FIX/model" pairs.b64.jsonl
 	cp .out $m.hf.json
 	expect "$m: seva-dpo --score on it" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
 	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json

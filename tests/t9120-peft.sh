@@ -26,12 +26,10 @@ expect "DPO with LoRA, the projector trained beside it" $D -o plain pairs.msgpac
 expect "... with --use-rslora and --lora-dropout 0.05" $D --use-rslora --lora-dropout 0.05 -o rs pairs.msgpack
 
 cat >peft_score.py <<'EOF'
-import json, sys, base64, io, torch
-from PIL import Image
+import json, sys, torch
 from transformers import LlavaForConditionalGeneration, AutoProcessor
 from peft import PeftModel
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+from llava_answer_logps import answer_logps
 base_dir, adapter, pairs, merged_out = sys.argv[1:5]
 base = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, adapter)
@@ -40,30 +38,7 @@ cfg = model.peft_config["default"]
 print("peft config: r %d, alpha %g, use_rslora %s, dropout %g, modules_to_save %s" % (
     cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.lora_dropout, sorted(cfg.modules_to_save or [])),
     file=sys.stderr)
-proc = AutoProcessor.from_pretrained(base_dir)
-tok = proc.tokenizer
-image_id = base.config.image_token_index
-out = {}
-for line in open(pairs):
-    p = json.loads(line)
-    img = Image.open(io.BytesIO(base64.b64decode(p["jpg"]["base64"])))
-    px = proc.image_processor(img, return_tensors="pt")["pixel_values"]
-    prompt = "%s USER: <image>\n%s ASSISTANT:" % (SYSTEM, p["prompt.txt"])
-    pids = tok(prompt)["input_ids"]
-    res = {}
-    for side in ("chosen", "rejected"):
-        tids = tok(prompt + " " + p[side + ".txt"] + "</s>")["input_ids"]
-        assert tids[:len(pids)] == pids
-        k = pids.index(image_id)
-        n_img = (px.shape[-1] // base.config.vision_config.patch_size) ** 2
-        seq = tids[:k] + [image_id] * n_img + tids[k + 1:]
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([seq]), pixel_values=px).logits[0].double()
-        lp = torch.log_softmax(logits, -1)
-        n, na = len(seq), len(tids) - len(pids)
-        res[side] = sum(lp[t - 1, seq[t]].item() for t in range(n - na, n))
-    out[p["__key__"]] = res
-json.dump(out, sys.stdout)
+json.dump(answer_logps(model, base.config, AutoProcessor.from_pretrained(base_dir), pairs), sys.stdout)
 # PEFT's own merge, for the weights
 merged = model.merge_and_unload()
 torch.save({k: v.detach().clone() for k, v in merged.state_dict().items()}, merged_out)
@@ -96,7 +71,7 @@ EOF
 
 for m in plain rs; do
 	expect "$m: PeftModel.from_pretrained loads seva's adapter and scores the pairs" \
-		"$PY" peft_score.py "$FIX/model" $m/adapter pairs.b64.jsonl $m.merged.pt
+		env PYTHONPATH="$TOP/tests/ref" "$PY" peft_score.py "$FIX/model" $m/adapter pairs.b64.jsonl $m.merged.pt
 	cp "$TMP/.out" $m.peft.json
 	grep "^peft config" "$TMP/.err" | diag
 	expect "$m: seva-dpo --score with the model seva merged" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack

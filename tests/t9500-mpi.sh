@@ -23,10 +23,7 @@ MPI="mpirun -np 2 --oversubscribe"
 expect "the collectives on 2 ranks (test_dist)" $MPI "$TOP/tests/bin/test_dist"
 check "... every check passed" "$(grep -c '^ok' "$TMP/.out")" = 9
 
-seva-synth --tokenizer >tok.json
-seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
-	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
-	{ cat init.err; exit 1; }
+tiny_base base
 seva-synth --split sft -n 16 -s 2 >sft.mp
 $PY - sft.mp pairs.mp bad.mp <<'PY'
 import msgpack, sys

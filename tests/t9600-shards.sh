@@ -10,10 +10,7 @@ SH=$TOP/pipelines/shards.sh
 expect "shards.sh parses (bash -n)" bash -n "$SH"
 expect "shards.sbatch parses (bash -n)" bash -n "$TOP/pipelines/shards.sbatch"
 
-seva-synth --tokenizer >tok.json
-seva-sft --config "$FIX/tiny-config.json" --tokenizer tok.json \
-	--preprocessor "$FIX/tiny-preprocessor.json" -s 3 --init-only -o base 2>init.err ||
-	{ cat init.err; exit 1; }
+tiny_base base
 # 48 samples, 12 a shard: the random model answers the two views differently
 # rarely, and every shard must hold pairs.
 seva-synth --split unlabeled -n 48 -s 1 >all.mp

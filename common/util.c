@@ -635,13 +635,17 @@ void progress_init(struct progress *p, const char *what, long total, int quiet)
 	p->done = 0;
 	p->start = p->last = now_seconds();
 	p->enabled = !quiet && isatty(2);
+	p->extra[0] = 0;
 }
 
 void progress_update(struct progress *p, long done, const char *extra)
 {
 	double t = now_seconds();
 	p->done = done;
-	if (!p->enabled || t - p->last < 0.25)
+	if (!p->enabled)
+		return;
+	snprintf(p->extra, sizeof(p->extra), "%s", extra ? extra : "");
+	if (t - p->last < 0.25)
 		return;
 	p->last = t;
 	double rate = done / (t - p->start > 1e-9 ? t - p->start : 1e-9);
@@ -659,8 +663,11 @@ void progress_update(struct progress *p, long done, const char *extra)
 
 void progress_done(struct progress *p)
 {
-	if (p->enabled)
-		fprintf(stderr, "\r\033[K");
+	if (!p->enabled)
+		return;
+	fprintf(stderr, "\r\033[K%s: %ld %s in %.1f s%s%s\n", progname, p->done, p->what,
+		now_seconds() - p->start, p->extra[0] ? ", " : "", p->extra);
+	p->enabled = 0; /* one summary, however many ways out call this */
 }
 
 static int stdout_reported;

@@ -138,13 +138,16 @@ int tmp_reclaim(const char *path, int quiet);
 double now_seconds(void);
 
 /* Progress on stderr, redrawn in place, only when stderr is a terminal and
- * not quiet. `what` names the unit ("samples"); extra text is optional. */
+ * not quiet. `what` names the unit ("samples"); extra text is optional.
+ * progress_done leaves one summary line: the count, the time, the last
+ * extra text (a trainer's loss). */
 struct progress {
 	const char *what;
 	long total; /* 0 if unknown */
 	long done;
 	double start, last;
 	int enabled;
+	char extra[128]; /* the last extra text shown */
 };
 void progress_init(struct progress *p, const char *what, long total, int quiet);
 void progress_update(struct progress *p, long done, const char *extra);

@@ -271,5 +271,9 @@ if command -v script >/dev/null 2>&1; then
 	check "the JSON line is there" "$(grep -c '__key__' .out)" = 1
 	expect "into a pipe from a terminal session: fine" script -qec "seva-cat one.msgpack | cat >piped.msgpack" /dev/null
 	same "the piped stream is the stream" one.msgpack piped.msgpack
+	expect "progress on a terminal" script -qec "seva-synth --split unlabeled -n 3 -o three.msgpack" /dev/null
+	check "ends in one summary line: the count and the time" "$(grep -c 'seva-synth: 3 images in [0-9.]* s' .out)" = 1
+	expect "... and -q" script -qec "seva-synth -q --split unlabeled -n 3 -o three.msgpack" /dev/null
+	check "leaves the terminal alone" "$(grep -c 'images in' .out)" = 0
 fi
 done_testing

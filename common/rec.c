@@ -307,7 +307,7 @@ static int jp_value(struct jp *j, msgpack_packer *pk)
 static void jp_init(struct jp *j, const void *text, size_t len)
 {
 	j->p = text;
-	j->e = j->p + len;
+	j->e = len ? j->p + len : j->p; /* an empty member's text may be NULL */
 	j->depth = 0;
 	j->max_depth = JSON_MAX_DEPTH;
 	j->too_deep = 0;

@@ -484,6 +484,21 @@ int vlm_processor_check(const char *path, const struct vlm_config *cfg)
 	return c.err ? -1 : 0;
 }
 
+void vlm_preprocess_scale_json(cJSON *j, const struct preprocess *p)
+{
+	cJSON_AddNumberToObject(j, "resample", p->resample == RESAMPLE_LANCZOS ? 1
+					       : p->resample == RESAMPLE_BICUBIC ? 3 : 2);
+	cJSON_AddBoolToObject(j, "do_rescale", 1);
+	cJSON_AddItemToObject(j, "rescale_factor", vlm_float_json(p->rescale));
+	cJSON_AddBoolToObject(j, "do_normalize", 1);
+	cJSON *mean = cJSON_AddArrayToObject(j, "image_mean");
+	cJSON *std = cJSON_AddArrayToObject(j, "image_std");
+	for (int i = 0; i < 3; i++) {
+		cJSON_AddItemToArray(mean, vlm_float_json(p->mean[i]));
+		cJSON_AddItemToArray(std, vlm_float_json(p->std[i]));
+	}
+}
+
 cJSON *vlm_float_json(float f)
 {
 	char s[32];

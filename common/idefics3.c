@@ -197,16 +197,7 @@ static char *preprocess_json(const struct preprocess *p, const struct vlm_config
 	add_int(cJSON_AddObjectToObject(j, "size"), "longest_edge", p->size);
 	add_int(cJSON_AddObjectToObject(j, "max_image_size"), "longest_edge", p->crop_size);
 	cJSON_AddBoolToObject(j, "do_image_splitting", 0);
-	add_int(j, "resample", p->resample == RESAMPLE_LANCZOS ? 1 : p->resample == RESAMPLE_BICUBIC ? 3 : 2);
-	cJSON_AddBoolToObject(j, "do_rescale", 1);
-	cJSON_AddItemToObject(j, "rescale_factor", vlm_float_json(p->rescale));
-	cJSON_AddBoolToObject(j, "do_normalize", 1);
-	cJSON *mean = cJSON_AddArrayToObject(j, "image_mean");
-	cJSON *std = cJSON_AddArrayToObject(j, "image_std");
-	for (int i = 0; i < 3; i++) {
-		cJSON_AddItemToArray(mean, vlm_float_json(p->mean[i]));
-		cJSON_AddItemToArray(std, vlm_float_json(p->std[i]));
-	}
+	vlm_preprocess_scale_json(j, p);
 	cJSON_AddBoolToObject(j, "do_pad", 1);
 	char *s = cJSON_Print(j);
 	cJSON_Delete(j);

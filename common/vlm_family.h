@@ -41,6 +41,9 @@ void jrefuse(struct jctx *c, const char *key, const char *type, const char *supp
  * image_mean/image_std (a number or three) from J into PRE; the families'
  * processors share them. */
 void vlm_preprocess_scale(struct jctx *c, const cJSON *j, struct preprocess *pre);
+/* The same keys written back, after "resample" as Pillow numbers it, in
+ * that order: the writer of each family's processor file. */
+void vlm_preprocess_scale_json(cJSON *j, const struct preprocess *pre);
 /* The LLaMA/Mistral decoder from text_config T (TOP: the file, for keys
  * older files put there). */
 void vlm_config_text(struct vlm_config *cfg, struct jctx *c, const cJSON *t, const cJSON *top);

@@ -89,18 +89,13 @@ static void augment_slot(struct slot *sl)
 
 static _Noreturn void finish(int failed)
 {
-	int out_failed = w && rec_writer_failed(w);
-	if (w && failed) {
-		rec_writer_abort(w);
-		w = NULL;
-	}
-	if (w && rec_writer_close(w))
-		failed = out_failed = 1;
+	int end = rec_writer_end(w, failed);
+	w = NULL;
 	augment_release(&recipe);
 	int skipped = rec_input_release(&in);
-	if (out_failed)
+	if (end == 2)
 		_exit(1);
-	exit(failed ? 1 : skipped);
+	exit(end ? 1 : skipped);
 }
 
 /* Writes out one augmented slot (or refuses it). */

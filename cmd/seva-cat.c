@@ -83,22 +83,15 @@ static const char *extension(enum rec_format f)
 /* Ends the run: the open output is finished (or abandoned on failure). */
 static _Noreturn void finish(int failed)
 {
-	/* A failed output has said so: stdout's own check at exit would
-	 * repeat it. */
-	int out_failed = w && rec_writer_failed(w);
-	if (w && failed) {
-		rec_writer_abort(w);
-		w = NULL;
-	}
-	if (w && rec_writer_close(w))
-		failed = out_failed = 1;
+	int end = rec_writer_end(w, failed);
+	w = NULL;
 	free_list(opt.keep);
 	free_list(opt.drop);
 	sample_release(&cur);
 	int skipped = rec_input_release(&in);
-	if (out_failed)
+	if (end == 2)
 		_exit(1);
-	exit(failed ? 1 : skipped);
+	exit(end ? 1 : skipped);
 }
 
 /* Writes S, read at WHERE, to the output (the next shard's, with --split). */

@@ -154,9 +154,5 @@ int main(int argc, char **argv)
 	}
 	progress_done(&p);
 	sample_release(&s);
-	if (rc) {
-		rec_writer_abort(w);
-		return 1;
-	}
-	return rec_writer_close(w) ? 1 : 0;
+	return rec_writer_end(w, rc != 0) ? 1 : 0;
 }

@@ -2027,6 +2027,18 @@ int rec_writer_failed(const struct rec_writer *w)
 	return w->failed;
 }
 
+int rec_writer_end(struct rec_writer *w, int failed)
+{
+	if (!w)
+		return failed ? 1 : 0;
+	int out_failed = rec_writer_failed(w);
+	if (failed) {
+		rec_writer_abort(w);
+		return out_failed ? 2 : 1;
+	}
+	return rec_writer_close(w) ? 2 : 0;
+}
+
 void rec_writer_abort(struct rec_writer *w)
 {
 	if (!w)

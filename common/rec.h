@@ -61,6 +61,11 @@ void rec_writer_abort(struct rec_writer *w);
  * record can be written. A record refused for its content (a key unfit for
  * tar, invalid JSON text) leaves the writer usable. */
 int rec_writer_failed(const struct rec_writer *w);
+/* Ends a tool's output W (NULL: none): abandoned (temp removed) when the
+ * run FAILED, else closed. 0: the output is whole; 1: the run failed;
+ * 2: the output itself failed and has said so, so the caller leaves with
+ * _exit(1) and stdio's check at exit does not say it again. */
+int rec_writer_end(struct rec_writer *w, int failed);
 
 /* The keys of a stream so far, each with where it was first seen: a hash
  * set of 128-bit hashes (32 bytes a slot, whatever the keys' lengths).

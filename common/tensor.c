@@ -1873,6 +1873,11 @@ int tensor_precision(void)
 	return prec_use;
 }
 
+int tensor_bf16_rounds(long N, long C, long OC)
+{
+	return prec_use == TENSOR_BF16 && bf16_worth(N, C, OC) && dn_available();
+}
+
 const char *tensor_precision_info(void)
 {
 	return prec_info;

@@ -103,6 +103,11 @@ extern const char *const tensor_precision_names[3];
 int tensor_set_precision(int want);
 /* TENSOR_F32 or TENSOR_BF16: the one in use */
 int tensor_precision(void);
+/* Whether matmul_forward and matmul_backward of N rows (N, C) x (OC, C)
+ * round their operands to bf16 under the precision in use: a product fed
+ * values that are bf16 already then gives the bits it gives their f32
+ * originals (the image feature cache stores them so). Larger N rounds too. */
+int tensor_bf16_rounds(long N, long C, long OC);
 /* "bf16 (auto: oneDNN 2.6.3 brg:avx512_core_bf16 bf16 213 GFLOP/s, f32
  * 110 on 256x512x1376)": the choice and why, for the tools' info line */
 const char *tensor_precision_info(void);

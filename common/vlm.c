@@ -140,6 +140,9 @@ struct connector_ops {
 	 * dfeat (NI*FT, VC), from dimg (NI*IT, C); ds is scratch. */
 	void (*backward)(struct vlm *m, float *dfeat, float *ds, const float *dimg, const float *cx,
 			 const float *feat, int NI);
+	/* The one product that reads the features (their values, regrouped
+	 * or not): ROWS per image of (C) into (OC). */
+	void (*feat_product)(const struct vlm_config *c, int *rows, int *C, int *OC);
 };
 
 static const struct connector_ops *connector_of(const struct vlm_config *c);
@@ -753,13 +756,18 @@ static size_t grow_arena(float **p, size_t *cap, size_t n);
  * sgemm on at least 64 rows (padded), where OpenBLAS's blocked kernels sum
  * every row alike whatever the row count (checked on this machine for the
  * shapes of the bench configs; test_vlm checks the whole forward). */
+static int mm_rowwise(int C, int OC)
+{
+	return (long)C * OC < 16384 || C <= 64 || OC <= 64;
+}
+
 static void mm_fwd(struct vlm *m, float *out, const float *inp, const float *w, const float *bias,
 		   int N, int C, int OC)
 {
 	struct vlm_impl *im = m->impl;
 	if (N <= 0)
 		return;
-	if ((long)C * OC < 16384 || C <= 64 || OC <= 64) {
+	if (mm_rowwise(C, OC)) {
 		matmul_forward_rowwise(out, inp, w, bias, N, C, OC);
 		return;
 	}
@@ -954,6 +962,13 @@ static void mlp2_forward(struct vlm *m, float *img, float *cx, const float *feat
 
 static void zero(float *p, size_t n);
 
+static void mlp2_feat_product(const struct vlm_config *c, int *rows, int *C, int *OC)
+{
+	*rows = c->img_tokens;
+	*C = c->v_hidden;
+	*OC = c->hidden;
+}
+
 static void mlp2_backward(struct vlm *m, float *dfeat, float *ds, const float *dimg,
 			  const float *cx, const float *feat, int NI)
 {
@@ -988,6 +1003,13 @@ static void shuffle_tensors(struct vlm *m, int *capp, const char *const *names)
 static size_t shuffle_acts(const struct vlm_config *c, int NI)
 {
 	return (size_t)NI * c->feat_tokens * c->v_hidden;
+}
+
+static void shuffle_feat_product(const struct vlm_config *c, int *rows, int *C, int *OC)
+{
+	*rows = c->img_tokens;
+	*C = c->v_hidden * c->shuffle * c->shuffle;
+	*OC = c->hidden;
 }
 
 /* The feature row of one image that part k (of r²) of shuffled row u comes from. */
@@ -1043,14 +1065,27 @@ static void shuffle_backward(struct vlm *m, float *dfeat, float *ds, const float
 }
 
 static const struct connector_ops connectors[] = {
-	[VLM_CONN_MLP2] = {mlp2_tensors, mlp2_acts, mlp2_acts, mlp2_forward, mlp2_backward},
+	[VLM_CONN_MLP2] = {mlp2_tensors, mlp2_acts, mlp2_acts, mlp2_forward, mlp2_backward,
+			   mlp2_feat_product},
 	[VLM_CONN_SHUFFLE] = {shuffle_tensors, shuffle_acts, shuffle_acts, shuffle_forward,
-			      shuffle_backward},
+			      shuffle_backward, shuffle_feat_product},
 };
 
 static const struct connector_ops *connector_of(const struct vlm_config *c)
 {
 	return &connectors[c->connector];
+}
+
+/* The features reach nothing but the connector's product (its forward on
+ * at least 64 rows, mm_fwd's padding, and its dw on NI * ROWS >= ROWS),
+ * so when both round their input to bf16, features stored in bf16 are
+ * those products' very operands. */
+int vlm_features_bf16_exact(const struct vlm *m)
+{
+	int rows, C, OC;
+	connector_of(&m->cfg)->feat_product(&m->cfg, &rows, &C, &OC);
+	return !mm_rowwise(C, OC) && tensor_bf16_rounds(rows < 64 ? 64 : rows, C, OC) &&
+	       tensor_bf16_rounds(rows, C, OC);
 }
 
 static size_t grow_arena(float **p, size_t *cap, size_t n)
@@ -1404,6 +1439,55 @@ static void head_forward(struct vlm *m, const struct fwd *f, const struct vlm_sh
 		logp[f->gb[i]] += f->gw[i] * f->lp[i];
 }
 
+/* Precomputed features stand for the tower's output: refused while the
+ * tower trains (its gradient would need the tower's activations, and its
+ * output moves with every step). An image without them needs its pixels. */
+static int features_check(const struct vlm *m, const struct vlm_batch *batch, const int *imap)
+{
+	if (!batch->features)
+		return 0;
+	if (m->trainable & VLM_PART_VISION)
+		return error("precomputed image features, but the vision tower trains");
+	for (int i = 0; i < batch->n_images; i++)
+		if (imap[i] >= 0 && !batch->features[i] && !batch->images)
+			return error("image %d: neither features nor pixels", i);
+	return 0;
+}
+
+/* Phase 4 with batch->features: the tower runs on the NT images that have
+ * none (in f->ilist order, as a forward of those alone: each image's rows
+ * do not depend on the others'), then every image's (FT, VC) rows go to
+ * its place in f->feat, the given ones copied. */
+static void vision_or_given(struct vlm *m, struct fwd *f, const struct vlm_shape *s,
+			    const struct vlm_batch *batch)
+{
+	size_t rows = (size_t)s->FT * m->cfg.v_hidden;
+	int NI = s->NI, NT = 0;
+	int *all = xmalloc((size_t)NI * sizeof(int));
+	memcpy(all, f->ilist, (size_t)NI * sizeof(int));
+	for (int i = 0; i < NI; i++)
+		if (!batch->features[all[i]])
+			f->ilist[NT++] = all[i];
+	if (NT > 0) {
+		struct vlm_shape t = *s;
+		t.NI = NT;
+		t.VN = NT * s->VT;
+		vision_forward(m, f, &t, batch->images);
+	}
+	/* backwards: the tower's row k of image i (k <= i) is moved before
+	 * anything lands on it */
+	for (int i = NI - 1, k = NT - 1; i >= 0; i--) {
+		const float *given = batch->features[all[i]];
+		float *dst = f->feat + (size_t)i * rows;
+		if (given)
+			memcpy(dst, given, rows * sizeof(float));
+		else
+			memmove(dst, f->feat + (size_t)(k--) * rows, rows * sizeof(float));
+	}
+	memcpy(f->ilist, all, (size_t)NI * sizeof(int));
+	free(all);
+}
+
 int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 		   const struct vlm_fwd_opts *o)
 {
@@ -1425,7 +1509,7 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 	int *imap = xmalloc((batch->n_images + 1) * sizeof(int));
 	int *ipos = xmalloc(B * sizeof(int));
 	int rc = -1;
-	if (batch_scan(m, batch, gen, &s, imap, ipos))
+	if (batch_scan(m, batch, gen, &s, imap, ipos) || features_check(m, batch, imap))
 		goto out;
 	s.B = B;
 	s.N = B * s.T;
@@ -1464,7 +1548,10 @@ int vlm_forward_ex(struct vlm *m, const struct vlm_batch *batch, float *logp,
 
 	/* 4. the images, once per distinct image: tower (NI*FT, VC), connector (NIT, C) */
 	if (s.NI > 0) {
-		vision_forward(m, &f, &s, batch->images);
+		if (batch->features)
+			vision_or_given(m, &f, &s, batch);
+		else
+			vision_forward(m, &f, &s, batch->images);
 		if (s.vonly)
 			goto done;
 		connector_of(c)->forward(m, f.img, f.cx, f.feat, s.NI);

@@ -205,6 +205,11 @@ struct vlm_batch {
 	int n_images;
 	const float *images;         /* (n_images, 3, S, S) normalized CHW, S = image_size */
 	const int *image_of;         /* image_of[b] in [0, n_images), or -1 */
+	/* Optional: features[i], image i's (FT, VC) vision features as the
+	 * tower gives them (vlm_image_features' rows), which then skip the
+	 * tower; NULL entries (or images[i] unused) run it as usual. Refused
+	 * while the tower trains. NULL: every image through the tower. */
+	const float *const *features;
 	/* drop_key[b]: LoRA dropout's key of sequence b (training forwards
 	 * with KEEP, when m->lora.dropout > 0); NULL: no dropout. A prefix that
 	 * sequences share is computed once and takes its first owner's mask. */
@@ -227,6 +232,11 @@ int vlm_forward_features(struct vlm *m, const struct vlm_batch *batch, int keep)
 /* The image features of the last kept forward, the projector's input:
  * (*N_IMAGES * *TOKENS, v_hidden), NULL if it had no image. */
 const float *vlm_image_features(const struct vlm *m, int *n_images, int *tokens);
+/* Whether the features may be kept in bf16 without changing a bit: under
+ * the precision in use, the connector's one product that reads them rounds
+ * its input to bf16 in its forward and in its weight gradient (bf16 in
+ * use, and the product large enough for the bf16 path on one image). */
+int vlm_features_bf16_exact(const struct vlm *m);
 /* Backpropagates DFEAT (laid out as vlm_image_features) through the vision
  * tower alone, accumulating into its gradients: a loss on the features
  * themselves, as the vision pretraining of seva-sft --vision-labels. */

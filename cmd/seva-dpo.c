@@ -11,6 +11,7 @@
 
 #include "conversation.h"
 #include "dist.h"
+#include "featcache.h"
 #include "prompt.h"
 #include "rec.h"
 #include "tensor.h"
@@ -31,14 +32,16 @@ static const char usage_text[] =
 	"       [--truncation-mode keep_start|keep_end] [--max-prompt-length N]\n"
 	"       [--max-completion-length N]\n"
 	"       [--eval PAIRS | --eval-split F] [--eval-every N] [--keep last|best[:METRIC]]\n"
-	"       [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v] [FILE...]\n"
-	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long]\n"
+	"       [--features DIR] [--precision auto|f32|bf16] [-j THREADS] [-k] [-q] [-v]\n"
+	"       [FILE...]\n"
+	"       seva-dpo --score -m MODEL [-b BATCH] [-t] [-o FILE] [--skip-long] [--features DIR]\n"
 	"       [--max-length N] [--truncation-mode M] [--max-prompt-length N]\n"
 	"       [--max-completion-length N] [-k] [-q] [FILE...]";
 
 static struct {
 	struct train_args t;
 	const char *targets, *ref_model;
+	const char *features;    /* --features: the image feature cache's directory */
 	int score, full, tar, skip_long, ignore_ref, allow_ref_mismatch;
 	const char *eval_file;   /* --eval: held-out pairs */
 	double eval_split;       /* --eval-split: the fraction held out, by key */
@@ -98,6 +101,9 @@ static long n_pairs, n_train, n_truncated, n_long;
 /* pairs skipped: a prompt over --max-prompt-length; one that fills --max-length */
 static long n_long_prompt, n_fills;
 static struct rec_input in, eval_in; /* the training inputs; --eval's */
+/* --features: -m's frozen tower encodes each image once, for the
+ * reference's pass and every step (and across runs) */
+static struct featcache fcache;
 static float *images;
 static long n_images, img_floats;
 /* Sequences scored per pair: chosen and rejected on the clean image, and
@@ -366,8 +372,27 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 	struct vlm_batch vb = { .B = B, .ids = ids, .len = len, .weight = w,
 				.n_images = ni, .images = imgs, .image_of = image_of,
 				.drop_key = keep ? keys : NULL };
+	/* the images' features from the cache (not --ref-model's: another tower) */
+	const float **given = NULL, **pix = NULL;
+	float *feat = NULL;
+	if (fcache.dir && m == lm.m && ni > 0) {
+		size_t rows = (size_t)m->cfg.feat_tokens * m->cfg.v_hidden;
+		given = xmalloc((size_t)ni * sizeof *given);
+		pix = xmalloc((size_t)ni * sizeof *pix);
+		feat = xmalloc((size_t)ni * rows * sizeof *feat);
+		for (int i = 0; i < ni; i++) {
+			pix[i] = imgs + i * img_floats;
+			given[i] = feat + i * rows;
+		}
+		if (featcache_get(&fcache, m, pix, ni, feat) < 0)
+			exit(1);
+		vb.features = given;
+	}
 	if (vlm_forward(m, &vb, lp, keep) < 0)
 		exit(1);
+	free(given);
+	free(pix);
+	free(feat);
 	free(ids);
 	free(w);
 	free(len);
@@ -801,7 +826,7 @@ int main(int argc, char **argv)
 	enum {
 		O_SCORE = 256, O_LOSS, O_BETA, O_LS, O_SFTW, O_FULL, O_TARGETS, O_IGNREF,
 		O_SKIPLONG, O_REFFREE, O_DPOP, O_MDPOD, O_REFMODEL, O_ALLOWREF, O_EVAL, O_EVALSPLIT,
-		O_EVALEVERY, O_KEEP, O_MAXLEN, O_TRUNC, O_MAXPROMPT, O_MAXCOMPL,
+		O_EVALEVERY, O_KEEP, O_MAXLEN, O_TRUNC, O_MAXPROMPT, O_MAXCOMPL, O_FEATURES,
 	};
 	static const char *const trunc_names[] = { "keep_start", "keep_end" };
 	static const struct option longopts[] = {
@@ -828,6 +853,7 @@ int main(int argc, char **argv)
 		{ "max-completion-length", required_argument, NULL, O_MAXCOMPL },
 		{ "ref-model", required_argument, NULL, O_REFMODEL },
 		{ "allow-ref-mismatch", no_argument, NULL, O_ALLOWREF },
+		{ "features", required_argument, NULL, O_FEATURES },
 		{ "tar", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -880,6 +906,11 @@ int main(int argc, char **argv)
 			break;
 		case O_REFMODEL: opt.ref_model = optarg; break;
 		case O_ALLOWREF: opt.allow_ref_mismatch = 1; break;
+		case O_FEATURES:
+			if (!*optarg)
+				usage_error("--features: the cache's directory, not an empty name");
+			opt.features = optarg;
+			break;
 		case 't': opt.tar = 1; break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
@@ -898,6 +929,9 @@ int main(int argc, char **argv)
 		warn("--score scores with -m: give the reference model as -m, not --ref-model");
 		usage_die(usage_text);
 	}
+	if (opt.features && !opt.score && opt.t.train &&
+	    (train_parse_parts(opt.t.train) & VLM_PART_VISION))
+		usage_error("--features keeps the frozen tower's output: not with --train vision");
 	if (dist_size() > 1 && opt.score)
 		die("--score runs as one process: shard its input instead "
 		    "(pipelines/shards.sh --score)");
@@ -908,6 +942,8 @@ int main(int argc, char **argv)
 		return 1;
 	int S = preprocess_side(&lm.m->pre);
 	img_floats = 3L * S * S;
+	if (opt.features && featcache_open(&fcache, opt.features, lm.m, opt.t.keep) < 0)
+		return 1;
 	if (opt.ref_model && load_ref_model(opt.ref_model) < 0)
 		return 1;
 	train_model_id(ref_vlm ? ref_vlm : lm.m, ref_id);
@@ -955,6 +991,8 @@ int main(int argc, char **argv)
 		rc = rec_input_release(&in);
 	if (eval_in.files && rec_input_release(&eval_in) == 1 && rc == 0)
 		rc = 1;
+	featcache_report(&fcache, opt.t.quiet || dist_rank() > 0);
+	featcache_close(&fcache);
 	for (long i = 0; i < n_pairs; i++)
 		pair_free(&pairs[i]);
 	free(pairs);

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "conversation.h"
+#include "featcache.h"
 #include "prompt.h"
 #include "rec.h"
 #include "rng.h"
@@ -17,7 +18,7 @@
 static const char usage_text[] =
 	"seva-generate -m MODEL [-b BATCH] [--views clean|aug|both] [--max-new-tokens N]\n"
 	"       [--temperature T] [--top-k K] [--top-p P] [-s SEED] [-j THREADS] [-o FILE] [-t]\n"
-	"       [--precision auto|f32|bf16] [-k] [-q] [-v] [FILE...]";
+	"       [--precision auto|f32|bf16] [--features DIR] [-k] [-q] [-v] [FILE...]";
 
 enum { VIEW_CLEAN = 1, VIEW_AUG = 2 };
 static const char *const view_name[] = { "clean", "aug" };
@@ -29,6 +30,7 @@ static struct {
 	float temperature, top_p;
 	uint64_t seed;
 	const char *output;
+	const char *features; /* --features: the clean views' tower output kept there */
 } opt = { .batch = 8, .max_new = 512, .top_p = 1.0f };
 
 /* One sample waiting in the batch. */
@@ -50,6 +52,7 @@ struct batch {
 
 static struct lm lm;
 static long n_done, n_tokens;
+static struct featcache fcache;
 
 /* Stops sequence b once it has its own budget of new tokens, so a
  * sequence's result does not depend on the other prompts of its batch. */
@@ -171,6 +174,26 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 		.B = nseq, .ids = ids, .len = len, .weight = NULL,
 		.n_images = b->n_images, .images = b->images, .image_of = image_of,
 	};
+	/* --features: the clean views' from the cache (encoded and kept there
+	 * when new), the augmented ones through the tower */
+	const float **given = NULL, **pix = NULL;
+	float *feat = NULL;
+	if (fcache.dir && b->n_images) {
+		size_t rows = (size_t)lm.m->cfg.feat_tokens * lm.m->cfg.v_hidden;
+		int nc = 0;
+		given = xcalloc((size_t)b->n_images, sizeof *given);
+		pix = xmalloc((size_t)b->n_images * sizeof *pix);
+		feat = xmalloc((size_t)b->n_images * rows * sizeof *feat);
+		for (int i = 0; i < b->n; i++)
+			if (b->jobs[i].image[0] >= 0) {
+				int k = b->jobs[i].image[0];
+				pix[nc] = b->images + k * b->img_floats;
+				given[k] = feat + nc++ * rows;
+			}
+		if (featcache_get(&fcache, lm.m, pix, nc, feat) < 0)
+			exit(1);
+		vb.features = given;
+	}
 	struct gen_settings gs = {
 		.max_new_tokens = max_cap, .temperature = opt.temperature, .top_k = opt.top_k,
 		.top_p = opt.top_p, .stop_ids = lm.stop_ids, .n_stop_ids = lm.n_stop,
@@ -178,6 +201,9 @@ static void batch_run(struct batch *b, struct rec_writer *w)
 	};
 	if (nseq && vlm_generate(lm.m, &vb, seeds, &gs, out) < 0)
 		die("generation failed on the batch starting at key '%s'", b->jobs[0].s.key);
+	free(given);
+	free(pix);
+	free(feat);
 
 	int q = 0;
 	for (int i = 0; i < b->n; i++) {
@@ -246,7 +272,7 @@ static int parse_views(const char *s)
 
 int main(int argc, char **argv)
 {
-	enum { O_VIEWS = 256, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_PRECISION };
+	enum { O_VIEWS = 256, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_PRECISION, O_FEATURES };
 	static const struct option longopts[] = {
 		{ "model", required_argument, NULL, 'm' },
 		{ "batch", required_argument, NULL, 'b' },
@@ -258,6 +284,7 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "precision", required_argument, NULL, O_PRECISION },
+		{ "features", required_argument, NULL, O_FEATURES },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "tar", no_argument, NULL, 't' },
@@ -290,6 +317,13 @@ int main(int argc, char **argv)
 		case O_PRECISION:
 			opt.precision = arg_choice("--precision", optarg, tensor_precision_names, 3);
 			break;
+		case O_FEATURES:
+			if (!*optarg) {
+				warn("--features: the cache's directory, not an empty name");
+				usage_die(usage_text);
+			}
+			opt.features = optarg;
+			break;
 		case 'h': usage_help(usage_text);
 		default: usage_die(usage_text);
 		}
@@ -306,6 +340,10 @@ int main(int argc, char **argv)
 			tensor_precision_info());
 	if (lm_load(&lm, opt.model) < 0)
 		return 1;
+	if (opt.features && featcache_open(&fcache, opt.features, lm.m, opt.keep) < 0) {
+		lm_release(&lm);
+		return 1;
+	}
 
 	struct rec_writer *w = rec_writer_open(opt.output, opt.tar ? REC_TAR : REC_MSGPACK, 0);
 	if (!w) {
@@ -355,6 +393,8 @@ int main(int argc, char **argv)
 	}
 	free(b.jobs);
 	free(b.images);
+	featcache_report(&fcache, opt.quiet);
+	featcache_close(&fcache);
 	lm_release(&lm);
 	int r = rec_input_release(&in);
 	return status ? 1 : r;

@@ -294,6 +294,9 @@ const struct vlm_family vlm_family_llava = {
 	},
 	.decoder_prefix = "language_model.model.",
 	.head_name = "language_model.lm_head.weight",
+	/* CLIP's attention has q_proj, k_proj and v_proj too: a list of
+	 * names would have PEFT adapt the tower as well */
+	.peft_decoder = "model\\.language_model",
 	.layouts = layouts,
 	.module_layout = module_layout,
 	.chat_template = "llava_v1",

@@ -37,8 +37,9 @@ check "rewards/accuracies rise (mean of the last 4 steps >= 0.75, first 0)" \
 	"$(jq -s '.[0]["rewards/accuracies"] == 0 and (.[-4:] | map(.["rewards/accuracies"]) | add / 4) >= 0.75' m.jsonl)" = true
 check "rewards/margins grow" "$(jq -s '(.[-4:] | map(.["rewards/margins"]) | add / 4) > 0.1' m.jsonl)" = true
 check "LoRA: merged model and PEFT adapter" -f a/model.safetensors -a -f a/adapter/adapter_config.json
-check "adapter: rank 16, alpha 32, all seven targets" \
-	"$(jq -c '[.r, .lora_alpha, (.target_modules | length)]' a/adapter/adapter_config.json)" = "[16,32,7]"
+check "adapter: rank 16, alpha 32, all seven targets (the decoder's: a regex as PEFT reads it)" \
+	"$(jq -c '[.r, .lora_alpha, (.target_modules | startswith("model\\.language_model\\.layers")),
+		(.target_modules | [scan("[a-z]+_proj")] | length)]' a/adapter/adapter_config.json)" = "[16,32,true,7]"
 
 # Reference scoring as its own stage
 expect "--score writes pairs with ref.json" sh -c "$D --score pairs.mp >scored.mp"

@@ -1,7 +1,7 @@
 """One optimizer step of TRL's own DPOTrainer (trl 1.16) on a transformers
 LLaVA model with a PEFT LoRA adapter, for every loss case given, in one
 process; what it logged and the adapter it ended with, for
-tests/t9130-dpo-trainer.sh to hold against seva-dpo's step on the same model,
+tests/t9140-dpo-trainer.sh to hold against seva-dpo's step on the same model,
 pairs and settings. Run with the venv tests/deps.sh makes:
 
   trl_dpo_step.py BASE REF TRL_JSONL SEVA_ADAPTER CASES_JSON OUT_DIR

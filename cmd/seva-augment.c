@@ -168,6 +168,7 @@ int main(int argc, char **argv)
 	};
 	int c;
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard", 1, usage);
 	check_stdout_at_exit();
 	/* Every sample allocates and frees the same few megabytes: keep them
 	 * in the heap instead of mapping and zeroing fresh pages each time

@@ -15,7 +15,7 @@
 #include "util.h"
 
 static const char usage[] =
-	"seva-cat [-t|-j|-M] [--base64] [-o FILE] [--split PREFIX --per N] [-f FIELDS] [-x FIELDS]\n"
+	"seva-cat [-t|--jsonl|-M] [--base64] [-o FILE] [--split PREFIX --per N] [-f FIELDS] [-x FIELDS]\n"
 	"       [--llava JSON --images DIR [--turns first|all|N] [--strip-format]] [-k] [-q] [FILE...]";
 
 static struct {
@@ -340,10 +340,10 @@ static void import_llava(struct sample *smp, struct progress *p)
 
 int main(int argc, char **argv)
 {
-	enum { O_SPLIT = 256, O_PER, O_LLAVA, O_IMAGES, O_BASE64, O_TURNS, O_STRIPFMT };
+	enum { O_JSONL = 256, O_SPLIT, O_PER, O_LLAVA, O_IMAGES, O_BASE64, O_TURNS, O_STRIPFMT };
 	static const struct option longs[] = {
 		{ "tar", no_argument, NULL, 't' },
-		{ "jsonl", no_argument, NULL, 'j' },
+		{ "jsonl", no_argument, NULL, O_JSONL },
 		{ "msgpack", no_argument, NULL, 'M' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "fields", required_argument, NULL, 'f' },
@@ -362,11 +362,18 @@ int main(int argc, char **argv)
 	};
 	int c, fmt_set = 0, turns_set = 0;
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard", 0, usage);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "tjMo:f:x:kqh", longs, NULL)) != -1) {
 		switch (c) {
 		case 't': opt.fmt = REC_TAR, fmt_set = 1; break;
-		case 'j': opt.fmt = REC_JSONL, fmt_set = 1; break;
+		case O_JSONL: opt.fmt = REC_JSONL, fmt_set = 1; break;
+		case 'j':
+			/* one meaning per letter: -j is the thread count of the
+			 * tools that compute; seva-cat has none */
+			warn("-j: JSON lines are --jsonl (-j is the thread count in the seva tools, "
+			     "and seva-cat has none)");
+			usage_die(usage);
 		case 'M': opt.fmt = REC_MSGPACK, fmt_set = 1; break;
 		case 'o': opt.out = optarg; break;
 		case 'f': free_list(opt.keep), opt.keep = split_list(optarg); break;

@@ -862,6 +862,7 @@ int main(int argc, char **argv)
 
 	tensor_blas_setup(argv);
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard (with --score)", 1, usage_text);
 	check_stdout_at_exit();
 	dist_init(&argc, &argv); /* under mpirun/srun: data-parallel ranks */
 	train_args_command(argc, argv);

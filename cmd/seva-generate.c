@@ -297,6 +297,7 @@ int main(int argc, char **argv)
 
 	tensor_blas_setup(argv);
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard", 1, usage_text);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "m:b:s:j:o:tkqvh", longopts, NULL)) != -1) {
 		switch (c) {

@@ -397,6 +397,7 @@ int main(int argc, char **argv)
 	};
 	int c;
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard", 0, usage);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "to:s:kqh", longs, NULL)) != -1) {
 		switch (c) {

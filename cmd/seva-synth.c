@@ -13,7 +13,7 @@
 static const char usage_text[] =
 	"seva-synth --split sft|unlabeled|bench -n COUNT [-s SEED] [--size PIXELS]\n"
 	"                  [--start INDEX] [--turns N] [--tasks LIST] [--mix WEIGHTS|seva]\n"
-	"                  [--per-image N] [--hallucinate P] [--omit P] [-t | -f FORMAT]\n"
+	"                  [--per-image N] [--hallucinate P] [--omit P] [-t | --format FORMAT]\n"
 	"                  [-o FILE] [-q]\n"
 	"       seva-synth --tokenizer [-o FILE]";
 
@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 		{ "hallucinate", required_argument, NULL, 'H' },
 		{ "omit", required_argument, NULL, 'O' },
 		{ "tar", no_argument, NULL, 't' },
-		{ "format", required_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "tokenizer", no_argument, NULL, 'T' },
@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 	const char *out = NULL;
 
 	util_init_args(argc, argv);
+	usage_flag_not_count(argc, argv, 't', "writes a tar shard", 0, usage_text);
 	check_stdout_at_exit();
 	while ((c = getopt_long(argc, argv, "n:s:tf:o:qh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -90,12 +91,16 @@ int main(int argc, char **argv)
 		case 'H': so.hallucinate = arg_double("--hallucinate", optarg, 0, 1); break;
 		case 'O': so.omit = arg_double("--omit", optarg, 0, 1); break;
 		case 't': fmt = REC_TAR; break;
-		case 'f':
+		case 'F':
 			if ((fmt = rec_format_parse(optarg)) < 0) {
-				warn("-f: not msgpack, tar or jsonl: %s", optarg);
+				warn("--format: not msgpack, tar or jsonl: %s", optarg);
 				usage_die(usage_text);
 			}
 			break;
+		case 'f':
+			/* one meaning per letter: -f is seva-cat's fields */
+			warn("-f: the output format is --format (-f is seva-cat's field list)");
+			usage_die(usage_text);
 		case 'o': out = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'T': tokenizer = 1; break;

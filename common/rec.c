@@ -1788,7 +1788,7 @@ struct rec_writer *rec_writer_open(const char *path, enum rec_format fmt, int fl
 		/* Binary bytes on a screen help no one and can garble it (gzip
 		 * and zstd refuse too). */
 		if (fmt != REC_JSONL && isatty(STDOUT_FILENO)) {
-			error("stdout is a terminal: refusing to write %s there (redirect it, give -o FILE, or pipe it to seva-cat -j)",
+			error("stdout is a terminal: refusing to write %s there (redirect it, give -o FILE, or pipe it to seva-cat --jsonl)",
 			      fmt == REC_TAR ? "a tar stream" : "msgpack");
 			rec_writer_abort(w);
 			return NULL;

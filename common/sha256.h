@@ -1,5 +1,5 @@
 /* sha256 — FIPS 180-4 SHA-256, for content digests of bytes fields
- * (seva-cat -j shows images as size and digest). Uses libc only. */
+ * (seva-cat --jsonl shows images as size and digest). Uses libc only. */
 #ifndef SEVA_SHA256_H
 #define SEVA_SHA256_H
 

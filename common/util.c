@@ -104,6 +104,23 @@ void usage_die(const char *usage)
 	exit(2);
 }
 
+void usage_flag_not_count(int argc, char **argv, char flag, const char *does, int threads,
+			  const char *usage)
+{
+	for (int i = 1; i + 1 < argc && strcmp(argv[i], "--"); i++) {
+		const char *a = argv[i], *n = argv[i + 1];
+		if (a[0] != '-' || a[1] != flag || a[2] || !*n || n[strspn(n, "0123456789")] ||
+		    !access(n, F_OK))
+			continue;
+		if (threads)
+			warn("-%c takes no value: it %s ('%s' is no file; the thread count is -j %s)", flag,
+			     does, n, n);
+		else
+			warn("-%c takes no value: it %s ('%s' is no file)", flag, does, n);
+		usage_die(usage);
+	}
+}
+
 /* The tool's options with their defaults: its man page's OPTIONS section,
  * rendered when the tool is built (bin/help/TOOL.c, see the Makefile), so
  * that they are written in one place. Weak: a test program has none. */

@@ -30,6 +30,12 @@ _Noreturn void usage_die(const char *usage);
  * OPTIONS section) on stdout, exit 0 (git's and GNU's convention: asked-for
  * help is output; a usage error gets the synopsis alone on stderr, exit 2). */
 _Noreturn void usage_help(const char *usage);
+/* A flag that takes no value written as if it took a count ("-t 8": -t is
+ * tar output here, threads in llama.cpp), the number naming no file: a
+ * usage error that says what the flag does, and, where the tool has a
+ * thread count (THREADS), that it is -j. Call before getopt. */
+void usage_flag_not_count(int argc, char **argv, char flag, const char *does, int threads,
+			  const char *usage);
 
 /* Allocation that dies on failure ("out of memory" is not recoverable here). */
 void *xmalloc(size_t n);

@@ -169,7 +169,7 @@ cols='[["pope","adversarial","f1"], ["pope","adversarial","accuracy"], ["chair",
 		per=()
 		for k in $(seq "$seed" $((seed + seeds - 1))); do
 			if [ -s "$d/s$k/pairs.msgpack" ]; then
-				per+=("$(seva-cat -q -j -f pair.json "$d/s$k/pairs.msgpack" | wc -l)")
+				per+=("$(seva-cat -q --jsonl -f pair.json "$d/s$k/pairs.msgpack" | wc -l)")
 			elif [ -f "$d/s$k/pairs.msgpack" ]; then
 				per+=(0)
 			else

@@ -219,18 +219,18 @@ gallery() {
 		echo "<p class=note>No pairs: $(basename "$pairs") is missing or empty (every answer pair was identical, or pairing did not run).</p>"
 		return
 	fi
-	{ seva-cat -q -j --base64 -f png,jpg,jpeg,aug.png,prompt.txt,chosen.txt,rejected.txt,pair.json,json "$pairs" ||
+	{ seva-cat -q --jsonl --base64 -f png,jpg,jpeg,aug.png,prompt.txt,chosen.txt,rejected.txt,pair.json,json "$pairs" ||
 		[ $? = 141 ]; } | jq -c -n --argjson n "$npairs" 'limit($n; inputs)' >"$tmp/pairs.jsonl"
 	# Augmented views the pairs did not keep come from augmented.msgpack by key.
 	jq -r 'select(has("aug.png") | not) | .["pair.json"].source // .__key__' "$tmp/pairs.jsonl" | sort -u >"$tmp/want"
 	: >"$tmp/aug.jsonl"
 	if [ -s "$tmp/want" ] && [ -s "$run/augmented.msgpack" ]; then
 		jq -R . "$tmp/want" | jq -s 'map({(.): true}) | add' >"$tmp/want.json"
-		seva-cat -q -j --base64 -f aug.png "$run/augmented.msgpack" |
+		seva-cat -q --jsonl --base64 -f aug.png "$run/augmented.msgpack" |
 			jq -c --slurpfile w "$tmp/want.json" 'select($w[0][.__key__] and has("aug.png"))' >"$tmp/aug.jsonl"
 	fi
 	local total shown i=0 line img aug ext key
-	total=$({ seva-cat -q -j -f pair.json "$pairs" || [ $? = 141 ]; } | wc -l)
+	total=$({ seva-cat -q --jsonl -f pair.json "$pairs" || [ $? = 141 ]; } | wc -l)
 	shown=$(wc -l <"$tmp/pairs.jsonl")
 	echo "<p class=note>Showing $shown of $total pairs. Chosen is the answer on the clean image, rejected the answer on the augmented view (or, per pair.json, swapped or a random negative).</p>"
 	echo "<div class=gallery>"

@@ -107,7 +107,7 @@ kept_going seva-pair $quiet -s "$seed" $pair_opts "$run/generated.msgpack" > "$r
 
 # 5. DPO on the pairs. No pairs means the model answered both views alike
 # everywhere: nothing to learn from (e.g. -r none), so say so and stop.
-npairs=$(seva-cat -j "$run/pairs.msgpack" | wc -l)
+npairs=$(seva-cat --jsonl "$run/pairs.msgpack" | wc -l)
 if [ "$npairs" -eq 0 ]; then
 	echo "seva.sh: no pairs: the base model answered the clean and the augmented view alike on every sample (recipe '$recipe'); nothing to train on" >&2
 	exit 1

@@ -264,7 +264,7 @@ stderr_has "L11 ... the file named" "g\.json: no \"per_sample\" array"
 mkdir -p imgs
 echo SECRET >secret.jpg
 echo '[{"id":"x","image":"../secret.jpg","conversations":[{"from":"human","value":"q"}]}]' >l2.json
-expect_fail "L12 --llava image '../secret.jpg': exit 1" 1 seva-cat --llava l2.json --images imgs -j --base64 -o l12.jsonl
+expect_fail "L12 --llava image '../secret.jpg': exit 1" 1 seva-cat --llava l2.json --images imgs --jsonl --base64 -o l12.jsonl
 stderr_has "L12 ... refused, named" "l2\.json: record 1 \(id x\): image '\.\./secret\.jpg': a '\.\.' component, outside --images"
 check "L12 ... the secret not read" ! -s l12.jsonl
 
@@ -319,7 +319,7 @@ check "§3.4 seva-tok --template: add_bos_token false leaves BOS out" "$(jq -c '
 cat >user.json <<'EOF'
 [{"id": "u1", "image": "000000.png", "conversations": [{"from": "user", "value": "<image>\nWhat colour?"}, {"from": "assistant", "value": "Red."}]}]
 EOF
-expect "§3.4 seva-cat --llava: a \"user\" turn asks" seva-cat --llava user.json --images photos -j -o user.jsonl
+expect "§3.4 seva-cat --llava: a \"user\" turn asks" seva-cat --llava user.json --images photos --jsonl -o user.jsonl
 check "§3.4 ... the question, <image> removed" "$(jq -r .json.prompt user.jsonl)" = "What colour?"
 $PY -c '
 import msgpack

@@ -53,12 +53,12 @@ assert r["aug.json"] == {"op": "diffusion", "t": 500}
 '
 
 # JSON lines through jq
-expect "to JSON lines" seva-cat -j -o a.jsonl a.mp
+expect "to JSON lines" seva-cat --jsonl -o a.jsonl a.mp
 expect "jq reads the lines" jq -e -s 'length == 2 and .[0].json.n == 3 and .[0].jpg.bytes == 3000
 	and (.[0].jpg.sha256 | length) == 64 and .[1].txt == "second"' a.jsonl
 sha=$(sha256sum src/shard/000001.jpg | cut -d" " -f1)
 expect "sha256 of the bytes field" jq -e --arg s "$sha" '.jpg.sha256 == $s or .__key__ == "000002"' a.jsonl
-expect "JSON lines with --base64" seva-cat -j --base64 -o b.jsonl a.mp
+expect "JSON lines with --base64" seva-cat --jsonl --base64 -o b.jsonl a.mp
 expect "edit with jq, read back" sh -c 'jq -c ".\"prompt.txt\" |= (. // \"\" | ascii_upcase)" b.jsonl > e.jsonl'
 expect "base64 JSON lines to tar" seva-cat -t -o e.tar e.jsonl
 mkdir y
@@ -80,9 +80,9 @@ check "three shards" "$(ls part-*.tar | tr '\n' ' ')" = "part-000000.tar part-00
 check "no temp files left" "$(ls | grep -c tmp)" = 0
 expect "join the shards" seva-cat -o joined.mp part-000000.tar part-000001.tar part-000002.tar
 same "split then join gives the stream back" five.mp joined.mp
-expect "select fields" seva-cat -j -f txt -o sel.jsonl five.mp
+expect "select fields" seva-cat --jsonl -f txt -o sel.jsonl five.mp
 expect "only __key__ and txt" jq -e -s 'all(.[]; keys == ["__key__", "txt"])' sel.jsonl
-expect "drop fields" seva-cat -j -x txt -o drop.jsonl five.mp
+expect "drop fields" seva-cat --jsonl -x txt -o drop.jsonl five.mp
 expect "txt dropped" jq -e -s 'all(.[]; keys == ["__key__", "png"])' drop.jsonl
 
 # LLaVA import
@@ -106,7 +106,7 @@ check "no tar written" ! -e lc.tar
 expect_fail "LLaVA -k: the repeats skipped" 3 seva-cat -k --llava lc.json --images "$FIX/llava/images" -t -o lc.tar
 stderr_has "the duplicate id too" "^seva-cat: lc.json: record 4 \(id a\): key 'a' already used by record 3 \(skipped\)$"
 stderr_has "counted" "^seva-cat: 2 of 4 samples skipped$"
-expect "the tar reads back" seva-cat -j -o lc.jsonl lc.tar
+expect "the tar reads back" seva-cat --jsonl -o lc.jsonl lc.tar
 check "one sample a key, the first's image" "$(jq -r '.__key__ + ":" + .json.image_id' lc.jsonl | tr '\n' ' ')" = \
 	"vg_123:coco/000000000001.jpg a:coco/000000000001.jpg "
 # text-only conversations (LLaVA-665k's ShareGPT part) have no image to
@@ -116,14 +116,14 @@ cat >lt.json <<'EOF'
  {"id": "i1", "image": "coco/000000000001.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"}]},
  {"id": "t2", "conversations": [{"from": "human", "value": "Why?"}]}]
 EOF
-expect "LLaVA: text-only items left out" seva-cat --llava lt.json --images "$FIX/llava/images" -j -o lt.jsonl
+expect "LLaVA: text-only items left out" seva-cat --llava lt.json --images "$FIX/llava/images" --jsonl -o lt.jsonl
 stderr_has "one line counts them" "^seva-cat: lt.json: 2 of 3 records are text-only \(no \"image\"\), left out$"
 check "the image item kept" "$(jq -r .__key__ lt.jsonl)" = i1
 # the same question rule as every other tool: "user" asks as "human" does
 cat >lu.json <<'EOF'
 [{"id": "u1", "image": "coco/000000000001.jpg", "conversations": [{"from": "user", "value": "\t<image>\nWhat colour?\r\n"}, {"from": "assistant", "value": "Red."}]}]
 EOF
-expect "LLaVA: a \"user\" turn is the question" seva-cat --llava lu.json --images "$FIX/llava/images" -j -o lu.jsonl
+expect "LLaVA: a \"user\" turn is the question" seva-cat --llava lu.json --images "$FIX/llava/images" --jsonl -o lu.jsonl
 check "placeholder removed, trimmed as elsewhere" "$(jq -r .json.prompt lu.jsonl)" = "What colour?"
 # every asking turn a question (--turns), LLaVA's answer-format suffix off
 # (--strip-format), as SeVa's step 1 does; and SeVa's own step-1 lists
@@ -135,26 +135,26 @@ cat >lm.json <<'EOF'
    {"from": "gpt", "value": "A"}]},
  {"id": "m2", "image": "coco/000000000002.png", "conversations": [{"from": "human", "value": "What is it?\n<image>"}]}]
 EOF
-expect "LLaVA --turns all: one sample per question" seva-cat --llava lm.json --images "$FIX/llava/images" --turns all -j -o lm.jsonl
+expect "LLaVA --turns all: one sample per question" seva-cat --llava lm.json --images "$FIX/llava/images" --turns all --jsonl -o lm.jsonl
 check "keys: the id, then ID_qN" "$(jq -r .__key__ lm.jsonl | tr '\n' ' ')" = "m1 m1_q2 m1_q3 m2 "
 check "the questions in turn order, suffixes kept" "$(jq -c .json.prompt lm.jsonl | sed -n 3p)" = \
 	'"Which one?\nAnswer with the option'"'"'s letter from the given choices directly."'
-expect "--turns 2 --strip-format" seva-cat --llava lm.json --images "$FIX/llava/images" --turns 2 --strip-format -j -o lm2.jsonl
+expect "--turns 2 --strip-format" seva-cat --llava lm.json --images "$FIX/llava/images" --turns 2 --strip-format --jsonl -o lm2.jsonl
 check "at most two questions an item, LLaVA's format instructions gone" \
 	"$(jq -r '.__key__ + "=" + .json.prompt' lm2.jsonl | tr '\n' '|')" = "m1=Who wrote this book?|m1_q2=Is it red?|m2=What is it?|"
-expect "--turns first is the default" seva-cat --llava lm.json --images "$FIX/llava/images" --turns first -j -o lm1.jsonl
+expect "--turns first is the default" seva-cat --llava lm.json --images "$FIX/llava/images" --turns first --jsonl -o lm1.jsonl
 check "one sample an item" "$(jq -r .__key__ lm1.jsonl | tr '\n' ' ')" = "m1 m2 "
 expect_fail "--turns 0: usage error" 2 seva-cat --llava lm.json --images "$FIX/llava/images" --turns 0
 stderr_has "names the option and the values" "--turns \(first, all or a count\)"
 expect_fail "--turns without --llava: usage error" 2 seva-cat --turns all a.mp
 printf '%s\n' '{"image": "coco/000000000001.jpg", "text": "Is this a religious book?"}' '' \
 	'{"image": "coco/000000000002.png", "text": "Who wrote this book?"}' >step1.jsonl
-expect "SeVa's step-1 list (JSON lines of image and text)" seva-cat --llava step1.jsonl --images "$FIX/llava/images" -j -o s1.jsonl
+expect "SeVa's step-1 list (JSON lines of image and text)" seva-cat --llava step1.jsonl --images "$FIX/llava/images" --jsonl -o s1.jsonl
 check "keys from the record numbers, the text the question" \
 	"$(jq -r '.__key__ + "=" + .json.prompt + "=" + .json.image_id' s1.jsonl | tr '\n' '|')" = \
 	"q000001=Is this a religious book?=coco/000000000001.jpg|q000002=Who wrote this book?=coco/000000000002.png|"
 printf '%s\n' '{"image": "coco/000000000001.jpg", "text": "Q?"}' 'not json' >badl.jsonl
-expect_fail "JSON lines with a bad line" 1 seva-cat --llava badl.jsonl --images "$FIX/llava/images" -j -o bad.jsonl
+expect_fail "JSON lines with a bad line" 1 seva-cat --llava badl.jsonl --images "$FIX/llava/images" --jsonl -o bad.jsonl
 stderr_has "names the file and the line" "badl.jsonl: line 2: not a JSON object"
 expect "LLaVA import to tar" seva-cat -t -o l.tar l.mp
 tar -tf l.tar >llist
@@ -178,19 +178,19 @@ printf 'first' >cut/000001.txt
 head -c 3000 /dev/urandom >cut/000002.bin
 tar -C cut -cf cut.tar 000001.txt 000002.bin
 head -c 1636 cut.tar >cut2.tar
-expect_fail "truncated in the next sample" 1 seva-cat -j cut2.tar
+expect_fail "truncated in the next sample" 1 seva-cat --jsonl cut2.tar
 stderr_has "names the broken sample" "^seva-cat: cut2.tar: record 2 \(key 000002\): member '000002.bin'"
 check "the sample before it is kept" "$(jq -r '.__key__ + " " + .txt' "$TMP/.out")" = "000001 first"
 # Cut on a block boundary between members: libarchive sees a tar that just
 # ends; without the end blocks it is cut short.
 head -c 1024 cut.tar >cut3.tar
-expect_fail "cut between members" 1 seva-cat -j cut3.tar
+expect_fail "cut between members" 1 seva-cat --jsonl cut3.tar
 stderr_has "says so" "^seva-cat: cut3.tar: record 1 \(key 000001\): ends inside the archive, without its end blocks"
-expect_fail "... from a pipe too" 1 sh -c 'cat cut3.tar | seva-cat -j'
+expect_fail "... from a pipe too" 1 sh -c 'cat cut3.tar | seva-cat --jsonl'
 head -c 5632 cut.tar >whole.tar
-expect "the end blocks without the padding are a whole tar" seva-cat -j whole.tar
+expect "the end blocks without the padding are a whole tar" seva-cat --jsonl whole.tar
 gzip -c cut.tar >cut.tar.gz
-expect "a compressed tar" seva-cat -j cut.tar.gz
+expect "a compressed tar" seva-cat --jsonl cut.tar.gz
 head -c 3100 a.mp >trunc.mp
 expect_fail "truncated msgpack" 1 seva-cat -o t.mp trunc.mp
 stderr_has "says truncated" "^seva-cat: trunc.mp: record 1: truncated msgpack"
@@ -198,7 +198,7 @@ expect_fail "truncated msgpack with -k" 3 seva-cat -k -o t.mp trunc.mp
 stderr_has "counts the skip" "1 of 1 samples skipped"
 cat a.mp trunc.mp >half.mp
 expect_fail "-k keeps what came before" 3 seva-cat -k -o t.mp half.mp
-check "two samples kept" "$(seva-cat -j t.mp | wc -l)" = 2
+check "two samples kept" "$(seva-cat --jsonl t.mp | wc -l)" = 2
 $PY -c '
 import msgpack
 with open("types.mp", "wb") as f:
@@ -210,7 +210,7 @@ with open("types.mp", "wb") as f:
 '
 expect_fail "wrong types" 1 seva-cat -o t.mp types.mp
 stderr_has "key not a string" "types.mp: record 2: __key__ is not a string"
-expect_fail "wrong types with -k" 3 seva-cat -k -j -o t.jsonl types.mp
+expect_fail "wrong types with -k" 3 seva-cat -k --jsonl -o t.jsonl types.mp
 stderr_has "not a map" "types.mp: record 3: not a map"
 stderr_has "bad JSON text" "types.mp: record 4 \(key d\): field 'json': not valid JSON"
 stderr_has "three skipped" "3 of 5 samples skipped"
@@ -267,7 +267,7 @@ if command -v script >/dev/null 2>&1; then
 	check "no msgpack bytes on the screen" "$(grep -c '__key__' .out)" = 0
 	expect_fail "seva-cat -t onto a terminal: refused" 1 script -qec "seva-cat -t one.msgpack" /dev/null
 	check "names tar" "$(grep -c 'refusing to write a tar stream' .out)" = 1
-	expect "seva-cat -j onto a terminal: text is fine" script -qec "seva-cat -j one.msgpack" /dev/null
+	expect "seva-cat --jsonl onto a terminal: text is fine" script -qec "seva-cat --jsonl one.msgpack" /dev/null
 	check "the JSON line is there" "$(grep -c '__key__' .out)" = 1
 	expect "into a pipe from a terminal session: fine" script -qec "seva-cat one.msgpack | cat >piped.msgpack" /dev/null
 	same "the piped stream is the stream" one.msgpack piped.msgpack

@@ -97,7 +97,7 @@ mpdeep m31.mp 31 c0
 mpdeep m32.mp 32 c0
 mpdeep m31e.mp 31 90
 mpdeep bomb.mp 100000 c0
-expect "msgpack: 32 containers read" seva-cat -q -o m31.jsonl -j m31.mp
+expect "msgpack: 32 containers read" seva-cat -q -o m31.jsonl --jsonl m31.mp
 check "... all of them" "$(jq -c '.json | flatten' m31.jsonl)" = "[null]"
 expect_fail "33 containers: exit 1" 1 seva-cat -q -o /dev/null m32.mp
 stderr_has "... named: record, field, offset" "m32\.mp: record 1: field 'json': containers nested more than 32 deep at byte 47 of the record"
@@ -126,6 +126,6 @@ expect_fail "--llava: paths out of --images refused (-k: exit 3)" 3 seva-cat -k 
 stderr_has "'..' named" "record 2 \(id up\): image '\.\./secret\.jpg': a '\.\.' component, outside --images"
 stderr_has "'..' deeper down named" "record 3 \(id deep\): image 'sub/\.\./\.\./secret\.jpg': a '\.\.' component"
 stderr_has "absolute path named" "record 4 \(id abs\): image '[^']*secret\.jpg': an absolute path, outside --images"
-expect "... the others read" seva-cat -j -o l.jsonl l.mp
+expect "... the others read" seva-cat --jsonl -o l.jsonl l.mp
 check "... sub/a.jpg and sub/..a.jpg, not the secret" "$(jq -r .__key__ l.jsonl | tr '\n' ' ')" = "ok dots "
 done_testing

@@ -149,15 +149,15 @@ expect_fail "POPE answers too long" 1 seva-eval --pope-questions q2.jsonl --pope
 stderr_has "names the answers" "answers.jsonl: more answers than the 2 questions of 'q2.jsonl'"
 
 # Unknown fields of every type through augment and pair, untouched.
-seva-cat -j --base64 u.mp | jq -c '. + {"note.txt": "keep ✓", "meta.json": {"a": [1, 2.5, null, "x"], "b": {"c": true}},
+seva-cat --jsonl --base64 u.mp | jq -c '. + {"note.txt": "keep ✓", "meta.json": {"a": [1, 2.5, null, "x"], "b": {"c": true}},
 	"blob.bin": {"base64": "AAECAwT/"}}' >u.jsonl
 expect "with unknown fields" seva-cat -o x.mp u.jsonl
-unknown() { seva-cat -j --base64 "$1" | jq -c '[.__key__, ."note.txt", ."meta.json", ."blob.bin"]' >"$2"; }
+unknown() { seva-cat --jsonl --base64 "$1" | jq -c '[.__key__, ."note.txt", ."meta.json", ."blob.bin"]' >"$2"; }
 expect "augment" seva-augment -s 5 -o xa.mp x.mp
 unknown x.mp want
 unknown xa.mp got
 same "augment keeps unknown fields" want got
-seva-cat -j --base64 xa.mp | jq -c '. + {"response.txt": ("A" + .__key__), "aug.response.txt": "B"}' >xg.jsonl
+seva-cat --jsonl --base64 xa.mp | jq -c '. + {"response.txt": ("A" + .__key__), "aug.response.txt": "B"}' >xg.jsonl
 expect "pair" seva-pair -q -o xp.mp xg.jsonl
 unknown xp.mp got
 same "pair keeps unknown fields" want got

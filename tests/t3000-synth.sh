@@ -101,7 +101,7 @@ stderr_has "names the option, the bad name and the tasks" "--tasks: unknown name
 expect_fail "--turns 9" 2 seva-synth --split sft -n 1 --turns 9
 
 # --hallucinate / --omit: sft texts from a noisy annotation, recorded beside the truth.
-expect "sft with --hallucinate 0.8 --omit 0.4" seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 -f jsonl
+expect "sft with --hallucinate 0.8 --omit 0.4" seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 --format jsonl
 cp .out noisy.jsonl
 cat >noise.py <<'EOF'
 import json, sys
@@ -127,7 +127,7 @@ read -r nn added omitted badn <.out
 check "added objects are partners, large ones never omitted ($badn bad)" "$badn" = 0
 check "partners added to some scenes ($added per scene)" "$($PY -c "print(0.15 < $added < 0.6)")" = True
 check "small objects omitted ($omitted of them)" "$($PY -c "print(0.3 < $omitted < 0.5)")" = True
-seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 -f jsonl >noisy2.jsonl
+seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --omit 0.4 --format jsonl >noisy2.jsonl
 same "same seed, same noisy annotation" noisy.jsonl noisy2.jsonl
 seva-synth --split sft -n 50 -s 3 --hallucinate 0 --omit 0 >zero.mp
 seva-synth --split sft -n 50 -s 3 >plain.mp
@@ -139,12 +139,12 @@ stderr_has "names the option" "--hallucinate"
 expect_fail "--omit -0.1" 2 seva-synth --split sft -n 1 --omit -0.1
 
 # --mix / --per-image: the unlabeled split's questions.
-expect "--mix seva" seva-synth --split unlabeled -n 40 --mix seva -f jsonl
+expect "--mix seva" seva-synth --split unlabeled -n 40 --mix seva --format jsonl
 check "two short-answer questions per image, keys ID-K" \
 	"$(jq -s '(length == 80) and (map(.json.task) | index("describe") == null) and (.[1].__key__ == "000000-1")' .out)" = true
-expect "--mix count=1" seva-synth --split unlabeled -n 20 --mix count=1 -f jsonl
+expect "--mix count=1" seva-synth --split unlabeled -n 20 --mix count=1 --format jsonl
 check "one count question per image" "$(jq -s '(map(.json.task == "count") | all) and length == 20' .out)" = true
-expect "--mix seva --per-image 1" seva-synth --split unlabeled -n 20 --mix seva --per-image 1 -f jsonl
+expect "--mix seva --per-image 1" seva-synth --split unlabeled -n 20 --mix seva --per-image 1 --format jsonl
 check "--per-image after --mix seva wins" "$(jq -s 'length' .out)" = 20
 expect_fail "--mix with an unknown task" 2 seva-synth --split unlabeled -n 1 --mix exist=1,colour=2
 stderr_has "names the option and the tasks" "--mix: a task is not describe, exist, color or count: 'exist=1,colour=2'"
@@ -156,7 +156,7 @@ expect "-n 0" seva-synth --split bench -n 0
 check "-n 0 writes nothing" "$(wc -c <.out)" = 0
 expect_fail "/dev/full" 1 sh -c 'seva-synth --split sft -n 50 >/dev/full'
 stderr_has "/dev/full says write error" "write error"
-(seva-synth --split sft -n 2000 -f jsonl 2>head.err | head -1 >/dev/null)
+(seva-synth --split sft -n 2000 --format jsonl 2>head.err | head -1 >/dev/null)
 check "| head -1 ends quietly" "$(cat head.err)" = ""
 
 done_testing

@@ -30,7 +30,7 @@ keys() { jq -r .__key__ "$1" | tr '\n' ' '; }
 
 expect "pairs" seva-pair -o p.mp gen.mp
 stderr_has "stats on stderr" "read 6, kept 5, dropped: 1 identical, 0 too short, 0 truncated, 0 missing fields"
-seva-cat -j -o p.jsonl p.mp
+seva-cat --jsonl -o p.jsonl p.mp
 check "identical answers dropped, the rest kept" "$(keys p.jsonl)" = "a c d e f "
 expect "pair fields: unknown ones pass through, the answers, aug.* but the view's base and stale ones go" jq -e -s '.[0] | keys_unsorted == ["__key__", "png", "json", "aug.png", "note.txt", "extra.json", "blob.bin", "prompt.txt", "chosen.txt", "rejected.txt", "pair.json"]' p.jsonl
 expect "unknown fields untouched" jq -e -s '.[0] | ."note.txt" == "kept a" and ."extra.json" == {"n": [1, 2.5]} and ."blob.bin".bytes == 2' p.jsonl
@@ -56,27 +56,27 @@ with open("prev.mp", "wb") as f:
             use_bin_type=True))
 '
 expect "pairs of previews" seva-pair -o prev-p.mp prev.mp
-seva-cat -j -o prev.jsonl prev-p.mp
+seva-cat --jsonl -o prev.jsonl prev-p.mp
 check "a preview over the clean image: every aug.* field goes; over pixel ops: aug.base.png stays" \
 	"$(jq -c '[.__key__, (keys_unsorted | map(select(startswith("aug."))))]' prev.jsonl | tr '\n' ' ')" = \
 	'["clean",[]] ["based",["aug.base.png"]] '
 
 expect "--normalize" seva-pair --normalize -o n.mp gen.mp
-seva-cat -j -o n.jsonl n.mp
+seva-cat --jsonl -o n.jsonl n.mp
 check "case and spacing differences dropped" "$(keys n.jsonl)" = "a d e f "
 expect "--min-len" seva-pair -q --min-len 6 -o m.mp gen.mp
 check "-q: no stats" ! -s "$TMP/.err"
-seva-cat -j -o m.jsonl m.mp
+seva-cat --jsonl -o m.jsonl m.mp
 check "short answers dropped" "$(keys m.jsonl)" = "a e f "
 expect "filter recorded" jq -e -s '.[0]."pair.json".filter == "differ,min-len=6"' m.jsonl
 expect "--swap" seva-pair --swap -o s.mp gen.mp
-seva-cat -j -o s.jsonl s.mp
+seva-cat --jsonl -o s.jsonl s.mp
 expect "roles reversed" jq -e -s '.[0]."chosen.txt" == "A blue circle." and .[0]."rejected.txt" == "A red circle." and .[0]."pair.json".swap == true' s.jsonl
 
 expect "--random-negative" seva-pair --random-negative -s 7 -o r1.mp gen.mp
 expect "same seed again" seva-pair --random-negative -s 7 -o r2.mp gen.mp
 same "random negative is deterministic" r1.mp r2.mp
-seva-cat -j -o r.jsonl r1.mp
+seva-cat --jsonl -o r.jsonl r1.mp
 expect "rejected is another sample's clean answer" jq -e -s '
 	[.[]."chosen.txt"] as $c | all(.[]; ."rejected.txt" as $r | ($c | index($r)) != null and ."rejected.txt" != ."chosen.txt")
 	and all(.[]; ."pair.json".mode == "random-negative")' r.jsonl
@@ -122,7 +122,7 @@ stderr_has "wrong type named" "record 3 \(key z\): field 'response.txt': wrong t
 stderr_has "no prompt named" "record 4 \(key w\): no json"
 stderr_has "no image named" "record 5 \(key v\): no clean image"
 stderr_has "counted (the wrong type is an unreadable record)" "read 5, kept 1, .* 3 missing fields, 1 bad"
-seva-cat -j -o b.jsonl b.mp
+seva-cat --jsonl -o b.jsonl b.mp
 check "the good one kept" "$(keys b.jsonl)" = "x "
 head -c 150 gen.mp >trunc.mp
 expect_fail "truncated input" 1 seva-pair -o t.mp trunc.mp
@@ -168,15 +168,15 @@ with open("cut.mp", "wb") as f:
 '
 expect "truncated answers: kept and flagged" seva-pair -o cut.out.mp cut.mp
 stderr_has "counted, and the way to drop them named" "2 pairs hold an answer cut at the token limit.*--drop-truncated"
-seva-cat -j -o cut.jsonl cut.out.mp
+seva-cat --jsonl -o cut.jsonl cut.out.mp
 expect "pair.json says which side was cut" jq -e -s 'map(."pair.json".truncated) ==
 	[{"chosen": false, "rejected": true}, {"chosen": true, "rejected": false}, {"chosen": false, "rejected": false}]' cut.jsonl
 expect "--swap swaps the flags with the answers" seva-pair --swap -o cut.swap.mp cut.mp
-seva-cat -j -o cut.swap.jsonl cut.swap.mp
+seva-cat --jsonl -o cut.swap.jsonl cut.swap.mp
 expect "the clean answer rejected: its cut flag on the rejected side" jq -e -s '.[1]."pair.json".truncated == {"chosen": false, "rejected": true}' cut.swap.jsonl
 expect "--drop-truncated" seva-pair --drop-truncated -o cut.drop.mp cut.mp
 stderr_has "dropped and counted" "kept 1, dropped: 0 identical, 0 too short, 2 truncated"
-seva-cat -j -o cut.drop.jsonl cut.drop.mp
+seva-cat --jsonl -o cut.drop.jsonl cut.drop.mp
 check "only the pair of two whole answers is left" "$(keys cut.drop.jsonl)" = "t3 "
 # L10: the exports are written as the pairs are made, not held: peak memory
 # for 2,000 pairs of 4 KB answers is that of 200 (held, it grew by ~16 KB a

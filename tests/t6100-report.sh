@@ -13,14 +13,14 @@ seva-synth --split unlabeled -n 10 -s 4 >run/unlabeled.msgpack
 seva-augment -q -r diffusion:t=500 -s 4 run/unlabeled.msgpack >run/augmented.msgpack
 # Answers: the augmented view hallucinates a star, except on every third sample
 # (identical answers: seva-pair drops those). One answer carries HTML to escape.
-seva-cat -j --base64 run/augmented.msgpack >aug.jsonl
+seva-cat --jsonl --base64 run/augmented.msgpack >aug.jsonl
 jq -c '(.__key__ | tonumber) as $i |
 	. + {"response.txt": "I see <b>shapes</b> & \"things\" number \($i).",
 	     "aug.response.txt": (if $i % 3 == 0 then "I see <b>shapes</b> & \"things\" number \($i)."
 	                          else "I see a star and shapes number \($i)." end)}' aug.jsonl >gen.jsonl
 seva-cat gen.jsonl >run/generated.msgpack
 seva-pair run/generated.msgpack >run/pairs.msgpack 2>run/pair.log
-seva-cat -j run/pairs.msgpack >pairs.jsonl
+seva-cat --jsonl run/pairs.msgpack >pairs.jsonl
 npairs=$(wc -l <pairs.jsonl)
 check "the fake run has pairs to show (6 of 10)" "$npairs" = 6
 
@@ -30,7 +30,7 @@ check "the fake run has pairs to show (6 of 10)" "$npairs" = 6
 # count "Zero." (worse, beyond noise) and one colour wrong (a change the
 # interval cannot tell from noise: not coloured).
 seva-synth --split bench -n 12 -s 7 >bench.msgpack
-seva-cat -j --base64 bench.msgpack >bench.jsonl
+seva-cat --jsonl --base64 bench.msgpack >bench.jsonl
 answer() { # MODE: base | aligned | quiet (the base but for one colour)
 	jq -c --arg m "$1" '.json.image_id as $img | . + {"response.txt": (.json.truth |
 		if .task == "pope" then (if $m != "aligned" or .label == "yes" then "Yes." else "No." end)
@@ -106,7 +106,7 @@ check "every image the page names is beside it" $missing = 0
 k=$(jq -r -s '.[1].__key__' pairs.jsonl)
 check "2nd clean image is the pair's png" "$(sha256sum <run/report/pair-1.png | cut -c1-64)" = "$(jq -r -s '.[1].png.sha256' pairs.jsonl)"
 check "2nd augmented view is augmented.msgpack's aug.png for $k" "$(sha256sum <run/report/pair-1.aug.png | cut -c1-64)" = \
-	"$(seva-cat -j -f aug.png run/augmented.msgpack | jq -r --arg k "$k" 'select(.__key__ == $k) | .["aug.png"].sha256')"
+	"$(seva-cat --jsonl -f aug.png run/augmented.msgpack | jq -r --arg k "$k" 'select(.__key__ == $k) | .["aug.png"].sha256')"
 check "answers are HTML-escaped" "$(grep -c 'I see &lt;b&gt;shapes&lt;/b&gt; &amp; &quot;things&quot;' $H)" = "$npairs"
 check "no raw markup from the data" "$(grep -c '<b>shapes' $H)" = 0
 check "chosen and rejected shown" "$(grep -c '<p class=rejected><b>rejected</b> I see a star' $H)" = "$npairs"
@@ -116,8 +116,8 @@ check "no network references" "$(grep -c -E '(src|href)="(https?:)?//' $H)" = 0
 # Pairs that kept aug.png use it; -n limits the gallery; -o puts the page elsewhere.
 mkdir run2
 cp run/eval.*.json run/dpo.jsonl run2/
-seva-cat -j --base64 run/augmented.msgpack | jq -c '{key: .__key__, aug: .["aug.png"]}' >augs.jsonl
-seva-cat -j --base64 run/pairs.msgpack | jq -c --slurpfile a augs.jsonl \
+seva-cat --jsonl --base64 run/augmented.msgpack | jq -c '{key: .__key__, aug: .["aug.png"]}' >augs.jsonl
+seva-cat --jsonl --base64 run/pairs.msgpack | jq -c --slurpfile a augs.jsonl \
 	'.__key__ as $k | . + {"aug.png": ($a | map(select(.key == $k))[0].aug)}' >p2.jsonl
 seva-cat p2.jsonl >run2/pairs.msgpack
 expect "pairs with aug.png, -n 2, -o" "$REPORT" -n 2 -o run2/page.html run2

@@ -45,8 +45,8 @@ for v in t800 random-negative; do
 		same "$v seed $k: the base model's bench answers are the shared ones" abl/bench.base.msgpack abl/$v/s$k/bench.base.msgpack
 		check "$v seed $k: a report beside the run" -s abl/$v/s$k/report.html
 	done
-	n0=$(seva-cat -j -f pair.json abl/$v/s0/pairs.msgpack | wc -l) n1=$(seva-cat -j -f pair.json abl/$v/s1/pairs.msgpack | wc -l)
-	n2=$(seva-cat -j -f pair.json abl/$v/s2/pairs.msgpack | wc -l)
+	n0=$(seva-cat --jsonl -f pair.json abl/$v/s0/pairs.msgpack | wc -l) n1=$(seva-cat --jsonl -f pair.json abl/$v/s1/pairs.msgpack | wc -l)
+	n2=$(seva-cat --jsonl -f pair.json abl/$v/s2/pairs.msgpack | wc -l)
 	expect "$v: pairs per seed counted, and their mean" jq -e --argjson a "[$n0, $n1, $n2]" \
 		'.variants[] | select(.variant == "'$v'") | .pairs_per_seed == $a and .pairs == ($a | add / 3) and .pairs > 0' abl/ablation.json
 	# The row is the seeds' mean; its interval the pooled one of seva-eval --compare.
@@ -62,16 +62,16 @@ for v in t800 random-negative; do
 		.cells[1].diff_ci == $p[0].ci.pope.adversarial.accuracy and .cells[1].significant == $p[0].significant.pope.adversarial.accuracy and
 		$p[0].runs == 3' abl/ablation.json
 done
-check "t800: the recipe reached seva-augment" "$(seva-cat -j -f pair.json abl/t800/s1/pairs.msgpack | jq -r '.["pair.json"].recipe.recipe' | sort -u)" = diffusion:t=800
-check "random-negative: the pairing option reached seva-pair" "$(seva-cat -j -f pair.json abl/random-negative/s2/pairs.msgpack | jq -r '.["pair.json"].mode' | sort -u)" = random-negative
+check "t800: the recipe reached seva-augment" "$(seva-cat --jsonl -f pair.json abl/t800/s1/pairs.msgpack | jq -r '.["pair.json"].recipe.recipe' | sort -u)" = diffusion:t=800
+check "random-negative: the pairing option reached seva-pair" "$(seva-cat --jsonl -f pair.json abl/random-negative/s2/pairs.msgpack | jq -r '.["pair.json"].mode' | sort -u)" = random-negative
 check "seeds differ: seed 0 and 1 drew other unlabeled images" "$(cmp -s abl/t800/s0/unlabeled.msgpack abl/t800/s1/unlabeled.msgpack && echo same)" = ""
 expect "again, one seed: the base model's bench answers are reused" "$P/ablate.sh" -m model -o abl -n 4 -b 2 --seeds 1 --variants none
 stderr_has "says so" "reusing the base model's bench answers"
 expect "seva-mix: one seed" "$P/ablate.sh" -q -m model -o abl -n 4 -b 2 --seeds 1 --variants seva-mix --dpo --max-steps=2
 check "seva-mix: SeVa's question mix reached seva-synth (two questions per image)" \
-	"$(seva-cat -j abl/seva-mix/s0/unlabeled.msgpack | wc -l)" = 8
+	"$(seva-cat --jsonl abl/seva-mix/s0/unlabeled.msgpack | wc -l)" = 8
 check "seva-mix: short answers only, no descriptions" \
-	"$(seva-cat -j abl/seva-mix/s0/unlabeled.msgpack | jq -r .json.task | grep -c describe)" = 0
+	"$(seva-cat --jsonl abl/seva-mix/s0/unlabeled.msgpack | jq -r .json.task | grep -c describe)" = 0
 # -- seva.sh's own options -------------------------------------------------------------
 S=$P/seva.sh
 expect "seva.sh --help: the usage on stdout, exit 0" "$S" --help

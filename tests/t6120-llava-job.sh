@@ -30,13 +30,13 @@ expect "the main job on a LLaVA-665k-shaped file (-k: the duplicate id skipped)"
 	--cat "-k --turns all --strip-format" --dpo "--max-steps 2 -b 2"
 stderr_has "the text-only item counted, not fatal" "mix665k.json: 1 of 5 records are text-only"
 stderr_has "the duplicate id named and skipped" "record 4 \(id 000000000009\): key '000000000009' already used by record 1 \(skipped\)"
-seva-cat -j run/unlabeled.msgpack >unl.jsonl
+seva-cat --jsonl run/unlabeled.msgpack >unl.jsonl
 check "every asking turn a question, the duplicate left out" \
 	"$(jq -r .__key__ unl.jsonl | tr '\n' ' ')" = "000000000009 000000000009_q2 1497451612 1497451612_q2 000000000025 "
 check "answer-format suffixes stripped, roles alike" \
 	"$(jq -r .json.prompt unl.jsonl | tr '\n' '|')" = \
 	"What is on the plate?|Is it hot?|Who wrote this book?|Is this a religious book?|What colour is the cat?|"
-check "pairs were made and trained on" "$(seva-cat -j run/pairs.msgpack | wc -l)" -ge 1
+check "pairs were made and trained on" "$(seva-cat --jsonl run/pairs.msgpack | wc -l)" -ge 1
 check "the aligned model and the table" -s run/table.txt
 check "the report" -s run/report.html
 done_testing

@@ -47,7 +47,7 @@ expect "--score -o FILE, as every stream tool" $D --score -o scored-o.mp pairs.m
 same "-o FILE holds what stdout gets" scored.mp scored-o.mp
 expect "--score -t -o FILE" $D --score -t -o scored.tar pairs.mp
 check "a tar shard" "$(tar -tf scored.tar | grep -c 'ref.json$')" = 16
-seva-cat -j scored.mp >scored.jsonl
+seva-cat --jsonl scored.mp >scored.jsonl
 check "every pair has ref.json chosen/rejected/model" \
 	"$(jq -s 'length == 16 and (map(.["ref.json"] | (.chosen | type) == "number" and (.rejected | type) == "number" and .model == "base") | all)' scored.jsonl)" = true
 check "other fields pass through" "$(jq -s 'map(has("pair.json") and has("png")) | all' scored.jsonl)" = true
@@ -143,7 +143,7 @@ expect "--loss mdpo_cond alone" $D --loss mdpo_cond --max-steps 12 --metrics mc.
 check "it trains the clean image's chosen answer above the corrupted one's (the gap grows by > 0.5 nats)" \
 	"$(jq -s '(.[-1] | .["logps/chosen"] - .["logps/chosen_corrupted"]) > (.[0] | .["logps/chosen"] - .["logps/chosen_corrupted"]) + 0.5' mc.jsonl)" = true
 expect "--score --loss mdpo_cond" sh -c "$D --score --loss mdpo_cond mpairs.mp >mscored.mp"
-seva-cat -j mscored.mp >mscored.jsonl
+seva-cat --jsonl mscored.mp >mscored.jsonl
 check "ref.json carries chosen_corrupted" \
 	"$(jq -s 'map(.["ref.json"] | (.chosen_corrupted | type) == "number" and .chosen_corrupted != .chosen) | all' mscored.jsonl)" = true
 expect "training from it" $D --loss sigmoid,mdpo_cond,mdpo_anchor --max-steps 12 --metrics ms.jsonl -o ms mscored.mp

@@ -46,8 +46,8 @@ check "the training lines are all there" "$(jq -s 'map(select(has("loss"))) | le
 # the base's on the held-out pairs, the loss and metrics written out in jq.
 expect "--score with the trained model" sh -c "seva-dpo -j 1 -m e -b 4 --score eval.mp >pol.mp"
 expect "--score with the base" sh -c "seva-dpo -j 1 -m base -b 4 --score eval.mp >ref.mp"
-seva-cat -j pol.mp | jq -c '.["ref.json"]' >pol.jsonl
-seva-cat -j ref.mp | jq -c '.["ref.json"]' >ref.jsonl
+seva-cat --jsonl pol.mp | jq -c '.["ref.json"]' >pol.jsonl
+seva-cat --jsonl ref.mp | jq -c '.["ref.json"]' >ref.jsonl
 jq -s -c --slurpfile r ref.jsonl '[., $r] | transpose | map({c: (0.1 * (.[0].chosen - .[1].chosen)),
 	r: (0.1 * (.[0].rejected - .[1].rejected)), pc: .[0].chosen, pr: .[0].rejected}) |
 	map(. + {loss: ((1 + ((.r - .c) | exp)) | log)}) | length as $n |

@@ -92,7 +92,7 @@ fi
 seva_kept() { # KIND MODE MAX INPUT
 	seva-dpo --score -q -m base --max-length "$3" --truncation-mode "$2" "$4" >s.mp 2>s.err ||
 		{ echo "seva-dpo failed: $(cat s.err)"; return; }
-	seva-cat -j s.mp >s.jsonl &&
+	seva-cat --jsonl s.mp >s.jsonl &&
 		jq -r --arg k "$1 $2 $3" '"\($k) \(.__key__) \(."ref.json".chosen_tokens) \(."ref.json".rejected_tokens)"' s.jsonl
 }
 : >seva.txt
@@ -122,15 +122,15 @@ PL=$(jq -s "map(length + $IT - 1) | max" p.ids)
 NL=$(jq -s "map(select(length + $IT - 1 == $PL)) | length" p.ids)
 expect "--max-prompt-length $PL keeps every pair (the longest prompt's positions)" \
 	seva-dpo --score -m base --max-prompt-length $PL -o pl.mp pairs.mp
-check "... all 8" "$(seva-cat -j pl.mp | jq -s length)" = 8
+check "... all 8" "$(seva-cat --jsonl pl.mp | jq -s length)" = 8
 expect "--max-prompt-length $((PL - 1)) drops the longest" seva-dpo --score -m base \
 	--max-prompt-length $((PL - 1)) -o pl1.mp pairs.mp
 stderr_has "... counted ($NL)" "^seva-dpo: $NL pairs with a prompt longer than --max-prompt-length $((PL - 1)) skipped"
-check "... the others kept" "$(seva-cat -j pl1.mp | jq -s length)" = $((8 - NL))
+check "... the others kept" "$(seva-cat --jsonl pl1.mp | jq -s length)" = $((8 - NL))
 # --max-completion-length: each answer's first N tokens (older TRL's), then --max-length
 expect "--max-completion-length 4" seva-dpo --score -q -m base --max-completion-length 4 -o mc.mp pairs.mp
 check "... every answer keeps its first 4 tokens (or all, if fewer)" \
-	"$(seva-cat -j mc.mp | jq -c '[."ref.json".chosen_tokens, ."ref.json".rejected_tokens]' | tr '\n' ' ')" \
+	"$(seva-cat --jsonl mc.mp | jq -c '[."ref.json".chosen_tokens, ."ref.json".rejected_tokens]' | tr '\n' ' ')" \
 	= "$($PY -c 'import json; rd = lambda p: [json.loads(l) for l in open(p)]
 print("".join("[%d,%d] " % (min(len(a), 4), min(len(b), 4)) for a, b in zip(rd("c.ids"), rd("r.ids"))), end="")')"
 

@@ -36,14 +36,14 @@ expect "the embedded model, for comparison" \
 
 seva-synth --split unlabeled -n 6 -s 4 >plain.mp
 seva-augment plain.mp >in.mp
-gen_keys() { seva-cat -j "$1" | jq -c '[keys, (.["gen.json"] | keys), (.["gen.json"].tokens | keys)]' | sort -u; }
+gen_keys() { seva-cat --jsonl "$1" | jq -c '[keys, (.["gen.json"] | keys), (.["gen.json"].tokens | keys)]' | sort -u; }
 for m in embedded llava; do
 	expect "$m: seva-generate samples both views" \
 		seva-generate -j 1 -m $m --max-new-tokens 8 --temperature 1 -s 1 -o gen-$m.mp in.mp
 	cp .err gen-$m.err
 	gen_keys gen-$m.mp >keys-$m
 	expect "$m: seva-pair" seva-pair -o pairs-$m.mp gen-$m.mp
-	seva-cat -j pairs-$m.mp >pairs-$m.jsonl
+	seva-cat --jsonl pairs-$m.mp >pairs-$m.jsonl
 	check "$m: pairs to train on" "$(wc -l <pairs-$m.jsonl)" -gt 1
 	expect "$m: seva-dpo --max-steps 2" \
 		seva-dpo -j 1 -m $m --max-steps 2 -b 2 -s 2 --metrics m-$m.jsonl -o dpo-$m pairs-$m.mp
@@ -72,8 +72,8 @@ check "DPO output keeps tokenizer, generation and processor files" \
 check "... and the llava-hf config's vocabulary, image and pad tokens" \
 	"$(jq -c '[.model_type, .text_config.vocab_size, .image_token_index, .pad_token_id, .vision_feature_layer]' dpo-llava/config.json)" = '["llava",32064,32000,32001,-2]'
 check "DPO moved the weights: greedy log-probs change" \
-	"$(seva-cat -j before-llava.mp | jq -s 'map(.["gen.json"].mean_logp.clean)' | md5sum)" != \
-	"$(seva-cat -j after-llava.mp | jq -s 'map(.["gen.json"].mean_logp.clean)' | md5sum)"
+	"$(seva-cat --jsonl before-llava.mp | jq -s 'map(.["gen.json"].mean_logp.clean)' | md5sum)" != \
+	"$(seva-cat --jsonl after-llava.mp | jq -s 'map(.["gen.json"].mean_logp.clean)' | md5sum)"
 
 # the image placeholder is llava-hf's added token, once, after "USER:"
 echo '"What is this?"' >q.json

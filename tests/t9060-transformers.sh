@@ -24,7 +24,7 @@ expect "augment" seva-augment -q -r diffusion:t=800 -o aug.msgpack in.msgpack
 expect "generate on the transformers-written model" seva-generate -q -m "$FIX/model" --max-new-tokens 6 \
 	-o gen.msgpack aug.msgpack
 expect "pair (answers of a random model differ)" seva-pair -q -o pairs.msgpack gen.msgpack
-seva-cat -j pairs.msgpack >pairs.jsonl
+seva-cat --jsonl pairs.msgpack >pairs.jsonl
 check "pairs to train on" "$(wc -l <pairs.jsonl)" -ge 2
 
 expect "DPO, full fine-tuning" seva-dpo -q -m "$FIX/model" -o full --full --lr 1e-2 --max-steps 2 -b 2 pairs.msgpack
@@ -44,13 +44,13 @@ if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys
     print("loading info:", info, file=sys.stderr); sys.exit(3)
 json.dump(answer_logps(model, model.config, AutoProcessor.from_pretrained(fixture), pairs), sys.stdout)
 EOF
-seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
+seva-cat --jsonl --base64 pairs.msgpack >pairs.b64.jsonl
 for m in full lora; do
 	expect "$m: transformers loads the model seva wrote (no missing, unexpected or mismatched weight)" \
 		env PYTHONPATH="$TOP/tests/ref" "$PY" score.py $m "$FIX/model" pairs.b64.jsonl
 	cp .out $m.hf.json
 	expect "$m: seva-dpo --score on it" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
-	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
+	seva-cat --jsonl $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
 	expect "$m: seva's summed log-probs equal transformers' (within 1e-4 each)" jq -e -n \
 		--slurpfile h $m.hf.json --slurpfile s $m.seva.json '
 		[$h[0] | to_entries[] | .key as $k | .value | to_entries[] |

@@ -84,9 +84,9 @@ stderr_has "... f32 or bf16, with both rates" "products in (f32|bf16) \(auto: on
 seva-synth --split unlabeled -n 2 -s 4 | seva-augment >in.mp
 expect "seva-generate --precision bf16" seva-generate -j 2 -m base --max-new-tokens 4 \
 	--precision bf16 -o g.mp in.mp
-check "gen.json records it" "$(seva-cat -j g.mp | jq -s 'map(.["gen.json"].settings.precision == "bf16") | all')" = true
+check "gen.json records it" "$(seva-cat --jsonl g.mp | jq -s 'map(.["gen.json"].settings.precision == "bf16") | all')" = true
 expect "seva-generate by default" seva-generate -j 2 -m base --max-new-tokens 4 -o g32.mp in.mp
-check "... records f32" "$(seva-cat -j g32.mp | jq -s 'map(.["gen.json"].settings.precision == "f32") | all')" = true
+check "... records f32" "$(seva-cat --jsonl g32.mp | jq -s 'map(.["gen.json"].settings.precision == "f32") | all')" = true
 expect_fail "seva-sft: a bad --precision is a usage error too" 2 seva-sft -m base -o s \
 	--precision half sft.mp
 done_testing

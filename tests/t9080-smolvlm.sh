@@ -47,7 +47,7 @@ expect "augment" seva-augment -q -r diffusion:t=800 -o aug.msgpack in.msgpack
 expect "generate on the transformers-written SmolVLM" seva-generate -q -m "$FIX" --max-new-tokens 8 \
 	-o gen.msgpack aug.msgpack
 expect "pair" seva-pair -q -o pairs.msgpack gen.msgpack
-seva-cat -j pairs.msgpack >pairs.jsonl
+seva-cat --jsonl pairs.msgpack >pairs.jsonl
 check "pairs to train on" "$(wc -l <pairs.jsonl)" -ge 2
 expect "DPO --score (the reference)" seva-dpo --score -q -m "$FIX" -o scored.msgpack pairs.msgpack
 expect "DPO, full fine-tuning, on the scored pairs" seva-dpo -q -m "$FIX" -o full --full --lr 1e-2 \
@@ -60,10 +60,10 @@ expect "SFT, full" seva-sft -q -m "$FIX" -o sft --lr 1e-2 --max-steps 2 -b 2 in.
 expect "SFT, LoRA" seva-sft -q -m "$FIX" -o sftlora --lora 4 --lr 1e-2 --max-steps 2 -b 2 in.msgpack
 for m in full lora sft sftlora; do
 	expect "$m: --score" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
-	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
+	seva-cat --jsonl $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
 done
-seva-cat -j scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >base.seva.json
-seva-cat -j gen.msgpack | jq -c '{(.__key__): {r: ."response.txt", g: ."gen.json"}}' | jq -s 'add' \
+seva-cat --jsonl scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >base.seva.json
+seva-cat --jsonl gen.msgpack | jq -c '{(.__key__): {r: ."response.txt", g: ."gen.json"}}' | jq -s 'add' \
 	>gen.seva.json
 
 # Several images and video are refused by name, by every tool that reads
@@ -85,7 +85,7 @@ expect_fail "generate: a video field refused" 1 seva-generate -q -m "$FIX" video
 stderr_has "... naming the field" "field 'mp4': video is not supported"
 expect_fail "sft: <image> in two turns refused" 1 seva-sft -q -m "$FIX" -o bad-sft --max-steps 1 two-turns.jsonl
 stderr_has "... naming json.conversations" "json.conversations: 2 <image> placeholders"
-seva-cat -j --base64 pairs.msgpack >pairs.b64.jsonl
+seva-cat --jsonl --base64 pairs.msgpack >pairs.b64.jsonl
 head -1 pairs.b64.jsonl | jq -c '. + {"second.png": (.jpg // .png)}' >two-pair.jsonl
 expect_fail "dpo: a pair with a second image refused" 1 seva-dpo -q -m "$FIX" -o bad-dpo --max-steps 1 \
 	two-pair.jsonl
@@ -182,7 +182,7 @@ for l in open(samples_path):
 out["gen"] = gen
 json.dump(out, sys.stdout)
 EOF
-seva-cat -j --base64 in.msgpack >in.b64.jsonl
+seva-cat --jsonl --base64 in.msgpack >in.b64.jsonl
 expect "transformers loads every model seva wrote (no missing, unexpected or mismatched weight)" \
 	"$PY" hf.py "$FIX" pairs.b64.jsonl in.b64.jsonl
 cp .out hf.json
@@ -224,6 +224,6 @@ for m in lora sftlora; do
 done
 check "DPO changed the model" "$(cmp -s full/model.safetensors "$FIX/model.safetensors" && echo same)" = ""
 check "DPO changed its answers or their log-probs" \
-	"$(seva-cat -j gen2.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)" != \
-	"$(seva-cat -j gen.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)"
+	"$(seva-cat --jsonl gen2.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)" != \
+	"$(seva-cat --jsonl gen.msgpack | jq -c '[."response.txt", ."gen.json".mean_logp]' | md5sum)"
 done_testing

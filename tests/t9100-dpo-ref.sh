@@ -26,8 +26,8 @@ D="seva-dpo -j 1 -b 4 --lr 1e-2 -s 4 --max-steps 3"
 
 expect "--score with m3" sh -c "seva-dpo -q -j 1 -m m3 -b 4 --score pairs.mp >s3.mp"
 expect "--score with m4" sh -c "seva-dpo -q -j 1 -m m4 -b 4 --score pairs.mp >s4.mp"
-seva-cat -q -j s3.mp >s3.jsonl
-seva-cat -q -j s4.mp >s4.jsonl
+seva-cat -q --jsonl s3.mp >s3.jsonl
+seva-cat -q --jsonl s4.mp >s4.jsonl
 check "ref.json records the scoring model's identity" \
 	"$(jq -s 'map(.["ref.json"].model_id | test("^[0-9a-f]{16}$")) | all' s3.jsonl)" = true
 check "one identity per model, two models differ" \

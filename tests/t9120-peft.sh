@@ -75,7 +75,7 @@ for m in plain rs; do
 	cp "$TMP/.out" $m.peft.json
 	grep "^peft config" "$TMP/.err" | diag
 	expect "$m: seva-dpo --score with the model seva merged" seva-dpo --score -q -m $m -o $m.scored.msgpack pairs.msgpack
-	seva-cat -j $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
+	seva-cat --jsonl $m.scored.msgpack | jq -c '{(.__key__): ."ref.json"}' | jq -s 'add' >$m.seva.json
 	expect "$m: PEFT's log-probs (base + adapter) equal seva's (within 1e-4 each)" jq -e -n \
 		--slurpfile h $m.peft.json --slurpfile s $m.seva.json '
 		[$h[0] | to_entries[] | .key as $k | .value | to_entries[] |

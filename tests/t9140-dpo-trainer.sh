@@ -92,7 +92,7 @@ grep -E '^[a-z_0-9]+: ' "$TMP/.err" | diag
 
 # TRL's sequences are seva's: each row's ids (the image's run of tokens as
 # one) are the template's prompt and the answer with its end of turn
-seva-cat -j pairs.msgpack >pairs.jsonl
+seva-cat --jsonl pairs.msgpack >pairs.jsonl
 jq -c '."prompt.txt"' pairs.jsonl >prompts.jsonl
 jq -c '."chosen.txt"' pairs.jsonl >chosen.jsonl
 jq -c '."rejected.txt"' pairs.jsonl >rejected.jsonl

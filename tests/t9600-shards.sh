@@ -25,7 +25,7 @@ seva-augment -q -r diffusion:t=500 -s 0 all.mp >aug.mp &&
 	seva-pair -q -s 0 gen.mp >serial.mp &&
 	seva-dpo -q --score -m base serial.mp >serial-scored.mp ||
 	{ echo "Bail out! the serial run failed"; exit 1; }
-seva-cat -j serial.mp >serial.jsonl
+seva-cat --jsonl serial.mp >serial.jsonl
 check "the serial run makes pairs ($(wc -l <serial.jsonl))" "$(wc -l <serial.jsonl)" -ge 4
 
 expect "4 shards, -P 2" "$SH" -m base -o a -P 2 "$@"

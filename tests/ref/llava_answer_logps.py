@@ -2,7 +2,7 @@
 transformers LLaVA model, scored independently of seva: LLaVA's llava_v1 turn
 "SYSTEM USER: <image>\\n{q} ASSISTANT: {a}</s>" through the processor's
 tokenizer, the answer's log-probs summed (end-of-turn included), on the
-processor's pixels. PAIRS is seva-cat -j --base64 output. Used by the shell
+processor's pixels. PAIRS is seva-cat --jsonl --base64 output. Used by the shell
 tests that check models and adapters seva writes (t9060, t9120)."""
 import base64, io, json
 import torch

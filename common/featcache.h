@@ -50,6 +50,23 @@ void featcache_close(struct featcache *fc);
  * its tower frozen and unchanged. -1 with a message naming the file. */
 int featcache_get(struct featcache *fc, struct vlm *m, const float *const *images, int n,
 		  float *feat);
+/* An image's name in the cache: the SHA-256 of its input tensor. For a
+ * tool that keeps many images' features on disk rather than their pixels
+ * in memory (seva-dpo: 3 MiB a SmolVLM image). */
+struct featcache_key {
+	unsigned char d[32];
+};
+void featcache_key(const struct featcache *fc, const float *image, struct featcache_key *k);
+/* Makes DIR hold IMAGE's features (featcache_get of one image) and sets *K
+ * to its name: 1 when the file is there and sound, so the pixels can go; 0
+ * when -k refused it (keep the pixels: featcache_get encodes them again
+ * each time); -1 with a message. */
+int featcache_fill(struct featcache *fc, struct vlm *m, const float *image,
+		   struct featcache_key *k);
+/* FEAT (N, FT, VC) of the files K (N) that featcache_fill made sure of: a
+ * file gone or changed since is an error naming it, even with -k. */
+int featcache_read(struct featcache *fc, const struct featcache_key *k, int n, float *feat);
+
 /* The closing line on stderr: images read and encoded (unless QUIET),
  * and, even when quiet, how many files -k refused. */
 void featcache_report(const struct featcache *fc, int quiet);

@@ -60,6 +60,14 @@ for t in full lora; do
 	check "DPO $t left generate's cache as it was" -z "$(diff -r fc fc-before)"
 	rm -rf fc-before
 done
+expect "DPO --ref-model without a cache" $dpo --full -o ref-0 --metrics ref-0.jsonl --ref-model $FIX \
+	pairs.msgpack
+expect "DPO --ref-model with the cache (the reference's tower runs)" $dpo --full -o ref-1 \
+	--metrics ref-1.jsonl --ref-model $FIX --features fc pairs.msgpack
+norate ref-0.jsonl >a.jsonl
+norate ref-1.jsonl >b.jsonl
+same "... the same metrics" a.jsonl b.jsonl
+same "... the same weights" ref-0/model.safetensors ref-1/model.safetensors
 check "seva-dpo filled its misses: one file per image" "$(ls fc-full | wc -l)" = "$(ls fc | wc -l)"
 same "... the same files generate wrote" "fc/$(ls fc | head -1)" "fc-full/$(ls fc | head -1)"
 expect "seva-dpo -v-less summary" seva-dpo -m $FIX --lr 1e-2 --max-steps 3 -b 2 --full -o full-3 \
@@ -90,6 +98,13 @@ expect "with -k: encoded again" $gen -k --features fc -o g5.msgpack aug.msgpack
 stderr_has "... counted" "fc: 1 files refused and encoded again"
 same "... the same records" g0.msgpack g5.msgpack
 check "... the file left as it is" -n "$(cmp "$f" saved.feat 2>&1)"
+expect "seva-dpo -k: encoded again" seva-dpo -k -m $FIX --lr 1e-2 --max-steps 3 -b 2 --full \
+	-o full-k --metrics full-k.jsonl --features fc pairs.msgpack
+stderr_has "... counted once" "fc: 1 files refused and encoded again"
+norate full-0.jsonl >a.jsonl
+norate full-k.jsonl >b.jsonl
+same "... the same metrics" a.jsonl b.jsonl
+same "... the same weights" full-0/model.safetensors full-k/model.safetensors
 cp saved.feat "$f"
 expect "seva-sft trains a new tower" seva-sft -q -m $FIX -o newtower --train vision,projector \
 	--lr 1e-2 --warmup-steps 0 --max-steps 1 -b 2 in.msgpack

@@ -99,9 +99,15 @@ else
 fi
 
 # 2-4. Augment, answer both views with the base model, keep differing pairs.
+# The clean views' tower output is kept in $run/features for DPO (the same
+# bits; the frozen tower then runs twice per sample instead of four times),
+# unless --dpo trains the tower.
+features=(--features "$run/features")
+rm -rf "$run/features" # a cache a run with another model left would be refused
+case "$dpo_opts" in *--train*vision*) features=() ;; esac
 say "augment ($recipe) -> generate with $(basename "$model") -> pair"
 seva-augment $quiet -r "$recipe" -s "$seed" "$run/unlabeled.msgpack" > "$run/augmented.msgpack"
-seva-generate $quiet -m "$model" -s "$seed" "$run/augmented.msgpack" > "$run/generated.msgpack"
+seva-generate $quiet -m "$model" -s "$seed" "${features[@]}" "$run/augmented.msgpack" > "$run/generated.msgpack"
 # shellcheck disable=SC2086
 kept_going seva-pair $quiet -s "$seed" $pair_opts "$run/generated.msgpack" > "$run/pairs.msgpack" 2> >(tee "$run/pair.log" >&2)
 
@@ -123,7 +129,7 @@ rm -rf "$run/aligned" "$run/aligned.ckpt"
 # lr 2e-4 made them significantly worse. --dpo overrides either.
 dpo_default="--lr 5e-5 --loss sigmoid,mdpo_cond,mdpo_anchor"
 # shellcheck disable=SC2086
-kept_going seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" \
+kept_going seva-dpo $quiet -m "$model" -o "$run/aligned" -s "$seed" --metrics "$run/dpo.jsonl" "${features[@]}" \
 	--eval-split 0.1 --eval-every 10 --keep best $dpo_default $dpo_opts "$run/pairs.msgpack"
 
 # 6-7. Answer the bench with both models and score side by side.

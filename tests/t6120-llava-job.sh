@@ -38,5 +38,6 @@ check "answer-format suffixes stripped, roles alike" \
 	"What is on the plate?|Is it hot?|Who wrote this book?|Is this a religious book?|What colour is the cat?|"
 check "pairs were made and trained on" "$(seva-cat --jsonl run/pairs.msgpack | wc -l)" -ge 1
 check "the aligned model and the table" -s run/table.txt
+check "the clean views' tower output kept for DPO (--features)" "$(ls run/features | wc -l)" -ge 1
 check "the report" -s run/report.html
 done_testing

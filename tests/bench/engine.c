@@ -50,6 +50,11 @@
  * A second figure, dpo_step_ref_precomputed, is the step as seva-dpo runs
  * it: the reference log-probs scored once before training (TRL's
  * precompute_ref_log_probs), so a step is policy forward + backward + AdamW.
+ * A third, dpo_step_cached, is the first (the reference's pass included)
+ * as seva-dpo --features runs it: the 8 images' tower output read from a
+ * feature cache (common/featcache.c) in a temporary directory, which the
+ * warm-up step fills, files read and checked in the timed steps; the
+ * tower does not run (FLOPs counted without it).
  *
  *   engine [-j THREADS] [-n STEPS] [--ceiling GFLOPS] [--sgemm N] [--default]
  *          [--what dpo|gen|enc|sft|prefill|all] [--batch B] [--gen-reps R]
@@ -71,6 +76,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "featcache.h"
 #include "rng.h"
 #include "tensor.h"
 #include "train.h"
@@ -241,18 +247,39 @@ static struct vlm_batch data_batch(const struct data *d)
  * policy forward and backward, AdamW. With REF NULL, RLP holds reference
  * log-probs already (seva-dpo scores the reference once before training,
  * as TRL's precompute_ref_log_probs). Returns the loss. */
+/* With --features' cache (bench_dpo sets it for dpo_step_cached): the
+ * images' features from there, for both models (their towers are the same
+ * weights). */
+static struct featcache *step_cache;
+
 static double dpo_step(struct vlm *pol, struct vlm *ref, float *rlp, struct train_opt *o,
-		       const struct vlm_batch *vb)
+		       const struct vlm_batch *vb0)
 {
 	struct dpo_opts dpo;
 	struct dpo_in in[PAIRS];
 	struct dpo_out r[PAIRS];
 	float plp[2 * PAIRS], dlp[2 * PAIRS];
 	double loss = 0;
+	struct vlm_batch b = *vb0, *vb = &b;
+	const float *pix[PAIRS], *given[PAIRS];
+	float *feat = NULL;
 
+	if (step_cache) {
+		size_t rows = (size_t)pol->cfg.feat_tokens * pol->cfg.v_hidden;
+		size_t img = 3 * (size_t)pol->cfg.image_size * pol->cfg.image_size;
+		feat = xmalloc(sizeof(float) * rows * b.n_images);
+		for (int i = 0; i < b.n_images; i++) {
+			pix[i] = b.images + i * img;
+			given[i] = feat + i * rows;
+		}
+		if (featcache_get(step_cache, pol, pix, b.n_images, feat) < 0)
+			exit(1);
+		b.features = given;
+	}
 	dpo_opts_init(&dpo); /* sigmoid, beta 0.1 */
 	if ((ref && vlm_forward(ref, vb, rlp, 0) < 0) || vlm_forward(pol, vb, plp, 1) < 0)
 		exit(1);
+	free(feat);
 	for (int i = 0; i < PAIRS; i++)
 		in[i] = (struct dpo_in){ .pc = plp[2 * i], .pr = plp[2 * i + 1], .rc = rlp[2 * i],
 					 .rr = rlp[2 * i + 1], .nc = RESP, .nr = RESP };
@@ -337,6 +364,22 @@ static void bench_dpo(struct vlm *m, const char *name, int steps, double ceiling
 	time_dpo(m, ref, rlp, &o, &vb, name, "dpo_step", steps, dpo_step_flops(c, P, 1), ceiling);
 	time_dpo(m, NULL, rlp, &o, &vb, name, "dpo_step_ref_precomputed", steps,
 		 dpo_step_flops(c, P, 0), ceiling);
+	char dir[] = "/tmp/seva-bench-featcache.XXXXXX";
+	struct featcache fc;
+	if (!mkdtemp(dir) || featcache_open(&fc, dir, m, 0) < 0)
+		die("a feature cache in %s:", dir);
+	step_cache = &fc;
+	time_dpo(m, ref, rlp, &o, &vb, name, "dpo_step_cached", steps,
+		 dpo_step_flops(c, P, 1) - 2 * PAIRS * vision_flops(c), ceiling);
+	step_cache = NULL;
+	/* the disk an image takes: the header and FT x VC values */
+	printf("{\"config\":\"%s\",\"precision\":\"%s\",\"what\":\"featcache\","
+	       "\"dtype\":\"%s\",\"bytes_per_image\":%ld}\n",
+	       name, prec, fc.bf16 ? "bf16" : "f32", 128 + (long)fc.ft * fc.vc * (fc.bf16 ? 2 : 4));
+	fflush(stdout);
+	featcache_close(&fc);
+	if (remove_tree(dir) < 0)
+		exit(1);
 	train_opt_release(&o);
 	data_release(&d);
 	vlm_free(ref);

@@ -22,6 +22,10 @@
 #   DPO epoch  = N / 8 steps of the full step: the reference's pass (seva-dpo
 #                scores it once before training) plus policy forward,
 #                backward and AdamW, 8 pairs of 32 prompt + 32 answer tokens.
+# and again with --features (the clean views' tower output kept from the
+# generation): the same generation, the DPO epoch of the step whose
+# features are read from the cache (dpo_step_cached), the tower twice per
+# sample; and the disk the cache takes for N images.
 # Once per wall second (the machine as loaded now: the load average is
 # printed) and once per CPU second (what the two cores would give unshared).
 #
@@ -86,7 +90,13 @@ jq -rs '
 	row("generation b8, tok/s"; "tokens_per_s"; "cpu_s"; "generate_kvcache"; 8),
 	row("DPO step, ref once, pairs/s"; "pairs_per_s"; "cpu_s_per_step"; "dpo_step_ref_precomputed"; null),
 	(pick($s; "dpo_step"; null; "f32") as $f | pick($s; "dpo_step"; null; "bf16") as $h |
-	 ["DPO step with the ref pass, pairs/s", ($f.pairs_per_s | f2), ($h.pairs_per_s | f2), "-", "-", "-", "-", "-"] | @tsv)
+	 ["DPO step with the ref pass, pairs/s", ($f.pairs_per_s | f2), ($h.pairs_per_s | f2), "-", "-", "-", "-", "-"] | @tsv),
+	(pick($s; "dpo_step_cached"; null; "f32") as $f | pick($s; "dpo_step_cached"; null; "bf16") as $h |
+	 ["DPO step with the ref pass, --features, pairs/s", ($f.pairs_per_s | f2), ($h.pairs_per_s | f2), "-", "-", "-", "-", "-"] | @tsv),
+	(["CPU s per step: ref pass / --features", (pick($s; "dpo_step"; null; "f32").cpu_s_per_step | f2),
+	  (pick($s; "dpo_step"; null; "bf16").cpu_s_per_step | f2), "-", "-", "-", "-", "-"] | @tsv),
+	(["", (pick($s; "dpo_step_cached"; null; "f32").cpu_s_per_step | f2),
+	  (pick($s; "dpo_step_cached"; null; "bf16").cpu_s_per_step | f2), "-", "-", "-", "-", "-"] | @tsv)
 ' <(jq -c 'select(.config) | . + {src: "seva"} |
 	# engine rounds pairs/s to 2 decimals: too coarse for this model
 	if .s_per_step then .pairs_per_s = .batch / .s_per_step else . end' "$tmp/seva.json"
@@ -115,6 +125,22 @@ for p in f32 bf16; do
 		"seva \($p): generation \($gw | h) h, DPO epoch \($dw | h) h, total \(($gw + $dw) | h) h wall; " +
 		"per CPU second on 2 cores: \($gc | h) + \($dc | h) = \(($gc + $dc) | h) h, of which the " +
 		"vision tower \($vc | h) h (\(100 * $vc / ($gc + $dc) | round) %; 4 passes per sample)"
+	' "$tmp/seva.json"
+	jq -rs --argjson n "$N" --arg p "$p" '
+		def h: . / 3600 * 100 | round / 100;
+		map(select(.precision == $p and .config)) |
+		(map(select(.what == "generate_kvcache" and .batch == 8)) | .[0]) as $g |
+		(map(select(.what == "dpo_step_cached")) | .[0]) as $d |
+		(map(select(.what == "image_encode")) | .[0]) as $e |
+		(map(select(.what == "featcache")) | .[0]) as $c |
+		select($g and $d and $e and $c) |
+		(2 * $n * $g.s / $g.batch) as $gw | (2 * $n * $g.cpu_s / $g.batch / 2) as $gc |
+		($n / $d.batch * $d.s_per_step) as $dw | ($n / $d.batch * $d.cpu_s_per_step / 2) as $dc |
+		(2 * $n * $e.cpu_s_per_image / 2) as $vc |
+		"seva \($p) --features: generation \($gw | h) h, DPO epoch \($dw | h) h, total \(($gw + $dw) | h) h wall; " +
+		"per CPU second on 2 cores: \($gc | h) + \($dc | h) = \(($gc + $dc) | h) h, of which the " +
+		"vision tower \($vc | h) h (\(100 * $vc / ($gc + $dc) | round) %; 2 passes per sample); " +
+		"the cache: \($n * $c.bytes_per_image / 1e9 * 100 | round / 100) GB in \($c.dtype)"
 	' "$tmp/seva.json"
 done
 echo "goal: 8 h on 2 cores."

@@ -264,7 +264,7 @@ int featcache_get(struct featcache *fc, struct vlm *m, const float *const *image
 	unsigned char (*dig)[32] = xmalloc((size_t)(n ? n : 1) * sizeof *dig);
 	char **path = xcalloc((size_t)(n ? n : 1), sizeof *path);
 	int *miss = xmalloc((size_t)(n ? n : 1) * sizeof *miss), nm = 0, rc = -1;
-	int *write = xcalloc((size_t)(n ? n : 1), sizeof *write);
+	int *store = xcalloc((size_t)(n ? n : 1), sizeof *store);
 	for (int i = 0; i < n; i++) {
 		char hex[65];
 		struct sha256 h;
@@ -284,7 +284,7 @@ int featcache_get(struct featcache *fc, struct vlm *m, const float *const *image
 				goto out;
 		}
 		fc->misses++;
-		write[i] = r == 0; /* a refused file is left as it is */
+		store[i] = r == 0; /* a refused file is left as it is */
 		miss[nm++] = i;
 	}
 	if (nm > 0) {
@@ -316,7 +316,7 @@ int featcache_get(struct featcache *fc, struct vlm *m, const float *const *image
 		for (int k = 0; k < nm; k++) {
 			float *dst = feat + miss[k] * rows;
 			memcpy(dst, got + k * rows, rows * sizeof(float));
-			if (write[miss[k]] && file_write(fc, path[miss[k]], dig[miss[k]], dst) < 0)
+			if (store[miss[k]] && file_write(fc, path[miss[k]], dig[miss[k]], dst) < 0)
 				goto out;
 			/* what a later read of the file gives: the same run either way */
 			if (fc->bf16)
@@ -331,7 +331,7 @@ out:
 	free(path);
 	free(dig);
 	free(miss);
-	free(write);
+	free(store);
 	return rc;
 }
 

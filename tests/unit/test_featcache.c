@@ -223,6 +223,43 @@ static void test_f32(void)
 	fclose(f);
 	featcache_close(&fc2);
 
+	/* one image's file under the other's name; a fifo under a name */
+	char *p1 = xasprintf("%s/%s", dir, names[1]), *cmd = xasprintf("cp '%s' '%s.keep'", p1, p1);
+	if (system(cmd))
+		tap_diag("%s failed", cmd);
+	free(cmd);
+	cmd = xasprintf("cp '%s' '%s'", p0, p1);
+	if (system(cmd))
+		tap_diag("%s failed", cmd);
+	free(cmd);
+	featcache_open(&fc2, dir, m2, 0);
+	capture();
+	r = cached(&fc2, m2, im, feat2, given);
+	captured();
+	expect_error(r, "a file under another image's name is refused", "another image", NULL);
+	featcache_close(&fc2);
+	cmd = xasprintf("mv '%s.keep' '%s'", p1, p1);
+	if (system(cmd))
+		tap_diag("%s failed", cmd);
+	free(cmd);
+	unlink(p0);
+	if (mkfifo(p0, 0644) != 0)
+		tap_diag("mkfifo failed");
+	featcache_open(&fc2, dir, m2, 0);
+	capture();
+	r = cached(&fc2, m2, im, feat2, given);
+	captured();
+	expect_error(r, "a fifo under the name is refused, not waited on", names[0], "not a regular file",
+		     NULL);
+	featcache_close(&fc2);
+	unlink(p0);
+	free(p1);
+	/* absent again: encoded and written; then truncated */
+	featcache_open(&fc2, dir, m2, 0);
+	tap_ok(cached(&fc2, m2, im, feat2, given) == 0 && fc2.misses == 1 &&
+	       !memcmp(feat, feat2, sizeof(float) * NI * rows), "a removed file is encoded again");
+	featcache_close(&fc2);
+
 	/* truncated */
 	if (truncate(p0, 4000) != 0)
 		tap_diag("truncate failed");

@@ -13,7 +13,8 @@
 static const char usage_text[] =
 	"seva-synth --split sft|unlabeled|bench -n COUNT [-s SEED] [--size PIXELS]\n"
 	"                  [--start INDEX] [--turns N] [--tasks LIST] [--mix WEIGHTS|seva]\n"
-	"                  [--per-image N] [--hallucinate P] [--omit P] [-t | --format FORMAT]\n"
+	"                  [--per-image N] [--hallucinate P] [--hallucinate-friend P] [--omit P]\n"
+	"                  [-t | --format FORMAT]\n"
 	"                  [-o FILE] [-q]\n"
 	"       seva-synth --tokenizer [-o FILE]";
 
@@ -48,6 +49,7 @@ int main(int argc, char **argv)
 		{ "mix", required_argument, NULL, 'M' },
 		{ "per-image", required_argument, NULL, 'P' },
 		{ "hallucinate", required_argument, NULL, 'H' },
+		{ "hallucinate-friend", required_argument, NULL, 'W' },
 		{ "omit", required_argument, NULL, 'O' },
 		{ "tar", no_argument, NULL, 't' },
 		{ "format", required_argument, NULL, 'F' },
@@ -89,6 +91,7 @@ int main(int argc, char **argv)
 			break;
 		case 'P': per_image = arg_long("--per-image", optarg, 1, 8); break;
 		case 'H': so.hallucinate = arg_double("--hallucinate", optarg, 0, 1); break;
+		case 'W': so.hallucinate_friend = arg_double("--hallucinate-friend", optarg, 0, 1); break;
 		case 'O': so.omit = arg_double("--omit", optarg, 0, 1); break;
 		case 't': fmt = REC_TAR; break;
 		case 'F':

@@ -576,12 +576,38 @@ static int free_slot(const struct synth_scene *a, const struct synth_scene *b, s
 	return n ? slots[k % (uint64_t)n] : -1;
 }
 
+/* Names the absent COMPANION[shape] of each object of SC in ANN, after
+ * the others, as a writer completing a scene from what usually goes with
+ * it: with probability P for a large object, P/2 for a small one, in a
+ * slot free in both, while there is room for four. Four draws per object
+ * whatever P, so the stream stays aligned. */
+static void annotate_companions(const struct synth_scene *sc, struct synth_scene *ann,
+				const int *companion, double p, struct rng *r)
+{
+	for (int i = 0; i < sc->n; i++) {
+		const struct synth_object *src = &sc->obj[i];
+		int shape = companion[src->shape];
+		double u = rng_uniform(r), pi = src->large ? p : p / 2;
+		int color = (int)rng_below(r, SYNTH_NCOLORS), large = rng_uniform(r) < 0.5;
+		int pos = free_slot(sc, ann, r);
+		if (u >= pi || pos < 0 || ann->n >= SYNTH_MAX_OBJECTS || synth_scene_has(sc, shape) ||
+		    synth_scene_has(ann, shape))
+			continue;
+		struct synth_object *a = &ann->obj[ann->n++];
+		memset(a, 0, sizeof(*a));
+		a->shape = shape, a->color = color, a->large = large, a->pos = pos;
+		a->x = pos_xy[pos][0], a->y = pos_xy[pos][1];
+		a->r = large ? 0.125f : 0.075f;
+		memcpy(a->rgb, color_rgb[color], 3);
+	}
+}
+
 void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *skey,
 		    const struct synth_opts *o, struct synth_scene *ann)
 {
 	struct rng r;
 	*ann = *sc;
-	if (!o || (o->omit <= 0 && o->hallucinate <= 0))
+	if (!o || (o->omit <= 0 && o->hallucinate <= 0 && o->hallucinate_friend <= 0))
 		return;
 	rng_seed(&r, seed, skey, "annotation");
 	/* Small objects left out, as a caption passes over what is not salient;
@@ -595,25 +621,12 @@ void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *ske
 	}
 	if (!ann->n)
 		ann->obj[ann->n++] = sc->obj[0];
-	/* Absent partners named after the real objects, as a writer completing
-	 * a scene from what usually goes with it: a large shape evokes its
-	 * partner with probability hallucinate, a small one with half. */
-	for (int i = 0; i < sc->n; i++) {
-		const struct synth_object *src = &sc->obj[i];
-		int partner = synth_partner[src->shape];
-		double u = rng_uniform(&r), p = src->large ? o->hallucinate : o->hallucinate / 2;
-		int color = (int)rng_below(&r, SYNTH_NCOLORS), large = rng_uniform(&r) < 0.5;
-		int pos = free_slot(sc, ann, &r);
-		if (u >= p || pos < 0 || ann->n >= SYNTH_MAX_OBJECTS || synth_scene_has(sc, partner) ||
-		    synth_scene_has(ann, partner))
-			continue;
-		struct synth_object *a = &ann->obj[ann->n++];
-		memset(a, 0, sizeof(*a));
-		a->shape = partner, a->color = color, a->large = large, a->pos = pos;
-		a->x = pos_xy[pos][0], a->y = pos_xy[pos][1];
-		a->r = large ? 0.125f : 0.075f;
-		memcpy(a->rgb, color_rgb[color], 3);
-	}
+	annotate_companions(sc, ann, synth_partner, o->hallucinate, &r);
+	/* Then the second partner, the friend: an annotator padding a scene
+	 * with more than one usual companion. Drawn after the partners, and
+	 * only when asked, so the annotations made without it do not change. */
+	if (o->hallucinate_friend > 0)
+		annotate_companions(sc, ann, synth_friend, o->hallucinate_friend, &r);
 }
 
 int synth_mix_parse(struct synth_opts *o, const char *spec, const char **err)
@@ -841,7 +854,7 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 	/* Only sft texts are written from an annotation: unlabeled samples
 	 * carry no answers, and the bench is the truth. */
 	synth_annotate(sc, seed, skey, split == SYNTH_SFT ? o : NULL, &ann);
-	int noisy = split == SYNTH_SFT && (o->omit > 0 || o->hallucinate > 0);
+	int noisy = split == SYNTH_SFT && (o->omit > 0 || o->hallucinate > 0 || o->hallucinate_friend > 0);
 	if (split == SYNTH_SFT && o->turns > 1) {
 		struct synth_item *it = &items[n++];
 		snprintf(it->key, sizeof(it->key), "%s", id);

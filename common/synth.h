@@ -118,6 +118,7 @@ struct synth_opts {
 	 * human-labelled): */
 	double hallucinate;   /* a large shape's absent partner is named with this
 			       * probability, a small one's with half of it */
+	double hallucinate_friend; /* then its absent friend (second partner), the same way */
 	double omit;          /* each small object is left out with this probability */
 };
 #define SYNTH_OPTS_INIT { .turns = 1, .per_image = 1 }

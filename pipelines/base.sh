@@ -4,7 +4,7 @@
 # model directory (pipelines/base by default), scored on the bench split
 # after every stage.
 #
-#   pipelines/base.sh [-r default|llava] [-m FROM] [-o OUTDIR] [-b BENCH_IMAGES] [-V VISION_IMAGES] [-S STAGES] [-n SFT_IMAGES] [-t TURNS] [-s SEED] [-j THREADS]
+#   pipelines/base.sh [-r default|llava] [-m FROM] [-o OUTDIR] [-b BENCH_IMAGES] [-V VISION_IMAGES] [-S STAGES] [-n SFT_IMAGES] [-t TURNS] [-s SEED] [-j THREADS] [-w "SEVA-SYNTH NOISE OPTIONS"] [-a ATTRIBUTE_IMAGES]
 #
 # -r llava builds pipelines/base-llava, a base in LLaVA-1.5-7B's regime
 # (pipelines/base-llava/TARGET), from the shipped base (-m, default
@@ -18,6 +18,9 @@
 # scored on a 1000-image bench (-b), the size the main job uses. The stage
 # also trains the tower on the colour answers: with the tower frozen the
 # colour answers stay near the base's (README, "Why colour questions fail").
+# -w replaces the annotation noise (seva-synth options, default
+# "--hallucinate 0.8 --omit 0.4"); -a N first trains the tower alone on N
+# images' colour+shape labels (seva-sft --vision-labels --vision-attributes).
 # About 20 minutes on a 2-core machine shared with other jobs.
 #
 # The default recipe builds pipelines/base from nothing.
@@ -37,7 +40,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 export PATH="$(dirname "$here")/bin:$PATH"
 
 recipe=default from_model=$here/base out= bench= vision= stages= n= turns=4 seed=1 threads=0
-while getopts r:m:o:b:V:S:n:t:s:j: opt; do
+noise="--hallucinate 0.8 --omit 0.4" attr=0
+while getopts r:m:o:b:V:S:n:t:s:j:w:a: opt; do
 	case $opt in
 	r) recipe=$OPTARG ;;
 	m) from_model=$OPTARG ;;
@@ -49,6 +53,8 @@ while getopts r:m:o:b:V:S:n:t:s:j: opt; do
 	t) turns=$OPTARG ;;
 	s) seed=$OPTARG ;;
 	j) threads=$OPTARG ;;
+	w) noise=$OPTARG ;;
+	a) attr=$OPTARG ;;
 	*) sed -n '7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
@@ -77,10 +83,20 @@ score() {
 }
 
 if [ "$recipe" = llava ]; then
-	world=(--hallucinate 0.8 --omit 0.4)
-	{ echo "# pipelines/base.sh -r llava: $(basename "$from_model") + one noisy-annotation stage; bench seed 1000, $bench images"; echo; } > "$work/stages.txt"
+	read -r -a world <<< "$noise"
+	{ echo "# pipelines/base.sh -r llava: $(basename "$from_model") + one noisy-annotation stage ($noise); bench seed 1000, $bench images"; echo; } > "$work/stages.txt"
 	# Fresh images: the default recipe's stages drew seeds 1-4 and 101.
 	qa=$((n / 2)) ds=$((seed + 11))
+	if [ "$attr" -gt 0 ]; then
+		# The tower alone first, on which colour goes with which shape
+		# (--vision-attributes): "red circle" as well as "circle".
+		seva-synth --split sft -n "$attr" --start $((n + qa)) -s "$ds" -q > "$work/attr.msgpack"
+		seva-sft -m "$from_model" --vision-labels --vision-attributes "${common[@]}" --lr 3e-4 -s "$seed" \
+			--metrics "$work/attr.jsonl" -o "$work/attr" "$work/attr.msgpack"
+		rm -rf "$work/attr.ckpt" "$work/attr.msgpack"
+		tail -1 "$work/attr.jsonl" | sed 's/^/tower on colour+shape labels, last step: /' | tee -a "$work/stages.txt"
+		from_model=$work/attr
+	fi
 	seva-synth --split sft -n "$n" --turns "$turns" "${world[@]}" -s "$ds" -q > "$work/mix.msgpack"
 	seva-synth --split sft -n "$qa" --start "$n" --turns 6 --tasks exist,color,count "${world[@]}" -s "$ds" -q > "$work/qa.msgpack"
 	seva-sft -m "$from_model" --train vision,projector,decoder "${common[@]}" --lr 3e-4 --loss-per turn -s "$seed" \
@@ -88,6 +104,7 @@ if [ "$recipe" = llava ]; then
 	rm -rf "$out.ckpt"
 	score "$out" "after (data seed $ds, $n images x $turns turns + $qa x 6 exist/colour/count turns, all from the noisy annotation; every part, lr 3e-4, loss per turn)"
 	cp "$work/sft.jsonl" "$out/sft-metrics.jsonl"
+	[ ! -f "$work/attr.jsonl" ] || cp "$work/attr.jsonl" "$out/vision-metrics.jsonl"
 	cp "$work/stages.txt" "$out/bench-stages.txt"
 	exit
 fi

@@ -529,15 +529,16 @@ static int random_absent(const struct synth_scene *sc, struct rng *r)
 /* One question of TASK about SC: prompt and answer (malloc'd). Descriptions
  * and existence answers are written from the annotation ANN, colour and
  * count answers from the scene itself (ANN is SC for a clean annotation). */
-static void question(const struct synth_scene *sc, const struct synth_scene *ann, int task,
-		     struct rng *r, struct rng *syn, char **prompt, char **answer)
+static void question(const struct synth_scene *sc, const struct synth_scene *ann,
+		     const struct synth_scene *desc, int task, struct rng *r, struct rng *syn,
+		     char **prompt, char **answer)
 {
 	int shape, yes;
 	*answer = NULL;
 	switch (task) {
 	case T_DESCRIBE:
 		*prompt = xstrdup(describe_prompts[rng_below(r, ARRAY_LEN(describe_prompts))]);
-		*answer = synth_describe(ann, syn);
+		*answer = synth_describe(desc, syn);
 		break;
 	case T_EXIST:
 		yes = rng_uniform(r) < 0.5;
@@ -607,7 +608,7 @@ void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *ske
 {
 	struct rng r;
 	*ann = *sc;
-	if (!o || (o->omit <= 0 && o->hallucinate <= 0 && o->hallucinate_friend <= 0))
+	if (!o || (o->omit <= 0 && o->hallucinate <= 0))
 		return;
 	rng_seed(&r, seed, skey, "annotation");
 	/* Small objects left out, as a caption passes over what is not salient;
@@ -622,11 +623,19 @@ void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *ske
 	if (!ann->n)
 		ann->obj[ann->n++] = sc->obj[0];
 	annotate_companions(sc, ann, synth_partner, o->hallucinate, &r);
-	/* Then the second partner, the friend: an annotator padding a scene
-	 * with more than one usual companion. Drawn after the partners, and
-	 * only when asked, so the annotations made without it do not change. */
-	if (o->hallucinate_friend > 0)
-		annotate_companions(sc, ann, synth_friend, o->hallucinate_friend, &r);
+}
+
+void synth_annotate_describe(const struct synth_scene *sc, const struct synth_scene *ann,
+			     uint64_t seed, const char *skey, const struct synth_opts *o,
+			     struct synth_scene *desc)
+{
+	struct rng r;
+	*desc = *ann;
+	if (!o || o->hallucinate_friend <= 0)
+		return;
+	/* A stream of its own: the annotation above does not change. */
+	rng_seed(&r, seed, skey, "padding");
+	annotate_companions(sc, desc, synth_friend, o->hallucinate_friend, &r);
 }
 
 int synth_mix_parse(struct synth_opts *o, const char *spec, const char **err)
@@ -773,7 +782,7 @@ static int bench_items(const struct synth_scene *sc, uint64_t seed, const char *
  * last so that half the short answers cannot be copied from a description
  * earlier in the context and must be read off the image. */
 static void sft_conversation(const struct synth_scene *sc, const struct synth_scene *ann,
-			     int turns, const double *mix_in, struct rng *q, struct rng *syn,
+			     const struct synth_scene *desc, int turns, const double *mix_in, struct rng *q, struct rng *syn,
 			     struct synth_item *it)
 {
 	cJSON *conv = cJSON_CreateArray();
@@ -797,7 +806,7 @@ static void sft_conversation(const struct synth_scene *sc, const struct synth_sc
 	}
 	for (int t = 0; t < n; t++) {
 		char *prompt, *answer;
-		question(sc, ann, task[t], q, syn, &prompt, &answer);
+		question(sc, ann, desc, task[t], q, syn, &prompt, &answer);
 		char *human = t == 0 ? xasprintf("<image>\n%s", prompt) : xstrdup(prompt);
 		cJSON *h = cJSON_CreateObject(), *g = cJSON_CreateObject();
 		cJSON_AddStringToObject(h, "from", "human");
@@ -833,7 +842,7 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 		     const struct synth_opts *o, struct synth_scene *sc, struct synth_item *items)
 {
 	char id[24], skey[48], *prompt, *answer;
-	struct synth_scene ann;
+	struct synth_scene ann, desc;
 	struct rng q, syn;
 	int n = 0;
 
@@ -854,16 +863,20 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 	/* Only sft texts are written from an annotation: unlabeled samples
 	 * carry no answers, and the bench is the truth. */
 	synth_annotate(sc, seed, skey, split == SYNTH_SFT ? o : NULL, &ann);
+	synth_annotate_describe(sc, &ann, seed, skey, split == SYNTH_SFT ? o : NULL, &desc);
 	int noisy = split == SYNTH_SFT && (o->omit > 0 || o->hallucinate > 0 || o->hallucinate_friend > 0);
+	int padded = split == SYNTH_SFT && o->hallucinate_friend > 0;
 	if (split == SYNTH_SFT && o->turns > 1) {
 		struct synth_item *it = &items[n++];
 		snprintf(it->key, sizeof(it->key), "%s", id);
 		it->json = cJSON_CreateObject();
 		cJSON_AddStringToObject(it->json, "task", "conversation");
 		cJSON_AddStringToObject(it->json, "image_id", id);
-		sft_conversation(sc, &ann, o->turns, mix, &q, &syn, it);
+		sft_conversation(sc, &ann, &desc, o->turns, mix, &q, &syn, it);
 		if (noisy)
 			cJSON_AddItemToObject(it->json, "annotation", objects_json(&ann));
+		if (padded)
+			cJSON_AddItemToObject(it->json, "description_annotation", objects_json(&desc));
 		return n;
 	}
 	int per_image = split == SYNTH_UNLABELED && o->per_image > 1 ? o->per_image : 1;
@@ -871,7 +884,7 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 		per_image = SYNTH_MAX_ITEMS;
 	for (int k = 0; k < per_image; k++) {
 		int task = pick_weighted(&q, mix, T_N), dup = 0;
-		question(sc, &ann, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
+		question(sc, &ann, &desc, task, &q, split == SYNTH_SFT ? &syn : NULL, &prompt, &answer);
 		/* Two questions of one image are never the same question: redraw a
 		 * few times, then give up ("at most" per_image). */
 		for (int tries = 0; tries < 8; tries++) {
@@ -882,7 +895,7 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 				break;
 			free(prompt), free(answer);
 			task = pick_weighted(&q, mix, T_N);
-			question(sc, &ann, task, &q, NULL, &prompt, &answer);
+			question(sc, &ann, &desc, task, &q, NULL, &prompt, &answer);
 		}
 		if (!dup) {
 			char key[48];
@@ -896,6 +909,9 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
 				cJSON_AddItemToObject(it->json, "objects", objects_json(sc));
 				if (noisy)
 					cJSON_AddItemToObject(it->json, "annotation", objects_json(&ann));
+				if (padded)
+					cJSON_AddItemToObject(it->json, "description_annotation",
+							      objects_json(&desc));
 			}
 		}
 		free(prompt);

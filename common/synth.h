@@ -118,7 +118,8 @@ struct synth_opts {
 	 * human-labelled): */
 	double hallucinate;   /* a large shape's absent partner is named with this
 			       * probability, a small one's with half of it */
-	double hallucinate_friend; /* then its absent friend (second partner), the same way */
+	double hallucinate_friend; /* descriptions only: then each absent friend (second
+				    * partner), the same way */
 	double omit;          /* each small object is left out with this probability */
 };
 #define SYNTH_OPTS_INIT { .turns = 1, .per_image = 1 }
@@ -130,6 +131,12 @@ int synth_items_opts(enum synth_split split, uint64_t seed, long index,
  * "annotation") alone. SC itself when O has neither. */
 void synth_annotate(const struct synth_scene *sc, uint64_t seed, const char *skey,
 		    const struct synth_opts *o, struct synth_scene *ann);
+/* What descriptions are written from: ANN (synth_annotate's) padded with
+ * each object's absent friend under O->hallucinate_friend, from
+ * rng_seed(seed, SKEY, "padding") alone; ANN itself without it. */
+void synth_annotate_describe(const struct synth_scene *sc, const struct synth_scene *ann,
+			     uint64_t seed, const char *skey, const struct synth_opts *o,
+			     struct synth_scene *desc);
 /* "describe=0.5,exist=0.2,..." (weights >= 0 of the tasks named, the
  * others 0; not all 0) or "seva" (SeVa's unlabeled data: short-answer
  * questions, exist, color and count alike) into O->mix. Returns 0, or -1

@@ -138,36 +138,46 @@ expect_fail "--hallucinate 1.5" 2 seva-synth --split sft -n 1 --hallucinate 1.5
 stderr_has "names the option" "--hallucinate"
 expect_fail "--omit -0.1" 2 seva-synth --split sft -n 1 --omit -0.1
 
-# --hallucinate-friend: the second partner named too, after the partners,
-# which stay as they were: each annotation holds the one made without it.
+# --hallucinate-friend: descriptions padded with the second partner too,
+# from a padding of the annotation that existence answers do not follow.
 expect "--hallucinate-friend 1" seva-synth --split sft -n 400 -s 3 --turns 4 --hallucinate 0.8 --hallucinate-friend 1 --omit 0.4 --format jsonl
 cp .out friend.jsonl
 cat >friend.py <<'EOF2'
-import json, sys
+import json, re, sys
 partner = dict(circle="square", square="circle", triangle="star", star="triangle", heart="diamond",
                diamond="heart", hexagon="cross", cross="hexagon", pentagon="crescent", crescent="pentagon")
 friend = dict(circle="crescent", square="triangle", triangle="square", star="heart", heart="star",
               diamond="hexagon", hexagon="diamond", cross="pentagon", pentagon="cross", crescent="circle")
-n = base_added = added = friends = bad = 0
+syn = {"disc": "circle", "ball": "circle", "box": "square", "block": "square", "rhombus": "diamond",
+       "plus sign": "cross", "moon": "crescent"}
+word = "|".join(sorted(list(partner) + list(syn), key=len, reverse=True))
+n = base_added = added = bad = 0
 for a, b in zip(open(sys.argv[1]), open(sys.argv[2])):
     a, b = json.loads(a)["json"], json.loads(b)["json"]
     truth = {o["shape"] for o in a["objects"]}
-    ann0 = [(o["shape"], o["position"]) for o in a["annotation"]]
     ann = [(o["shape"], o["position"]) for o in b["annotation"]]
+    desc = [(o["shape"], o["position"]) for o in b["description_annotation"]]
     n += 1
-    bad += ann[:len(ann0)] != ann0
-    base_added += len({s for s, _ in ann0} - truth)
-    for s in {s for s, _ in ann} - truth:
+    # existence answers' annotation as without the option; descriptions' holds it
+    bad += b["annotation"] != a["annotation"] or desc[:len(ann)] != ann
+    base_added += len({s for s, _ in ann} - truth)
+    for s in {s for s, _ in desc} - {s for s, _ in ann}:
         added += 1
-        f = any(friend[t] == s for t in truth)
-        friends += f and s not in {s for s, _ in ann0}
-        bad += not (f or any(partner[t] == s for t in truth))
+        bad += not any(friend[t] == s for t in truth)
+    turns = b["conversations"]
+    for q, r in zip(turns[::2], turns[1::2]):
+        if q["value"].split("\n")[-1] in ("Describe the image.", "What is in the image?", "What do you see in this picture?"):
+            named = [syn.get(w, w) for w in re.findall(word, r["value"])]
+            bad += named != [s for s, _ in desc]
+        m = re.match(r"Is there a (.*) in the image\?", q["value"].split("\n")[-1])
+        if m:
+            bad += (r["value"] == "Yes.") != (syn.get(m.group(1), m.group(1)) in {s for s, _ in ann})
 print("%d %.2f %.2f %d" % (n, base_added / n, added / n, bad))
 EOF2
 expect "friends against partners alone" $PY friend.py noisy.jsonl friend.jsonl
 read -r nn base_added added badn <.out
-check "the partners' annotation is kept, what is added a partner or a friend ($badn bad)" "$badn" = 0
-check "friends added ($base_added -> $added per scene)" "$($PY -c "print($added > $base_added + 0.2)")" = True
+check "existence answers as before, descriptions name the padding, what it adds a friend ($badn bad)" "$badn" = 0
+check "friends added to descriptions ($added per scene beside $base_added partners)" "$($PY -c "print($added > 0.2)")" = True
 seva-synth --split sft -n 50 -s 3 --hallucinate 0.8 --hallucinate-friend 0 --omit 0.4 >f0.mp
 seva-synth --split sft -n 50 -s 3 --hallucinate 0.8 --omit 0.4 >f00.mp
 same "--hallucinate-friend 0 changes nothing" f0.mp f00.mp

@@ -9,8 +9,9 @@
 # pairs.msgpack (seva-pair), augmented.msgpack (seva-augment) and pair.log — and
 # writes RUNDIR/report.html: the bench metrics before and after DPO with the
 # 95 % interval of each difference (coloured only where it excludes 0), the DPO
-# curves (loss, rewards/accuracies, rewards/margins against step, drawn with
-# gnuplot) and a gallery of the first PAIRS pairs (default 24): clean image,
+# curves (loss, rewards/accuracies, rewards/margins, logps/chosen and
+# logps/rejected, lr and grad_norm against step, drawn with gnuplot), the
+# run's DPO settings (aligned/training_args.json) and a gallery of the first PAIRS pairs (default 24): clean image,
 # augmented view, question, chosen and rejected answer. Images and plots are
 # files in RUNDIR/report/ beside the page; nothing is fetched from the network.
 # A missing input leaves its section with a note instead of failing the page.
@@ -23,7 +24,7 @@ export PATH="$top/bin:$PATH"
 npairs=24
 out=
 
-usage() { sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "report.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -128,7 +129,8 @@ dpo_plots() {
 	fi
 	jq -r 'select(type == "object" and .step != null and has("eval_loss") == false and
 		has("best_global_step") == false) |
-		[.step, .loss, .["rewards/accuracies"], .["rewards/margins"], .["rewards/chosen"], .["rewards/rejected"]]
+		[.step, .loss, .["rewards/accuracies"], .["rewards/margins"], .["rewards/chosen"], .["rewards/rejected"],
+		 .["logps/chosen"], .["logps/rejected"], .grad_norm, .lr]
 		| map(if . == null then "NaN" else tostring end) | @tsv' "$m" >"$tmp/dpo.tsv" ||
 		die "$m: not JSON lines as seva-dpo --metrics writes them"
 	local steps
@@ -148,11 +150,12 @@ dpo_plots() {
 		ev_margin=", \"$tmp/eval.tsv\" using 1:4 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb \"#e6550d\" title \"eval\""
 	fi
 	local w=$(( steps / 10 > 1 ? steps / 10 : 1 ))
-	# Running mean of columns 2..6 over the last $w steps (NaN stays out of it).
+	# Running mean of columns 2..9 over the last $w steps (NaN stays out of it;
+	# the learning rate, column 10, is drawn as it is).
 	awk -F'\t' -v w="$w" 'BEGIN { OFS = "\t" }
 	{
 		printf "%s", $1
-		for (c = 2; c <= 6; c++) {
+		for (c = 2; c <= 9; c++) {
 			v[c, NR % w] = $c; s = 0; k = 0
 			for (j = 0; j < w; j++) if ((c, j) in v && v[c, j] != "NaN") { s += v[c, j]; k++ }
 			printf "\t%s", (k ? s / k : "NaN")
@@ -183,16 +186,36 @@ dpo_plots() {
 	set output "$assets/margins.png"
 	set title "rewards/margins (chosen − rejected)"
 	set autoscale y
-	set key below maxrows 2 font ",8"
-	plot "$tmp/dpo.tsv" using 1:4 with lines lw 1 lc rgb "#fdae6b" title "rewards/margins", \
+	# four entries: below the plot, under the step label rather than on it
+	set key below maxrows 2 font ",8" samplen 2 spacing 0.9 height 0.6
+	set xlabel "step" offset 0,0.4
+	set bmargin 6.2
+	plot "$tmp/dpo.tsv" using 1:4 with lines lw 1 lc rgb "#fdae6b" title "margins", \
 	     "$tmp/dpo.mean.tsv" using 1:4 with lines lw 2.5 lc rgb "#a63603" title "running mean ($w)", \
-	     "$tmp/dpo.mean.tsv" using 1:5 with lines lw 1.5 dt 3 lc rgb "#31a354" title "rewards/chosen (mean)", \
-	     "$tmp/dpo.mean.tsv" using 1:6 with lines lw 1.5 dt 3 lc rgb "#de2d26" title "rewards/rejected (mean)", \
+	     "$tmp/dpo.mean.tsv" using 1:5 with lines lw 1.5 dt 3 lc rgb "#31a354" title "chosen (mean)", \
+	     "$tmp/dpo.mean.tsv" using 1:6 with lines lw 1.5 dt 3 lc rgb "#de2d26" title "rejected (mean)", \
 	     0 with lines dt 2 lc rgb "#888888" notitle$ev_margin
+	set output "$assets/logps.png"
+	set title "logps (summed over each answer)"
+	plot "$tmp/dpo.tsv" using 1:7 with lines lw 1 lc rgb "#a1d99b" title "logps/chosen", \
+	     "$tmp/dpo.tsv" using 1:8 with lines lw 1 lc rgb "#fc9272" title "logps/rejected", \
+	     "$tmp/dpo.mean.tsv" using 1:7 with lines lw 2.5 lc rgb "#006d2c" title "chosen (mean)", \
+	     "$tmp/dpo.mean.tsv" using 1:8 with lines lw 2.5 lc rgb "#a50f15" title "rejected (mean)"
+	set output "$assets/optim.png"
+	set termoption noenhanced
+	set title "grad_norm (before clipping) and lr"
+	set ytics nomirror
+	set y2tics
+	set format y2 "%.0e"
+	set ylabel "grad_norm" offset 1,0
+	set y2label "lr" offset -1,0
+	plot "$tmp/dpo.tsv" using 1:9 with lines lw 1 lc rgb "#bcbddc" title "grad_norm", \
+	     "$tmp/dpo.mean.tsv" using 1:9 with lines lw 2.5 lc rgb "#54278f" title "running mean ($w)", \
+	     "$tmp/dpo.tsv" using 1:10 axes x1y2 with lines lw 1.5 dt 2 lc rgb "#333333" title "lr (right)"
 	EOF
 	echo "<div class=plots>"
 	local p
-	for p in loss accuracies margins; do
+	for p in loss accuracies margins logps optim; do
 		echo "<img src=\"report/$p.png\" alt=\"DPO $p against step\" width=360 height=290>"
 	done
 	echo "</div>"
@@ -205,6 +228,35 @@ dpo_plots() {
 		" \(length) evaluations on held-out pairs (orange), the last eval_loss \(.[-1].eval_loss | tostring | .[0:6])." end) +
 		(map(select(has("best_global_step"))) | if length == 0 then "" else
 		" The model kept is that of step \(.[-1].best_global_step) (--keep best)." end) + "</p>"' "$m"
+}
+
+# -- The configuration -----------------------------------------------------------
+# What the run was: seva-dpo's settings as it wrote them beside the model
+# (aligned/training_args.json: the command line, the seva version, every
+# setting) and the augmentation recipes of the pairs, counted.
+config_block() {
+	local args=$run/aligned/training_args.json pairs=$run/pairs.msgpack
+	if [ -s "$args" ] && jq -e 'type == "object"' "$args" >/dev/null 2>&1; then
+		jq -r '
+		"<p class=note>The DPO run as \(.tool // "seva-dpo") wrote it in aligned/training_args.json" +
+		  (if .seva_version then " (seva \(.seva_version | tostring | @html))" else "" end) + ":</p>",
+		(if .command then "<pre class=log>" + (.command | map(tostring) | join(" ") | @html) + "</pre>" else empty end),
+		"<div class=config>",
+		(to_entries[] | select(.key != "command" and .key != "tool" and .key != "seva_version") |
+		  "<div><b>\(.key | @html)</b> \(.value | if type == "string" then . else tojson end | @html)</div>"),
+		"</div>"' "$args"
+	else
+		echo "<p class=note>No DPO settings: aligned/training_args.json is missing or not JSON (DPO did not run, or an older seva).</p>"
+	fi
+	if [ -s "$pairs" ]; then
+		{ seva-cat -q --jsonl -f pair.json "$pairs" || [ $? = 141 ]; } |
+			jq -r '.["pair.json"].recipe // {} | if type == "object" then .recipe // "none" else tostring end' |
+			sort | uniq -c | sort -rn >"$tmp/recipes"
+		if [ -s "$tmp/recipes" ]; then
+			echo "<p class=note>Augmentation recipes of the pairs (count, recipe):</p>"
+			echo "<pre class=log>$(jq -Rr @html <"$tmp/recipes")</pre>"
+		fi
+	fi
 }
 
 # -- The gallery -----------------------------------------------------------------
@@ -232,7 +284,10 @@ gallery() {
 	local total shown i=0 line img aug ext key
 	total=$({ seva-cat -q --jsonl -f pair.json "$pairs" || [ $? = 141 ]; } | wc -l)
 	shown=$(wc -l <"$tmp/pairs.jsonl")
-	echo "<p class=note>Showing $shown of $total pairs. Chosen is the answer on the clean image, rejected the answer on the augmented view (or, per pair.json, swapped or a random negative).</p>"
+	echo "<p class=note>Showing $shown of $total pairs. Chosen is the answer on the clean image, rejected the answer on the augmented view (or, per pair.json, swapped or a random negative).$(
+		jq -s -r 'if any(.[]; .["pair.json"].recipe.preview == true) then
+		" \"(preview)\": the recipe adds its noise to the model'"'"'s normalized input tensor (SeVa'"'"'s way, space=normalized), which seva-generate builds; the image shown is a rendering of that noise on 8-bit pixels, not what the model saw."
+		else "" end' "$tmp/pairs.jsonl")</p>"
 	echo "<div class=gallery>"
 	while IFS= read -r line; do
 		printf '%s\n' "$line" >"$tmp/p.json"
@@ -308,6 +363,8 @@ name=$(basename "$(cd "$run" && pwd)")
 	figcaption { overflow-wrap: anywhere; }
 	.pair p { margin: 6px 0 0; font-size: 13px; max-height: 5.8em; overflow: auto; overflow-wrap: anywhere; }
 	.pair p b { display: inline-block; min-width: 62px; font-size: 11px; text-transform: uppercase; letter-spacing: .03em; }
+	.config { columns: 3 240px; column-gap: 24px; font-size: 13px; }
+	.config div { break-inside: avoid; overflow-wrap: anywhere; } .config b { font-weight: 600; color: #444; }
 	.chosen b { color: #0a7d28; } .rejected b { color: #c0161b; } .q b { color: #333; }
 	</style>
 	</head>
@@ -320,6 +377,8 @@ name=$(basename "$(cd "$run" && pwd)")
 	fi
 	echo "<h2>Bench: base model and aligned model</h2>"
 	metrics_table
+	echo "<h2>Configuration</h2>"
+	config_block
 	echo "<h2>DPO training</h2>"
 	dpo_plots
 	echo "<h2>Pairs</h2>"

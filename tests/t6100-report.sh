@@ -47,7 +47,12 @@ answer aligned
 jq -n -c 'range(1; 41) as $s | ($s / 40) as $t |
 	{step: $s, epoch: $t, loss: (0.6931471805599453 * (1 - 0.8 * $t)),
 	 "rewards/chosen": (0.5 * $t), "rewards/rejected": (-1.5 * $t), "rewards/accuracies": ([1, $t * 1.3] | min),
-	 "rewards/margins": (2 * $t), lr: 1e-4, grad_norm: 1}' >run/dpo.jsonl
+	 "rewards/margins": (2 * $t), "logps/chosen": (-20 + 2 * $t), "logps/rejected": (-18 - 10 * $t),
+	 lr: (1e-4 * ([1, $s / 4] | min)), grad_norm: (1 + 1 / $s)}' >run/dpo.jsonl
+# The settings seva-dpo writes beside the model: one real step on the pairs
+tiny_base base
+seva-dpo -q -j 1 -m base -o run/aligned --max-steps 1 -b 2 --beta 0.25 --lora 4 -s 11 \
+	run/pairs.msgpack 2>dpo.err || { cat dpo.err; exit 1; }
 
 # -- The page -----------------------------------------------------------------------
 expect "report.sh RUNDIR" "$REPORT" run
@@ -89,7 +94,7 @@ for m in base aligned; do jq 'del(.per_sample)' run/eval.$m.json >old/eval.$m.js
 expect "report from metrics without per-sample scores" "$REPORT" old
 check "... says why nothing is coloured" "$(grep -c 'No intervals, so nothing is coloured: .*no &quot;per_sample&quot; array' old/report.html)" = 1
 check "... and colours nothing" "$(grep -c 'class="\(up\|down\|differs\)"' old/report.html)" = 0
-for p in loss accuracies margins; do
+for p in loss accuracies margins logps optim; do
 	check "plot $p.png referenced" "$(grep -c "src=\"report/$p.png\"" $H)" = 1
 	check "plot $p.png is a PNG" "$(head -c 8 run/report/$p.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a
 	check "plot $p.png is not trivial (>4 KB)" "$(wc -c <run/report/$p.png)" -gt 4096
@@ -111,6 +116,17 @@ check "answers are HTML-escaped" "$(grep -c 'I see &lt;b&gt;shapes&lt;/b&gt; &am
 check "no raw markup from the data" "$(grep -c '<b>shapes' $H)" = 0
 check "chosen and rejected shown" "$(grep -c '<p class=rejected><b>rejected</b> I see a star' $H)" = "$npairs"
 check "the recipe is named" "$(grep -c 'augmented: diffusion:t=500 (preview)' $H)" = "$npairs"
+check "\"(preview)\" is explained once" "$(grep -c '"(preview)": the recipe adds its noise to the model.s normalized input tensor' $H)" = 1
+# The configuration block: seva-dpo's training_args.json as it was written
+check "a configuration section" "$(grep -c '<h2>Configuration</h2>' $H)" = 1
+check "... names the seva version" \
+	"$(grep -c "aligned/training_args.json (seva $(jq -r .seva_version run/aligned/training_args.json))" $H)" = 1
+check "... shows the command line" "$(grep -c '<pre class=log>seva-dpo -q -j 1 -m base -o run/aligned --max-steps 1 -b 2 --beta 0.25' $H)" = 1
+check "... and every setting (beta, the LoRA rank, the seed among them)" \
+	"$(grep -c -E '<div><b>(beta</b> 0.25|lora</b> 4|seed</b> 11)</div>' $H)" = 3
+check "... as many as the file holds" "$(grep -o '<div><b>' $H | wc -l)" = \
+	"$(jq '[keys[] | select(. != "command" and . != "tool" and . != "seva_version")] | length' run/aligned/training_args.json)"
+check "... and the pairs' recipes counted" "$(grep -A1 'Augmentation recipes of the pairs' $H | grep -c "^<pre class=log> *$npairs diffusion:t=500")" = 1
 check "no network references" "$(grep -c -E '(src|href)="(https?:)?//' $H)" = 0
 
 # Pairs that kept aug.png use it; -n limits the gallery; -o puts the page elsewhere.

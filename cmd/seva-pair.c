@@ -42,7 +42,7 @@ static struct rec_writer *w;
 static struct out_file trl, seva;
 static long nseva;
 static char *filter_desc;
-static char *spool_path;     /* --random-negative: the samples wait here */
+static char *spool_dir, *spool_path; /* --random-negative: the samples wait here */
 static struct progress prog;
 
 /* --random-negative: every sample's clean answer, in stream order. */
@@ -70,7 +70,10 @@ static _Noreturn void finish(int failed)
 		failed = 1;
 	if (spool_path)
 		unlink(spool_path);
+	if (spool_dir)
+		rmdir(spool_dir);
 	free(spool_path);
+	free(spool_dir);
 	for (size_t i = 0; i < pool.n; i++)
 		free(pool.answer[i]);
 	free(pool.answer);
@@ -445,8 +448,17 @@ int main(int argc, char **argv)
 	sample_init(&s);
 	progress_init(&prog, "samples", 0, opt.quiet);
 	if (opt.random_negative) {
+		/* in a fresh directory of its own (mkdtemp: a name no one can
+		 * guess, mode 0700), not under a name made of the pid, where a
+		 * file left or planted there would be written over or stop the run */
 		const char *tmp = getenv("TMPDIR");
-		spool_path = xasprintf("%s/seva-pair.%ld.msgpack", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+		spool_dir = xasprintf("%s/seva-pair.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+		if (!mkdtemp(spool_dir)) {
+			warn("%s:", spool_dir);
+			free(spool_dir), spool_dir = NULL;
+			finish(1);
+		}
+		spool_path = xasprintf("%s/spool.msgpack", spool_dir);
 		spool = rec_writer_open(spool_path, REC_MSGPACK, 0);
 		if (!spool)
 			finish(1);

@@ -82,6 +82,15 @@ expect "rejected is another sample's clean answer" jq -e -s '
 	and all(.[]; ."pair.json".mode == "random-negative")' r.jsonl
 seva-pair --random-negative -s 8 -o r3.mp gen.mp 2>/dev/null
 check "another seed draws other negatives" "$(cmp -s r1.mp r3.mp && echo same)" = ""
+# The spool is a fresh temporary (mkdtemp), not TMPDIR/seva-pair.PID.msgpack:
+# a directory planted under that name (the pid is the shell's, which exec
+# keeps) neither stops the run nor is written into, and the run leaves
+# nothing of its own in TMPDIR.
+mkdir sp
+expect "--random-negative with its old spool name taken" env TMPDIR="$TMP/sp" sh -c \
+	'mkdir "$TMPDIR/seva-pair.$$.msgpack" && exec seva-pair -q --random-negative -s 7 -o r4.mp gen.mp'
+same "... gives the same pairs" r1.mp r4.mp
+check "... and leaves TMPDIR as it was" "$(find sp | wc -l)" = 2
 
 # exports
 expect "exports" seva-pair -q --trl trl.jsonl --seva seva.json --images imgs -o /dev/null gen.mp

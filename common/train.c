@@ -1202,6 +1202,15 @@ int train_output_check(const struct train_args *a)
 		free(state);
 		free(bin);
 		free(ckpt);
+	} else {
+		/* an earlier run's checkpoint is not this run's start: say so
+		 * (even with -q: it is about the data, not progress), since
+		 * this run's checkpoints will replace it */
+		char *bin = xasprintf("%s.ckpt/trainer.bin", a->out);
+		if (!access(bin, F_OK))
+			warn("%s.ckpt holds an earlier run's checkpoint: this run starts from step 0 "
+			     "(--resume continues that one) and its checkpoints replace it", a->out);
+		free(bin);
 	}
 	return vlm_save_check(a->out);
 }

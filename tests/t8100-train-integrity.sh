@@ -16,7 +16,16 @@ T="seva-sft -j 1 -q -m base -b 2 --max-steps 30 -s 9"
 expect "a checkpoint of step 5" $T --save-every 5 --stop-after 5 -o ck sft.mp
 cp ck.ckpt/trainer.bin good.bin
 expect "the untouched checkpoint resumes" $T --resume --stop-after 1 -o ck sft.mp
+check "... and says nothing of an earlier run" "$(grep -c "earlier run" "$TMP/.err")" = 0
 cp good.bin ck.ckpt/trainer.bin
+# the same run again without --resume: it starts from 0, and says that an
+# earlier checkpoint is there and will be replaced (even with -q)
+expect "without --resume beside an earlier checkpoint: it runs" $T --stop-after 1 -o ck2 sft.mp
+check "... a fresh output says nothing of one" ! -s "$TMP/.err"
+mkdir -p ck3.ckpt && cp good.bin ck3.ckpt/trainer.bin
+expect "... beside one" $T --stop-after 1 -o ck3 sft.mp
+stderr_has "... says so, naming it and --resume" \
+	"^seva-sft: ck3.ckpt holds an earlier run's checkpoint: this run starts from step 0 \(--resume continues that one\)"
 
 # corrupt NAME FIELD VALUE [raw]: writes ck.ckpt/trainer.bin from good.bin
 # with FIELD set to VALUE; the checksum is recomputed unless "raw" (a byte

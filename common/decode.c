@@ -1,7 +1,7 @@
 /* decode.c — generation with a KV cache: every prompt (image + text)
  * prefilled in one batched forward, then one token per active sequence per
  * step, the active rows batched through each matrix product (tensor's
- * matmul_forward_rowwise, which reads each weight once per step). A sequence's
+ * matmul_forward_step, which reads each weight once per step). A sequence's
  * tokens depend only on its prompt and seed, never on the rest of the
  * batch: every per-row computation is independent of the other rows, and
  * each sequence samples from its own RNG stream. */
@@ -145,11 +145,11 @@ static void step_forward(struct vlm *m, struct step *st, const int *tok, int *cn
 		const int *w = im->dl + l * DL_N;
 		float *kl = kc + (size_t)l * B * S * KVD, *vl = vc + (size_t)l * B * S * KVD;
 		rmsnorm_forward(st->ln, st->rstd, st->x, P(w[DL_LN1]), NA, C, c->rms_eps);
-		matmul_forward_rowwise(st->q, st->ln, P(w[DL_Q]), NULL, NA, C, QD);
+		matmul_forward_step(st->q, st->ln, P(w[DL_Q]), NULL, NA, C, QD);
 		vlm_lora_apply(m, l, LT_Q, st->q, st->ln, xa, st->tmp, NA);
-		matmul_forward_rowwise(st->k, st->ln, P(w[DL_K]), NULL, NA, C, KVD);
+		matmul_forward_step(st->k, st->ln, P(w[DL_K]), NULL, NA, C, KVD);
 		vlm_lora_apply(m, l, LT_K, st->k, st->ln, xa, st->tmp, NA);
-		matmul_forward_rowwise(st->v, st->ln, P(w[DL_V]), NULL, NA, C, KVD);
+		matmul_forward_step(st->v, st->ln, P(w[DL_V]), NULL, NA, C, KVD);
 		vlm_lora_apply(m, l, LT_V, st->v, st->ln, xa, st->tmp, NA);
 		rope_forward(st->q, st->pos, NA, NH, HS, c->rope_theta);
 		rope_forward(st->k, st->pos, NA, NKV, HS, c->rope_theta);
@@ -164,21 +164,21 @@ static void step_forward(struct vlm *m, struct step *st, const int *tok, int *cn
 		for (int i = 0; i < NA; i++)
 			st->pos[i] = cnt[i];
 		/* x += o(atty) */
-		matmul_forward_rowwise(st->ln, st->atty, P(w[DL_O]), NULL, NA, QD, C);
+		matmul_forward_step(st->ln, st->atty, P(w[DL_O]), NULL, NA, QD, C);
 		vlm_lora_apply(m, l, LT_O, st->ln, st->atty, xa, st->tmp, NA);
 		residual_forward(st->x, st->x, st->ln, (long)NA * C);
 		rmsnorm_forward(st->ln, st->rstd, st->x, P(w[DL_LN2]), NA, C, c->rms_eps);
-		matmul_forward_rowwise(st->gate, st->ln, P(w[DL_GATE]), NULL, NA, C, FF);
+		matmul_forward_step(st->gate, st->ln, P(w[DL_GATE]), NULL, NA, C, FF);
 		vlm_lora_apply(m, l, LT_GATE, st->gate, st->ln, xa, st->tmp, NA);
-		matmul_forward_rowwise(st->up, st->ln, P(w[DL_UP]), NULL, NA, C, FF);
+		matmul_forward_step(st->up, st->ln, P(w[DL_UP]), NULL, NA, C, FF);
 		vlm_lora_apply(m, l, LT_UP, st->up, st->ln, xa, st->tmp, NA);
 		swiglu_forward(st->swi, st->gate, st->up, (long)NA * FF);
-		matmul_forward_rowwise(st->ln, st->swi, P(w[DL_DOWN]), NULL, NA, FF, C);
+		matmul_forward_step(st->ln, st->swi, P(w[DL_DOWN]), NULL, NA, FF, C);
 		vlm_lora_apply(m, l, LT_DOWN, st->ln, st->swi, xa, st->tmp, NA);
 		residual_forward(st->x, st->x, st->ln, (long)NA * C);
 	}
 	rmsnorm_forward(st->ln, st->rstd, st->x, P(im->norm), NA, C, c->rms_eps);
-	matmul_forward_rowwise(st->logits, st->ln, P(im->lm_head), NULL, NA, C, c->vocab);
+	matmul_forward_step(st->logits, st->ln, P(im->lm_head), NULL, NA, C, c->vocab);
 }
 
 static int is_stop(const struct gen_settings *gs, int tok)

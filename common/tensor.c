@@ -17,6 +17,14 @@
 #include <strings.h>
 #include <unistd.h>
 
+/* avx512_bf16's intrinsics (GCC 10 on) for the bf16 row-wise product */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10 && defined(__x86_64__)
+#include <immintrin.h>
+#define RWB_DP 1
+#else
+#define RWB_DP 0
+#endif
+
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 16384L
 /* A decoding step's products are small (a few rows) and many (seven per
@@ -1582,6 +1590,227 @@ static const uint16_t *weight_bf16(const float *w, long n)
 		a->valid = 1;
 	}
 	return a->copy + (w - a->base);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Row-wise linear in bf16 (decoding under bf16): out (N,OC) = x . w^T + bias
+ * with x and w rounded to bf16, products exact, sums in f32.
+ *
+ * A decoding step streams every weight once per token, so at batch 1 its
+ * speed is the weights' read: their bf16 copy is half the bytes. The order
+ * of the sums, fixed by C alone as matmul_forward_rowwise's is: C is
+ * split into chunks of 32 channels (the last one padded with zeros); lane
+ * j (of 16) takes the pair (2j, 2j+1) of every chunk and adds the odd
+ * product, then the even one, to its sum, as avx512_bf16's vdpbf16ps
+ * defines its two additions; then the lanes are added as rw_hsum does and
+ * the bias last. The product of two bf16 values is exact in f32 (8 + 8
+ * significant bits), so a fused multiply-add rounds exactly as a multiply
+ * then an add: the portable copies and vdpbf16ps's differ only where it
+ * flushes subnormals to zero (|values| under 2^-126). Each output row is
+ * a function of its input row alone, whatever N, its place, the threads. */
+
+typedef uint32_t rwb_u16 __attribute__((vector_size(64)));
+typedef uint32_t rwb_u16u __attribute__((vector_size(64), aligned(2)));
+
+/* the 16 pair sums of one chunk, odd then even (bf16 -> f32 is a shift) */
+static inline __attribute__((always_inline)) void rwb_chunk(rw_v16 *a, const rwb_u16 *w,
+							     const rwb_u16 *x)
+{
+	rw_v16 wo = (rw_v16)(*w & 0xffff0000u), xo = (rw_v16)(*x & 0xffff0000u);
+	rw_v16 we = (rw_v16)(*w << 16), xe = (rw_v16)(*x << 16);
+	*a += wo * xo;
+	*a += we * xe;
+}
+
+/* the last n < 32 values of a row, zero-padded to a chunk */
+static inline __attribute__((always_inline)) void rwb_tail(rwb_u16 *v, const uint16_t *p, int n)
+{
+	uint16_t t[32] = {0};
+	memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+	memcpy(v, t, sizeof *v);
+}
+
+/* rows [n, n+R) against output channels [o0, o1), as rw_pass */
+static inline __attribute__((always_inline)) void
+rwb_pass(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int n, int C,
+	 int OC, int o0, int o1, const int R)
+{
+	int CV = C - C % 32;
+	const uint16_t *x = x16 + (long)n * C;
+	for (int o = o0; o < o1; o++) {
+		const uint16_t *wr = w16 + (long)o * C;
+		rw_v16 a[4] = {{0}};
+		for (int c = 0; c < CV; c += 32) {
+			rwb_u16 wv = *(const rwb_u16u *)(wr + c);
+			#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				rwb_u16 xv = *(const rwb_u16u *)(x + (long)r * C + c);
+				rwb_chunk(&a[r], &wv, &xv);
+			}
+		}
+		if (CV < C) {
+			rwb_u16 wv, xv;
+			rwb_tail(&wv, wr + CV, C - CV);
+			#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				rwb_tail(&xv, x + (long)r * C + CV, C - CV);
+				rwb_chunk(&a[r], &wv, &xv);
+			}
+		}
+		#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			float s = rw_hsum(&a[r]);
+			out[(long)(n + r) * OC + o] = bias ? s + bias[o] : s;
+		}
+	}
+}
+
+static inline __attribute__((always_inline)) void
+rwb_block(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
+	  int OC, int o0, int o1)
+{
+	int n = 0;
+	for (; n + 4 <= N; n += 4)
+		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 4);
+	if (n + 2 <= N) {
+		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 2);
+		n += 2;
+	}
+	if (n < N)
+		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 1);
+}
+
+typedef void rwb_fn(float *, const uint16_t *, const uint16_t *, const float *, int, int, int,
+		    int, int);
+static void rwb_v2(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias,
+		   int N, int C, int OC, int o0, int o1)
+{
+	rwb_block(out, x16, w16, bias, N, C, OC, o0, o1);
+}
+__attribute__((target("arch=x86-64-v3"))) static void
+rwb_v3(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
+       int OC, int o0, int o1)
+{
+	rwb_block(out, x16, w16, bias, N, C, OC, o0, o1);
+}
+__attribute__((target("arch=x86-64-v4"))) static void
+rwb_v4(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
+       int OC, int o0, int o1)
+{
+	rwb_block(out, x16, w16, bias, N, C, OC, o0, o1);
+}
+
+#if RWB_DP
+/* the same sums with vdpbf16ps: one instruction per chunk and row */
+__attribute__((target("arch=x86-64-v4,avx512bf16"))) static inline
+__attribute__((always_inline)) void
+rwb_dp_pass(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int n,
+	    int C, int OC, int o0, int o1, const int R)
+{
+	int CV = C - C % 32;
+	__mmask32 tm = (__mmask32)((1ull << (C - CV)) - 1);
+	const uint16_t *x = x16 + (long)n * C;
+	for (int o = o0; o < o1; o++) {
+		const uint16_t *wr = w16 + (long)o * C;
+		__m512 a[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+				_mm512_setzero_ps() };
+		for (int c = 0; c < CV; c += 32) {
+			__m512bh wv = (__m512bh)_mm512_loadu_si512(wr + c);
+			for (int r = 0; r < R; r++)
+				a[r] = _mm512_dpbf16_ps(
+					a[r], wv, (__m512bh)_mm512_loadu_si512(x + (long)r * C + c));
+		}
+		if (CV < C) {
+			__m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tm, wr + CV);
+			for (int r = 0; r < R; r++)
+				a[r] = _mm512_dpbf16_ps(
+					a[r], wv,
+					(__m512bh)_mm512_maskz_loadu_epi16(tm, x + (long)r * C + CV));
+		}
+		for (int r = 0; r < R; r++) {
+			rw_v16 v = (rw_v16)a[r];
+			float s = rw_hsum(&v);
+			out[(long)(n + r) * OC + o] = bias ? s + bias[o] : s;
+		}
+	}
+}
+
+__attribute__((target("arch=x86-64-v4,avx512bf16"))) static void
+rwb_dp(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
+       int OC, int o0, int o1)
+{
+	int n = 0;
+	for (; n + 4 <= N; n += 4)
+		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 4);
+	if (n + 2 <= N) {
+		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 2);
+		n += 2;
+	}
+	if (n < N)
+		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 1);
+}
+#else
+#define rwb_dp rwb_v4
+#endif
+
+static rwb_fn *const rwb_fns[4] = {rwb_v2, rwb_v3, rwb_v4, rwb_dp};
+static int rwb_use = -1;
+
+/* the widest copy this CPU runs: 3 with avx512_bf16 */
+static int rwb_cpu_level(void)
+{
+	int top = rw_cpu_level();
+	if (RWB_DP && top == 2 && __builtin_cpu_supports("avx512bf16"))
+		return 3;
+	return top;
+}
+
+int tensor_rowwise_bf16_level(int level)
+{
+	int top = rwb_cpu_level();
+	if (level >= 0 && level <= top)
+		__atomic_store_n(&rwb_use, level, __ATOMIC_RELAXED);
+	else if (level < 0 && __atomic_load_n(&rwb_use, __ATOMIC_RELAXED) < 0)
+		__atomic_store_n(&rwb_use, top, __ATOMIC_RELAXED);
+	return __atomic_load_n(&rwb_use, __ATOMIC_RELAXED);
+}
+
+static void rowwise_bf16(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias,
+			 int N, int C, int OC)
+{
+	rwb_fn *fn = rwb_fns[tensor_rowwise_bf16_level(-1)];
+	int nb = (OC + RW_OB - 1) / RW_OB;
+	#pragma omp parallel for schedule(static) num_threads(tensor_rowwise_threads(N, C, OC))
+	for (int b = 0; b < nb; b++) {
+		int o0 = b * RW_OB, o1 = o0 + RW_OB < OC ? o0 + RW_OB : OC;
+		fn(out, x16, w16, bias, N, C, OC, o0, o1);
+	}
+}
+
+void matmul_forward_rowwise_bf16(float *out, const float *inp, const float *w, const float *bias,
+				 int N, int C, int OC)
+{
+	if (N <= 0 || OC <= 0)
+		return;
+	if (C <= 0) {
+		matmul_forward_rowwise(out, inp, w, bias, N, 0, OC);
+		return;
+	}
+	const uint16_t *w16 = weight_bf16(w, (long)OC * C);
+	rowwise_bf16(out, scratch_bf16(0, inp, (long)N * C), w16, bias, N, C, OC);
+}
+
+void matmul_forward_step(float *out, const float *inp, const float *w, const float *bias, int N,
+			 int C, int OC)
+{
+	/* bf16 where the f32 products would be (a side of 32 or more: not
+	 * LoRA's) and the weight has its copy; converting a weight per call
+	 * would read it twice */
+	if (prec_use == TENSOR_BF16 && C >= BF16_MIN_DIM && OC >= BF16_MIN_DIM && N > 0 &&
+	    arena_of(w, (long)OC * C))
+		matmul_forward_rowwise_bf16(out, inp, w, bias, N, C, OC);
+	else
+		matmul_forward_rowwise(out, inp, w, bias, N, C, OC);
 }
 
 #ifdef SEVA_DNNL

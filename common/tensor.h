@@ -76,6 +76,27 @@ int tensor_rowwise_threads(int N, int C, int OC);
  * default the widest the CPU runs). Not thread-safe against concurrent
  * products. */
 int tensor_rowwise_level(int level);
+/* matmul_forward_rowwise with inp and w rounded to bf16 (w from its
+ * arena's copy, tensor_weights_bind, else converted per call), each
+ * product exact and summed in f32: in 16 lanes over chunks of 32 channels
+ * (the last one padded with zeros), lane j adding the products of
+ * channels 2j+1 then 2j of each chunk (vdpbf16ps's order), the lanes added
+ * as matmul_forward_rowwise adds them, then + bias[o]. Bit for bit the
+ * same whatever N, the row's place and the thread count; the copies for
+ * each instruction set (the last one avx512_bf16's vdpbf16ps) differ only
+ * where vdpbf16ps flushes a subnormal to zero. Half the bytes of w read:
+ * decoding's speed at batch 1. */
+void matmul_forward_rowwise_bf16(float *out, const float *inp, const float *w, const float *bias,
+				 int N, int C, int OC);
+/* A decoding step's product: matmul_forward_rowwise_bf16 under bf16 where
+ * C and OC are 32 or more and w lies in a bound arena (its copy exists),
+ * else matmul_forward_rowwise (f32: its bits, as always). */
+void matmul_forward_step(float *out, const float *inp, const float *w, const float *bias, int N,
+			 int C, int OC);
+/* For tests: as tensor_rowwise_level, for matmul_forward_rowwise_bf16's
+ * copies: 0 x86-64-v2, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with avx512_bf16
+ * (vdpbf16ps), if the CPU runs it (and the compiler built it). */
+int tensor_rowwise_bf16_level(int level);
 /* dinp (N,C) += dout . w;  dw (OC,C) += dout^T . inp;  dbias (OC) += sum_n dout. */
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 		     const float *inp, const float *w, int N, int C, int OC);
@@ -90,8 +111,9 @@ void matmul_backward_naive(float *dinp, float *dw, float *dbias, const float *do
  * accumulate in f32 into f32 results (oneDNN's matmul); products with a
  * dimension under 32 or fewer than 2^18 multiply-adds stay f32. Weights,
  * gradients, optimizer state, norms, softmax, attention, losses and every
- * other sum are f32 whatever the precision; matmul_forward_rowwise
- * (decoding) too. f32 is the default and gives the bits it always did. */
+ * other sum are f32 whatever the precision, matmul_forward_rowwise too;
+ * a decoding step's products (matmul_forward_step) read the weights' bf16
+ * copies. f32 is the default and gives the bits it always did. */
 enum { TENSOR_F32, TENSOR_BF16, TENSOR_AUTO };
 /* "f32", "bf16", "auto", in that order (for arg_choice) */
 extern const char *const tensor_precision_names[3];

@@ -269,11 +269,118 @@ static void test_weights(void)
 	free(di), free(di2);
 }
 
+/* The bf16 row-wise product (decoding under bf16) against f32 with the
+ * bound above, K = C: its sums are in f32 over at most C/16 + 2 products
+ * per lane, 4 lane additions and the bias, fewer than C + 1 roundings.
+ * Every instruction-set copy the CPU runs gives the same bits (the
+ * products are exact, so fused or not, vdpbf16ps or shifts, the roundings
+ * are the same ones), and a row's bits do not depend on the batch. */
+static void test_rowwise_shape(int N, int C, int OC, int with_bias)
+{
+	float *x = rnd((long)N * C), *w = rnd((long)OC * C), *bias = with_bias ? rnd(OC) : NULL;
+	float *x16 = rounded(x, (long)N * C), *w16 = rounded(w, (long)OC * C);
+	double *exact = malloc(sizeof(double) * (size_t)N * OC), *S = malloc(sizeof(double) * (size_t)N * OC);
+	double *S32 = malloc(sizeof(double) * (size_t)N * OC), *tmp = malloc(sizeof(double) * (size_t)N * OC);
+	float *y = malloc(sizeof(float) * (size_t)N * OC), *y32 = malloc(sizeof(float) * (size_t)N * OC);
+	float *yl = malloc(sizeof(float) * (size_t)N * OC);
+	char what[96];
+	int top = tensor_rowwise_bf16_level(-1), same = 1, at = -1;
+
+	matmul_forward_rowwise(y32, x, w, bias, N, C, OC);
+	ref_product(exact, S, x16, C, 1, w16, 1, C, NULL, 0, N, C, OC);
+	ref_product(tmp, S32, x, C, 1, w, 1, C, NULL, 0, N, C, OC);
+	for (long i = 0; bias && i < (long)N * OC; i++) {
+		exact[i] += bias[i % OC];
+		S32[i] += fabs(bias[i % OC]);
+	}
+	matmul_forward_rowwise_bf16(y, x, w, bias, N, C, OC);
+	snprintf(what, sizeof what, "rowwise bf16 N=%d C=%d OC=%d bias=%d (copy %d)", N, C, OC,
+		 with_bias, top);
+	check(what, y, y32, exact, S32, (long)N * OC, C);
+	for (int level = 0; level < top; level++) {
+		tensor_rowwise_bf16_level(level);
+		matmul_forward_rowwise_bf16(yl, x, w, bias, N, C, OC);
+		for (long i = 0; i < (long)N * OC && same; i++)
+			if (memcmp(&yl[i], &y[i], sizeof(float)))
+				same = 0, at = level, tap_diag("copy %d [%ld]: %.9g, copy %d: %.9g", level,
+							       i, yl[i], top, y[i]);
+	}
+	tensor_rowwise_bf16_level(top);
+	tap_ok(same, "rowwise bf16 N=%d C=%d OC=%d: copies 0..%d give the same bits%s", N, C, OC, top,
+	       at >= 0 ? " (not so)" : "");
+	free(x), free(w), free(bias), free(x16), free(w16), free(exact), free(S), free(S32), free(tmp);
+	free(y), free(y32), free(yl);
+}
+
+/* Each row alone, then inside batches of 1..9 rows at each place, on 1
+ * and 2 threads: the same bits. */
+static void test_rowwise_invariance(void)
+{
+	enum { C = 160, OC = 2100, P = 9 };
+	float *pool = rnd((long)P * C), *w = rnd((long)OC * C), *b = rnd(OC);
+	float *ref = malloc(sizeof(float) * P * OC), *y = malloc(sizeof(float) * P * OC);
+	long bad = 0;
+	for (int p = 0; p < P; p++)
+		matmul_forward_rowwise_bf16(ref + (long)p * OC, pool + (long)p * C, w, b, 1, C, OC);
+	for (int threads = 1; threads <= 2; threads++) {
+		tensor_set_threads(threads);
+		for (int N = 1; N <= P; N++)
+			for (int first = 0; first + N <= P; first++) {
+				matmul_forward_rowwise_bf16(y, pool + (long)first * C, w, b, N, C, OC);
+				bad += memcmp(y, ref + (long)first * OC, sizeof(float) * N * OC) != 0;
+			}
+	}
+	tap_ok(tensor_rowwise_threads(P, C, OC) == 2, "the batches of 9 rows ran on 2 threads");
+	tensor_set_threads(0);
+	tap_ok(!bad, "rowwise bf16: each row's bits independent of N (1..%d), its place and the "
+	       "threads (%ld batches differ)", P, bad);
+	free(pool), free(w), free(b), free(ref), free(y);
+}
+
+/* matmul_forward_step: f32's row-wise bits under f32; under bf16 the bf16
+ * row-wise product for a bound weight with both sides >= 32, else f32
+ * (LoRA's thin products, a weight with no copy). */
+static void test_step_dispatch(void)
+{
+	int N = 3, C = 96, OC = 80;
+	long nw = (long)OC * C;
+	float *arena = rnd(nw + 64), *w = arena + 64, *x = rnd((long)N * C), *b = rnd(OC);
+	float *free_w = malloc(sizeof(float) * nw), *want = malloc(sizeof(float) * N * OC);
+	float *y = malloc(sizeof(float) * N * OC), *f32 = malloc(sizeof(float) * N * OC);
+	int owner;
+	memcpy(free_w, w, sizeof(float) * nw);
+	tensor_weights_bind(&owner, arena, nw + 64);
+	tensor_set_precision(TENSOR_F32);
+	matmul_forward_rowwise(f32, x, w, b, N, C, OC);
+	matmul_forward_step(y, x, w, b, N, C, OC);
+	tap_ok(!memcmp(y, f32, sizeof(float) * N * OC), "under f32 a step's product is the f32 row-wise one");
+	tensor_set_precision(TENSOR_BF16);
+	matmul_forward_step(y, x, w, b, N, C, OC);
+	matmul_forward_rowwise_bf16(want, x, free_w, b, N, C, OC);
+	tap_ok(!memcmp(y, want, sizeof(float) * N * OC) && memcmp(y, f32, sizeof(float) * N * OC),
+	       "under bf16 a bound weight's step product is the bf16 row-wise one");
+	matmul_forward_step(y, x, free_w, b, N, C, OC);
+	tap_ok(!memcmp(y, f32, sizeof(float) * N * OC), "... an unbound weight's stays f32");
+	matmul_forward_step(y, x, w, b, N, 16, OC);
+	matmul_forward_rowwise(want, x, w, b, N, 16, OC);
+	tap_ok(!memcmp(y, want, sizeof(float) * N * OC), "... and one with a side under 32 (LoRA's)");
+	tensor_set_precision(TENSOR_F32);
+	tensor_weights_bind(&owner, NULL, 0);
+	free(arena), free(x), free(b), free(free_w), free(want), free(y), free(f32);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
 	tensor_blas_setup(argv);
 	tensor_set_threads(0);
+	/* the bf16 row-wise product needs no oneDNN */
+	static const int rw[][4] = { { 1, 512, 96, 0 }, { 5, 100, 70, 1 }, { 8, 33, 40, 1 },
+				     { 3, 1376, 64, 0 }, { 4, 31, 33, 1 } };
+	tap_diag("bf16 row-wise: this CPU runs copies 0..%d", tensor_rowwise_bf16_level(-1));
+	for (size_t i = 0; i < sizeof rw / sizeof *rw; i++)
+		test_rowwise_shape(rw[i][0], rw[i][1], rw[i][2], rw[i][3]);
+	test_rowwise_invariance();
 #ifndef SEVA_DNNL
 	/* built without oneDNN: f32 only, and bf16 says so */
 	tap_ok(tensor_set_precision(TENSOR_BF16) < 0, "--precision bf16 fails: not built in");
@@ -289,5 +396,6 @@ int main(int argc, char **argv)
 		test_shape(sz[i][0], sz[i][1], sz[i][2], sz[i][3]);
 	test_dispatch();
 	test_weights();
+	test_step_dispatch();
 	return tap_done();
 }

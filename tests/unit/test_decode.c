@@ -2,7 +2,7 @@
  * forwards (no cache), with and without LoRA; a sequence's tokens do not
  * depend on the batch (greedy and sampled); stop ids, the stop callback,
  * max_new_tokens, seeds, per-token log-probs, prompts sharing their start,
- * errors. */
+ * errors; decoding under bf16 against f32. */
 #include <math.h>
 #include <string.h>
 
@@ -204,6 +204,108 @@ static void run_checks(struct vlm *m, const char *what)
 	tap_ok(differ > 0, "%s: other seeds, other samples (%d of %d differ)", what, differ, NB);
 }
 
+/* Decoding under bf16 (each step's products from the weights' bf16
+ * copies, tensor.h's matmul_forward_step) on a model whose products take
+ * that path (sides of 32 and more). bf16 moves each product by at most
+ * about 2^-7 of sum |x||w| (test_bf16), so greedy decoding must pick f32's
+ * token wherever f32's best logit leads the next one by more than MARGIN
+ * (0.25: the logits here are of order 10, 2^-7 of which is 0.08); the
+ * chosen tokens' log-probs within LP_TOL 0.05 of f32's (0.022 at most,
+ * measured) and not all equal to them (bf16 ran). A sequence's bits
+ * do not depend on the batch in bf16 either. */
+static void test_bf16_generation(void)
+{
+	const double MARGIN = 0.25, LP_TOL = 0.05;
+	struct vlm_config c;
+	tiny_config_base(&c);
+	c.hidden = 64;
+	c.inter = 96;
+	c.max_pos = 48;
+	tiny_finish(&c);
+	struct vlm *m = vlm_new(&c);
+	randomize(m, 31, 0);
+	struct vlm_batch b;
+	make_prompts(&c, &b);
+	enum { NEW = 12 };
+	struct gen_settings gs = {.max_new_tokens = NEW, .temperature = 0, .top_p = 1};
+	struct gen_out f32[NB], bf[NB], one;
+	int V = c.vocab, io;
+	float *logits = xmalloc(V * sizeof(float));
+	double margin[NB][NEW];
+
+	tensor_set_precision(TENSOR_F32);
+	vlm_generate(m, &b, NULL, &gs, f32);
+	/* f32's lead of its token over the runner-up, by full forwards */
+	for (int s = 0; s < NB; s++) {
+		int seq[MAXT + NEW], n = b.len[s];
+		memcpy(seq, b.ids[s], n * sizeof(int));
+		for (int k = 0; k < f32[s].n; k++) {
+			struct vlm_batch b1;
+			single(&b, s, &b1, &io);
+			const int *sp = seq;
+			b1.ids = &sp;
+			b1.len = &n;
+			struct vlm_fwd_opts o = {.last_logits = logits};
+			vlm_forward_ex(m, &b1, NULL, &o);
+			int t = f32[s].ids[k];
+			double second = -1e30;
+			for (int i = 0; i < V; i++)
+				if (i != t && logits[i] > second)
+					second = logits[i];
+			margin[s][k] = logits[t] - second;
+			seq[n++] = t;
+		}
+	}
+	if (tensor_set_precision(TENSOR_BF16) < 0) {
+		tap_ok(1, "bf16 decoding # SKIP bf16 is not built in");
+		goto out;
+	}
+	vlm_generate(m, &b, NULL, &gs, bf);
+	int checked = 0, total = 0, bad = 0, lpbad = 0, lpdiffer = 0;
+	double worst = 0;
+	for (int s = 0; s < NB; s++) {
+		total += f32[s].n;
+		for (int k = 0; k < f32[s].n && k < bf[s].n; k++) {
+			if (bf[s].ids[k] != f32[s].ids[k]) {
+				if (margin[s][k] > MARGIN) {
+					bad++;
+					tap_diag("sequence %d token %d: bf16 %d, f32 %d (f32's margin %.3g)", s,
+						 k, bf[s].ids[k], f32[s].ids[k], margin[s][k]);
+				}
+				break; /* the contexts differ from here on */
+			}
+			double d = fabs((double)bf[s].logp[k] - f32[s].logp[k]);
+			worst = d > worst ? d : worst;
+			lpbad += d > LP_TOL;
+			lpdiffer += bf[s].logp[k] != f32[s].logp[k];
+			checked += margin[s][k] > MARGIN;
+		}
+	}
+	tap_ok(!bad && checked >= total / 2,
+	       "bf16 greedy decoding picks f32's tokens where f32 leads by > %.2g (%d of %d tokens)",
+	       MARGIN, checked, total);
+	tap_ok(!lpbad && lpdiffer > 0,
+	       "... their log-probs within %.2g of f32's (worst %.3g), %d of them not equal (bf16 ran)",
+	       LP_TOL, worst, lpdiffer);
+	int ok = 1;
+	for (int s = 0; s < NB; s++) {
+		struct vlm_batch b1;
+		single(&b, s, &b1, &io);
+		vlm_generate(m, &b1, NULL, &gs, &one);
+		ok &= same_out(&one, &bf[s]) && !memcmp(one.logp, bf[s].logp, one.n * sizeof(float));
+		gen_out_release(&one);
+	}
+	tap_ok(ok, "bf16: each sequence's tokens and log-probs alone as in the batch, bit for bit");
+	for (int s = 0; s < NB; s++)
+		gen_out_release(&bf[s]);
+out:
+	tensor_set_precision(TENSOR_F32);
+	for (int s = 0; s < NB; s++)
+		gen_out_release(&f32[s]);
+	free(logits);
+	vlm_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -306,5 +408,6 @@ int main(int argc, char **argv)
 	randomize(m, 22, ((struct vlm_impl *)m->impl)->nbase);
 	run_checks(m, "LoRA");
 	vlm_free(m);
+	test_bf16_generation();
 	return tap_done();
 }

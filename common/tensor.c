@@ -1486,17 +1486,27 @@ static char prec_info[256] = "f32";
 #define BF16_MIN_MACS (1L << 18)
 #define BF16_MIN_DIM 32
 
+typedef uint32_t bf16_u32x16 __attribute__((vector_size(64)));
+typedef uint16_t bf16_u16x16 __attribute__((vector_size(32)));
+
 /* f32 -> bf16, round to nearest even, NaN kept quiet (f32_to_bf16's bits),
- * in a form that vectorizes */
+ * 16 at a time in vector types: GCC left the scalar form of this loop
+ * scalar (about 0.45 G values per second here, 12 % of a bf16 DPO step;
+ * this form: about 5 G) */
 HOT static void bf16_convert_range(uint16_t *dst, const float *src, long n)
 {
-	for (long i = 0; i < n; i++) {
-		uint32_t u;
-		memcpy(&u, src + i, 4);
-		uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-		uint32_t q = (u >> 16) | 0x0040u;
-		dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		bf16_u32x16 u;
+		memcpy(&u, src + i, sizeof u);
+		bf16_u32x16 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+		bf16_u32x16 q = (u >> 16) | 0x0040u;
+		bf16_u32x16 nan = (bf16_u32x16)((u & 0x7fffffffu) > 0x7f800000u); /* all ones */
+		bf16_u16x16 h = __builtin_convertvector((nan & q) | (~nan & r), bf16_u16x16);
+		memcpy(dst + i, &h, sizeof h);
 	}
+	for (; i < n; i++)
+		dst[i] = f32_to_bf16(src[i]);
 }
 
 static void bf16_convert(uint16_t *dst, const float *src, long n)

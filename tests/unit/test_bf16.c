@@ -269,6 +269,38 @@ static void test_weights(void)
 	free(di), free(di2);
 }
 
+/* tensor_to_bf16 (the products' operand conversion, 16 values at a time)
+ * gives f32_to_bf16's bits for every value: random ones, and the special
+ * patterns (NaNs with payloads, infinities, subnormals, the largest finite
+ * values, ties to even both ways) at every place of a vector, on every
+ * length from 0 to 40 (the scalar tail) and on a long buffer (threads). */
+static void test_convert(void)
+{
+	static const uint32_t special[] = {
+		0x7fc00001u, 0xffc12345u, 0x7f800001u, 0xff800001u, 0x7fbfffffu, 0x7f800000u,
+		0xff800000u, 0x00000001u, 0x807fffffu, 0x00008000u, 0x7f7fffffu, 0xff7f8000u,
+		0x3f808000u, 0x3f818000u, 0x3f808001u, 0x00000000u, 0x80000000u };
+	enum { NS = sizeof special / sizeof *special, LONG = 100003 };
+	float *x = rnd(LONG);
+	uint16_t *h = malloc(sizeof(uint16_t) * LONG);
+	long bad = 0;
+	for (long i = 0; i < LONG; i += 5) /* specials at every place modulo 16 */
+		memcpy(&x[i], &special[(i / 5) % NS], sizeof(float));
+	for (int n = 0; n <= 40; n++) {
+		tensor_to_bf16(h, x + n, n);
+		for (int i = 0; i < n; i++)
+			if (h[i] != f32_to_bf16(x[n + i]) && bad++ < 5)
+				tap_diag("n=%d [%d]: 0x%04x, f32_to_bf16 0x%04x", n, i, h[i],
+					 f32_to_bf16(x[n + i]));
+	}
+	tensor_to_bf16(h, x, LONG);
+	for (long i = 0; i < LONG; i++)
+		if (h[i] != f32_to_bf16(x[i]) && bad++ < 10)
+			tap_diag("[%ld]: 0x%04x, f32_to_bf16 0x%04x", i, h[i], f32_to_bf16(x[i]));
+	tap_ok(!bad, "tensor_to_bf16 = f32_to_bf16 on every value, specials included (%ld differ)", bad);
+	free(x), free(h);
+}
+
 /* The bf16 row-wise product (decoding under bf16) against f32 with the
  * bound above, K = C: its sums are in f32 over at most C/16 + 2 products
  * per lane, 4 lane additions and the bias, fewer than C + 1 roundings.
@@ -374,6 +406,7 @@ int main(int argc, char **argv)
 	(void)argc;
 	tensor_blas_setup(argv);
 	tensor_set_threads(0);
+	test_convert();
 	/* the bf16 row-wise product needs no oneDNN */
 	static const int rw[][4] = { { 1, 512, 96, 0 }, { 5, 100, 70, 1 }, { 8, 33, 40, 1 },
 				     { 3, 1376, 64, 0 }, { 4, 31, 33, 1 } };

@@ -30,16 +30,8 @@ fi
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=("$SEVA_SHARED"/bench/configs/tiny.json "$SEVA_SHARED"/bench/configs/small.json)
 
-make -s common/libseva.a || exit 1
-# The Makefile's own compiler and flags (as tests/bench/kernels.sh takes them).
-mkvar() { make -s --no-print-directory -f Makefile -f - "print-$1" <<<'print-%: ; @echo $($*)'; }
-CC=$(mkvar CC) CFLAGS=$(mkvar CFLAGS) SEVA_CFLAGS=$(mkvar SEVA_CFLAGS) LIBS=$(mkvar LDLIBS)
-mkdir -p tests/bin
-for p in engine sgemm bf16gemm; do
-	if [ ! tests/bin/bench-$p -nt tests/bench/$p.c ] || [ ! tests/bin/bench-$p -nt common/libseva.a ]; then
-		$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-$p tests/bench/$p.c common/libseva.a $LIBS || exit 1
-	fi
-done
+. tests/bench/build.bash
+bench_build engine sgemm bf16gemm || exit 1
 
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -200,3 +192,70 @@ echo "columns: the same per CPU second of each process (2 threads), against the 
 echo "rate per CPU second: steadier when other jobs share the cores."
 echo "raw:"
 cat "$tmp/bf16.json" "$tmp/seva-bf16.json" "$tmp/peers.json"
+
+# --- decoding at batch 1 on 1 and on 2 threads (ISSUE 17) ---
+# Both engines on one thread, then two: on one thread the ratio does not
+# depend on the peer's OpenMP threads spinning while they wait (which a
+# loaded machine inflates), nor on a second core's share. The peer: its
+# own Vlm and generate, timed as its bench() times them (image embeddings
+# outside the timed call, 4 tokens of warm-up, then 64), without the DPO
+# step that bench() runs first; the mean of GEN_REPS runs each side.
+echo
+echo "== decoding at batch 1, both engines on 1 and on 2 threads"
+reps=${GEN_REPS:-3}
+cat >"$tmp/peer-gen.py" <<'PY'
+import importlib.util, json, sys, time
+path, threads, reps, configs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+spec = importlib.util.spec_from_file_location("torchvlm", path)
+peer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peer)
+torch = peer.torch
+for cfg in configs:
+    c = peer.from_llava_config(cfg)
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    m = peer.Vlm(c).eval()
+    img = torch.randn(1, 3, c["image_size"], c["image_size"])
+    ids = torch.randint(0, c["vocab"], (1, 32))
+    wall = cpu = 0.0
+    with torch.no_grad():
+        e = m.image_embeds(img)
+        m.generate(e, ids, 4)
+        for _ in range(reps):
+            t, p = time.perf_counter(), time.process_time()
+            m.generate(e, ids, 64)
+            wall += (time.perf_counter() - t) / reps
+            cpu += (time.process_time() - p) / reps
+    print(json.dumps(dict(config=cfg.rsplit("/", 1)[-1].rsplit(".", 1)[0], threads=threads,
+                          torch=torch.__version__.split("+")[0], tokens_per_s=round(64 / wall, 1),
+                          cpu_s=round(cpu, 4))), flush=True)
+PY
+: >"$tmp/b1.json"
+for j in 1 2; do
+	for p in f32 bf16; do
+		tests/bin/bench-engine -j $j --what gen --batch 1 --gen-reps "$reps" --precision $p \
+			"${configs[@]}" | jq -c --argjson j $j 'select(.what == "generate_kvcache") | . + {threads: $j}' \
+			>>"$tmp/b1.json" || exit 1
+	done
+	/usr/bin/python3 "$tmp/peer-gen.py" "$SEVA_SHARED/bench/torchvlm.py" $j "$reps" "${configs[@]}" |
+		jq -c '. + {src: "peer"}' >>"$tmp/b1.json" || echo "(peer generation failed)"
+done
+echo "load average at end:   $(cut -d' ' -f1-3 /proc/loadavg)"
+jq -rs '
+	def f2: if . == null or . < 0 then "-" else . * 100 | round / 100 end;
+	. as $all |
+	def seva($p; $x): $all | map(select(.src == null and .config == $p.config and
+					    .threads == $p.threads and .precision == $x)) | .[0];
+	(["config", "threads", "seva f32 tok/s", "seva bf16 tok/s", "peer tok/s", "f32/peer", "bf16/peer",
+	  "f32/peer cpu", "bf16/peer cpu"] | @tsv),
+	($all | map(select(.src == "peer")) | .[] | . as $p | seva($p; "f32") as $f | seva($p; "bf16") as $b |
+	 [$p.config, $p.threads, ($f.tokens_per_s | f2), ($b.tokens_per_s | f2), ($p.tokens_per_s | f2),
+	  ($f.tokens_per_s / $p.tokens_per_s | f2), ($b.tokens_per_s / $p.tokens_per_s | f2),
+	  ($p.cpu_s / $f.cpu_s | f2), ($p.cpu_s / $b.cpu_s | f2)] | @tsv)
+' "$tmp/b1.json" | column -t -s "$(printf '\t')"
+echo
+echo "64 new tokens after image + 32-token prompt, greedy, KV cache both sides; seva's time"
+echo "includes the tower and the prefill, the peer's the prefill only. Ratios > 1: seva is faster; the"
+echo "cpu columns: the peer's CPU seconds per generation over seva's."
+echo "raw:"
+cat "$tmp/b1.json"

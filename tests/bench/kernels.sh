@@ -5,14 +5,8 @@
 # slow generic kernels). Builds tests/bin/bench-sgemm, which the other
 # benchmark scripts reuse: `tests/bin/bench-sgemm --value` prints the ceiling.
 cd "$(dirname "$0")/../.." || exit 1
-make -s common/libseva.a || exit 1
-# The Makefile's own compiler and flags (MPI and all), whatever they are today.
-mkvar() { make -s --no-print-directory -f Makefile -f - "print-$1" <<<'print-%: ; @echo $($*)'; }
-CC=$(mkvar CC) CFLAGS=$(mkvar CFLAGS) SEVA_CFLAGS=$(mkvar SEVA_CFLAGS) LIBS=$(mkvar LDLIBS)
-mkdir -p tests/bin
-if [ ! tests/bin/bench-sgemm -nt tests/bench/sgemm.c ] || [ ! tests/bin/bench-sgemm -nt common/libseva.a ]; then
-	$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-sgemm tests/bench/sgemm.c common/libseva.a $LIBS || exit 1
-fi
+. tests/bench/build.bash
+bench_build sgemm || exit 1
 n=${SGEMM_N:-2048}
 echo "default: $(tests/bin/bench-sgemm --default -n "$n" -j 2)"
 echo "seva:    $(tests/bin/bench-sgemm -n "$n" -j 2)"

@@ -40,13 +40,8 @@ if [ ! -x "$py" ]; then
 fi
 N=${SMOLVLM_SAMPLES:-8000}
 
-make -s common/libseva.a || exit 1
-mkvar() { make -s --no-print-directory -f Makefile -f - "print-$1" <<<'print-%: ; @echo $($*)'; }
-CC=$(mkvar CC) CFLAGS=$(mkvar CFLAGS) SEVA_CFLAGS=$(mkvar SEVA_CFLAGS) LIBS=$(mkvar LDLIBS)
-mkdir -p tests/bin
-if [ ! tests/bin/bench-engine -nt tests/bench/engine.c ] || [ ! tests/bin/bench-engine -nt common/libseva.a ]; then
-	$CC $CFLAGS $SEVA_CFLAGS -o tests/bin/bench-engine tests/bench/engine.c common/libseva.a $LIBS || exit 1
-fi
+. tests/bench/build.bash
+bench_build engine || exit 1
 
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT

@@ -9,6 +9,8 @@
 # (/usr/bin/python3) and the venv's (tests/vendor/venv, if there), against
 # the bf16 ceiling measured in the same run: oneDNN's 2048^3 and the
 # step's own linear-layer shapes (tests/bin/bench-bf16gemm).
+# Last, decoding at batch 1 with both engines on 1 thread and on 2, seva in
+# f32 and bf16 (GEN_REPS generations each side, default 3).
 #
 # The peer's code runs unchanged: a few lines of Python call its bench()
 # with as many timed DPO steps as seva's (one warm-up step each) and also

@@ -331,7 +331,8 @@ static int mm_bf16_forward(float *out, const float *inp, const float *w, const f
 			   int N, int C, int OC);
 static int mm_bf16_backward(float *dinp, float *dw, float *dbias, const float *dout,
 			    const float *inp, const float *w, int N, int C, int OC);
-static void weights_updated(const float *p, long n);
+static uint16_t *weights_copy(const float *p, long n);
+static void bf16_convert_range(uint16_t *dst, const float *src, long n);
 
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
 		    int N, int C, int OC)
@@ -1356,6 +1357,9 @@ void logprob_backward(float *dlogits, const float *logits, const int *target,
 /* ---------------------------------------------------------------------- */
 /* Optimiser */
 
+/* elements per block of adamw_update: 4 arrays of 16 KB stay in L1/L2 */
+#define ADAMW_BLOCK 4096L
+
 HOT static void adamw_range(float *p, const float *g, float *m, float *v, long n, float step,
 			    float beta1, float beta2, float eps, float decay, float bc2_sqrt)
 {
@@ -1370,6 +1374,22 @@ HOT static void adamw_range(float *p, const float *g, float *m, float *v, long n
 	}
 }
 
+/* [lo, hi) block by block, each block's bf16 copy (c16, if not NULL)
+ * written as the block is stepped, while it is in cache, not by a second
+ * pass over p */
+static void adamw_blocks(float *p, const float *g, float *m, float *v, uint16_t *c16, long lo,
+			 long hi, float step, float beta1, float beta2, float eps, float decay,
+			 float bc2_sqrt)
+{
+	for (long b = lo; b < hi; b += ADAMW_BLOCK) {
+		long e = b + ADAMW_BLOCK < hi ? b + ADAMW_BLOCK : hi;
+		adamw_range(p + b, g + b, m + b, v + b, e - b, step, beta1, beta2, eps, decay,
+			    bc2_sqrt);
+		if (c16)
+			bf16_convert_range(c16 + b, p + b, e - b);
+	}
+}
+
 void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr,
 		  float beta1, float beta2, float eps, float weight_decay, int t)
 {
@@ -1379,9 +1399,9 @@ void adamw_update(float *p, const float *g, float *m, float *v, long n, float lr
 	float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
 	float step = lr / bc1, decay = 1.0f - lr * weight_decay;
 
-	EACH(n, PAR_MIN, adamw_range(p + lo_, g + lo_, m + lo_, v + lo_, hi_ - lo_, step, beta1,
-				     beta2, eps, decay, bc2_sqrt));
-	weights_updated(p, n);
+	uint16_t *c16 = weights_copy(p, n);
+	EACH(n, PAR_MIN, adamw_blocks(p, g, m, v, c16, lo_, hi_, step, beta1, beta2, eps, decay,
+				      bc2_sqrt));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1564,12 +1584,12 @@ void tensor_weights_changed(const float *p)
 		a->valid = 0;
 }
 
-/* after adamw_update wrote p[0, n): keep a valid copy valid */
-static void weights_updated(const float *p, long n)
+/* the bf16 copy of p[0, n) that adamw_update keeps valid as it writes p:
+ * NULL where there is none (no arena, or its copy not made yet) */
+static uint16_t *weights_copy(const float *p, long n)
 {
 	struct weight_arena *a = arena_of(p, n);
-	if (a && a->valid)
-		bf16_convert(a->copy + (p - a->base), p, n);
+	return a && a->valid ? a->copy + (p - a->base) : NULL;
 }
 
 /* Per-call scratch, grown as needed: the operands converted to bf16. */

@@ -311,10 +311,11 @@ static void test_rowwise_shape(int N, int C, int OC, int with_bias)
 {
 	float *x = rnd((long)N * C), *w = rnd((long)OC * C), *bias = with_bias ? rnd(OC) : NULL;
 	float *x16 = rounded(x, (long)N * C), *w16 = rounded(w, (long)OC * C);
-	double *exact = malloc(sizeof(double) * (size_t)N * OC), *S = malloc(sizeof(double) * (size_t)N * OC);
-	double *S32 = malloc(sizeof(double) * (size_t)N * OC), *tmp = malloc(sizeof(double) * (size_t)N * OC);
-	float *y = malloc(sizeof(float) * (size_t)N * OC), *y32 = malloc(sizeof(float) * (size_t)N * OC);
-	float *yl = malloc(sizeof(float) * (size_t)N * OC);
+	size_t no = (size_t)N * OC;
+	double *exact = malloc(sizeof(double) * no), *S = malloc(sizeof(double) * no);
+	double *S32 = malloc(sizeof(double) * no), *tmp = malloc(sizeof(double) * no);
+	float *y = malloc(sizeof(float) * no), *y32 = malloc(sizeof(float) * no);
+	float *yl = malloc(sizeof(float) * no);
 	char what[96];
 	int top = tensor_rowwise_bf16_level(-1), same = 1, at = -1;
 
@@ -385,7 +386,8 @@ static void test_step_dispatch(void)
 	tensor_set_precision(TENSOR_F32);
 	matmul_forward_rowwise(f32, x, w, b, N, C, OC);
 	matmul_forward_step(y, x, w, b, N, C, OC);
-	tap_ok(!memcmp(y, f32, sizeof(float) * N * OC), "under f32 a step's product is the f32 row-wise one");
+	tap_ok(!memcmp(y, f32, sizeof(float) * N * OC),
+	       "under f32 a step's product is the f32 row-wise one");
 	tensor_set_precision(TENSOR_BF16);
 	matmul_forward_step(y, x, w, b, N, C, OC);
 	matmul_forward_rowwise_bf16(want, x, free_w, b, N, C, OC);

@@ -54,20 +54,24 @@ static struct {
 static _Noreturn void finish(int failed)
 {
 	progress_done(&prog);
-	/* the exports first: a failure there publishes no output */
+	/* every output finished before any is published: all appear or none */
+	struct out_file pairs = { 0 };
+	struct out_file *outs[] = { &trl, &seva, &pairs };
 	if (seva.f && !failed)
 		fputs(nseva ? "\n]\n" : "[]\n", seva.f);
-	for (int i = 0; i < 2; i++) {
-		struct out_file *o = i ? &seva : &trl;
-		if (o->f && failed)
-			out_abort(o);
-		else if (o->f && out_commit(o))
+	for (int i = 0; i < 2; i++)
+		if (outs[i]->f && !failed && out_finish(outs[i]))
 			failed = 1;
-	}
 	if (w && failed)
-		rec_writer_abort(w), w = NULL;
-	if (w && rec_writer_close(w))
+		rec_writer_abort(w);
+	else if (w && rec_writer_finish(w, &pairs))
 		failed = 1;
+	w = NULL;
+	for (int i = 0; i < 3; i++)
+		if (failed)
+			out_abort(outs[i]);
+		else if (out_publish(outs[i]))
+			failed = 1;
 	if (spool_path)
 		unlink(spool_path);
 	if (spool_dir)

@@ -1997,6 +1997,12 @@ static void writer_free(struct rec_writer *w)
 
 int rec_writer_close(struct rec_writer *w)
 {
+	struct out_file held;
+	return rec_writer_finish(w, &held) ? -1 : out_publish(&held);
+}
+
+int rec_writer_finish(struct rec_writer *w, struct out_file *held)
+{
 	int rc = w->failed ? -1 : 0;
 	if (w->ar && !w->failed) {
 		w->out.len = 0;
@@ -2016,8 +2022,9 @@ int rec_writer_close(struct rec_writer *w)
 		if (rc)
 			out_abort(&w->o);
 		else
-			rc = out_commit(&w->o);
+			rc = out_finish(&w->o);
 	}
+	*held = w->o; /* zeroed by out_abort, by a failed out_finish, or never opened */
 	writer_free(w);
 	return rc;
 }

@@ -50,6 +50,12 @@ int rec_write(struct rec_writer *w, const struct sample *s);
 /* Finishes the stream (tar trailer), flushes, checks for write errors,
  * renames into place. -1 (message printed, temp removed) on failure. */
 int rec_writer_close(struct rec_writer *w);
+/* rec_writer_close in two halves, for a tool whose outputs appear all or
+ * none: the stream finished, a file output left at its temporary name and
+ * handed over in *HELD (zeroed for stdout or a device) for out_publish or
+ * out_abort; W freed. -1 (message printed, temp removed) on failure. */
+struct out_file;
+int rec_writer_finish(struct rec_writer *w, struct out_file *held);
 /* What makes S a record W refuses for its content (a key no reader would
  * take back, names tar cannot hold), or NULL: for a tool to refuse the
  * sample in its own words before rec_write (static text, or the thread's

@@ -418,6 +418,7 @@ int out_open(struct out_file *o, const char *path)
 		if (!o->f) {
 			error("open '%s':", path);
 			free(o->path);
+			memset(o, 0, sizeof *o);
 			return -1;
 		}
 		return 0;
@@ -432,13 +433,14 @@ int out_open(struct out_file *o, const char *path)
 		}
 		free(o->tmp);
 		free(o->path);
+		memset(o, 0, sizeof *o);
 		return -1;
 	}
 	tmp_track(o->tmp);
 	return 0;
 }
 
-int out_commit(struct out_file *o)
+int out_finish(struct out_file *o)
 {
 	const char *name = o->tmp ? o->tmp : o->path;
 	int rc = 0;
@@ -448,11 +450,20 @@ int out_commit(struct out_file *o)
 		rc = error("fsync '%s':", name);
 	if (fclose(o->f) != 0 && !rc)
 		rc = error("close '%s':", name);
+	o->f = NULL;
+	if (rc)
+		out_abort(o);
+	return rc;
+}
+
+int out_publish(struct out_file *o)
+{
+	int rc = 0;
 	if (o->tmp) {
-		if (!rc && rename(o->tmp, o->path) < 0)
+		if (rename(o->tmp, o->path) < 0) {
 			rc = error("rename '%s' to '%s':", o->tmp, o->path);
-		if (rc)
 			unlink(o->tmp);
+		}
 		tmp_untrack(o->tmp);
 	}
 	free(o->tmp);
@@ -461,11 +472,18 @@ int out_commit(struct out_file *o)
 	return rc;
 }
 
+int out_commit(struct out_file *o)
+{
+	return out_finish(o) ? -1 : out_publish(o);
+}
+
+/* Open (F set) or finished (F NULL, PATH set); a zeroed O is nothing. */
 void out_abort(struct out_file *o)
 {
-	if (!o->f)
+	if (!o->f && !o->path)
 		return;
-	fclose(o->f);
+	if (o->f)
+		fclose(o->f);
 	if (o->tmp) {
 		unlink(o->tmp);
 		tmp_untrack(o->tmp);

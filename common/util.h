@@ -113,6 +113,12 @@ struct out_file {
 int out_open(struct out_file *o, const char *path);
 int out_commit(struct out_file *o);
 void out_abort(struct out_file *o);
+/* out_commit's two halves, for a tool whose outputs appear all or none:
+ * out_finish flushes, fsyncs and closes (the data stays at TMP; on failure
+ * the temporary is removed and O freed), out_publish renames it over PATH.
+ * out_abort between the two removes the temporary. */
+int out_finish(struct out_file *o);
+int out_publish(struct out_file *o);
 /* DATA as the whole of PATH, by an out_file. */
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Makes DIR and its parents (mkdir -p). */

@@ -138,6 +138,17 @@ expect_fail "truncated input" 1 seva-pair -o t.mp trunc.mp
 stderr_has "says truncated" "trunc.mp: record 1: truncated msgpack"
 expect_fail "/dev/full" 1 sh -c 'seva-pair gen.mp > /dev/full'
 stderr_has "write error" "write error"
+# Every output is finished before any is published: pairs that cannot be
+# written leave no exports behind, and an export that fails leaves no pairs.
+mkdir fullimg
+expect_fail "pairs to /dev/full with exports: exit 1" 1 sh -c \
+	'seva-pair -q --trl full.jsonl --seva full.json --images fullimg gen.mp > /dev/full'
+check "... and neither export is published" "$(ls full.jsonl full.json 2>/dev/null | wc -l)" = 0
+check "... nor left half-written" "$(ls | grep -c '^full\.json.*\.tmp\.')" = 0
+expect_fail "an export to /dev/full: exit 1" 1 seva-pair -q --trl /dev/full --seva full2.json \
+	--images fullimg -o full2.mp gen.mp
+check "... and neither the pairs nor the other export are published" \
+	"$(ls full2.mp full2.json 2>/dev/null | wc -l)" = 0
 $PY -c '
 import msgpack
 with open("big.mp", "wb") as f:

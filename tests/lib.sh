@@ -63,4 +63,26 @@ tiny_base() {
 		--preprocessor "$TOP/tests/fixtures/train/tiny-preprocessor.json" -s 3 --init-only \
 		-o "$1" 2>init.err || { cat init.err; exit 1; }
 }
+# Pairs OUT from the sft records IN: each conversation's prompt and answer
+# chosen, one fixed wrong answer rejected (training tests that need pairs
+# but not seva-pair).
+sft_pairs() {
+	/usr/bin/python3 - "$1" "$2" <<'PY'
+import msgpack, sys
+s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+open(sys.argv[2], "wb").write(b"".join(msgpack.packb({"__key__": x["__key__"], "png": x["png"],
+    "prompt.txt": x["json"]["prompt"], "chosen.txt": x["json"]["answer"],
+    "rejected.txt": "A purple heart."}, use_bin_type=True) for x in s))
+PY
+}
+# PY = the venv's python (tests/deps.sh makes it) for the tests that run
+# transformers, PEFT or TRL; without it the test fails and stops here.
+need_venv() {
+	PY=$TOP/tests/vendor/venv/bin/python
+	if [ ! -x "$PY" ]; then
+		not_ok "the python environment is missing: run tests/deps.sh"
+		done_testing
+		exit
+	fi
+}
 done_testing() { echo "1..$_n"; [ "$_failed" = 0 ]; }

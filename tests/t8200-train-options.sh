@@ -53,13 +53,7 @@ check "seva version, tool, command" \
 check "the settings: lr, schedule, steps, batch, seed, examples, dtype, output" \
 	"$(jq -c '[.lr, .schedule, .total_steps, .batch, .seed, .examples, .dtype, .output_dir]' w/training_args.json)" \
 	= '[0.01,"constant",6,2,9,8,"F32","w"]'
-$PY - sft.mp pairs.mp <<'PY'
-import msgpack, sys
-s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
-open(sys.argv[2], "wb").write(b"".join(msgpack.packb({"__key__": x["__key__"], "png": x["png"],
-    "prompt.txt": x["json"]["prompt"], "chosen.txt": x["json"]["answer"],
-    "rejected.txt": "A purple heart."}, use_bin_type=True) for x in s))
-PY
+sft_pairs sft.mp pairs.mp
 expect "seva-dpo" seva-dpo -j 1 -q -m base -b 2 --max-steps 1 --beta 0.2 -o dp pairs.mp
 check "seva-dpo writes training_args.json with its loss settings" \
 	"$(jq -c '[.tool, .beta, .lora, .examples]' dp/training_args.json)" = '["seva-dpo",0.2,16,8]'

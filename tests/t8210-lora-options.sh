@@ -10,13 +10,7 @@ FIX=$TOP/tests/fixtures/train
 
 tiny_base base
 seva-synth --split sft -n 8 -s 2 >sft.mp
-$PY - sft.mp pairs.mp <<'PY'
-import msgpack, sys
-s = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
-open(sys.argv[2], "wb").write(b"".join(msgpack.packb({"__key__": x["__key__"], "png": x["png"],
-    "prompt.txt": x["json"]["prompt"], "chosen.txt": x["json"]["answer"],
-    "rejected.txt": "A purple heart."}, use_bin_type=True) for x in s))
-PY
+sft_pairs sft.mp pairs.mp
 
 # bad values and combinations: exit 2 naming the option
 for t in sft dpo; do

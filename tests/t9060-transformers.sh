@@ -5,13 +5,8 @@
 # from_pretrained then loads what seva wrote, with no missing or unexpected
 # weight, and gives the summed log-probs that seva-dpo --score gives.
 . "$(dirname "$0")/lib.sh"
-PY=$TOP/tests/vendor/venv/bin/python
+need_venv
 FIX=$TOP/tests/fixtures/transformers/llava-gqa-f32
-if [ ! -x "$PY" ]; then
-	not_ok "the python environment is missing: run tests/deps.sh"
-	done_testing
-	exit
-fi
 
 # Pairs from the fixture's real photos: questions, answers on two views.
 for f in "$FIX"/photo*.jpg; do

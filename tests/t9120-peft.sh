@@ -5,13 +5,8 @@
 # scale from use_rslora, gives the log-probs seva computes with the model it
 # merged (seva-dpo --score), and PEFT's merge_and_unload gives its weights.
 . "$(dirname "$0")/lib.sh"
-PY=$TOP/tests/vendor/venv/bin/python
+need_venv
 FIX=$TOP/tests/fixtures/transformers/llava-gqa-f32
-if [ ! -x "$PY" ]; then
-	not_ok "the python environment is missing: run tests/deps.sh"
-	done_testing
-	exit
-fi
 
 # pairs from the fixture's photos, with answers of other lengths
 for f in "$FIX"/photo*.jpg; do

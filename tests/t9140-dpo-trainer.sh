@@ -12,11 +12,8 @@
 # adapter after the step (lora_A, lora_B, the projector), against seva's
 # metrics file and its adapter_model.safetensors.
 . "$(dirname "$0")/lib.sh"
-PY=$TOP/tests/vendor/venv/bin/python
+need_venv
 FIX=$TOP/tests/fixtures/transformers/llava-gqa-f32
-if [ ! -x "$PY" ]; then
-	echo "ok 1 # skip the python environment is missing (tests/deps.sh makes it)"; echo "1..1"; exit 0
-fi
 
 # Generated answers on the fixture's photos, two questions each, as
 # seva-generate writes them; seva-pair makes the pairs and TRL's export.

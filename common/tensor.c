@@ -498,21 +498,28 @@ rw_pass(float *out, const float *inp, const float *w, const float *bias, int n, 
 	}
 }
 
-/* Output channels [o0, o1) of every row: four rows at a time, then two,
- * then one. */
+/* Every row of N through PASS(out, x, w, bias, n, C, OC, o0, o1, R): four
+ * rows at a time, then two, then one; R is a constant, so that each pass
+ * keeps its R rows' sums in registers. */
+#define ROWS_BY_4_2_1(PASS, out, x, w, bias, N, C, OC, o0, o1)                  \
+	do {                                                                     \
+		int n_ = 0;                                                      \
+		for (; n_ + 4 <= (N); n_ += 4)                                   \
+			PASS(out, x, w, bias, n_, C, OC, o0, o1, 4);             \
+		if (n_ + 2 <= (N)) {                                             \
+			PASS(out, x, w, bias, n_, C, OC, o0, o1, 2);             \
+			n_ += 2;                                                 \
+		}                                                                \
+		if (n_ < (N))                                                    \
+			PASS(out, x, w, bias, n_, C, OC, o0, o1, 1);             \
+	} while (0)
+
+/* Output channels [o0, o1) of every row. */
 static inline __attribute__((always_inline)) void
 rw_block(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
 	 int o0, int o1)
 {
-	int n = 0;
-	for (; n + 4 <= N; n += 4)
-		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 4);
-	if (n + 2 <= N) {
-		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 2);
-		n += 2;
-	}
-	if (n < N)
-		rw_pass(out, inp, w, bias, n, C, OC, o0, o1, 1);
+	ROWS_BY_4_2_1(rw_pass, out, inp, w, bias, N, C, OC, o0, o1);
 }
 
 /* The same source for each instruction set (chosen by rw_use, not by
@@ -1699,15 +1706,7 @@ static inline __attribute__((always_inline)) void
 rwb_block(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
 	  int OC, int o0, int o1)
 {
-	int n = 0;
-	for (; n + 4 <= N; n += 4)
-		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 4);
-	if (n + 2 <= N) {
-		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 2);
-		n += 2;
-	}
-	if (n < N)
-		rwb_pass(out, x16, w16, bias, n, C, OC, o0, o1, 1);
+	ROWS_BY_4_2_1(rwb_pass, out, x16, w16, bias, N, C, OC, o0, o1);
 }
 
 typedef void rwb_fn(float *, const uint16_t *, const uint16_t *, const float *, int, int, int,
@@ -1769,15 +1768,7 @@ __attribute__((target("arch=x86-64-v4,avx512bf16"))) static void
 rwb_dp(float *out, const uint16_t *x16, const uint16_t *w16, const float *bias, int N, int C,
        int OC, int o0, int o1)
 {
-	int n = 0;
-	for (; n + 4 <= N; n += 4)
-		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 4);
-	if (n + 2 <= N) {
-		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 2);
-		n += 2;
-	}
-	if (n < N)
-		rwb_dp_pass(out, x16, w16, bias, n, C, OC, o0, o1, 1);
+	ROWS_BY_4_2_1(rwb_dp_pass, out, x16, w16, bias, N, C, OC, o0, o1);
 }
 #else
 #define rwb_dp rwb_v4
